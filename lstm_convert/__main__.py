@@ -1,0 +1,3 @@
+from lstm_convert.cli import main
+
+raise SystemExit(main())

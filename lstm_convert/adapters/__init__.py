@@ -1,0 +1,1 @@
+"""One module per framework or file format, each a symmetric ``read`` / ``write`` pair."""
