@@ -142,6 +142,12 @@ class RecurrentLayer:
                 if array is not None:
                     yield tensor_name(self.name, *key, role), array
 
+    def count_params(self, biases: int = 2) -> int:
+        """Parameters as a framework with ``biases`` bias vectors per gate counts them
+        (2 for PyTorch, 1 for Keras)."""
+        weights = sum(g.W_x.size + g.W_h.size for g in self.gates.values())
+        return weights + (biases * self.hidden_size * len(self.gates) if self.bias else 0)
+
     def spec(self) -> dict[str, Any]:
         """The configuration without weights, as JSON-compatible data."""
         return {
