@@ -1,0 +1,80 @@
+"""Shared fixtures: a seeded generator and random, gate-distinct layers in each framework."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+SEED = 20261128
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(SEED)
+
+
+def random_keras_lstm(rng, features=7, units=3, dtype="float32", **options):
+    """A built Keras LSTM whose every weight (all gates, the bias) is random and distinct."""
+    import keras
+
+    layer = keras.layers.LSTM(units, dtype=dtype, **options)
+    layer.build((None, None, features))
+    layer.set_weights([rng.normal(0, 0.5, w.shape).astype(dtype) for w in layer.get_weights()])
+    return layer
+
+
+def random_torch_lstm(rng, input_size=7, hidden_size=3, dtype="float32", **options):
+    """An nn.LSTM whose every parameter is random, the two biases different."""
+    import torch
+
+    module = torch.nn.LSTM(input_size, hidden_size, dtype=getattr(torch, dtype), **options)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.from_numpy(rng.normal(0, 0.5, tuple(p.shape)).astype("float32")))
+    return module
+
+
+def inputs(rng, batch=3, steps=6, features=7, states=1, units=3):
+    """Random float32 input (batch, time, features) and non-zero initial (h, c) (states, batch, units)."""
+    x = rng.normal(size=(batch, steps, features)).astype("float32")
+    h0 = rng.normal(size=(states, batch, units)).astype("float32")
+    c0 = rng.normal(size=(states, batch, units)).astype("float32")
+    return x, h0, c0
+
+
+def run_keras(layer, x, h0, c0):
+    """Output sequence and final (h, c) of a single Keras LSTM, in one call."""
+    import keras
+
+    runner = layer
+    config = layer.get_config()
+    if not (config["return_sequences"] and config["return_state"]):
+        config.update(return_sequences=True, return_state=True, name=f"{layer.name}_runner")
+        runner = keras.layers.LSTM.from_config(config)
+        runner.build((None, None, x.shape[2]))
+        runner.set_weights(layer.get_weights())
+    seq, h, c = runner(x, initial_state=[h0[0], c0[0]])
+    return np.asarray(seq), np.asarray(h)[None], np.asarray(c)[None]
+
+
+def run_torch(module, x, h0, c0):
+    """Output sequence (batch-major) and final (h, c) of an nn.LSTM."""
+    import torch
+
+    xt = torch.from_numpy(x) if module.batch_first else torch.from_numpy(x).transpose(0, 1)
+    with torch.no_grad():
+        seq, (h, c) = module(xt, (torch.from_numpy(h0), torch.from_numpy(c0)))
+    seq = seq if module.batch_first else seq.transpose(0, 1)
+    return seq.numpy(), h.numpy(), c.numpy()
+
+
+def assert_same_run(got, expected, atol=1e-5):
+    """Compare (sequence, h, c) triples, naming the part that differs."""
+    for label, a, b in zip(("output sequence", "final h", "final c"), got, expected):
+        assert a.shape == b.shape, f"{label}: shape {a.shape} != {b.shape}"
+        np.testing.assert_allclose(a, b, rtol=0, atol=atol, err_msg=label)

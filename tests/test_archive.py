@@ -1,0 +1,87 @@
+"""The canonical safetensors archive: bit-exact, self-describing, strict on read."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import random_keras_lstm, random_torch_lstm
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
+
+import lstm_convert as lc
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_round_trip_bit_identical(tmp_path, rng, dtype):
+    weights = lc.from_torch(random_torch_lstm(rng, dtype=dtype, num_layers=2, bidirectional=True))
+    path = lc.save(weights, tmp_path / "w.safetensors")
+    loaded = lc.load(path)
+    assert loaded == weights and loaded.dtype == dtype
+    assert loaded.spec() == weights.spec()  # configuration -> metadata -> configuration
+
+
+def test_keras_source_and_no_bias(tmp_path, rng):
+    weights = lc.from_keras(random_keras_lstm(rng, use_bias=False, return_sequences=True))
+    loaded = lc.load(lc.save(weights, tmp_path / "k.safetensors"))
+    assert loaded == weights
+    assert loaded.config["keras"]["return_sequences"] is True
+    assert loaded.source["framework"] == "keras"
+
+
+def test_one_tensor_per_gate_and_role(tmp_path, rng):
+    weights = lc.from_torch(random_torch_lstm(rng, hidden_size=3), name="enc")
+    path = lc.save(weights, tmp_path / "a.safetensors")
+    with safe_open(path, "np") as f:
+        names, meta = set(f.keys()), f.metadata()
+    assert names == {f"enc.l0.forward.{g}.{r}" for g in ("input", "forget", "cell", "output")
+                     for r in ("W_x", "W_h", "b_x", "b_h")}
+    assert meta["format"] == "lstm_convert" and meta["format_version"] == "1"
+    assert meta["source"] == "torch" and meta["content"] == "layer"
+    (spec,) = json.loads(meta["layers"])
+    assert spec["hidden_size"] == 3 and spec["config"]["torch"] == {"batch_first": False, "dropout": 0.0}
+    tensors = load_file(path)
+    np.testing.assert_array_equal(tensors["enc.l0.forward.forget.W_h"], weights.gate("forget").W_h)
+
+
+def test_strict_reading(tmp_path, rng):
+    weights = lc.from_torch(random_torch_lstm(rng))
+    tensors = load_file(lc.save(weights, tmp_path / "good.safetensors"))
+    with safe_open(tmp_path / "good.safetensors", "np") as f:
+        meta = f.metadata()
+
+    def bad(name, tensors, meta):
+        path = tmp_path / name
+        save_file(tensors, path, metadata=meta)
+        return path
+
+    with pytest.raises(lc.FormatError, match=r"plain.safetensors: not an lstm_convert archive"):
+        lc.load(bad("plain.safetensors", tensors, {}))
+    missing = {k: v for k, v in tensors.items() if k != "lstm.l0.forward.cell.b_h"}
+    with pytest.raises(lc.FormatError, match=r"tensor lstm.l0.forward.cell.b_h is missing"):
+        lc.load(bad("missing.safetensors", missing, meta))
+    extra = dict(tensors, stray=np.zeros(2, "float32"))
+    with pytest.raises(lc.FormatError, match=r"tensors not described by the metadata: \['stray'\]"):
+        lc.load(bad("extra.safetensors", extra, meta))
+    wrong = dict(tensors, **{"lstm.l0.forward.cell.b_h": np.zeros(3, "float64")})
+    with pytest.raises(lc.FormatError, match=r"cell.b_h has dtype float64, expected float32"):
+        lc.load(bad("dtype.safetensors", wrong, meta))
+    shape = dict(tensors, **{"lstm.l0.forward.cell.W_h": np.zeros((3, 4), "float32")})
+    with pytest.raises(lc.FormatError, match=r"cell.W_h: expected shape \(3, 3\), got \(3, 4\)"):
+        lc.load(bad("shape.safetensors", shape, meta))
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(lc.FormatError, match=r"junk.safetensors: not a readable safetensors file"):
+        lc.load(tmp_path / "junk.safetensors")
+    with pytest.raises(lc.FormatError, match=r"absent.safetensors: no such file"):
+        lc.load(tmp_path / "absent.safetensors")
+
+
+def test_failed_save_leaves_nothing(tmp_path, rng):
+    weights = lc.from_torch(random_torch_lstm(rng))
+    target = tmp_path / "keep.safetensors"
+    target.write_bytes(b"precious")
+    with pytest.raises(FileNotFoundError):
+        lc.save(weights, tmp_path / "no-such-dir" / "w.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.safetensors"]
+    assert target.read_bytes() == b"precious"

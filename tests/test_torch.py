@@ -1,0 +1,94 @@
+"""PyTorch adapter against real nn.LSTM modules: bit-exact round trips, states, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import inputs, random_torch_lstm, run_torch, assert_same_run
+
+import lstm_convert as lc
+from lstm_convert import reference
+
+VARIANTS = {
+    "single": {},
+    "no-bias": {"bias": False},
+    "stacked-bidirectional": {"num_layers": 2, "bidirectional": True},
+    "time-major": {"batch_first": False},
+}
+
+
+def _same_state(a, b):
+    assert list(a) == list(b)
+    for key in a:
+        assert a[key].dtype == b[key].dtype, key
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("options", VARIANTS.values(), ids=VARIANTS.keys())
+def test_round_trip_is_bit_identical_and_reference_agrees(rng, options):
+    module = random_torch_lstm(rng, **options)
+    weights = lc.from_torch(module)
+    back = lc.to_torch(weights)
+    _same_state(back.state_dict(), module.state_dict())
+    assert back.batch_first == module.batch_first
+    states = weights.num_layers * weights.directions
+    x, h0, c0 = inputs(rng, states=states)
+    expected = run_torch(module, x, h0, c0)
+    assert_same_run(run_torch(back, x, h0, c0), expected, atol=0)
+    seq, (h, c) = reference.forward(weights, x, (h0, c0))
+    assert_same_run((seq, h, c), expected)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])
+def test_dtypes_survive(rng, dtype):
+    module = random_torch_lstm(rng, dtype=dtype)
+    weights = lc.from_torch(module)
+    assert weights.dtype == dtype
+    _same_state(lc.to_torch(weights).state_dict(), module.state_dict())
+
+
+def test_state_dict_in_and_out(rng):
+    module = random_torch_lstm(rng, num_layers=2)
+    weights = lc.from_torch(module.state_dict())
+    assert (weights.num_layers, weights.input_size, weights.hidden_size) == (2, 7, 3)
+    state = lc.to_torch(weights, state_dict=True)
+    _same_state(state, module.state_dict())
+    assert lc.from_torch(state) == weights
+
+
+def test_both_biases_kept_separately(rng):
+    module = random_torch_lstm(rng)
+    weights = lc.from_torch(module)
+    # PyTorch block 2 is g, the canonical "cell" gate; its two biases stay apart.
+    np.testing.assert_array_equal(weights.gate("cell").b_x, module.bias_ih_l0.detach().numpy()[6:9])
+    np.testing.assert_array_equal(weights.gate("cell").b_h, module.bias_hh_l0.detach().numpy()[6:9])
+    np.testing.assert_array_equal(weights.gate("output").W_h, module.weight_hh_l0.detach().numpy()[9:12])
+
+
+def test_write_into_existing_module(rng):
+    source = random_torch_lstm(rng)
+    target = torch.nn.LSTM(7, 3, batch_first=True)
+    assert lc.to_torch(lc.from_torch(source), target) is target
+    _same_state(target.state_dict(), source.state_dict())
+    with pytest.raises(lc.ShapeError, match=r"target nn.LSTM has hidden_size=4, expected hidden_size=3"):
+        lc.to_torch(lc.from_torch(source), torch.nn.LSTM(7, 4))
+
+
+def test_errors_name_the_keys(rng):
+    state = dict(random_torch_lstm(rng).state_dict())
+    state["extra.weight"] = torch.zeros(1)
+    with pytest.raises(lc.FormatError, match=r"unexpected key 'extra.weight'"):
+        lc.from_torch(state)
+    state = dict(random_torch_lstm(rng).state_dict())
+    del state["bias_hh_l0"]
+    with pytest.raises(lc.FormatError, match=r"missing \['bias_hh_l0'\]"):
+        lc.from_torch(state)
+    state = dict(random_torch_lstm(rng).state_dict())
+    state["weight_ih_l0"] = state["weight_ih_l0"][:10]
+    with pytest.raises(lc.ShapeError, match=r"lstm.weight_ih_l0: expected 12 along axis 0"):
+        lc.from_torch(state)
+    with pytest.raises(lc.UnsupportedError, match="proj_size=2 is not supported"):
+        lc.from_torch(torch.nn.LSTM(7, 3, proj_size=2))
+    with pytest.raises(lc.UnsupportedError, match="GRU is not supported, expected torch.nn.LSTM"):
+        lc.from_torch(torch.nn.GRU(7, 3))
