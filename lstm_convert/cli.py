@@ -67,7 +67,7 @@ def _print_demo(r: dict, kept: bool) -> int:
     print("Seed model: Input((18, 7)) -> LSTM(2) -> Dense(5), seeded random weights\n")
     print("Keras tensors of layer 'lstm' (4 gates x H=2 units side by side):")
     for name, shape in r["keras_tensors"].items():
-        print(f"  {name:<17} {str(shape):<8}")
+        print(f"  {name:<17} {shape}")
     print(f"Parameters (Keras count_params): lstm {p['lstm']}, dense {p['dense']}, total {p['total']}")
     print(f"  lstm: 4 gates x (W_x 2x7 + W_h 2x2 + bias 2) = {r['canonical_params']['keras']}; "
           f"dense: 2x5 + 5 = {p['dense']}\n")

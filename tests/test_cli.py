@@ -1,0 +1,40 @@
+"""The command line: the demo's figures, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from lstm_convert.cli import main
+
+
+def test_demo_reports_the_seed_counts_and_agreement(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Parameters (Keras count_params): lstm 80, dense 15, total 95" in out
+    assert "LSTM(7, 2, batch_first=True), 88 parameters" in out
+    assert "  cell    c [:, 2H:3H]      g [2H:3H]          (2, 7)  (2, 2)  (2,)  (2,)  20" in out
+    assert "archive reloaded bit for bit: True" in out
+    assert out.rstrip().endswith("OK: within 1e-5")
+    assert (tmp_path / "seed_lstm.safetensors").exists()
+
+
+def test_errors_are_one_line_with_exit_status_1(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; sys.modules['keras'] = None\nfrom lstm_convert.cli import main\n"
+         f"raise SystemExit(main(['demo', '--out', {str(tmp_path)!r}]))"],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == ("lstm-convert: error: keras is needed for this and is not installed: "
+                           "pip install 'lstm-convert[keras]'\n")
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main([]) == 2
+    try:
+        main(["no-such-command"])
+    except SystemExit as exc:
+        assert exc.code == 2
+    else:
+        raise AssertionError("argparse accepted an unknown command")
