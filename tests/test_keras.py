@@ -123,3 +123,35 @@ def test_refusals_are_specific(rng):
     stacked = lc.from_torch(random_torch_lstm(rng, num_layers=2))
     with pytest.raises(lc.UnsupportedError, match="2 stacked layer"):
         lc.to_keras(stacked)
+
+
+def test_other_keras_backend(tmp_path):
+    """The adapter uses only public Keras API, so the PyTorch backend works too (in its own process)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "torch_backend.py"
+    script.write_text(
+        "import keras, numpy as np, torch, lstm_convert as lc\n"
+        "assert keras.backend.backend() == 'torch'\n"
+        "rng = np.random.default_rng(7)\n"
+        "layer = keras.layers.LSTM(3, return_sequences=True, return_state=True)\n"
+        "layer.build((None, None, 5))\n"
+        "layer.set_weights([rng.normal(0, .5, w.shape).astype('float32') for w in layer.get_weights()])\n"
+        "weights = lc.from_keras(layer)\n"
+        "assert weights.source['backend'] == 'torch'\n"
+        "back = lc.to_keras(weights)\n"
+        "assert all(a.tobytes() == b.tobytes() for a, b in zip(layer.get_weights(), back.get_weights()))\n"
+        "x, h0, c0 = (rng.normal(size=s).astype('float32') for s in ((2, 4, 5), (2, 3), (2, 3)))\n"
+        "seq, h, c = (np.asarray(t.detach()) for t in layer(x, initial_state=[h0, c0]))\n"
+        "with torch.no_grad():\n"
+        "    tseq, (th, tc) = lc.to_torch(weights)(torch.from_numpy(x),"
+        " (torch.from_numpy(h0)[None], torch.from_numpy(c0)[None]))\n"
+        "for a, b in ((seq, tseq), (h, th[0]), (c, tc[0])):\n"
+        "    np.testing.assert_allclose(a, b.numpy(), rtol=0, atol=1e-5)\n"
+        "print('ok')\n")
+    env = dict(os.environ, KERAS_BACKEND="torch")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"
