@@ -30,7 +30,7 @@ is bit for bit, dtypes included.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -39,7 +39,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS
 from .errors import ShapeError
-from .gates import GATES
+from .gates import GATES, layout
 
 DIRECTIONS = ("forward", "reverse")
 ROLES = ("W_x", "W_h", "b_x", "b_h")
@@ -51,6 +51,12 @@ GateKey = tuple[int, str, str]
 def tensor_name(layer: str, index: int, direction: str, gate: str, role: str) -> str:
     """The name of one canonical tensor, as used in messages and archives."""
     return f"{layer}.l{index}.{direction}.{gate}.{role}"
+
+
+def gate_keys(kind: str, num_layers: int, directions: int) -> list[GateKey]:
+    """Every (layer index, direction, gate) of a recurrent layer, in canonical order."""
+    return [(index, direction, gate) for index in range(num_layers)
+            for direction in DIRECTIONS[:directions] for gate in GATES[kind]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,8 +73,20 @@ class Gate:
             yield role, getattr(self, role)
 
 
+class _BitEqual:
+    """Equality of configuration and of every tensor bit for bit, dtypes included."""
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.spec() == other.spec() and all(  # type: ignore[attr-defined]
+            _same_bits(a, b) for (_, a), (_, b) in zip(self.tensors(), other.tensors()))  # type: ignore
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @dataclass(frozen=True, eq=False)
-class RecurrentLayer:
+class RecurrentLayer(_BitEqual):
     """Weights and configuration of one recurrent layer (possibly stacked, bidirectional).
 
     ``gates`` maps ``(layer index, direction, gate name)`` to a :class:`Gate`.
@@ -103,9 +121,7 @@ class RecurrentLayer:
             if getattr(self, attr) not in ACTIVATIONS:
                 raise ShapeError(f"{self.name}: {attr} {getattr(self, attr)!r} is not one of "
                                  f"{sorted(ACTIVATIONS)}")
-        object.__setattr__(self, "config", _frozen_json(self.config, f"{self.name}: config"))
-        object.__setattr__(self, "source", _frozen_json(
-            {k: str(v) for k, v in self.source.items()}, f"{self.name}: source"))
+        _freeze_common(self)
         object.__setattr__(self, "gates", MappingProxyType(self._validated_gates()))
 
     # -- structure -------------------------------------------------------
@@ -120,10 +136,7 @@ class RecurrentLayer:
 
     def keys(self) -> list[GateKey]:
         """Every (layer, direction, gate) in canonical order."""
-        return [(index, direction, gate)
-                for index in range(self.num_layers)
-                for direction in self.direction_names
-                for gate in self.gate_names]
+        return gate_keys(self.kind, self.num_layers, self.directions)
 
     def fan_in(self, index: int) -> int:
         return self.input_size if index == 0 else self.hidden_size * self.directions
@@ -142,11 +155,16 @@ class RecurrentLayer:
                 if array is not None:
                     yield tensor_name(self.name, *key, role), array
 
-    def count_params(self, biases: int = 2) -> int:
-        """Parameters as a framework with ``biases`` bias vectors per gate counts them
-        (2 for PyTorch, 1 for Keras)."""
+    def count_params(self, framework: str = "torch") -> int:
+        """Parameters as ``framework`` counts them: PyTorch keeps two biases per
+        gate, Keras one, so ``nn.LSTM(7, 2)`` has 88 and Keras ``LSTM(2)`` on 7 features 80."""
         weights = sum(g.W_x.size + g.W_h.size for g in self.gates.values())
-        return weights + (biases * self.hidden_size * len(self.gates) if self.bias else 0)
+        biases = layout(framework, self.kind).biases if self.bias else 0
+        return weights + biases * self.hidden_size * len(self.gates)
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size * self.directions
 
     def spec(self) -> dict[str, Any]:
         """The configuration without weights, as JSON-compatible data."""
@@ -157,6 +175,15 @@ class RecurrentLayer:
             "recurrent_activation": self.recurrent_activation, "dtype": self.dtype,
             "config": dict(self.config), "source": dict(self.source),
         }
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], fetch: Callable[[str], np.ndarray]) -> RecurrentLayer:
+        """Rebuild a layer from :meth:`spec` and ``fetch(tensor name) -> array``."""
+        fields = {key: spec[key] for key in _RECURRENT_FIELDS}
+        roles = ROLES if spec["bias"] else ROLES[:2]
+        gates = {key: Gate(**{role: fetch(tensor_name(spec["name"], *key, role)) for role in roles})
+                 for key in gate_keys(spec["kind"], spec["num_layers"], spec["directions"])}
+        return cls(gates=gates, **fields)
 
     # -- validation ------------------------------------------------------
 
@@ -186,30 +213,12 @@ class RecurrentLayer:
                     continue
                 if array is None:
                     raise ShapeError(f"{label}: missing (the layer has bias=True)")
-                array = np.asarray(array)
-                if array.dtype.name not in FLOAT_DTYPES:
-                    raise ShapeError(f"{label}: expected a floating dtype {FLOAT_DTYPES}, got {array.dtype}")
-                dtype = dtype or array.dtype
-                if array.dtype != dtype:
-                    raise ShapeError(f"{label}: expected dtype {dtype} like the other tensors, got {array.dtype}")
-                if array.shape != shapes[role]:
-                    raise ShapeError(f"{label}: expected shape {shapes[role]}, got {array.shape}")
-                view = array.view()
-                view.flags.writeable = False
-                frozen[role] = view
+                frozen[role] = _frozen_array(array, shapes[role], dtype, label)
+                dtype = frozen[role].dtype
             out[key] = Gate(**frozen)
         return out
 
     # -- comparison and display ------------------------------------------
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RecurrentLayer):
-            return NotImplemented
-        if self.spec() != other.spec():
-            return False
-        return all(_same_bits(a, b) for (_, a), (_, b) in zip(self.tensors(), other.tensors()))
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("num_layers", "directions", "bias")
@@ -219,11 +228,29 @@ class RecurrentLayer:
                 f"gates={'/'.join(self.gate_names)})")
 
 
+_RECURRENT_FIELDS = ("name", "kind", "input_size", "hidden_size", "num_layers", "directions", "bias",
+                     "activation", "recurrent_activation", "config", "source")
+
+
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
     as_int = np.dtype(f"u{a.dtype.itemsize}")
     return bool(np.array_equal(a.view(as_int), b.view(as_int)))
+
+
+def _frozen_array(array: Any, shape: tuple[int, ...], dtype: np.dtype | None, label: str) -> np.ndarray:
+    """A read-only view of ``array`` after checking its dtype (floating, and ``dtype`` if given) and shape."""
+    array = np.asarray(array)
+    if array.dtype.name not in FLOAT_DTYPES:
+        raise ShapeError(f"{label}: expected a floating dtype {FLOAT_DTYPES}, got {array.dtype}")
+    if dtype is not None and array.dtype != dtype:
+        raise ShapeError(f"{label}: expected dtype {dtype} like the other tensors, got {array.dtype}")
+    if array.shape != shape:
+        raise ShapeError(f"{label}: expected shape {shape}, got {array.shape}")
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 def _frozen_json(value: Mapping[str, Any], what: str) -> Mapping[str, Any]:
@@ -232,3 +259,182 @@ def _frozen_json(value: Mapping[str, Any], what: str) -> Mapping[str, Any]:
     except (TypeError, ValueError) as exc:
         raise ShapeError(f"{what} must be JSON-compatible: {exc}") from None
     return MappingProxyType(copy)
+
+
+@dataclass(frozen=True, eq=False)
+class Dense(_BitEqual):
+    """A fully connected layer: ``y = activation(x @ weight.T + bias)``.
+
+    ``weight`` is ``(out_features, in_features)`` (PyTorch ``Linear.weight``;
+    the transpose of a Keras ``Dense`` kernel), ``bias`` ``(out_features,)`` or None.
+    Applied to a sequence, it acts on every time step.
+    """
+
+    name: str
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+    activation: str = "linear"
+    config: Mapping[str, Any] = field(default_factory=dict)
+    source: Mapping[str, str] = field(default_factory=dict)
+
+    kind = "dense"
+
+    def __post_init__(self) -> None:
+        weight = np.asarray(self.weight)
+        if weight.ndim != 2:
+            raise ShapeError(f"{self.name}.weight: expected a 2-D (out, in) matrix, got shape {weight.shape}")
+        object.__setattr__(self, "weight", _frozen_array(weight, weight.shape, None, f"{self.name}.weight"))
+        if self.bias is not None:
+            object.__setattr__(self, "bias", _frozen_array(self.bias, (weight.shape[0],), weight.dtype,
+                                                           f"{self.name}.bias"))
+        if self.activation not in ACTIVATIONS:
+            raise ShapeError(f"{self.name}: activation {self.activation!r} is not one of {sorted(ACTIVATIONS)}")
+        _freeze_common(self)
+
+    in_features = property(lambda self: int(self.weight.shape[1]))
+    out_features = property(lambda self: int(self.weight.shape[0]))
+    input_size = in_features
+    output_size = out_features
+    dtype = property(lambda self: str(self.weight.dtype))
+
+    def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
+        yield f"{self.name}.weight", self.weight
+        if self.bias is not None:
+            yield f"{self.name}.bias", self.bias
+
+    def count_params(self, framework: str = "torch") -> int:
+        return sum(a.size for _, a in self.tensors())
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "in_features": self.in_features,
+                "out_features": self.out_features, "bias": self.bias is not None,
+                "activation": self.activation, "dtype": self.dtype,
+                "config": dict(self.config), "source": dict(self.source)}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], fetch: Callable[[str], np.ndarray]) -> Dense:
+        bias = fetch(f"{spec['name']}.bias") if spec["bias"] else None
+        return cls(name=spec["name"], weight=fetch(f"{spec['name']}.weight"), bias=bias,
+                   activation=spec["activation"], config=spec["config"], source=spec["source"])
+
+    def __repr__(self) -> str:
+        return (f"Dense(name={self.name!r}, in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, activation={self.activation!r}, dtype={self.dtype!r})")
+
+
+@dataclass(frozen=True, eq=False)
+class Embedding(_BitEqual):
+    """A lookup table: ``weight`` is ``(num_embeddings, embedding_dim)`` in Keras and PyTorch alike.
+
+    Its input is integer indices ``(batch, time)``.
+    """
+
+    name: str
+    weight: np.ndarray
+    config: Mapping[str, Any] = field(default_factory=dict)
+    source: Mapping[str, str] = field(default_factory=dict)
+
+    kind = "embedding"
+
+    def __post_init__(self) -> None:
+        weight = np.asarray(self.weight)
+        if weight.ndim != 2:
+            raise ShapeError(f"{self.name}.weight: expected a 2-D (num_embeddings, embedding_dim) table, "
+                             f"got shape {weight.shape}")
+        object.__setattr__(self, "weight", _frozen_array(weight, weight.shape, None, f"{self.name}.weight"))
+        _freeze_common(self)
+
+    num_embeddings = property(lambda self: int(self.weight.shape[0]))
+    embedding_dim = property(lambda self: int(self.weight.shape[1]))
+    output_size = embedding_dim
+    dtype = property(lambda self: str(self.weight.dtype))
+
+    def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
+        yield f"{self.name}.weight", self.weight
+
+    def count_params(self, framework: str = "torch") -> int:
+        return self.weight.size
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "num_embeddings": self.num_embeddings,
+                "embedding_dim": self.embedding_dim, "dtype": self.dtype,
+                "config": dict(self.config), "source": dict(self.source)}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], fetch: Callable[[str], np.ndarray]) -> Embedding:
+        return cls(name=spec["name"], weight=fetch(f"{spec['name']}.weight"),
+                   config=spec["config"], source=spec["source"])
+
+    def __repr__(self) -> str:
+        return (f"Embedding(name={self.name!r}, num_embeddings={self.num_embeddings}, "
+                f"embedding_dim={self.embedding_dim}, dtype={self.dtype!r})")
+
+
+Layer = RecurrentLayer | Dense | Embedding
+LAYER_TYPES: dict[str, type] = {"dense": Dense, "embedding": Embedding, **{k: RecurrentLayer for k in GATES}}
+
+
+@dataclass(frozen=True, eq=False)
+class Model(_BitEqual):
+    """An ordered collection of named layers: a model's weights.
+
+    ``config`` keeps model-level settings per framework (for example the Keras
+    input shape); ``source`` records where the weights came from.
+    """
+
+    layers: tuple[Layer, ...]
+    config: Mapping[str, Any] = field(default_factory=dict)
+    source: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        layers = tuple(self.layers)
+        if not layers:
+            raise ShapeError("a model needs at least one layer")
+        for layer in layers:
+            if not isinstance(layer, (RecurrentLayer, Dense, Embedding)):
+                raise ShapeError(f"a model holds RecurrentLayer, Dense and Embedding layers, "
+                                 f"got {type(layer).__name__}")
+        names = [layer.name for layer in layers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ShapeError(f"layer names must be unique, got {duplicates} more than once")
+        object.__setattr__(self, "layers", layers)
+        _freeze_common(self)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, key: int | str) -> Layer:
+        if isinstance(key, str):
+            for layer in self.layers:
+                if layer.name == key:
+                    return layer
+            raise KeyError(key)
+        return self.layers[key]
+
+    def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
+        for layer in self.layers:
+            yield from layer.tensors()
+
+    def count_params(self, framework: str = "torch") -> int:
+        return sum(layer.count_params(framework) for layer in self.layers)
+
+    def spec(self) -> dict[str, Any]:
+        return {"layers": [layer.spec() for layer in self.layers],
+                "config": dict(self.config), "source": dict(self.source)}
+
+    def __repr__(self) -> str:
+        return "Model(" + ", ".join(repr(layer) for layer in self.layers) + ")"
+
+
+def _freeze_common(obj: Any) -> None:
+    """Check the name; copy ``config`` and ``source`` into read-only JSON-compatible mappings."""
+    name = getattr(obj, "name", "model")
+    if not isinstance(name, str) or not name:
+        raise ShapeError(f"a layer name must be a non-empty string, got {name!r}")
+    object.__setattr__(obj, "config", _frozen_json(obj.config, f"{name}: config"))
+    object.__setattr__(obj, "source", _frozen_json({k: str(v) for k, v in obj.source.items()},
+                                                   f"{name}: source"))

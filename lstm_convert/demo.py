@@ -16,7 +16,6 @@ import numpy as np
 
 from . import from_keras, from_torch, load, save, to_keras, to_torch
 from ._optional import require
-from .gates import layout
 from .reference import forward
 
 TIME_STEPS, FEATURES, UNITS, CLASSES = 18, 7, 2, 5
@@ -55,13 +54,12 @@ def run(out_dir: str | os.PathLike, seed: int = 0, batch: int = 4) -> dict[str, 
         return {"output": float(np.abs(seq - k_seq).max()), "h": float(np.abs(h - k_h).max()),
                 "c": float(np.abs(c - k_c).max())}
 
-    keras_lay, torch_lay = layout("keras", "lstm"), layout("torch", "lstm")
     return {
         "keras_tensors": {v.path.split("/")[-1]: tuple(v.shape) for v in lstm.weights},
         "keras_params": {"lstm": lstm.count_params(), "dense": dense.count_params(),
                          "total": model.count_params()},
-        "canonical_params": {"keras": weights.count_params(biases=keras_lay.biases),
-                             "torch": weights.count_params(biases=torch_lay.biases)},
+        "canonical_params": {"keras": weights.count_params("keras"),
+                             "torch": weights.count_params("torch")},
         "weights": weights,
         "torch_module": repr(module),
         "torch_tensors": {k: tuple(v.shape) for k, v in module.state_dict().items()},

@@ -30,8 +30,8 @@ def test_seed_shapes_and_counts(rng):
     for gate in GATES:
         assert layer.gate(gate).W_x.shape == (2, 7)
         assert layer.gate(gate).W_h.shape == (2, 2)
-    assert layer.count_params(biases=1) == 80  # Keras: one bias
-    assert layer.count_params(biases=2) == 88  # PyTorch: two biases
+    assert layer.count_params("keras") == 80  # Keras: one bias
+    assert layer.count_params("torch") == 88  # PyTorch: two biases
     assert layer.dtype == "float32"
 
 

@@ -32,30 +32,40 @@ import numpy as np
 
 from .._files import atomic_write
 from .._optional import require
-from ..canonical import Gate, RecurrentLayer, tensor_name
+from ..canonical import LAYER_TYPES, Layer, Model
 from ..errors import FormatError, LSTMConvertError
 
 FORMAT = "lstm_convert"
 FORMAT_VERSION = "1"
 
 
-def write(layer: RecurrentLayer, path: str | os.PathLike) -> Path:
-    """Save ``layer`` as a canonical archive at ``path`` (replaced atomically)."""
+def write(weights: Layer | Model, path: str | os.PathLike) -> Path:
+    """Save a layer or a model as a canonical archive at ``path`` (replaced atomically)."""
     from safetensors.numpy import save_file
 
-    tensors = {name: np.ascontiguousarray(array) for name, array in layer.tensors()}
+    model = weights if isinstance(weights, Model) else None
+    layers = list(model.layers) if model else [weights]
+    tensors = {name: np.ascontiguousarray(array) for layer in layers for name, array in layer.tensors()}
+    source = (model or weights).source.get("framework", "unknown")
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "content": "layer",
-        "layers": json.dumps([layer.spec()], sort_keys=True),
-        "source": layer.source.get("framework", "unknown"),
+        "content": "model" if model else "layer",
+        "layers": json.dumps([layer.spec() for layer in layers], sort_keys=True),
+        "model": json.dumps({"config": dict(model.config), "source": dict(model.source)} if model else {},
+                            sort_keys=True),
+        "source": source,
     }
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def read(path: str | os.PathLike) -> RecurrentLayer:
-    """Load a canonical archive written by :func:`write`."""
+def is_archive(metadata: dict[str, str] | None) -> bool:
+    """Whether safetensors metadata declares an lstm_convert archive."""
+    return bool(metadata) and metadata.get("format") == FORMAT
+
+
+def read(path: str | os.PathLike) -> Layer | Model:
+    """Load a canonical archive: a layer if one was saved, else a :class:`Model`."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -63,74 +73,72 @@ def read(path: str | os.PathLike) -> RecurrentLayer:
         with safe_open(path, framework="np") as handle:
             metadata = handle.metadata() or {}
             specs = _specs(path, metadata)
-            names = set(handle.keys())
-            layers = [_layer(path, spec, handle, names) for spec in specs]
+            remaining = set(handle.keys())
+            layers = [_layer(path, spec, handle, remaining) for spec in specs]
     except SafetensorError as exc:
         raise FormatError(f"{path}: not a readable safetensors file ({exc})") from None
     except FileNotFoundError:
         raise FormatError(f"{path}: no such file") from None
-    if names:
-        raise FormatError(f"{path}: tensors not described by the metadata: {sorted(names)}")
-    if len(layers) != 1:
-        raise FormatError(f"{path}: expected one layer, found {len(layers)}")
-    return layers[0]
+    if remaining:
+        raise FormatError(f"{path}: tensors not described by the metadata: {sorted(remaining)}")
+    if metadata.get("content") == "layer":
+        if len(layers) != 1:
+            raise FormatError(f"{path}: content 'layer' but {len(layers)} layers described")
+        return layers[0]
+    model = _json(path, metadata, "model", dict)
+    try:
+        return Model(tuple(layers), config=model.get("config", {}), source=model.get("source", {}))
+    except LSTMConvertError as exc:
+        raise FormatError(f"{path}: {exc}") from None
+
+
+def _json(path: Path, metadata: dict[str, str], key: str, kind: type) -> Any:
+    try:
+        value = json.loads(metadata[key])
+    except (KeyError, ValueError) as exc:
+        raise FormatError(f"{path}: metadata {key!r} is missing or not JSON ({exc})") from None
+    if not isinstance(value, kind):
+        raise FormatError(f"{path}: metadata {key!r} must be a JSON {kind.__name__}")
+    return value
 
 
 def _specs(path: Path, metadata: dict[str, str]) -> list[dict[str, Any]]:
-    if metadata.get("format") != FORMAT:
+    if not is_archive(metadata):
         raise FormatError(f"{path}: not an lstm_convert archive (metadata format is "
                           f"{metadata.get('format')!r}, expected {FORMAT!r})")
     if metadata.get("format_version") != FORMAT_VERSION:
         raise FormatError(f"{path}: archive format_version {metadata.get('format_version')!r} is not "
                           f"supported by this version of lstm_convert (it reads {FORMAT_VERSION!r})")
-    try:
-        specs = json.loads(metadata["layers"])
-    except (KeyError, ValueError) as exc:
-        raise FormatError(f"{path}: metadata 'layers' is missing or not JSON ({exc})") from None
-    if not isinstance(specs, list) or not all(isinstance(s, dict) for s in specs):
+    if metadata.get("content") not in ("layer", "model"):
+        raise FormatError(f"{path}: metadata content {metadata.get('content')!r} is not 'layer' or 'model'")
+    specs = _json(path, metadata, "layers", list)
+    if not all(isinstance(s, dict) for s in specs):
         raise FormatError(f"{path}: metadata 'layers' must be a JSON list of objects")
     return specs
 
 
-_SPEC_KEYS = ("name", "kind", "input_size", "hidden_size", "num_layers", "directions", "bias",
-              "activation", "recurrent_activation", "dtype", "config", "source")
-
-
-def _layer(path: Path, spec: dict[str, Any], handle: Any, names: set[str]) -> RecurrentLayer:
-    missing = [key for key in _SPEC_KEYS if key not in spec]
-    if missing:
-        raise FormatError(f"{path}: layer spec lacks {missing}")
-    dtype = spec["dtype"]
+def _layer(path: Path, spec: dict[str, Any], handle: Any, remaining: set[str]) -> Layer:
+    cls = LAYER_TYPES.get(spec.get("kind"))
+    if cls is None:
+        raise FormatError(f"{path}: unknown layer kind {spec.get('kind')!r}")
+    dtype = spec.get("dtype")
     if dtype == "bfloat16":
         require("ml_dtypes")  # registers the bfloat16 dtype with numpy
-    gates = {}
-    for index in range(spec["num_layers"]):
-        for direction in ("forward", "reverse")[: spec["directions"]]:
-            for gate in _gate_names(path, spec):
-                arrays = {}
-                for role in ("W_x", "W_h", "b_x", "b_h"):
-                    if role.startswith("b") and not spec["bias"]:
-                        continue
-                    name = tensor_name(spec["name"], index, direction, gate, role)
-                    if name not in names:
-                        raise FormatError(f"{path}: tensor {name} is missing")
-                    names.discard(name)
-                    array = handle.get_tensor(name)
-                    if str(array.dtype) != dtype:
-                        raise FormatError(f"{path}: tensor {name} has dtype {array.dtype}, "
-                                          f"expected {dtype}")
-                    arrays[role] = array
-                gates[(index, direction, gate)] = Gate(**arrays)
-    fields = {key: spec[key] for key in _SPEC_KEYS if key != "dtype"}
+
+    def fetch(name: str) -> np.ndarray:
+        if name not in remaining:
+            raise FormatError(f"{path}: tensor {name} is missing")
+        remaining.discard(name)
+        array = handle.get_tensor(name)
+        if str(array.dtype) != dtype:
+            raise FormatError(f"{path}: tensor {name} has dtype {array.dtype}, expected {dtype}")
+        return array
+
     try:
-        return RecurrentLayer(gates=gates, **fields)
-    except LSTMConvertError as exc:
+        return cls.from_spec(spec, fetch)
+    except KeyError as exc:
+        raise FormatError(f"{path}: layer spec {spec.get('name')!r} lacks {exc}") from None
+    except (LSTMConvertError, TypeError) as exc:
+        if isinstance(exc, FormatError):
+            raise
         raise FormatError(f"{path}: {exc}") from None
-
-
-def _gate_names(path: Path, spec: dict[str, Any]) -> tuple[str, ...]:
-    from ..gates import GATES
-
-    if spec["kind"] not in GATES:
-        raise FormatError(f"{path}: unknown layer kind {spec['kind']!r}")
-    return GATES[spec["kind"]]
