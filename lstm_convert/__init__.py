@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-from .canonical import Gate, RecurrentLayer
+from .canonical import Dense, Embedding, Gate, Layer, Model, RecurrentLayer
 from .errors import (FormatError, LSTMConvertError, MissingDependencyError, ShapeError,
                      UnsupportedError)
 
@@ -18,49 +19,54 @@ __version__ = "0.1.0"
 
 __all__ = [
     "from_keras", "from_torch", "to_keras", "to_torch", "save", "load",
-    "RecurrentLayer", "Gate",
+    "RecurrentLayer", "Gate", "Dense", "Embedding", "Model",
     "LSTMConvertError", "ShapeError", "FormatError", "UnsupportedError", "MissingDependencyError",
 ]
 
 
-def from_keras(obj: Any) -> RecurrentLayer:
-    """Read a built ``keras.layers.LSTM`` into the canonical form."""
+def from_keras(obj: Any) -> Layer | Model:
+    """Read a built Keras ``LSTM``, ``Dense`` or ``Embedding`` layer, or a model made of them."""
     from .adapters import keras
 
     return keras.read(obj)
 
 
-def from_torch(obj: Any, *, name: str = "lstm") -> RecurrentLayer:
-    """Read a ``torch.nn.LSTM`` or its state dict into the canonical form."""
+def from_torch(obj: Any, *, name: str | None = None, kinds: Mapping[str, str] | None = None) -> Layer | Model:
+    """Read an ``nn.LSTM`` (or ``nn.Linear``, ``nn.Embedding``) or its state dict into a layer;
+    a module made of them, or a state dict with prefixed keys, into a :class:`Model`.
+
+    ``kinds`` says what a lone 2-D ``weight`` is (``"embedding"`` or ``"linear"``), by module prefix.
+    """
     from .adapters import torch
 
-    return torch.read(obj, name=name)
+    return torch.read(obj, name=name, kinds=kinds)
 
 
-def to_keras(weights: RecurrentLayer, layer: Any = None, **settings: Any) -> Any:
-    """Return a built ``keras.layers.LSTM`` holding ``weights`` (or fill ``layer``)."""
+def to_keras(weights: Layer | Model, layer: Any = None, **settings: Any) -> Any:
+    """A new built Keras layer holding ``weights`` (or fill ``layer``); a model becomes ``keras.Sequential``."""
     from .adapters import keras
 
     return keras.write(weights, layer, **settings)
 
 
-def to_torch(weights: RecurrentLayer, module: Any = None, *, state_dict: bool = False,
+def to_torch(weights: Layer | Model, module: Any = None, *, state_dict: bool = False,
              batch_first: bool | None = None) -> Any:
-    """Return an ``nn.LSTM`` holding ``weights``, fill ``module``, or return a state dict."""
+    """A new ``nn.LSTM`` (``nn.Linear``, ``nn.Embedding``) holding a layer, ``module`` filled, or a
+    state dict (always for a model without ``module``)."""
     from .adapters import torch
 
     return torch.write(weights, module, state_dict=state_dict, batch_first=batch_first)
 
 
-def save(weights: RecurrentLayer, path: str | os.PathLike) -> Path:
+def save(weights: Layer | Model, path: str | os.PathLike) -> Path:
     """Write ``weights`` to a canonical safetensors archive; the file appears complete or not at all."""
     from .adapters import safetensors
 
     return safetensors.write(weights, path)
 
 
-def load(path: str | os.PathLike) -> RecurrentLayer:
-    """Read a canonical safetensors archive written by :func:`save`."""
+def load(path: str | os.PathLike) -> Layer | Model:
+    """Read a canonical safetensors archive written by :func:`save`: the layer or model saved."""
     from .adapters import safetensors
 
     return safetensors.read(path)

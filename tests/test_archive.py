@@ -40,7 +40,7 @@ def test_one_tensor_per_gate_and_role(tmp_path, rng):
     assert meta["format"] == "lstm_convert" and meta["format_version"] == "1"
     assert meta["source"] == "torch" and meta["content"] == "layer"
     (spec,) = json.loads(meta["layers"])
-    assert spec["hidden_size"] == 3 and spec["config"]["torch"] == {"batch_first": False, "dropout": 0.0}
+    assert spec["hidden_size"] == 3 and spec["config"]["torch"] == {"batch_first": False, "dropout": 0.0, "prefix": ""}
     tensors = load_file(path)
     np.testing.assert_array_equal(tensors["enc.l0.forward.forget.W_h"], weights.gate("forget").W_h)
 
