@@ -8,6 +8,7 @@ shows the traceback. This is the only module that prints.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .errors import LSTMConvertError
+from .files import FORMATS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,11 +44,142 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lstm-convert {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    ins = sub.add_parser("inspect", help="what a file holds: layers, sizes, parameters, gate by gate")
+    ins.add_argument("file")
+    ins.add_argument("--from", dest="src_format", choices=FORMATS, help="the file's format (default: by extension)")
+    ins.add_argument("--kind", action="append", default=[], metavar="PREFIX=KIND", type=_kind,
+                     help="what a lone PyTorch 'weight' is: embedding or linear (repeatable)")
+    ins.add_argument("--json", action="store_true", help="print one JSON object")
+    ins.set_defaults(run=_inspect)
+
+    conv = sub.add_parser("convert", help="convert SRC to DST, refusing before writing if it cannot be exact")
+    conv.add_argument("src")
+    conv.add_argument("dst")
+    conv.add_argument("--from", dest="src_format", choices=FORMATS, help="SRC's format (default: by extension)")
+    conv.add_argument("--to", dest="dst_format", choices=("keras", "torch", "archive"),
+                      help="DST's format (default: by extension; .safetensors means the archive)")
+    conv.add_argument("--kind", action="append", default=[], metavar="PREFIX=KIND", type=_kind,
+                      help="what a lone PyTorch 'weight' is: embedding or linear (repeatable)")
+    conv.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    conv.set_defaults(run=_convert)
+
+    ver = sub.add_parser("verify", help="run two files on the same random input and compare each layer's output")
+    ver.add_argument("a")
+    ver.add_argument("b")
+    ver.add_argument("--atol", type=float, help="absolute tolerance (default 1e-5 for float32)")
+    ver.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0)")
+    ver.add_argument("--batch", type=_positive, default=3, help="batch size (default 3)")
+    ver.add_argument("--steps", type=_positive, default=5, help="time steps (default 5)")
+    ver.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ver.set_defaults(run=_verify)
+
     demo = sub.add_parser("demo", help="the seed model LSTM(2) + Dense(5), gate by gate, converted and checked")
     demo.add_argument("--out", metavar="DIR", help="where to write the archive (default: a temporary directory)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _kind(text: str) -> tuple[str, str]:
+    prefix, sep, kind = text.rpartition("=")
+    if not sep or kind not in ("embedding", "linear"):
+        raise argparse.ArgumentTypeError(f"expected PREFIX=embedding or PREFIX=linear, got {text!r}")
+    return prefix, kind
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from . import files
+    from .describe import describe
+
+    fmt = files.detect(args.file, args.src_format)
+    info = describe(files.read(args.file, fmt, kinds=dict(args.kind)), fmt, str(args.file))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    source = info["source"]
+    origin = " ".join(v for v in (source.get("framework"), source.get("framework_version")) if v)
+    print(f"{info['file']}: {info['format']} file" + (f", written by {origin}" if origin else ""))
+    print(f"parameters counted as {_FRAMEWORK_TITLE[info['counted_as']]} counts them\n")
+    print(f"{'layer':<16} {'type':<10} {'sizes':<44} {'params':>8}")
+    for layer in info["layers"]:
+        sizes = ", ".join(f"{k} {v}" for k, v in layer["sizes"].items()
+                          if not (k in ("num_layers", "directions") and v == 1))
+        extra = [f"activation {layer['activation']}"] if layer.get("activation") not in (None, "linear", "tanh") else []
+        if layer.get("recurrent_activation") not in (None, "sigmoid"):
+            extra.append(f"recurrent_activation {layer['recurrent_activation']}")
+        if layer.get("bias") is False:
+            extra.append("no bias")
+        sizes = "; ".join([sizes, *extra])
+        print(f"{layer['name']:<16} {layer['type']:<10} {sizes:<44} {layer['params']:>8}")
+        if "gates" in layer:
+            _print_gates(layer["gates"])
+    print(f"{'total':<16} {'':<10} {'':<44} {info['total_params']:>8}")
+    return 0
+
+
+_FRAMEWORK_TITLE = {"keras": "Keras", "torch": "PyTorch"}
+
+
+def _print_gates(rows: list[dict]) -> None:
+    tensors = list(rows[0]["tensors"])
+    stacked = any(r["layer"] or r["direction"] != "forward" for r in rows)
+    width = max(len(str(v)) for r in rows for v in r["tensors"].values())
+    if tensors[0] == "W_x":  # a canonical archive: one tensor per gate and role, named in full
+        sample = rows[0]["tensors"]["W_x"].rsplit(".", 2)[0]
+        print(f"    tensors {sample}.<gate>.<role>, one per gate and role")
+        print(f"    {'gate':<10} " + " ".join(f"{t:<8}" for t in tensors).rstrip())
+        for r in rows:
+            if stacked and r["gate"] == rows[0]["gate"]:
+                print(f"    layer {r['layer']} {r['direction']}")
+            print(f"    {r['gate']:<10} " + " ".join(f"{str(tuple(r['shapes'][t])):<8}" for t in tensors).rstrip())
+        return
+    head = f"    {'gate':<10} " + " ".join(f"{t:<{max(width, len(t))}}" for t in tensors) + "  W_x      W_h"
+    last = None
+    for r in rows:
+        if stacked and (r["layer"], r["direction"]) != last:
+            last = (r["layer"], r["direction"])
+            print(f"    layer {r['layer']} {r['direction']}")
+        if r is rows[0] or (stacked and r["gate"] == rows[0]["gate"]):
+            print(head)
+        label = f"{r['gate']} ({r['symbol']})"
+        cells = " ".join(f"{r['tensors'][t]:<{max(width, len(t))}}" for t in tensors)
+        print(f"    {label:<10} {cells}  {str(tuple(r['shapes']['W_x'])):<8} {tuple(r['shapes']['W_h'])}")
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from . import files
+
+    report = files.convert(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
+                           overwrite=args.overwrite, kinds=dict(args.kind))
+    print(f"wrote {report.path} ({report.format})")
+    for note in report.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .verify import verify
+
+    result = verify(args.a, args.b, atol=args.atol, rtol=args.rtol, batch=args.batch, steps=args.steps,
+                    seed=args.seed)
+    print(f"A: {args.a} (run by {result.runners[0]})")
+    print(f"B: {args.b} (run by {result.runners[1]})")
+    print(f"random input: batch {args.batch}, {args.steps} steps, seed {args.seed}; "
+          f"atol {result.atol:g}, rtol {result.rtol:g}")
+    print(f"{'layer':<16} {'output':<8} {'max |A - B|':>12}")
+    for row in result.rows:
+        print(f"{row['layer']:<16} {row['part']:<8} {row['max_abs_diff']:>12.3e}" + ("" if row["ok"] else "  MISMATCH"))
+    for note in result.notes:
+        print(f"note: {note}")
+    print("OK: all layer outputs agree within tolerance" if result.ok else "FAILED: outputs differ beyond tolerance")
+    return 0 if result.ok else 1
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from .activations import ACTIVATIONS
-from .canonical import RecurrentLayer
+from collections.abc import Mapping
+
+from .canonical import Dense, Embedding, Model, RecurrentLayer
 from .errors import ShapeError
 
 State = tuple[np.ndarray, np.ndarray]
+LayerRun = tuple[np.ndarray, "State | None"]
 
 
 def forward(layer: RecurrentLayer, x: np.ndarray, initial_state: State | None = None
@@ -71,3 +74,30 @@ def _lstm_direction(layer, index, direction, x, h, c, act, rec):
         h = o * act(c)
         out[:, t] = h
     return out, h, c
+
+
+def run(model: Model, x: np.ndarray, initial_states: Mapping[str, State] | None = None) -> list[LayerRun]:
+    """Run a model's layers one after the other in float64; one ``(output, (h, c) or None)`` per layer.
+
+    Recurrent layers return full sequences and Dense acts on every time step,
+    so each layer's whole output can be compared. ``initial_states`` maps
+    recurrent layer names to their ``(h0, c0)``.
+    """
+    outputs: list[LayerRun] = []
+    for layer in model.layers:
+        if isinstance(layer, Embedding):
+            index = np.asarray(x)
+            if index.dtype.kind not in "iu" or index.min() < 0 or index.max() >= layer.num_embeddings:
+                raise ShapeError(f"{layer.name}: expected integer indices in [0, {layer.num_embeddings})")
+            x = layer.weight.astype(np.float64)[index]
+            outputs.append((x, None))
+        elif isinstance(layer, Dense):
+            x = np.asarray(x, dtype=np.float64) @ layer.weight.astype(np.float64).T
+            if layer.bias is not None:
+                x = x + layer.bias.astype(np.float64)
+            x = ACTIVATIONS[layer.activation](x)
+            outputs.append((x, None))
+        else:
+            x, state = forward(layer, x, (initial_states or {}).get(layer.name))
+            outputs.append((x, state))
+    return outputs

@@ -292,7 +292,8 @@ def to_numpy(torch, key: str, value: Any) -> np.ndarray:
 
 
 def from_numpy(torch, array: np.ndarray) -> Any:
-    array = np.ascontiguousarray(array)
+    """A tensor owning a copy of ``array`` (canonical arrays are read-only)."""
+    array = np.array(array, order="C", copy=True)
     if array.dtype.name == "bfloat16":
         return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(array)

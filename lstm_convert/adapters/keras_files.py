@@ -1,0 +1,253 @@
+"""Keras files: ``.keras`` (Keras 3) read without Keras and written through Keras; legacy ``.h5`` read.
+
+``.keras`` is a zip of ``config.json``, ``metadata.json`` and ``model.weights.h5``.
+Inside the h5 file a layer's group is named after its class in snake case
+plus a counter in layer order (``layers/lstm``, ``layers/lstm_1``), not after
+the layer's name; its variables are positional (``layers/lstm/cell/vars/0..2``
+are kernel, recurrent_kernel, bias). The groups are mapped to the layers of
+``config.json`` in order, every shape is checked, and from Keras 3.6 on the
+real layer name, stored as the ``name`` attribute of the ``vars`` group, must
+agree.
+
+A legacy ``.h5`` (tf.keras 2, or Keras 3's legacy writer) holds the
+``model_config`` attribute (JSON) and ``model_weights/<layer>`` groups whose
+``weight_names`` attribute lists datasets such as
+``lstm/lstm_cell/kernel:0``. Attribute values may be ``str`` or ``bytes``.
+
+Only a single chain of layers is read (a Sequential model, or a functional
+model whose every layer takes the previous one's output).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._files import atomic_write
+from .._optional import require
+from ..canonical import Model
+from ..errors import FormatError, LSTMConvertError, UnsupportedError
+from . import keras as keras_adapter
+
+_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
+_SKIPPED = ("InputLayer",) + keras_adapter.INFERENCE_IDENTITY
+
+
+def read_keras(path: str | os.PathLike) -> Model:
+    """Read a Keras 3 ``.keras`` file into a :class:`Model`, without importing Keras."""
+    h5py = require("h5py")
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            missing = [m for m in _MEMBERS if m not in names]
+            if missing:
+                raise FormatError(f"{path}: not a .keras file: the zip lacks {missing}")
+            config = _json(path, "config.json", archive.read("config.json"))
+            metadata = _json(path, "metadata.json", archive.read("metadata.json"))
+            weights = io.BytesIO(archive.read("model.weights.h5"))
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise FormatError(f"{path}: not a readable .keras file ({exc})") from None
+    version = str(metadata.get("keras_version", "3"))
+    source = {"framework": "keras", "framework_version": version, "file_format": "keras"}
+    try:
+        store = h5py.File(weights, "r")
+    except OSError as exc:
+        raise FormatError(f"{path}: model.weights.h5 is not a readable HDF5 file ({exc})") from None
+    with store:
+        layers = []
+        used: dict[str, int] = {}
+        for class_name, layer_config in _chain(path, config):
+            group_name = _unique(_snake_case(class_name), used)
+            if class_name in _SKIPPED:
+                continue
+            group = store.get(f"layers/{group_name}")
+            if group is None:
+                raise FormatError(f"{path}: layer {layer_config.get('name')!r} ({class_name}) has no weights "
+                                  f"group layers/{group_name} in model.weights.h5")
+            expected = keras_adapter.tensor_names(class_name, layer_config)
+            tensors = _positional(path, group, class_name, layer_config, expected)
+            layers.append(_layer(path, class_name, layer_config, tensors, version, source))
+    return Model(tuple(layers), config={"keras": _model_settings(config)}, source=source)
+
+
+def read_h5(path: str | os.PathLike) -> Model:
+    """Read a legacy Keras ``.h5`` model file (tf.keras 2.x, or Keras 3's legacy writer)."""
+    h5py = require("h5py")
+    path = Path(path)
+    try:
+        store = h5py.File(path, "r")
+    except OSError as exc:
+        raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from None
+    with store:
+        if "model_config" not in store.attrs or "model_weights" not in store:
+            raise FormatError(f"{path}: not a Keras model file (no model_config attribute or model_weights "
+                              "group; a weights-only .h5 cannot be read, its configuration is missing)")
+        config = _json(path, "model_config", _text(store.attrs["model_config"]))
+        version = _text(store.attrs.get("keras_version", "2"))
+        source = {"framework": "keras", "framework_version": version, "file_format": "h5"}
+        weights = store["model_weights"]
+        saved = [_text(n) for n in weights.attrs.get("layer_names", [])]
+        layers = []
+        for class_name, layer_config in _chain(path, config):
+            if class_name in _SKIPPED:
+                continue
+            name = layer_config["name"]
+            if name not in saved or name not in weights:
+                raise FormatError(f"{path}: layer {name!r} ({class_name}) has no weights group model_weights/{name}")
+            group = weights[name]
+            expected = keras_adapter.tensor_names(class_name, layer_config)
+            tensors = {}
+            for weight_name in (_text(w) for w in group.attrs.get("weight_names", [])):
+                role = weight_name.rpartition("/")[2].split(":")[0]
+                if role in tensors:
+                    raise FormatError(f"{path}: layer {name!r} lists weight {role!r} twice")
+                dataset = group.get(weight_name)
+                if not isinstance(dataset, h5py.Dataset):
+                    raise FormatError(f"{path}: weight {weight_name} of layer {name!r} is listed but missing")
+                tensors[role] = _array(path, dataset, f"{name}/{weight_name}")
+            if set(tensors) != set(expected):
+                raise FormatError(f"{path}: layer {name!r} ({class_name}) holds weights {sorted(tensors)}, "
+                                  f"expected {list(expected)}")
+            layers.append(_layer(path, class_name, layer_config, tensors, version, source))
+    return Model(tuple(layers), config={"keras": _model_settings(config)}, source=source)
+
+
+def write_keras(model: Model, path: str | os.PathLike) -> Path:
+    """Write ``model`` as a ``.keras`` file through Keras (it loads with ``keras.saving.load_model``)."""
+    keras = require("keras")
+    built = keras_adapter.write(model)
+    return atomic_write(path, lambda tmp: built.save(tmp), suffix=".keras")
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _layer(path: Path, class_name: str, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
+           version: str, source: Mapping[str, str]):
+    try:
+        return keras_adapter.layer_from_config(class_name, config, tensors, keras_version=version, source=source)
+    except UnsupportedError as exc:
+        raise UnsupportedError(f"{path}: {exc}") from None
+    except LSTMConvertError as exc:
+        raise FormatError(f"{path}: {exc}") from None
+
+
+def _positional(path: Path, group: Any, class_name: str, config: Mapping[str, Any],
+                expected: tuple[str, ...]) -> dict[str, np.ndarray]:
+    name = config.get("name")
+    holder = group.get("cell/vars" if class_name == "LSTM" else "vars")
+    if holder is None:
+        raise FormatError(f"{path}: layer {name!r} ({class_name}) has no variables in model.weights.h5")
+    stored = holder.attrs.get("name")
+    if class_name != "LSTM" and stored is not None and _text(stored) != name:
+        raise FormatError(f"{path}: weights group {group.name} belongs to layer {_text(stored)!r}, "
+                          f"but config.json puts {name!r} there")
+    outer = group.get("vars")
+    if class_name == "LSTM" and outer is not None and "name" in outer.attrs and _text(outer.attrs["name"]) != name:
+        raise FormatError(f"{path}: weights group {group.name} belongs to layer {_text(outer.attrs['name'])!r}, "
+                          f"but config.json puts {name!r} there")
+    keys = sorted(holder.keys(), key=lambda k: int(k) if k.isdigit() else -1)
+    if keys != [str(i) for i in range(len(expected))]:
+        raise FormatError(f"{path}: layer {name!r} ({class_name}) has variables {keys} in {holder.name}, "
+                          f"expected {len(expected)} ({', '.join(expected)})")
+    return {tensor: _array(path, holder[str(i)], f"{holder.name}/{i}") for i, tensor in enumerate(expected)}
+
+
+def _array(path: Path, dataset: Any, label: str) -> np.ndarray:
+    if dataset.dtype.kind != "f" and dataset.dtype.name != "bfloat16":
+        raise FormatError(f"{path}: {label} has dtype {dataset.dtype}, expected floating-point weights")
+    return dataset[()]
+
+
+def _chain(path: Path, config: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The layers of a Sequential or single-chain functional model, in order."""
+    inner = config.get("config") if isinstance(config, dict) else None
+    layers = inner.get("layers") if isinstance(inner, dict) else None
+    if not isinstance(layers, list):
+        raise FormatError(f"{path}: the model configuration has no list of layers")
+    previous = None
+    for entry in layers:
+        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+            raise FormatError(f"{path}: a layer entry of the model configuration is malformed")
+        class_name = entry.get("class_name")
+        layer_config = dict(entry["config"])
+        layer_config.setdefault("name", entry.get("name", class_name))
+        if config.get("class_name") != "Sequential" and class_name != "InputLayer":
+            inbound = _inbound(entry.get("inbound_nodes"))
+            if inbound != [previous]:
+                raise UnsupportedError(f"{path}: layer {layer_config['name']!r} takes {inbound or 'no'} input(s), "
+                                       f"not just the previous layer {previous!r}; only a single chain of layers "
+                                       "is supported")
+        previous = layer_config["name"]
+        yield class_name, layer_config
+
+
+def _inbound(nodes: Any) -> list[str]:
+    """Names of the layers feeding a functional layer (Keras 3 and Keras 2 configs)."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            history = value.get("keras_history")
+            if isinstance(history, list) and history and isinstance(history[0], str):
+                found.append(history[0])
+                return
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            if len(value) >= 3 and isinstance(value[0], str) and isinstance(value[1], int):
+                found.append(value[0])  # Keras 2: [layer name, node index, tensor index, kwargs]
+                return
+            for item in value:
+                walk(item)
+
+    walk(nodes)
+    return found
+
+
+def _model_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    layers = config.get("config", {}).get("layers", [])
+    first = layers[0].get("config", {}) if layers else {}
+    shape = first.get("batch_shape") or first.get("batch_input_shape")
+    dtype = first.get("dtype")
+    return {"name": config.get("config", {}).get("name"),
+            "input_shape": list(shape[1:]) if isinstance(shape, list) else None,
+            "input_dtype": dtype if isinstance(dtype, str) else None}
+
+
+def _json(path: Path, what: str, raw: bytes | str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path}: {what} is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise FormatError(f"{path}: {what} must be a JSON object")
+    return value
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _snake_case(name: str) -> str:
+    """Keras' group name for a class: ``LSTM`` -> ``lstm``, ``SimpleRNN`` -> ``simple_rnn``."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _unique(name: str, used: dict[str, int]) -> str:
+    if name in used:
+        used[name] += 1
+        return f"{name}_{used[name]}"
+    used[name] = 0
+    return name

@@ -1,0 +1,104 @@
+"""PyTorch state-dict files: ``.pt`` / ``.pth`` (``torch.save``) and ``.safetensors`` in PyTorch layout.
+
+``.pt`` files are read with ``torch.load(..., weights_only=True)`` only, so a
+pickle cannot run code. A PyTorch-layout ``.safetensors`` file (as written by
+``safetensors.torch.save_file``) is read and written with NumPy and
+safetensors alone; it loads with ``safetensors.torch.load_file`` and
+``load_state_dict(strict=True)``.
+
+Key names: weights that came from PyTorch keep their keys exactly; others are
+``<layer name>.<PyTorch parameter name>`` (``lstm.weight_ih_l0``, ``dense.weight``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from .._files import atomic_write
+from .._optional import require
+from ..canonical import Layer, Model
+from ..errors import FormatError, LSTMConvertError
+from . import torch as torch_adapter
+
+ORDER_KEY = "lstm_convert.key_order"
+
+
+def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None) -> Model:
+    """Read a state dict saved with ``torch.save`` into a :class:`Model`."""
+    torch = require("torch")
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file") from None
+    except Exception as exc:  # torch raises many types for a bad or unsafe pickle
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FormatError(f"{path}: not a PyTorch state dict that loads with weights_only=True ({message})") from None
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
+        raise FormatError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(state).__name__}")
+    arrays = {key: torch_adapter.to_numpy(torch, key, value) for key, value in state.items()}
+    return _model(path, arrays, kinds, {"framework": "torch", "framework_version": torch.__version__,
+                                        "file_format": "pt"})
+
+
+def write_pt(weights: Layer | Model, path: str | os.PathLike) -> Path:
+    """Write the PyTorch state dict of ``weights`` with ``torch.save``."""
+    torch = require("torch")
+    tensors = {k: torch_adapter.from_numpy(torch, v) for k, v in torch_adapter.state_arrays(weights).items()}
+    return atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+
+
+def read_safetensors(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None) -> Model:
+    """Read a PyTorch state dict stored as safetensors (no framework needed)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(path, framework="np") as handle:
+            if any(handle.get_slice(k).get_dtype() == "BF16" for k in handle.keys()):
+                require("ml_dtypes")  # registers bfloat16 with numpy
+            order = _module_order(handle.metadata() or {}, handle.keys())
+            arrays = {key: handle.get_tensor(key) for key in order}
+    except SafetensorError as exc:
+        raise FormatError(f"{path}: not a readable safetensors file ({exc})") from None
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file") from None
+    if not arrays:
+        raise FormatError(f"{path}: holds no tensors")
+    for key, array in arrays.items():
+        if array.dtype.kind != "f" and array.dtype.name != "bfloat16":
+            raise FormatError(f"{path}: tensor {key} has dtype {array.dtype}, expected floating-point weights")
+    return _model(path, arrays, kinds, {"framework": "torch", "file_format": "safetensors"})
+
+
+def write_safetensors(weights: Layer | Model, path: str | os.PathLike) -> Path:
+    """Write the PyTorch state dict of ``weights`` as safetensors (``{"format": "pt"}`` metadata)."""
+    from safetensors.numpy import save_file
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in torch_adapter.state_arrays(weights).items()}
+    # safetensors sorts tensors by name; the module order is kept in the metadata.
+    metadata = {"format": "pt", ORDER_KEY: json.dumps(list(arrays))}
+    return atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata=metadata))
+
+
+def _module_order(metadata: Mapping[str, str], keys: list[str]) -> list[str]:
+    """The keys in the order they were written, when our metadata records it; else as stored."""
+    try:
+        order = json.loads(metadata.get(ORDER_KEY, "null"))
+    except ValueError:
+        order = None
+    return order if isinstance(order, list) and sorted(order) == sorted(keys) else list(keys)
+
+
+def _model(path: Path, arrays: dict[str, np.ndarray], kinds, source) -> Model:
+    try:
+        return torch_adapter.model_from_state_arrays(arrays, kinds=kinds, source=source, where=str(path))
+    except FormatError:
+        raise
+    except LSTMConvertError as exc:
+        raise type(exc)(f"{path}: {exc}") from None

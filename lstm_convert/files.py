@@ -1,0 +1,165 @@
+"""Model files: which format a path holds, reading it into a :class:`Model`, writing one out.
+
+=========  =====================  ==========================================
+format     extensions             read / write
+=========  =====================  ==========================================
+keras      .keras                 read without Keras; written through Keras
+h5         .h5, .hdf5             legacy Keras model files, read only
+torch      .pt, .pth              a state dict (torch.save / torch.load weights_only)
+torch      .safetensors           a state dict in safetensors (``--to torch``)
+archive    .safetensors           the canonical archive (the default for .safetensors)
+=========  =====================  ==========================================
+
+Reading a ``.safetensors`` file tells the archive from a PyTorch state dict
+by its metadata. Writing checks that the target can hold every layer exactly
+before any file is touched, and the file appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .canonical import Dense, Model, RecurrentLayer
+from .errors import FormatError
+
+FORMATS = ("keras", "h5", "torch", "archive")
+_BY_SUFFIX = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".pt": "torch", ".pth": "torch",
+              ".safetensors": "archive"}
+_WRITABLE = {"keras": (".keras",), "torch": (".pt", ".pth", ".safetensors"), "archive": (".safetensors",)}
+
+
+def detect(path: str | os.PathLike, declared: str | None = None) -> str:
+    """The format of an existing file: ``declared`` if given, else from its extension and content."""
+    path = Path(path)
+    if declared is not None:
+        if declared not in FORMATS:
+            raise FormatError(f"unknown format {declared!r}; expected one of {', '.join(FORMATS)}")
+        return declared
+    fmt = _BY_SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        raise FormatError(f"{path}: cannot tell the format from the extension {path.suffix!r}; "
+                          f"use one of {', '.join(sorted(_BY_SUFFIX))} or say it with --from")
+    if fmt == "archive" and path.is_file() and not _is_archive(path):
+        return "torch"
+    return fmt
+
+
+def target_format(path: str | os.PathLike, declared: str | None = None) -> str:
+    """The format to write ``path`` in: ``declared`` if given, else from the extension."""
+    path = Path(path)
+    fmt = declared or _BY_SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        raise FormatError(f"{path}: cannot tell the format to write from the extension {path.suffix!r}; "
+                          "use .keras, .pt, .pth or .safetensors, or say it with --to")
+    if fmt not in _WRITABLE:
+        raise FormatError(f"{path}: cannot write format {fmt!r}; writable: {', '.join(_WRITABLE)}")
+    if path.suffix.lower() not in _WRITABLE[fmt]:
+        raise FormatError(f"{path}: format {fmt!r} is written to {' or '.join(_WRITABLE[fmt])} files, "
+                          f"not {path.suffix!r}")
+    return fmt
+
+
+def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str, str] | None = None) -> Model:
+    """Read any supported file into a :class:`Model`."""
+    path = Path(path)
+    fmt = detect(path, fmt)
+    if not path.is_file():
+        raise FormatError(f"{path}: no such file")
+    if fmt == "keras":
+        from .adapters.keras_files import read_keras
+        return read_keras(path)
+    if fmt == "h5":
+        from .adapters.keras_files import read_h5
+        return read_h5(path)
+    if fmt == "torch":
+        from .adapters import torch_files
+        if path.suffix.lower() == ".safetensors":
+            return torch_files.read_safetensors(path, kinds=kinds)
+        return torch_files.read_pt(path, kinds=kinds)
+    from .adapters import safetensors
+    loaded = safetensors.read(path)
+    return loaded if isinstance(loaded, Model) else Model((loaded,), source=loaded.source)
+
+
+@dataclass
+class Report:
+    """What a conversion wrote, and what the target does not keep (settings that are not weights)."""
+
+    path: Path
+    format: str
+    notes: list[str] = field(default_factory=list)
+
+
+def write(model: Model, path: str | os.PathLike, fmt: str | None = None, *, overwrite: bool = False) -> Report:
+    """Write ``model`` to ``path``, refusing before writing anything if the target cannot hold it exactly."""
+    path = Path(path)
+    fmt = target_format(path, fmt)
+    if path.exists() and not overwrite:
+        raise FormatError(f"{path}: already exists; pass --overwrite (overwrite=True) to replace it")
+    if not path.parent.is_dir():
+        raise FormatError(f"{path}: the directory {path.parent} does not exist")
+    report = Report(path, fmt, notes=_dropped(model, fmt))
+    if fmt == "keras":
+        from .adapters.keras_files import write_keras
+        write_keras(model, path)
+    elif fmt == "torch":
+        from .adapters import torch_files
+        if path.suffix.lower() == ".safetensors":
+            torch_files.write_safetensors(model, path)
+        else:
+            torch_files.write_pt(model, path)
+    else:
+        from .adapters import safetensors
+        safetensors.write(model, path)
+    return report
+
+
+def check(model: Model, fmt: str) -> None:
+    """Raise UnsupportedError if ``fmt`` cannot hold every layer of ``model`` exactly."""
+    if fmt == "keras":
+        from .adapters.keras import check_chain
+        check_chain(model)
+    elif fmt == "torch":
+        from .adapters.torch import state_arrays
+        state_arrays(model)
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str | None = None,
+            dst_format: str | None = None, overwrite: bool = False,
+            kinds: Mapping[str, str] | None = None) -> Report:
+    """Read ``src`` and write it to ``dst``; the source is never modified."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+        raise FormatError(f"{dst}: is the source file; write to another path")
+    fmt = target_format(dst, dst_format)
+    if dst.exists() and not overwrite:
+        raise FormatError(f"{dst}: already exists; pass --overwrite to replace it")
+    model = read(src, src_format, kinds=kinds)
+    check(model, fmt)
+    return write(model, dst, fmt, overwrite=overwrite)
+
+
+def _dropped(model: Model, fmt: str) -> list[str]:
+    notes = []
+    for layer in model.layers:
+        if fmt == "torch" and isinstance(layer, Dense) and layer.activation != "linear":
+            notes.append(f"{layer.name}: activation {layer.activation!r} is not part of a PyTorch state dict; "
+                         "apply it after the Linear")
+        if fmt != "keras" and isinstance(layer, RecurrentLayer) and layer.config.get("keras", {}).get("stateful"):
+            notes.append(f"{layer.name}: stateful=True is kept only in Keras files")
+    return notes
+
+
+def _is_archive(path: Path) -> bool:
+    from safetensors import SafetensorError, safe_open
+
+    from .adapters.safetensors import is_archive
+    try:
+        with safe_open(path, framework="np") as handle:
+            return is_archive(handle.metadata())
+    except (SafetensorError, OSError):
+        return True  # let the archive reader report what is wrong
+
