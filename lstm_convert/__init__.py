@@ -17,6 +17,15 @@ from .errors import (FormatError, LSTMConvertError, MissingDependencyError, Shap
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> Any:
+    # Submodules loaded on first use (``lc.verify.verify``, ``lc.files.convert``), keeping the import light.
+    if name in ("files", "verify", "reference", "describe"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "from_keras", "from_torch", "to_keras", "to_torch", "save", "load",
     "RecurrentLayer", "Gate", "Dense", "Embedding", "Model",

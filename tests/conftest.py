@@ -78,3 +78,15 @@ def assert_same_run(got, expected, atol=1e-5):
     for label, a, b in zip(("output sequence", "final h", "final c"), got, expected):
         assert a.shape == b.shape, f"{label}: shape {a.shape} != {b.shape}"
         np.testing.assert_allclose(a, b, rtol=0, atol=atol, err_msg=label)
+
+
+def assert_same_weights(a, b):
+    """Same layers (names, kinds) and every tensor equal bit for bit; provenance may differ."""
+    a_layers, b_layers = list(getattr(a, "layers", [a])), list(getattr(b, "layers", [b]))
+    assert [(x.name, x.kind) for x in a_layers] == [(y.name, y.kind) for y in b_layers]
+    a_tensors, b_tensors = dict(a.tensors()), dict(b.tensors())
+    assert list(a_tensors) == list(b_tensors)
+    for name, array in a_tensors.items():
+        other = b_tensors[name]
+        assert array.dtype == other.dtype and array.shape == other.shape, name
+        assert array.tobytes() == other.tobytes(), name
