@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import tempfile
+from pathlib import Path
 from collections.abc import Sequence
 
 from . import __version__
@@ -30,11 +31,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
-    except LSTMConvertError as exc:
+    except (LSTMConvertError, OSError) as exc:  # OSError: a path that cannot be read or written
         if args.debug:
             raise
         print(f"lstm-convert: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("lstm-convert: interrupted", file=sys.stderr)
+        return 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,7 +109,7 @@ def _inspect(args: argparse.Namespace) -> int:
         return 0
     source = info["source"]
     origin = " ".join(v for v in (source.get("framework"), source.get("framework_version")) if v)
-    print(f"{info['file']}: {info['format']} file" + (f", written by {origin}" if origin else ""))
+    print(f"{info['file']}: {info['format']} file" + (f", weights from {origin}" if origin else ""))
     print(f"parameters counted as {_FRAMEWORK_TITLE[info['counted_as']]} counts them\n")
     print(f"{'layer':<16} {'type':<10} {'sizes':<44} {'params':>8}")
     for layer in info["layers"]:
@@ -186,6 +190,7 @@ def _demo(args: argparse.Namespace) -> int:
     from . import demo
 
     if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
         return _print_demo(demo.run(args.out, seed=args.seed), kept=True)
     with tempfile.TemporaryDirectory() as tmp:
         return _print_demo(demo.run(tmp, seed=args.seed), kept=False)
@@ -219,7 +224,9 @@ def _print_demo(r: dict, kept: bool) -> int:
     print(f"PyTorch: {r['torch_module']}, {r['canonical_params']['torch']} parameters (two biases)")
     for name, shape in r["torch_tensors"].items():
         print(f"  {name:<13} {shape}")
-    where = r["archive"] if kept else "seed_lstm.safetensors (temporary; --out DIR keeps it)"
+    if kept:
+        print(f"\nThe seed model itself: {r['keras_file']}")
+    where = r["archive"] if kept else "seed_lstm.safetensors (temporary; --out DIR keeps it and seed.keras)"
     print(f"\nArchive: {where}, {len(r['archive_tensors'])} tensors, one per gate and role:")
     for name, shape in r["archive_tensors"][:4]:
         print(f"  {name:<30} {shape}")

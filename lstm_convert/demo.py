@@ -33,6 +33,7 @@ def run(out_dir: str | os.PathLike, seed: int = 0, batch: int = 4) -> dict[str, 
     for layer in (lstm, dense):
         layer.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in layer.get_weights()])
 
+    model.save(Path(out_dir) / "seed.keras")
     weights = from_keras(lstm)
     module = to_torch(weights)  # batch_first=True, like Keras
     archive = save(weights, Path(out_dir) / "seed_lstm.safetensors")
@@ -64,6 +65,7 @@ def run(out_dir: str | os.PathLike, seed: int = 0, batch: int = 4) -> dict[str, 
         "torch_module": repr(module),
         "torch_tensors": {k: tuple(v.shape) for k, v in module.state_dict().items()},
         "archive": str(archive),
+        "keras_file": str(Path(out_dir) / "seed.keras"),
         "archive_tensors": [(name, a.shape) for name, a in restored.tensors()],
         "archive_identical": restored == weights,
         "torch_roundtrip_identical": from_torch(to_torch(from_torch(module))) == from_torch(module),

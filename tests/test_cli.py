@@ -4,19 +4,34 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from lstm_convert.cli import main
 
 
-def test_demo_reports_the_seed_counts_and_agreement(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+
+
+def _readme_output(command: str) -> str:
+    block = README.split(f"$ {command}\n", 1)[1]
+    return block.split("\n$ ", 1)[0].split("```", 1)[0]
+
+
+def test_demo_reports_the_seed_counts_and_agreement(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--out", "demo"]) == 0
     out = capsys.readouterr().out
     assert "Parameters (Keras count_params): lstm 80, dense 15, total 95" in out
     assert "LSTM(7, 2, batch_first=True), 88 parameters" in out
     assert "  cell    c [:, 2H:3H]      g [2H:3H]          (2, 7)  (2, 2)  (2,)  (2,)  20" in out
     assert "archive reloaded bit for bit: True" in out
     assert out.rstrip().endswith("OK: within 1e-5")
-    assert (tmp_path / "seed_lstm.safetensors").exists()
+    assert (tmp_path / "demo" / "seed_lstm.safetensors").exists()
+    # The README shows the real output of the commands on the demo's seed model.
+    for command in ("lstm-convert inspect demo/seed.keras", "lstm-convert convert demo/seed.keras demo/seed.pt",
+                    "lstm-convert inspect demo/seed.pt"):
+        assert main(command.split()[1:]) == 0
+        assert capsys.readouterr().out.rstrip("\n") == _readme_output(command).rstrip("\n"), command
 
 
 def test_errors_are_one_line_with_exit_status_1(tmp_path):

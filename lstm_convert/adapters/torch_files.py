@@ -42,8 +42,8 @@ def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None) 
     if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
         raise FormatError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(state).__name__}")
     arrays = {key: torch_adapter.to_numpy(torch, key, value) for key, value in state.items()}
-    return _model(path, arrays, kinds, {"framework": "torch", "framework_version": torch.__version__,
-                                        "file_format": "pt"})
+    # The file does not say which torch version wrote it.
+    return _model(path, arrays, kinds, {"framework": "torch", "file_format": "pt"})
 
 
 def write_pt(weights: Layer | Model, path: str | os.PathLike) -> Path:
