@@ -50,26 +50,24 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     ins = sub.add_parser("inspect", help="what a file holds: layers, sizes, parameters, gate by gate")
     ins.add_argument("file")
-    ins.add_argument("--from", dest="src_format", choices=FORMATS, help="the file's format (default: by extension)")
-    ins.add_argument("--kind", action="append", default=[], metavar="PREFIX=KIND", type=_kind,
-                     help="what a lone PyTorch 'weight' is: embedding or linear (repeatable)")
+    _source_options(ins, "the file's")
     ins.add_argument("--json", action="store_true", help="print one JSON object")
     ins.set_defaults(run=_inspect)
 
     conv = sub.add_parser("convert", help="convert SRC to DST, refusing before writing if it cannot be exact")
     conv.add_argument("src")
     conv.add_argument("dst")
-    conv.add_argument("--from", dest="src_format", choices=FORMATS, help="SRC's format (default: by extension)")
+    _source_options(conv, "SRC's")
     conv.add_argument("--to", dest="dst_format", choices=("keras", "torch", "archive"),
                       help="DST's format (default: by extension; .safetensors means the archive)")
-    conv.add_argument("--kind", action="append", default=[], metavar="PREFIX=KIND", type=_kind,
-                      help="what a lone PyTorch 'weight' is: embedding or linear (repeatable)")
     conv.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     conv.set_defaults(run=_convert)
 
     ver = sub.add_parser("verify", help="run two files on the same random input and compare each layer's output")
     ver.add_argument("a")
     ver.add_argument("b")
+    ver.add_argument("--kind", action="append", default=[], metavar="PREFIX=KIND", type=_kind,
+                     help="what a lone PyTorch 'weight' is: embedding or linear (repeatable)")
     ver.add_argument("--atol", type=float, help="absolute tolerance (default 1e-5 for float32)")
     ver.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0)")
     ver.add_argument("--batch", type=_positive, default=3, help="batch size (default 3)")
@@ -82,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _source_options(parser: argparse.ArgumentParser, whose: str) -> None:
+    parser.add_argument("--from", dest="src_format", choices=FORMATS, help=f"{whose} format (default: by extension)")
+    parser.add_argument("--kind", action="append", default=[], metavar="PREFIX=KIND", type=_kind,
+                        help="what a lone PyTorch 'weight' is: embedding or linear (repeatable)")
 
 
 def _kind(text: str) -> tuple[str, str]:
@@ -172,7 +176,7 @@ def _verify(args: argparse.Namespace) -> int:
     from .verify import verify
 
     result = verify(args.a, args.b, atol=args.atol, rtol=args.rtol, batch=args.batch, steps=args.steps,
-                    seed=args.seed)
+                    seed=args.seed, kinds=dict(args.kind))
     print(f"A: {args.a} (run by {result.runners[0]})")
     print(f"B: {args.b} (run by {result.runners[1]})")
     print(f"random input: batch {args.batch}, {args.steps} steps, seed {args.seed}; "

@@ -12,6 +12,7 @@ return full sequences, so whole outputs and final states are compared.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,11 @@ class Comparison:
 
 
 def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: float = 0.0, batch: int = 3,
-           steps: int = 5, seed: int = 0, formats: tuple[str | None, str | None] = (None, None)) -> Comparison:
+           steps: int = 5, seed: int = 0, formats: tuple[str | None, str | None] = (None, None),
+           kinds: Mapping[str, str] | None = None) -> Comparison:
+    """Compare the files ``a`` and ``b`` layer by layer; see the module docstring."""
     fmt_a, fmt_b = files.detect(a, formats[0]), files.detect(b, formats[1])
-    model_a, model_b = files.read(a, fmt_a), files.read(b, fmt_b)
+    model_a, model_b = files.read(a, fmt_a, kinds=kinds), files.read(b, fmt_b, kinds=kinds)
     _same_structure(model_a, model_b)
     rng = np.random.default_rng(seed)
     first = model_a.layers[0]
