@@ -23,8 +23,12 @@ LSTM gates are ``input``, ``forget``, ``cell`` (the candidate) and
 
 Both biases are kept, so a PyTorch layer survives a trip bit for bit; a
 framework with a single bias (Keras) puts it in ``b_x`` and zeros in ``b_h``.
-Everything is validated on construction, arrays are read-only, and equality
-is bit for bit, dtypes included.
+
+A :class:`Model` is an ordered collection of named layers: recurrent layers,
+:class:`Dense` (weight ``(out, in)`` like ``nn.Linear``) and :class:`Embedding`
+(``(num_embeddings, embedding_dim)``). Everything is validated on
+construction, arrays are read-only, and equality is bit for bit, dtypes
+included.
 """
 
 from __future__ import annotations

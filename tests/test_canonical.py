@@ -101,3 +101,25 @@ def test_tensor_names_and_config_must_be_json(rng):
     assert len(names) == 16 and names[0] == "lstm.l0.forward.input.W_x"
     with pytest.raises(ShapeError, match="config must be JSON-compatible"):
         make(rng, config={"bad": object()})
+
+
+def test_dense_embedding_and_model(rng):
+    from lstm_convert import Dense, Embedding, Model
+
+    dense = Dense(name="dense", weight=rng.normal(size=(5, 2)).astype("float32"),
+                  bias=rng.normal(size=5).astype("float32"))
+    assert (dense.in_features, dense.out_features, dense.count_params()) == (2, 5, 15)
+    with pytest.raises(ShapeError, match=r"dense.bias: expected shape \(5,\), got \(4,\)"):
+        Dense(name="dense", weight=dense.weight, bias=np.zeros(4, "float32"))
+    with pytest.raises(ShapeError, match="activation 'swish' is not one of"):
+        Dense(name="dense", weight=dense.weight, activation="swish")
+    table = Embedding(name="embed", weight=rng.normal(size=(10, 7)))
+    assert (table.num_embeddings, table.embedding_dim) == (10, 7)
+    model = Model((make(rng), dense))
+    assert model.count_params("keras") == 95 and model.count_params("torch") == 103
+    assert model["dense"] is dense and [layer.name for layer in model] == ["lstm", "dense"]
+    assert model == Model((model[0], dense)) and model != Model((model[0],))
+    with pytest.raises(ShapeError, match=r"layer names must be unique, got \['lstm'\] more than once"):
+        Model((make(rng), make(rng)))
+    with pytest.raises(ShapeError, match="a model needs at least one layer"):
+        Model(())
