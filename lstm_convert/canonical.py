@@ -111,6 +111,11 @@ class RecurrentLayer(_BitEqual):
     name: str = "lstm"
     config: Mapping[str, Any] = field(default_factory=dict)
     source: Mapping[str, str] = field(default_factory=dict)
+    reset_after: bool = True
+    proj_size: int = 0
+    projections: Mapping[tuple[int, str], np.ndarray] = field(default_factory=dict)
+    go_backwards: bool = False
+    cell: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in GATES:
@@ -125,8 +130,16 @@ class RecurrentLayer(_BitEqual):
             if getattr(self, attr) not in ACTIVATIONS:
                 raise ShapeError(f"{self.name}: {attr} {getattr(self, attr)!r} is not one of "
                                  f"{sorted(ACTIVATIONS)}")
+        if self.kind != "gru" and not self.reset_after:
+            raise ShapeError(f"{self.name}: reset_after=False is a GRU variant, not {self.kind}")
+        if self.proj_size and (self.kind != "lstm" or not 0 < self.proj_size < self.hidden_size):
+            raise ShapeError(f"{self.name}: proj_size must be an LSTM's, between 1 and hidden_size - 1, "
+                             f"got {self.proj_size!r}")
+        if self.cell and (self.num_layers != 1 or self.directions != 1 or self.go_backwards or self.proj_size):
+            raise ShapeError(f"{self.name}: a single-step cell has one layer, one forward direction, no projection")
         _freeze_common(self)
         object.__setattr__(self, "gates", MappingProxyType(self._validated_gates()))
+        object.__setattr__(self, "projections", MappingProxyType(self._validated_projections()))
 
     # -- structure -------------------------------------------------------
 
@@ -142,8 +155,18 @@ class RecurrentLayer(_BitEqual):
         """Every (layer, direction, gate) in canonical order."""
         return gate_keys(self.kind, self.num_layers, self.directions)
 
+    @property
+    def state_size(self) -> int:
+        """The size of ``h``: ``proj_size`` with a projection, else ``hidden_size``."""
+        return self.proj_size or self.hidden_size
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """The recurrent states: ``h`` and ``c`` for an LSTM, ``h`` otherwise."""
+        return ("h", "c") if self.kind == "lstm" else ("h",)
+
     def fan_in(self, index: int) -> int:
-        return self.input_size if index == 0 else self.hidden_size * self.directions
+        return self.input_size if index == 0 else self.state_size * self.directions
 
     def gate(self, name: str, layer: int = 0, direction: str = "forward") -> Gate:
         return self.gates[(layer, direction, name)]
@@ -158,17 +181,21 @@ class RecurrentLayer(_BitEqual):
             for role, array in self.gates[key].arrays():
                 if array is not None:
                     yield tensor_name(self.name, *key, role), array
+            if self.proj_size and key[2] == self.gate_names[-1]:
+                yield tensor_name(self.name, key[0], key[1], "projection", "W_hr"), self.projections[key[:2]]
 
     def count_params(self, framework: str = "torch") -> int:
         """Parameters as ``framework`` counts them: PyTorch keeps two biases per
         gate, Keras one, so ``nn.LSTM(7, 2)`` has 88 and Keras ``LSTM(2)`` on 7 features 80."""
-        weights = sum(g.W_x.size + g.W_h.size for g in self.gates.values())
+        weights = sum(a.size for name, a in self.tensors() if not name.endswith(("b_x", "b_h")))
         biases = layout(framework, self.kind).biases if self.bias else 0
+        if framework == "keras" and self.kind == "gru" and self.bias:
+            biases = 2 if self.reset_after else 1  # Keras keeps the recurrent bias only after the reset
         return weights + biases * self.hidden_size * len(self.gates)
 
     @property
     def output_size(self) -> int:
-        return self.hidden_size * self.directions
+        return self.state_size * self.directions
 
     def spec(self) -> dict[str, Any]:
         """The configuration without weights, as JSON-compatible data."""
@@ -177,7 +204,8 @@ class RecurrentLayer(_BitEqual):
             "hidden_size": self.hidden_size, "num_layers": self.num_layers,
             "directions": self.directions, "bias": self.bias, "activation": self.activation,
             "recurrent_activation": self.recurrent_activation, "dtype": self.dtype,
-            "config": dict(self.config), "source": dict(self.source),
+            "reset_after": self.reset_after, "proj_size": self.proj_size, "go_backwards": self.go_backwards,
+            "cell": self.cell, "config": dict(self.config), "source": dict(self.source),
         }
 
     @classmethod
@@ -185,9 +213,12 @@ class RecurrentLayer(_BitEqual):
         """Rebuild a layer from :meth:`spec` and ``fetch(tensor name) -> array``."""
         fields = {key: spec[key] for key in _RECURRENT_FIELDS}
         roles = ROLES if spec["bias"] else ROLES[:2]
+        keys = gate_keys(spec["kind"], spec["num_layers"], spec["directions"])
         gates = {key: Gate(**{role: fetch(tensor_name(spec["name"], *key, role)) for role in roles})
-                 for key in gate_keys(spec["kind"], spec["num_layers"], spec["directions"])}
-        return cls(gates=gates, **fields)
+                 for key in keys}
+        projections = {key[:2]: fetch(tensor_name(spec["name"], key[0], key[1], "projection", "W_hr"))
+                       for key in keys if spec["proj_size"] and key[2] == GATES[spec["kind"]][-1]}
+        return cls(gates=gates, projections=projections, **fields)
 
     # -- validation ------------------------------------------------------
 
@@ -205,7 +236,7 @@ class RecurrentLayer(_BitEqual):
             if not isinstance(gate, Gate):
                 raise ShapeError(f"{self.name}: gate {key} must be a Gate, got {type(gate).__name__}")
             shapes = {"W_x": (self.hidden_size, self.fan_in(key[0])),
-                      "W_h": (self.hidden_size, self.hidden_size),
+                      "W_h": (self.hidden_size, self.state_size),
                       "b_x": (self.hidden_size,), "b_h": (self.hidden_size,)}
             frozen = {}
             for role, array in gate.arrays():
@@ -222,6 +253,16 @@ class RecurrentLayer(_BitEqual):
             out[key] = Gate(**frozen)
         return out
 
+    def _validated_projections(self) -> dict[tuple[int, str], np.ndarray]:
+        expected = [(index, d) for index in range(self.num_layers) for d in self.direction_names] \
+            if self.proj_size else []
+        if sorted(self.projections) != sorted(expected):
+            raise ShapeError(f"{self.name}: projections for {sorted(self.projections)} do not match "
+                             f"proj_size={self.proj_size} (expected {expected})")
+        dtype = self.gates[self.keys()[0]].W_x.dtype
+        return {key: _frozen_array(self.projections[key], (self.proj_size, self.hidden_size), dtype,
+                                   tensor_name(self.name, *key, "projection", "W_hr")) for key in expected}
+
     # -- comparison and display ------------------------------------------
 
     def __repr__(self) -> str:
@@ -233,7 +274,8 @@ class RecurrentLayer(_BitEqual):
 
 
 _RECURRENT_FIELDS = ("name", "kind", "input_size", "hidden_size", "num_layers", "directions", "bias",
-                     "activation", "recurrent_activation", "config", "source")
+                     "activation", "recurrent_activation", "reset_after", "proj_size", "go_backwards", "cell",
+                     "config", "source")
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:

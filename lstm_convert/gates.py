@@ -18,6 +18,8 @@ from .errors import ShapeError, UnsupportedError
 # Canonical gate names per cell kind, in the order the reference equations use them.
 GATES: dict[str, tuple[str, ...]] = {
     "lstm": ("input", "forget", "cell", "output"),
+    "gru": ("reset", "update", "candidate"),
+    "rnn": ("hidden",),
 }
 
 
@@ -53,8 +55,26 @@ TORCH_LSTM = Layout(
     gate_axis=0, biases=2, tensors=("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
 )
 
+# Keras 3 GRU: kernel (input, 3H), recurrent_kernel (H, 3H); blocks z, r, h. The bias is (2, 3H),
+# row 0 input-side and row 1 recurrent-side, with reset_after=True, and (3H,) without.
+KERAS_GRU = Layout(
+    "keras", "gru", ("update", "reset", "candidate"), ("z", "r", "h"),
+    gate_axis=1, biases=1, tensors=("kernel", "recurrent_kernel", "bias"),
+)
+# PyTorch nn.GRU: weight_ih (3H, input), weight_hh (3H, H), bias_ih and bias_hh (3H,); blocks r, z, n.
+TORCH_GRU = Layout(
+    "torch", "gru", ("reset", "update", "candidate"), ("r", "z", "n"),
+    gate_axis=0, biases=2, tensors=("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
+)
+# Keras SimpleRNN: kernel (input, H), recurrent_kernel (H, H), bias (H,).
+KERAS_RNN = Layout("keras", "rnn", ("hidden",), ("h",), gate_axis=1, biases=1,
+                   tensors=("kernel", "recurrent_kernel", "bias"))
+# PyTorch nn.RNN: weight_ih (H, input), weight_hh (H, H), bias_ih and bias_hh (H,).
+TORCH_RNN = Layout("torch", "rnn", ("hidden",), ("h",), gate_axis=0, biases=2,
+                   tensors=("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
 LAYOUTS: dict[tuple[str, str], Layout] = {
-    (lay.framework, lay.kind): lay for lay in (KERAS_LSTM, TORCH_LSTM)
+    (lay.framework, lay.kind): lay for lay in (KERAS_LSTM, TORCH_LSTM, KERAS_GRU, TORCH_GRU, KERAS_RNN, TORCH_RNN)
 }
 
 

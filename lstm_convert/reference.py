@@ -2,8 +2,8 @@
 
 Shapes follow PyTorch's stacked convention so that every layer kind and
 direction fits one signature: input ``x`` is ``(batch, time, features)``;
-initial and final states are ``(num_layers * directions, batch, H)``, ordered
-layer by layer with the forward direction first.
+initial and final states are ``(num_layers * directions, batch, size)``,
+ordered layer by layer with the forward direction first.
 """
 
 from __future__ import annotations
@@ -16,64 +16,108 @@ from collections.abc import Mapping
 from .canonical import Dense, Embedding, Model, RecurrentLayer
 from .errors import ShapeError
 
-State = tuple[np.ndarray, np.ndarray]
+State = tuple[np.ndarray, ...]
 LayerRun = tuple[np.ndarray, "State | None"]
 
 
 def forward(layer: RecurrentLayer, x: np.ndarray, initial_state: State | None = None
             ) -> tuple[np.ndarray, State]:
-    """Run ``layer`` on ``x``; return the output sequence and the final ``(h, c)``.
+    """Run ``layer`` on ``x``; return the output sequence and the final states.
 
-    The output is ``(batch, time, H * directions)``, directions concatenated
-    on the last axis as PyTorch and Keras' ``Bidirectional(merge_mode="concat")`` do.
+    States are ``(h, c)`` for an LSTM and ``(h,)`` for a GRU or simple RNN; ``h``
+    is ``(num_layers * directions, batch, proj_size or H)``, ``c`` has ``H``.
+    The output is ``(batch, time, size * directions)``, directions
+    concatenated on the last axis as PyTorch and Keras'
+    ``Bidirectional(merge_mode="concat")`` do. A layer with ``go_backwards``
+    reads the sequence from its end and returns outputs in the order it
+    produced them, as Keras does.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 3 or x.shape[2] != layer.input_size:
         raise ShapeError(f"{layer.name}: expected input (batch, time, {layer.input_size}), got {x.shape}")
     batch = x.shape[0]
-    states = layer.num_layers * layer.directions
-    expected = (states, batch, layer.hidden_size)
+    slots = layer.num_layers * layer.directions
+    sizes = {"h": layer.state_size, "c": layer.hidden_size}
+    expected = [(slots, batch, sizes[n]) for n in layer.state_names]
     if initial_state is None:
-        h0 = c0 = np.zeros(expected)
-    else:
-        h0, c0 = (np.asarray(s, dtype=np.float64) for s in initial_state)
-        for label, s in (("h0", h0), ("c0", c0)):
-            if s.shape != expected:
-                raise ShapeError(f"{layer.name}: expected initial {label} of shape {expected}, got {s.shape}")
-    act = ACTIVATIONS[layer.activation]
-    rec = ACTIVATIONS[layer.recurrent_activation]
-    h_n, c_n = np.empty(expected), np.empty(expected)
+        initial_state = tuple(np.zeros(shape) for shape in expected)
+    initial_state = tuple(np.asarray(s, dtype=np.float64) for s in initial_state)
+    if [s.shape for s in initial_state] != expected:
+        raise ShapeError(f"{layer.name}: expected initial states {layer.state_names} of shapes {expected}, "
+                         f"got {[s.shape for s in initial_state]}")
+    final = tuple(np.empty(shape) for shape in expected)
+    if layer.go_backwards:
+        x = x[:, ::-1]
+    step = _STEPS[layer.kind]
     for index in range(layer.num_layers):
         outputs = []
         for d, direction in enumerate(layer.direction_names):
             slot = index * layer.directions + d
             seq = x if direction == "forward" else x[:, ::-1]
-            y, h_n[slot], c_n[slot] = _lstm_direction(layer, index, direction, seq,
-                                                      h0[slot], c0[slot], act, rec)
+            y, last = _run_direction(layer, index, direction, seq, tuple(s[slot] for s in initial_state), step)
+            for target, value in zip(final, last):
+                target[slot] = value
             outputs.append(y if direction == "forward" else y[:, ::-1])
         x = np.concatenate(outputs, axis=2)
-    return x, (h_n, c_n)
+    return x, final
 
 
-def _lstm_direction(layer, index, direction, x, h, c, act, rec):
+def _run_direction(layer, index, direction, x, state, step):
+    """One stacked layer in one direction over the whole sequence."""
     names = layer.gate_names
     gates = [layer.gates[(index, direction, g)] for g in names]
     w_x = np.concatenate([g.W_x for g in gates]).astype(np.float64)
     w_h = np.concatenate([g.W_h for g in gates]).astype(np.float64)
-    bias = np.zeros(w_x.shape[0])
+    b_x = b_h = np.zeros(w_x.shape[0])
     if layer.bias:
-        bias = np.concatenate([g.b_x.astype(np.float64) + g.b_h.astype(np.float64) for g in gates])
-    pre_x = x @ w_x.T + bias  # (batch, time, 4H): the input side of every step at once
+        b_x = np.concatenate([g.b_x for g in gates]).astype(np.float64)
+        b_h = np.concatenate([g.b_h for g in gates]).astype(np.float64)
     hidden = layer.hidden_size
     block = {g: slice(k * hidden, (k + 1) * hidden) for k, g in enumerate(names)}
-    out = np.empty(x.shape[:2] + (hidden,))
+    params = {"pre_x": x @ w_x.T + b_x,  # (batch, time, G*H): the input side of every step at once
+              "w_h": w_h, "b_h": b_h, "block": block,
+              "act": ACTIVATIONS[layer.activation], "rec": ACTIVATIONS[layer.recurrent_activation],
+              "reset_after": layer.reset_after,
+              "w_hr": layer.projections[(index, direction)].astype(np.float64) if layer.proj_size else None}
+    out = np.empty(x.shape[:2] + (layer.state_size,))
     for t in range(x.shape[1]):
-        z = pre_x[:, t] + h @ w_h.T
-        i, f, o = (rec(z[:, block[g]]) for g in ("input", "forget", "output"))
-        c = f * c + i * act(z[:, block["cell"]])
-        h = o * act(c)
-        out[:, t] = h
-    return out, h, c
+        state = step(params, params["pre_x"][:, t], state)
+        out[:, t] = state[0]
+    return out, state
+
+
+def _lstm_step(p, pre_x, state):
+    h, c = state
+    z = pre_x + h @ p["w_h"].T + p["b_h"]
+    i, f, o = (p["rec"](z[:, p["block"][g]]) for g in ("input", "forget", "output"))
+    c = f * c + i * p["act"](z[:, p["block"]["cell"]])
+    h = o * p["act"](c)
+    if p["w_hr"] is not None:
+        h = h @ p["w_hr"].T
+    return h, c
+
+
+def _gru_step(p, pre_x, state):
+    (h,) = state
+    block = p["block"]
+    w_h, b_h = p["w_h"], p["b_h"]
+    rec_h = h @ w_h.T + b_h  # recurrent side of every gate, bias included
+    r = p["rec"](pre_x[:, block["reset"]] + rec_h[:, block["reset"]])
+    z = p["rec"](pre_x[:, block["update"]] + rec_h[:, block["update"]])
+    cand = block["candidate"]
+    if p["reset_after"]:  # PyTorch, Keras reset_after=True: reset applied after the matrix product
+        n = p["act"](pre_x[:, cand] + r * rec_h[:, cand])
+    else:  # Keras reset_after=False: reset applied to h before it
+        n = p["act"](pre_x[:, cand] + (r * h) @ w_h[cand].T + b_h[cand])
+    return (z * h + (1.0 - z) * n,)
+
+
+def _rnn_step(p, pre_x, state):
+    (h,) = state
+    return (p["act"](pre_x + h @ p["w_h"].T + p["b_h"]),)
+
+
+_STEPS = {"lstm": _lstm_step, "gru": _gru_step, "rnn": _rnn_step}
 
 
 def run(model: Model, x: np.ndarray, initial_states: Mapping[str, State] | None = None) -> list[LayerRun]:

@@ -11,8 +11,8 @@ from lstm_convert.gates import GATES, LAYOUTS, gate_table, join, layout, split
 
 @pytest.mark.parametrize("lay", list(LAYOUTS.values()), ids=lambda lay: f"{lay.framework}-{lay.kind}")
 def test_split_join_inverse_and_labelled(lay, rng):
-    hidden, fan_in = 3, 5
-    shape = (fan_in, 4 * hidden) if lay.gate_axis == 1 else (4 * hidden, fan_in)
+    hidden, fan_in, count = 3, 5, len(lay.order)
+    shape = (fan_in, count * hidden) if lay.gate_axis == 1 else (count * hidden, fan_in)
     stacked = rng.normal(size=shape)
     blocks = split(lay, stacked, hidden, "w")
     assert set(blocks) == set(GATES[lay.kind])
@@ -21,15 +21,18 @@ def test_split_join_inverse_and_labelled(lay, rng):
         want = stacked[:, k * hidden:(k + 1) * hidden].T if lay.gate_axis == 1 else stacked[k * hidden:(k + 1) * hidden]
         np.testing.assert_array_equal(blocks[gate], want)
     np.testing.assert_array_equal(join(lay, blocks), stacked)
-    bias = rng.normal(size=4 * hidden)
+    bias = rng.normal(size=count * hidden)
     np.testing.assert_array_equal(join(lay, split(lay, bias, hidden, "b")), bias)
 
 
 def test_known_orders():
-    # The published orders: Keras i, f, c, o; PyTorch i, f, g, o.
+    # The published orders: LSTM Keras i, f, c, o and PyTorch i, f, g, o; GRU Keras z, r, h and PyTorch r, z, n.
     assert layout("keras", "lstm").symbols == ("i", "f", "c", "o")
     assert layout("torch", "lstm").symbols == ("i", "f", "g", "o")
     assert layout("torch", "lstm").order == layout("keras", "lstm").order == GATES["lstm"]
+    assert layout("keras", "gru").order == ("update", "reset", "candidate")
+    assert layout("torch", "gru").order == ("reset", "update", "candidate")
+    assert (layout("keras", "gru").symbols, layout("torch", "gru").symbols) == (("z", "r", "h"), ("r", "z", "n"))
 
 
 def test_bad_size_is_named():

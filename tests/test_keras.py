@@ -82,7 +82,7 @@ def test_reference_follows_keras_activations(rng, activation, recurrent):
     x, h0, c0 = inputs(rng)
     seq, (h, c) = reference.forward(weights, x, (h0, c0))
     assert_same_run((seq, h, c), run_keras(layer, x, h0, c0))
-    with pytest.raises(lc.UnsupportedError, match=r"no PyTorch LSTM computes this layer"):
+    with pytest.raises(lc.UnsupportedError, match=r"no PyTorch module computes this layer"):
         lc.to_torch(weights)
 
 

@@ -1,29 +1,36 @@
-"""PyTorch adapter: ``nn.LSTM``, ``nn.Linear``, ``nn.Embedding`` and state dicts <-> the canonical form.
+"""PyTorch adapter: recurrent modules, ``nn.Linear``, ``nn.Embedding`` and state dicts <-> the canonical form.
 
-PyTorch stores, for stacked layer ``k`` and direction suffix ``s`` (empty, or
-``_reverse`` for the backward direction of a bidirectional module)::
+PyTorch stores ``nn.LSTM`` (G = 4, blocks i, f, g, o), ``nn.GRU`` (G = 3,
+blocks r, z, n) and ``nn.RNN`` (G = 1) as, for stacked layer ``k`` and
+direction suffix ``s`` (empty, or ``_reverse`` for the backward direction of a
+bidirectional module)::
 
-    weight_ih_l{k}{s}  (4H, fan_in)   gate blocks i, f, g, o
-    weight_hh_l{k}{s}  (4H, H)
-    bias_ih_l{k}{s}    (4H,)          only when bias=True
-    bias_hh_l{k}{s}    (4H,)
+    weight_ih_l{k}{s}  (G*H, fan_in)
+    weight_hh_l{k}{s}  (G*H, P)       P = proj_size if set, else H
+    bias_ih_l{k}{s}    (G*H,)         only when bias=True
+    bias_hh_l{k}{s}    (G*H,)
+    weight_hr_l{k}{s}  (P, H)         LSTM with proj_size only
     Linear     weight (out, in), bias (out,)
     Embedding  weight (num_embeddings, embedding_dim)
 
-``fan_in`` is ``input_size`` for layer 0 and ``H * directions`` above it.
-Both LSTM biases map one to one onto the canonical ``b_x`` and ``b_h``, so a
-state dict survives the trip bit for bit.
+Cells (``nn.LSTMCell``, ``nn.GRUCell``, ``nn.RNNCell``) have the same tensors
+without ``_l{k}``. ``fan_in`` is ``input_size`` for layer 0 and
+``P * directions`` above it. Both biases map one to one onto the canonical
+``b_x`` and ``b_h``, so a state dict survives the trip bit for bit.
 
 A model's state dict is split into modules by parameter names: the keys
-``<prefix>.weight_ih_l0``, ... form one recurrent module, ``<prefix>.weight``
-and ``<prefix>.bias`` a Linear. A lone 2-D ``weight`` is a Linear without bias
-or an Embedding, which the keys cannot tell apart: the caller says which
-(``kinds``). The prefix is kept, so keys come back exactly. The first half of
-this module is NumPy only; ``torch`` is imported on first use.
+``<prefix>.weight_ih_l0``, ... form one recurrent module, whose kind follows
+from G (rows of ``weight_ih`` over H), ``<prefix>.weight`` and
+``<prefix>.bias`` a Linear. What the keys cannot tell, the caller says
+(``kinds``): whether a lone 2-D ``weight`` is an Embedding or a Linear
+without bias, and whether an ``nn.RNN`` uses tanh or relu. The prefix is
+kept, so keys come back exactly. The first half of this module is NumPy
+only; ``torch`` is imported on first use.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -36,11 +43,13 @@ from ..errors import FormatError, ShapeError, UnsupportedError
 from ..gates import join, layout, split
 
 _SUFFIX = {"forward": "", "reverse": "_reverse"}
-_RECURRENT_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")
-# The rows of weight_hh per unit of H tell the cell kind of a recurrent module.
-_KIND_BY_GATES = {4: "lstm"}
+_RECURRENT_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)(?:_l(\d+)(_reverse)?)?$")
+# G, the number of gate blocks (rows of weight_ih over H), tells the kind of a recurrent module.
+_KIND_BY_GATES = {4: "lstm", 3: "gru", 1: "rnn"}
+_MODULES = {"lstm": ("LSTM", "LSTMCell"), "gru": ("GRU", "GRUCell"), "rnn": ("RNN", "RNNCell")}
 _MODULE_SETTINGS = ("batch_first", "dropout")
-KINDS = ("linear", "embedding")
+# What a caller may say about a module that its keys cannot tell.
+KINDS = ("linear", "embedding", "rnn_tanh", "rnn_relu")
 
 
 # -- NumPy only -----------------------------------------------------------------------------------
@@ -68,70 +77,98 @@ def model_from_state_arrays(arrays: Mapping[str, np.ndarray], *, kinds: Mapping[
 
 def _module(prefix: str, params: dict[str, np.ndarray], kind: str | None, settings: Mapping[str, Any],
             source: Mapping[str, str], where: str) -> Layer:
-    name = prefix or "lstm"
     keys = sorted(f"{prefix}.{p}" if prefix else p for p in params)
     config = {"torch": {"prefix": f"{prefix}." if prefix else "", **settings}}
     if any(_RECURRENT_KEY.match(p) for p in params):
-        return recurrent_from_state_arrays(params, name=name, settings=config["torch"], source=source)
+        activation = {"rnn_tanh": "tanh", "rnn_relu": "relu"}.get(kind or "")
+        return recurrent_from_state_arrays(params, name=prefix or None, settings=config["torch"], source=source,
+                                           activation=activation, where=f"{where}: {prefix}" if prefix else where)
     if set(params) == {"weight", "bias"} and params["weight"].ndim == 2 and kind in (None, "linear"):
-        return Dense(name=name or "linear", weight=params["weight"], bias=params["bias"], config=config,
+        return Dense(name=prefix or "linear", weight=params["weight"], bias=params["bias"], config=config,
                      source=source)
     if set(params) == {"weight"} and params["weight"].ndim == 2:
         if kind == "linear":
-            return Dense(name=name, weight=params["weight"], config=config, source=source)
+            return Dense(name=prefix or "linear", weight=params["weight"], config=config, source=source)
         if kind == "embedding":
-            return Embedding(name=name, weight=params["weight"], config=config, source=source)
+            return Embedding(name=prefix or "embedding", weight=params["weight"], config=config, source=source)
         raise FormatError(f"{where}: {keys[0]} alone may be nn.Embedding or nn.Linear(bias=False), and the keys "
                           f"cannot tell which; say so with kinds={{'{prefix}': 'embedding'}} "
                           f"(command line: --kind {prefix}=embedding or {prefix}=linear)")
     raise FormatError(f"{where}: cannot account for keys {keys}: they are not an LSTM, a Linear or an Embedding")
 
 
-def recurrent_from_state_arrays(arrays: Mapping[str, np.ndarray], *, name: str = "lstm",
+def recurrent_from_state_arrays(arrays: Mapping[str, np.ndarray], *, name: str | None = None,
                                 settings: Mapping[str, Any] | None = None,
-                                source: Mapping[str, str] | None = None) -> RecurrentLayer:
-    """Build a recurrent layer from PyTorch parameter names (no prefix) and NumPy arrays."""
+                                source: Mapping[str, str] | None = None, activation: str | None = None,
+                                where: str | None = None) -> RecurrentLayer:
+    """Build a recurrent layer from PyTorch parameter names (no prefix) and NumPy arrays.
+
+    ``activation`` is an ``nn.RNN``'s nonlinearity, which its state dict does not hold.
+    """
+    where = where or name or "state dict"
     parsed = {}
     for key in arrays:
         match = _RECURRENT_KEY.match(key)
         if match is None:
-            raise FormatError(f"{name}: unexpected key {key!r} in a PyTorch LSTM state dict")
-        parsed[key] = (int(match[2]), "reverse" if match[3] else "forward")
-    if "weight_hh_l0" not in arrays or "weight_ih_l0" not in arrays:
-        raise FormatError(f"{name}: a PyTorch LSTM state dict needs weight_ih_l0 and weight_hh_l0, "
+            raise FormatError(f"{where}: unexpected key {key!r} in a PyTorch recurrent state dict")
+        parsed[key] = (match[1], int(match[2] or 0), "reverse" if match[3] else "forward", match[2] is None)
+    cell = all(is_cell for *_, is_cell in parsed.values())
+    if not cell and any(is_cell for *_, is_cell in parsed.values()):
+        raise FormatError(f"{where}: keys {sorted(arrays)} mix a cell's names (weight_ih) and a layer's (weight_ih_l0)")
+    first = "" if cell else "_l0"
+    w_ih, w_hh = arrays.get(f"weight_ih{first}"), arrays.get(f"weight_hh{first}")
+    if w_ih is None or w_hh is None:
+        raise FormatError(f"{where}: a recurrent state dict needs weight_ih{first} and weight_hh{first}, "
                           f"got keys {sorted(arrays)}")
-    w_hh = arrays["weight_hh_l0"]
-    if w_hh.ndim != 2 or w_hh.shape[1] == 0 or w_hh.shape[0] % w_hh.shape[1]:
-        raise ShapeError(f"{name}: weight_hh_l0 must be (G*H, H), got {w_hh.shape}")
-    hidden = w_hh.shape[1]
-    kind = _KIND_BY_GATES.get(w_hh.shape[0] // hidden)
+    w_hr = arrays.get("weight_hr_l0")
+    hidden = int(w_hr.shape[1]) if w_hr is not None and w_hr.ndim == 2 else int(w_hh.shape[-1])
+    if w_ih.ndim != 2 or w_hh.ndim != 2 or hidden == 0:
+        raise ShapeError(f"{where}: weight_ih{first} {w_ih.shape} and weight_hh{first} {w_hh.shape} must be "
+                         "(G*H, input) and (G*H, H) matrices")
+    if w_ih.shape[0] % hidden or w_ih.shape[0] != w_hh.shape[0]:
+        raise ShapeError(f"{where}: weight_ih{first} has shape {w_ih.shape}, expected G*H rows like "
+                         f"weight_hh{first} {w_hh.shape} (H = {hidden})")
+    gates = w_ih.shape[0] // hidden
+    kind = _KIND_BY_GATES.get(gates)
     if kind is None:
-        raise UnsupportedError(f"{name}: weight_hh_l0 of shape {w_hh.shape} has "
-                               f"{w_hh.shape[0] // hidden} gate blocks; only LSTM (4) is supported")
-    num_layers = 1 + max(index for index, _ in parsed.values())
-    directions = 2 if any(d == "reverse" for _, d in parsed.values()) else 1
-    bias = "bias_ih_l0" in arrays
+        raise UnsupportedError(f"{where}: weight_ih{first} of shape {w_ih.shape} has {gates} gate blocks of "
+                               f"{hidden}; known: 4 (LSTM), 3 (GRU), 1 (RNN)")
+    if kind == "rnn" and activation is None:
+        raise FormatError(f"{where}: an nn.RNN's nonlinearity (tanh or relu) is not in its state dict; say "
+                          f"which with kinds={{'{name}': 'rnn_tanh'}} (command line: --kind {name}=rnn_tanh "
+                          "or rnn_relu)")
+    num_layers = 1 + max(index for _, index, _, _ in parsed.values())
+    directions = 2 if any(d == "reverse" for _, _, d, _ in parsed.values()) else 1
+    bias = f"bias_ih{first}" in arrays
+    proj_size = int(w_hr.shape[0]) if w_hr is not None else 0
+    name = name or kind
     lay = layout("torch", kind)
-    expected = {_key(t, index, d) for index in range(num_layers) for d in DIRECTIONS[:directions]
-                for t in lay.tensors[: 4 if bias else 2]}
+    names = list(lay.tensors[: 4 if bias else 2]) + (["weight_hr"] if proj_size else [])
+    expected = {_key(t, index, d, cell) for index in range(num_layers) for d in DIRECTIONS[:directions]
+                for t in names}
     if set(arrays) != expected:
         missing, extra = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
-        raise FormatError(f"{name}: state dict keys do not form an LSTM with {num_layers} layer(s), "
+        raise FormatError(f"{where}: keys do not form one {_MODULES[kind][cell]} with {num_layers} layer(s), "
                           f"{directions} direction(s), bias={bias} (missing {missing or 'none'}, "
                           f"unexpected {extra or 'none'})")
-    gates = {}
+    gate_weights, projections = {}, {}
     for index in range(num_layers):
         for direction in DIRECTIONS[:directions]:
-            blocks = {role: split(lay, arrays[_key(tensor, index, direction)], hidden,
-                                  f"{name}.{_key(tensor, index, direction)}")
-                      for tensor, role in zip(lay.tensors, ROLES) if _key(tensor, index, direction) in arrays}
+            blocks = {role: split(lay, arrays[_key(tensor, index, direction, cell)], hidden,
+                                  f"{where}.{_key(tensor, index, direction, cell)}")
+                      for tensor, role in zip(lay.tensors, ROLES) if _key(tensor, index, direction, cell) in arrays}
             for gate in lay.order:
-                gates[(index, direction, gate)] = Gate(**{role: b[gate] for role, b in blocks.items()})
-    return RecurrentLayer(
-        kind=kind, input_size=int(arrays["weight_ih_l0"].shape[1]), hidden_size=hidden,
-        num_layers=num_layers, directions=directions, bias=bias, gates=gates, name=name,
-        config={"torch": dict(settings or {})}, source=dict(source or {"framework": "torch"}),
-    )
+                gate_weights[(index, direction, gate)] = Gate(**{role: b[gate] for role, b in blocks.items()})
+            if proj_size:
+                projections[(index, direction)] = arrays[_key("weight_hr", index, direction, cell)]
+    try:
+        return RecurrentLayer(
+            kind=kind, input_size=int(w_ih.shape[1]), hidden_size=hidden, num_layers=num_layers,
+            directions=directions, bias=bias, gates=gate_weights, name=name, activation=activation or "tanh",
+            proj_size=proj_size, projections=projections, cell=cell,
+            config={"torch": dict(settings or {})}, source=dict(source or {"framework": "torch"}))
+    except ShapeError as exc:
+        raise ShapeError(f"{where}: {exc}") from None
 
 
 def layer_state_arrays(layer: Layer) -> dict[str, np.ndarray]:
@@ -146,7 +183,10 @@ def layer_state_arrays(layer: Layer) -> dict[str, np.ndarray]:
             gates = {g: layer.gates[(index, direction, g)] for g in lay.order}
             for tensor, role in zip(lay.tensors, ROLES):
                 if role in ("W_x", "W_h") or layer.bias:
-                    out[_key(tensor, index, direction)] = join(lay, {g: getattr(v, role) for g, v in gates.items()})
+                    out[_key(tensor, index, direction, layer.cell)] = join(
+                        lay, {g: getattr(v, role) for g, v in gates.items()})
+            if layer.proj_size:
+                out[_key("weight_hr", index, direction, layer.cell)] = np.asarray(layer.projections[(index, direction)])
     return out
 
 
@@ -168,64 +208,63 @@ def state_arrays(weights: Layer | Model) -> dict[str, np.ndarray]:
 
 def check_representable(layer: Layer) -> None:
     """Raise UnsupportedError unless a PyTorch module computes ``layer`` exactly."""
-    if isinstance(layer, RecurrentLayer):
-        for attr, wanted in (("activation", "tanh"), ("recurrent_activation", "sigmoid")):
-            if getattr(layer, attr) != wanted:
-                raise UnsupportedError(
-                    f"{layer.name}: {attr} is {getattr(layer, attr)!r}, but nn.LSTM always uses {wanted}; "
-                    "no PyTorch LSTM computes this layer. Keep it in a safetensors archive")
+    if not isinstance(layer, RecurrentLayer):
+        return
+    keep = "Keep it in a safetensors archive"
+    module = f"nn.{_MODULES[layer.kind][layer.cell]}"
+    if layer.go_backwards:
+        raise UnsupportedError(f"{layer.name}: go_backwards=True (reading the sequence from its end) has no "
+                               f"{module} equivalent; {keep}, or reverse the input in time yourself")
+    if layer.kind == "gru" and not layer.reset_after:
+        raise UnsupportedError(f"{layer.name}: a GRU with reset_after=False (reset applied before the recurrent "
+                               f"matrix product) is a different function that no nn.GRU computes. {keep}, or "
+                               "export ONNX, whose GRU has linear_before_reset=0")
+    wanted = {"rnn": (("activation", ("tanh", "relu")),)}.get(
+        layer.kind, (("activation", ("tanh",)), ("recurrent_activation", ("sigmoid",))))
+    for attr, allowed in wanted:
+        if getattr(layer, attr) not in allowed:
+            raise UnsupportedError(
+                f"{layer.name}: {attr} is {getattr(layer, attr)!r}, but {module} only computes "
+                f"{' or '.join(allowed)}; no PyTorch module computes this layer. {keep}")
 
 
-def _key(tensor: str, index: int, direction: str) -> str:
-    return f"{tensor}_l{index}{_SUFFIX[direction]}"
+def _key(tensor: str, index: int, direction: str, cell: bool = False) -> str:
+    return tensor if cell else f"{tensor}_l{index}{_SUFFIX[direction]}"
 
 
 # -- live torch objects ---------------------------------------------------------------------------
 
 
 def read(obj: Any, *, name: str | None = None, kinds: Mapping[str, str] | None = None) -> Layer | Model:
-    """Read an ``nn.LSTM``, ``nn.Linear`` or ``nn.Embedding`` into a layer; a module made of
-    them, or a state dict with prefixed keys, into a :class:`Model`."""
+    """Read a recurrent module (``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` or their cells), ``nn.Linear`` or
+    ``nn.Embedding`` into a layer; a module made of them, or a state dict with prefixed keys, into a
+    :class:`Model`."""
     torch = require("torch")
     source = {"framework": "torch", "framework_version": torch.__version__}
+    settings: dict[str, dict[str, Any]] = {}
     if isinstance(obj, torch.nn.Module):
-        own = (torch.nn.LSTM, torch.nn.Linear, torch.nn.Embedding)
-        modules = [("", obj)] if isinstance(obj, own) else list(obj.named_modules())
-        settings, found = {}, {}
-        for prefix, module in modules:
-            if isinstance(module, torch.nn.LSTM):
-                if module.proj_size:
-                    raise UnsupportedError(f"{prefix or name or 'lstm'}: nn.LSTM with proj_size={module.proj_size} "
-                                           "is not supported yet; use proj_size=0")
+        found = {}
+        for prefix, module in obj.named_modules():
+            if isinstance(module, torch.nn.RNNBase):
                 settings[prefix] = {key: getattr(module, key) for key in _MODULE_SETTINGS}
+            if isinstance(module, (torch.nn.RNN, torch.nn.RNNCell)):
+                found[prefix] = f"rnn_{module.nonlinearity}"
             elif isinstance(module, torch.nn.Embedding):
                 found[prefix] = "embedding"
             elif isinstance(module, torch.nn.Linear):
                 found[prefix] = "linear"
-            elif isinstance(module, (torch.nn.GRU, torch.nn.RNN)) or (not prefix and not len(list(module.children()))):
-                label = f"{prefix or name}: " if prefix or name else ""
-                raise UnsupportedError(f"{label}{type(module).__name__} is not supported "
-                                       "(supported: nn.LSTM, nn.Linear, nn.Embedding)")
         state = obj.state_dict()
         kinds = {**found, **(kinds or {})}
     elif isinstance(obj, Mapping):
-        state, settings = obj, {}
+        state = obj
     else:
         raise UnsupportedError(f"expected an nn.Module or a state dict, got {type(obj).__name__}")
     arrays = {key: to_numpy(torch, key, value) for key, value in state.items()}
-    groups = {key.rpartition(".")[0] for key in arrays}
-    if groups == {""}:  # a single module's own state dict
-        model = model_from_state_arrays(arrays, kinds={"": kinds[""]} if kinds and "" in kinds else None,
-                                        settings=settings, source=source)
+    model = model_from_state_arrays(arrays, kinds=kinds, settings=settings, source=source)
+    if {key.rpartition(".")[0] for key in arrays} == {""}:  # a single module's own state dict
         layer = model.layers[0]
-        return _renamed(layer, name) if name else layer
-    return model_from_state_arrays(arrays, kinds=kinds, settings=settings, source=source)
-
-
-def _renamed(layer: Layer, name: str) -> Layer:
-    import dataclasses
-
-    return dataclasses.replace(layer, name=name)
+        return dataclasses.replace(layer, name=name) if name else layer
+    return model
 
 
 def write(weights: Layer | Model, module: Any = None, *, state_dict: bool = False,
@@ -256,25 +295,41 @@ def new_module(torch, layer: Layer, *, batch_first: bool | None = None) -> Any:
         return torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, dtype=dtype)
     if isinstance(layer, Embedding):
         return torch.nn.Embedding(layer.num_embeddings, layer.embedding_dim, dtype=dtype)
+    check_representable(layer)
+    cls = getattr(torch.nn, _MODULES[layer.kind][layer.cell])
+    options: dict[str, Any] = {"bias": layer.bias, "dtype": dtype}
+    if layer.kind == "rnn":
+        options["nonlinearity"] = layer.activation
+    if layer.cell:
+        return cls(layer.input_size, layer.hidden_size, **options)
     settings = {k: v for k, v in layer.config.get("torch", {}).items() if k in _MODULE_SETTINGS}
     if batch_first is not None:
         settings["batch_first"] = batch_first
     settings.setdefault("batch_first", True)
-    return torch.nn.LSTM(layer.input_size, layer.hidden_size, num_layers=layer.num_layers, bias=layer.bias,
-                         bidirectional=layer.directions == 2, dtype=dtype, **settings)
+    if layer.proj_size:
+        options["proj_size"] = layer.proj_size
+    return cls(layer.input_size, layer.hidden_size, num_layers=layer.num_layers,
+               bidirectional=layer.directions == 2, **options, **settings)
 
 
 def _check_module(torch, weights: Layer | Model, module: Any) -> None:
     if not isinstance(weights, RecurrentLayer):
-        return  # load_state_dict(strict=True) names any mismatch; wrapped by the caller
-    if not isinstance(module, torch.nn.LSTM):
-        raise UnsupportedError(f"{weights.name}: cannot write into {type(module).__name__}, expected torch.nn.LSTM")
-    wanted = {"input_size": weights.input_size, "hidden_size": weights.hidden_size,
-              "num_layers": weights.num_layers, "bidirectional": weights.directions == 2,
-              "bias": weights.bias, "proj_size": 0}
+        return  # load_state_dict(strict=True) names any mismatch
+    check_representable(weights)
+    wanted_type = getattr(torch.nn, _MODULES[weights.kind][weights.cell])
+    if type(module) is not wanted_type:
+        raise UnsupportedError(f"{weights.name}: cannot write into {type(module).__name__}, "
+                               f"expected torch.nn.{wanted_type.__name__}")
+    wanted = {"input_size": weights.input_size, "hidden_size": weights.hidden_size, "bias": weights.bias}
+    if not weights.cell:
+        wanted |= {"num_layers": weights.num_layers, "bidirectional": weights.directions == 2}
+    if weights.kind == "lstm" and not weights.cell:
+        wanted["proj_size"] = weights.proj_size
+    if weights.kind == "rnn":
+        wanted["nonlinearity"] = weights.activation
     for attr, value in wanted.items():
         if getattr(module, attr) != value:
-            raise ShapeError(f"{weights.name}: the target nn.LSTM has {attr}={getattr(module, attr)!r}, "
+            raise ShapeError(f"{weights.name}: the target nn.{type(module).__name__} has {attr}={getattr(module, attr)!r}, "
                              f"expected {attr}={value!r}")
 
 
