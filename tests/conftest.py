@@ -28,15 +28,16 @@ def random_keras_lstm(rng, features=7, units=3, dtype="float32", **options):
     return layer
 
 
-def random_torch_lstm(rng, input_size=7, hidden_size=3, dtype="float32", **options):
-    """An nn.LSTM whose every parameter is random, the two biases different."""
+def random_torch_lstm(rng, input_size=7, hidden_size=3, dtype="float32", module="LSTM", **options):
+    """A PyTorch recurrent module whose every parameter is random, the two biases different."""
     import torch
 
-    module = torch.nn.LSTM(input_size, hidden_size, dtype=getattr(torch, dtype), **options)
+    cls = getattr(torch.nn, module)
+    layer = cls(input_size, hidden_size, dtype=getattr(torch, dtype), **options)
     with torch.no_grad():
-        for p in module.parameters():
+        for p in layer.parameters():
             p.copy_(torch.from_numpy(rng.normal(0, 0.5, tuple(p.shape)).astype("float32")))
-    return module
+    return layer
 
 
 def inputs(rng, batch=3, steps=6, features=7, states=1, units=3):
@@ -62,19 +63,31 @@ def run_keras(layer, x, h0, c0):
     return np.asarray(seq), np.asarray(h)[None], np.asarray(c)[None]
 
 
-def run_torch(module, x, h0, c0):
-    """Output sequence (batch-major) and final (h, c) of an nn.LSTM."""
+def run_torch(module, x, h0, c0=None):
+    """Output sequence (batch-major) and final states of a PyTorch recurrent module or cell."""
     import torch
 
-    xt = torch.from_numpy(x) if module.batch_first else torch.from_numpy(x).transpose(0, 1)
+    lstm = isinstance(module, (torch.nn.LSTM, torch.nn.LSTMCell))
     with torch.no_grad():
-        seq, (h, c) = module(xt, (torch.from_numpy(h0), torch.from_numpy(c0)))
+        if isinstance(module, torch.nn.RNNCellBase):  # one step at a time
+            state = (torch.from_numpy(h0[0]), torch.from_numpy(c0[0])) if lstm else torch.from_numpy(h0[0])
+            outputs = []
+            for t in range(x.shape[1]):
+                state = module(torch.from_numpy(x[:, t]), state)
+                outputs.append(state[0] if lstm else state)
+            finals = state if lstm else (state,)
+            return (torch.stack(outputs, 1).numpy(), *(s.numpy()[None] for s in finals))
+        xt = torch.from_numpy(x) if module.batch_first else torch.from_numpy(x).transpose(0, 1)
+        state = (torch.from_numpy(h0), torch.from_numpy(c0)) if lstm else torch.from_numpy(h0)
+        seq, finals = module(xt, state)
     seq = seq if module.batch_first else seq.transpose(0, 1)
-    return seq.numpy(), h.numpy(), c.numpy()
+    finals = finals if lstm else (finals,)
+    return (seq.numpy(), *(s.numpy() for s in finals))
 
 
 def assert_same_run(got, expected, atol=1e-5):
-    """Compare (sequence, h, c) triples, naming the part that differs."""
+    """Compare (sequence, h[, c]) tuples, naming the part that differs."""
+    assert len(got) == len(expected), f"{len(got)} outputs != {len(expected)}"
     for label, a, b in zip(("output sequence", "final h", "final c"), got, expected):
         assert a.shape == b.shape, f"{label}: shape {a.shape} != {b.shape}"
         np.testing.assert_allclose(a, b, rtol=0, atol=atol, err_msg=label)

@@ -5,16 +5,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import inputs, random_torch_lstm, run_torch, assert_same_run
+from conftest import assert_same_run, assert_same_weights, inputs, random_torch_lstm, run_torch
 
 import lstm_convert as lc
 from lstm_convert import reference
 
 VARIANTS = {
-    "single": {},
-    "no-bias": {"bias": False},
-    "stacked-bidirectional": {"num_layers": 2, "bidirectional": True},
-    "time-major": {"batch_first": False},
+    "lstm": {},
+    "lstm-no-bias": {"bias": False},
+    "lstm-stacked-bidirectional": {"num_layers": 2, "bidirectional": True},
+    "lstm-time-major": {"batch_first": False},
+    "lstm-projection": {"proj_size": 2, "num_layers": 2, "bidirectional": True},
+    "gru": {"module": "GRU"},
+    "gru-stacked-bidirectional-no-bias": {"module": "GRU", "num_layers": 2, "bidirectional": True, "bias": False},
+    "rnn-tanh": {"module": "RNN", "num_layers": 2},
+    "rnn-relu-bidirectional": {"module": "RNN", "nonlinearity": "relu", "bidirectional": True},
+    "lstm-cell": {"module": "LSTMCell"},
+    "gru-cell": {"module": "GRUCell"},
+    "rnn-cell-relu": {"module": "RNNCell", "nonlinearity": "relu"},
 }
 
 
@@ -25,19 +33,30 @@ def _same_state(a, b):
         assert torch.equal(a[key], b[key]), key
 
 
+def _states(rng, weights, batch=3):
+    slots = weights.num_layers * weights.directions
+    sizes = {"h": weights.state_size, "c": weights.hidden_size}
+    return [rng.normal(size=(slots, batch, sizes[n])).astype("float32") for n in weights.state_names]
+
+
 @pytest.mark.parametrize("options", VARIANTS.values(), ids=VARIANTS.keys())
 def test_round_trip_is_bit_identical_and_reference_agrees(rng, options):
     module = random_torch_lstm(rng, **options)
     weights = lc.from_torch(module)
     back = lc.to_torch(weights)
+    assert type(back) is type(module)
     _same_state(back.state_dict(), module.state_dict())
-    assert back.batch_first == module.batch_first
-    states = weights.num_layers * weights.directions
-    x, h0, c0 = inputs(rng, states=states)
-    expected = run_torch(module, x, h0, c0)
-    assert_same_run(run_torch(back, x, h0, c0), expected, atol=0)
-    seq, (h, c) = reference.forward(weights, x, (h0, c0))
-    assert_same_run((seq, h, c), expected)
+    assert getattr(back, "batch_first", None) == getattr(module, "batch_first", None)
+    x, _, _ = inputs(rng)
+    states = _states(rng, weights)
+    expected = run_torch(module, x, *states)
+    assert_same_run(run_torch(back, x, *states), expected, atol=0)
+    seq, finals = reference.forward(weights, x, tuple(states))
+    assert_same_run((seq, *finals), expected)
+    from_state = lc.from_torch(module.state_dict(), kinds={"": f"rnn_{module.nonlinearity}"}
+                               if hasattr(module, "nonlinearity") else None)
+    assert_same_weights(from_state, weights)  # the keys and shapes alone tell the same layer
+    assert from_state.spec() | {"config": None} == weights.spec() | {"config": None}
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])
