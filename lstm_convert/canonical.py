@@ -33,6 +33,7 @@ included.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -219,6 +220,21 @@ class RecurrentLayer(_BitEqual):
         projections = {key[:2]: fetch(tensor_name(spec["name"], key[0], key[1], "projection", "W_hr"))
                        for key in keys if spec["proj_size"] and key[2] == GATES[spec["kind"]][-1]}
         return cls(gates=gates, projections=projections, **fields)
+
+    def unstack(self) -> list[RecurrentLayer]:
+        """One single-layer RecurrentLayer per stacked layer, in order: the first keeps the name,
+        layer ``k`` is named ``<name>_l<k>``. Together they compute the same function."""
+        if self.num_layers == 1:
+            return [self]
+        out = []
+        for index in range(self.num_layers):
+            gates = {(0, d, g): gate for (i, d, g), gate in self.gates.items() if i == index}
+            projections = {(0, d): w for (i, d), w in self.projections.items() if i == index}
+            out.append(dataclasses.replace(
+                self, name=self.name if index == 0 else f"{self.name}_l{index}", num_layers=1,
+                input_size=self.fan_in(index), gates=gates, projections=projections,
+                go_backwards=self.go_backwards and index == 0))  # the stack reverses its input once
+        return out
 
     # -- validation ------------------------------------------------------
 

@@ -107,12 +107,11 @@ def test_write_into_existing_layer(rng):
 def test_refusals_are_specific(rng):
     with pytest.raises(lc.ShapeError, match="the layer is not built"):
         lc.from_keras(keras.layers.LSTM(3, name="raw"))
-    with pytest.raises(lc.UnsupportedError, match="go_backwards=True is not supported yet"):
-        lc.from_keras(random_keras_lstm(rng, go_backwards=True))
-    gru = keras.layers.GRU(3)
-    gru.build((None, None, 7))
-    with pytest.raises(lc.UnsupportedError, match=r"gru: Keras layer GRU is not supported \(supported: LSTM, Dense, Embedding\)"):
-        lc.from_keras(gru)
+    conv = keras.layers.Conv1D(3, 2, name="conv")
+    conv.build((None, None, 7))
+    with pytest.raises(lc.UnsupportedError, match=r"^conv: Keras layer Conv1D is not supported \(supported: LSTM, GRU"):
+        lc.from_keras(conv)
+
     def double(t):
         return t * 2
 
@@ -120,9 +119,17 @@ def test_refusals_are_specific(rng):
     custom.build((None, None, 7))
     with pytest.raises(lc.UnsupportedError, match="is a custom function"):
         lc.from_keras(custom)
-    stacked = lc.from_torch(random_torch_lstm(rng, num_layers=2))
-    with pytest.raises(lc.UnsupportedError, match="2 stacked layer"):
-        lc.to_keras(stacked)
+    projected = lc.from_torch(random_torch_lstm(rng, proj_size=2))
+    with pytest.raises(lc.UnsupportedError, match=r"proj_size=2 \(weight_hr\) has no Keras equivalent; keep it in"):
+        lc.to_keras(projected)
+    backwards = lc.from_keras(random_keras_lstm(rng, go_backwards=True))
+    with pytest.raises(lc.UnsupportedError, match=r"go_backwards=True \(reading the sequence from its end\) has no "
+                                                   r"nn.LSTM equivalent; Keep it in a safetensors archive"):
+        lc.to_torch(backwards)
+    gru = keras.layers.GRU(3, reset_after=False, name="old_gru")
+    gru.build((None, None, 7))
+    with pytest.raises(lc.UnsupportedError, match=r"^old_gru: a GRU with reset_after=False .* no nn.GRU computes"):
+        lc.to_torch(lc.from_keras(gru))
 
 
 def test_other_keras_backend(tmp_path):

@@ -2,13 +2,19 @@
 
 Keras stores the layers this adapter knows as (``H`` = units)::
 
-    LSTM       kernel (input, 4H), recurrent_kernel (H, 4H), bias (4H,)  column blocks i, f, c, o
+    LSTM       kernel (input, 4H), recurrent_kernel (H, 4H), bias (4H,)     blocks i, f, c, o
+    GRU        kernel (input, 3H), recurrent_kernel (H, 3H), bias (2, 3H)   blocks z, r, h; with
+               reset_after=True row 0 of the bias is input-side, row 1 recurrent-side; (3H,) without
+    SimpleRNN  kernel (input, H), recurrent_kernel (H, H), bias (H,)
     Dense      kernel (in, out), bias (out,)
     Embedding  embeddings (input_dim, output_dim)
 
-An LSTM's single bias becomes the canonical ``b_x`` with zeros in ``b_h``;
-writing sums the two canonical biases (rounded once, from float64). Dense
-kernels are transposed into the canonical (out, in) weight.
+Recurrent layers may also come as cells (``LSTMCell``, ``GRUCell``,
+``SimpleRNNCell``), as a cell inside ``keras.layers.RNN``, or wrapped in
+``Bidirectional`` (a forward and a backward layer). A single bias becomes the
+canonical ``b_x`` with zeros in ``b_h``; writing sums the two canonical biases
+(rounded once, from float64) where Keras keeps one. Dense kernels are
+transposed into the canonical (out, in) weight.
 
 The first half of this module is NumPy only and is shared with the file
 readers (``keras_files``), which must not import Keras. The second half works
@@ -28,36 +34,64 @@ from ..canonical import Dense, Embedding, Gate, Layer, Model, RecurrentLayer
 from ..errors import ShapeError, UnsupportedError
 from ..gates import join, layout, split
 
-# Settings of each Keras layer that are not weights and that we carry along.
-SETTINGS = {
-    "LSTM": ("return_sequences", "return_state", "stateful", "unroll", "dropout", "recurrent_dropout"),
-    "Dense": (),
-    "Embedding": ("mask_zero",),
-}
+RECURRENT = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn"}
+CELLS = {"LSTMCell": "lstm", "GRUCell": "gru", "SimpleRNNCell": "rnn"}
+_CLASSES = {kind: (layer, cell) for (layer, kind), (cell, _) in zip(RECURRENT.items(), CELLS.items())}
+# Settings of recurrent layers that are not weights and that we carry along.
+_RECURRENT_SETTINGS = ("return_sequences", "return_state", "stateful", "unroll", "dropout", "recurrent_dropout")
+SETTINGS = {"Dense": (), "Embedding": ("mask_zero",), "RNN": _RECURRENT_SETTINGS,
+            **{c: _RECURRENT_SETTINGS for c in RECURRENT}, **{c: ("dropout", "recurrent_dropout") for c in CELLS}}
 # Layers without weights that compute the identity at inference; files may contain them.
 INFERENCE_IDENTITY = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "ActivityRegularization")
+SUPPORTED = ("LSTM", "GRU", "SimpleRNN", "LSTMCell", "GRUCell", "SimpleRNNCell", "RNN", "Bidirectional",
+             "Dense", "Embedding")
 
 
-def tensor_names(class_name: str, config: Mapping[str, Any]) -> tuple[str, ...]:
-    """The variables of a Keras layer, in the order Keras creates them."""
-    if class_name == "LSTM":
-        return layout("keras", "lstm").tensors[: 3 if config.get("use_bias", True) else 2]
+def variables(class_name: str, config: Mapping[str, Any]) -> dict[str, str]:
+    """The variables of a Keras layer: key -> place in its ``.keras`` weights group.
+
+    Keys are the variable names (``kernel``, ...), prefixed by ``forward/`` or
+    ``backward/`` inside a Bidirectional.
+    """
     if class_name == "Dense":
-        return ("kernel", "bias") if config.get("use_bias", True) else ("kernel",)
+        return {t: f"vars/{i}" for i, t in enumerate(("kernel", "bias")[: 2 if config.get("use_bias", True) else 1])}
     if class_name == "Embedding":
-        return ("embeddings",)
-    raise UnsupportedError(f"{config.get('name', class_name)}: Keras layer {class_name} is not supported "
-                           "(supported: LSTM, Dense, Embedding)")
+        return {"embeddings": "vars/0"}
+    kind, inner, wrapper = _recurrent(class_name, config)
+    names = layout("keras", kind).tensors[: 3 if inner.get("use_bias", True) else 2]
+    if wrapper == "Bidirectional":
+        return {f"{side}/{t}": f"{side}_layer/cell/vars/{i}" for side in ("forward", "backward")
+                for i, t in enumerate(names)}
+    where = "vars" if wrapper == "cell" else "cell/vars"
+    return {t: f"{where}/{i}" for i, t in enumerate(names)}
+
+
+def _recurrent(class_name: str, config: Mapping[str, Any]) -> tuple[str, Mapping[str, Any], str | None]:
+    """(kind, the configuration with units and activations, wrapper) of a recurrent Keras layer."""
+    name = config.get("name", class_name)
+    if class_name in RECURRENT:
+        return RECURRENT[class_name], config, None
+    if class_name in CELLS:
+        return CELLS[class_name], config, "cell"
+    if class_name in ("RNN", "Bidirectional"):
+        inner = config.get("cell" if class_name == "RNN" else "layer")
+        allowed = CELLS if class_name == "RNN" else RECURRENT
+        inner_class = inner.get("class_name") if isinstance(inner, dict) else None
+        if inner_class not in allowed or not isinstance(inner.get("config"), dict):
+            raise UnsupportedError(f"{name}: {class_name} of {inner_class or 'an unknown layer'} is not supported "
+                                   f"(supported inside {class_name}: {', '.join(allowed)})")
+        return allowed[inner_class], inner["config"], class_name
+    raise UnsupportedError(f"{name}: Keras layer {class_name} is not supported (supported: {', '.join(SUPPORTED)})")
 
 
 def layer_from_config(class_name: str, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray], *,
                       keras_version: str, source: Mapping[str, str]) -> Layer:
-    """A canonical layer from a Keras layer's config and its variables by name (NumPy only)."""
+    """A canonical layer from a Keras layer's config and its variables by key (NumPy only)."""
     name = config["name"]
-    expected = tensor_names(class_name, config)
+    expected = variables(class_name, config)
     if set(tensors) != set(expected):
         raise ShapeError(f"{name}: expected Keras variables {list(expected)}, got {sorted(tensors)}")
-    settings = {"keras": {key: config[key] for key in SETTINGS[class_name] if key in config}}
+    settings = {"keras": {key: config[key] for key in SETTINGS.get(class_name, ()) if key in config}}
     if class_name == "Dense":
         activation = _activation(name, "activation", config.get("activation", "linear"), keras_version)
         kernel = tensors["kernel"]
@@ -71,24 +105,53 @@ def layer_from_config(class_name: str, config: Mapping[str, Any], tensors: Mappi
         if table.shape != want:
             raise ShapeError(f"{name}.embeddings: expected shape {want}, got {table.shape}")
         return Embedding(name=name, weight=table, config=settings, source=source)
-    if config.get("go_backwards"):
-        raise UnsupportedError(f"{name}: go_backwards=True is not supported yet")
-    activations = {attr: _activation(name, attr, config[attr], keras_version)
-                   for attr in ("activation", "recurrent_activation")}
-    lay = layout("keras", "lstm")
-    hidden = int(config["units"])
-    blocks = {role: split(lay, tensors[tensor], hidden, f"{name}.{tensor}")
-              for role, tensor in zip(("W_x", "W_h", "b_x"), expected)}
-    if "bias" in tensors:
-        blocks["b_h"] = split(lay, np.zeros_like(tensors["bias"]), hidden, f"{name}.bias")
-    gates = {(0, "forward", g): Gate(**{role: b[g] for role, b in blocks.items()}) for g in lay.order}
+    kind, inner, wrapper = _recurrent(class_name, config)
+    go_backwards = bool(config.get("go_backwards", False))
+    if wrapper == "Bidirectional":
+        settings["keras"] = {key: inner[key] for key in _RECURRENT_SETTINGS if key in inner}
+        settings["keras"]["merge_mode"] = config.get("merge_mode", "concat")
+        if inner.get("go_backwards"):
+            raise UnsupportedError(f"{name}: a Bidirectional whose forward layer has go_backwards=True runs "
+                                   "backwards twice; this is not supported")
+        go_backwards = False
+    elif wrapper == "RNN":
+        settings["keras"]["wrapper"] = "RNN"
+    activations = {"activation": _activation(name, "activation", inner.get("activation", "tanh"), keras_version)}
+    if kind != "rnn":
+        activations["recurrent_activation"] = _activation(name, "recurrent_activation",
+                                                          inner.get("recurrent_activation", "sigmoid"), keras_version)
+    lay = layout("keras", kind)
+    hidden = int(inner["units"])
+    reset_after = bool(inner.get("reset_after", True)) if kind == "gru" else True
+    sides = ("forward", "backward") if wrapper == "Bidirectional" else ("",)
+    gates = {}
+    for side, direction in zip(sides, ("forward", "reverse")):
+        key = (lambda t: f"{side}/{t}") if side else (lambda t: t)
+        label = f"{name}.{side + '/' if side else ''}"
+        blocks = {"W_x": split(lay, tensors[key("kernel")], hidden, f"{label}kernel"),
+                  "W_h": split(lay, tensors[key("recurrent_kernel")], hidden, f"{label}recurrent_kernel")}
+        if key("bias") in tensors:
+            bias = tensors[key("bias")]
+            if kind == "gru" and reset_after:  # (2, 3H): input-side and recurrent-side rows
+                if bias.ndim != 2 or bias.shape[0] != 2:
+                    raise ShapeError(f"{label}bias: a GRU with reset_after=True has a (2, {3 * hidden}) bias, "
+                                     f"got {bias.shape}")
+                b_x, b_h = bias[0], bias[1]
+            else:
+                b_x, b_h = bias, np.zeros_like(bias)
+            blocks["b_x"] = split(lay, b_x, hidden, f"{label}bias")
+            blocks["b_h"] = split(lay, b_h, hidden, f"{label}bias")
+        for g in lay.order:
+            gates[(0, direction, g)] = Gate(**{role: b[g] for role, b in blocks.items()})
     return RecurrentLayer(
-        kind="lstm", input_size=int(tensors["kernel"].shape[0]), hidden_size=hidden,
-        bias="bias" in tensors, gates=gates, name=name, config=settings, source=source, **activations)
+        kind=kind, input_size=int(tensors[f"{sides[0]}/kernel" if sides[0] else "kernel"].shape[0]),
+        hidden_size=hidden, directions=len(sides), bias=bool(inner.get("use_bias", True)), gates=gates, name=name,
+        reset_after=reset_after, go_backwards=go_backwards, cell=wrapper in ("cell", "RNN"),
+        config=settings, source=source, **activations)
 
 
 def layer_tensors(layer: Layer) -> dict[str, np.ndarray]:
-    """The Keras variables of a canonical layer, by name (NumPy only)."""
+    """The Keras variables of a canonical single-layer layer, by key (NumPy only)."""
     check_representable(layer)
     if isinstance(layer, Dense):
         out = {"kernel": np.ascontiguousarray(layer.weight.T)}
@@ -97,31 +160,45 @@ def layer_tensors(layer: Layer) -> dict[str, np.ndarray]:
         return out
     if isinstance(layer, Embedding):
         return {"embeddings": np.asarray(layer.weight)}
+    if layer.num_layers != 1:
+        raise UnsupportedError(f"{layer.name}: unstack() a stacked layer into Keras layers first")
     lay = layout("keras", layer.kind)
-    gates = {g: layer.gates[(0, "forward", g)] for g in lay.order}
-    out = {"kernel": join(lay, {g: v.W_x for g, v in gates.items()}),
-           "recurrent_kernel": join(lay, {g: v.W_h for g, v in gates.items()})}
-    if layer.bias:
-        out["bias"] = join(lay, {g: (v.b_x.astype(np.float64) + v.b_h.astype(np.float64)).astype(v.b_x.dtype)
-                                 for g, v in gates.items()})
+    out = {}
+    for direction in layer.direction_names:
+        prefix = "" if layer.directions == 1 else ("forward/" if direction == "forward" else "backward/")
+        gates = {g: layer.gates[(0, direction, g)] for g in lay.order}
+        out[prefix + "kernel"] = join(lay, {g: v.W_x for g, v in gates.items()})
+        out[prefix + "recurrent_kernel"] = join(lay, {g: v.W_h for g, v in gates.items()})
+        if not layer.bias:
+            continue
+        if layer.kind == "gru" and layer.reset_after:  # both biases, exactly
+            out[prefix + "bias"] = np.stack([join(lay, {g: v.b_x for g, v in gates.items()}),
+                                             join(lay, {g: v.b_h for g, v in gates.items()})])
+        else:
+            out[prefix + "bias"] = join(lay, {g: (v.b_x.astype(np.float64) + v.b_h.astype(np.float64))
+                                              .astype(v.b_x.dtype) for g, v in gates.items()})
     return out
 
 
 def check_representable(layer: Layer) -> None:
-    """Raise UnsupportedError unless a Keras layer can compute ``layer`` exactly."""
+    """Raise UnsupportedError unless Keras layers can compute ``layer`` exactly."""
+    keep = "keep it in a safetensors archive"
     activations = [("activation", layer.activation)] if isinstance(layer, Dense) else []
     if isinstance(layer, RecurrentLayer):
-        if layer.num_layers != 1 or layer.directions != 1:
-            raise UnsupportedError(
-                f"{layer.name}: {layer.num_layers} stacked layer(s) and {layer.directions} direction(s) need "
-                "several Keras layers or Bidirectional, which is not supported yet; "
-                "keep it in a safetensors archive")
-        activations = [("activation", layer.activation), ("recurrent_activation", layer.recurrent_activation)]
+        if layer.proj_size:
+            raise UnsupportedError(f"{layer.name}: an LSTM with proj_size={layer.proj_size} (weight_hr) has no Keras "
+                                   f"equivalent; {keep}")
+        merge = layer.config.get("keras", {}).get("merge_mode", "concat")
+        if layer.directions == 2 and merge is None:
+            raise UnsupportedError(f"{layer.name}: merge_mode=None returns two outputs, which a Keras model of one "
+                                   "chain cannot hold")
+        activations = [("activation", layer.activation)]
+        if layer.kind != "rnn":
+            activations.append(("recurrent_activation", layer.recurrent_activation))
     for attr, value in activations:
         if value == "hard_sigmoid_keras2":
-            raise UnsupportedError(
-                f"{layer.name}: {attr} is Keras 2's hard_sigmoid (0.2x + 0.5), which Keras 3 no longer has; "
-                "keep it in a safetensors archive")
+            raise UnsupportedError(f"{layer.name}: {attr} is Keras 2's hard_sigmoid (0.2x + 0.5), which Keras 3 "
+                                   f"no longer has (its hard_sigmoid is x/6 + 0.5); {keep}")
 
 
 def keras_activation(value: str) -> str:
@@ -144,7 +221,7 @@ def _activation(name: str, attr: str, value: Any, keras_version: str) -> str:
 
 
 def read(obj: Any) -> Layer | Model:
-    """Read a built Keras LSTM, Dense or Embedding layer, or a model made of them."""
+    """Read a built Keras layer (see :data:`SUPPORTED`), or a model made of them."""
     keras = require("keras")
     source = {"framework": "keras", "framework_version": keras.__version__, "backend": keras.backend.backend()}
     if isinstance(obj, keras.Model):
@@ -157,42 +234,67 @@ def read(obj: Any) -> Layer | Model:
     return _read_layer(keras, obj, source)
 
 
+def _class_name(keras, layer: Any) -> str:
+    for name in SUPPORTED:  # subclasses before their bases: LSTM before RNN
+        if isinstance(layer, getattr(keras.layers, name)):
+            return name
+    return type(layer).__name__
+
+
+def _owners(layer: Any, class_name: str) -> dict[str, Any]:
+    """The objects holding the variables, by key prefix."""
+    if class_name == "Bidirectional":
+        return {"forward/": layer.forward_layer.cell, "backward/": layer.backward_layer.cell}
+    if class_name in CELLS or class_name in ("Dense", "Embedding"):
+        return {"": layer}
+    return {"": layer.cell}
+
+
 def _read_layer(keras, layer: Any, source: Mapping[str, str]) -> Layer:
     name = getattr(layer, "name", type(layer).__name__)
-    class_name = next((c for c in ("LSTM", "Dense", "Embedding") if isinstance(layer, getattr(keras.layers, c))),
-                      type(layer).__name__)
+    class_name = _class_name(keras, layer)
     config = layer.get_config() if hasattr(layer, "get_config") else {"name": name}
-    expected = tensor_names(class_name, config)
+    expected = variables(class_name, config)
     if not layer.built:
         raise ShapeError(f"{name}: the layer is not built; call it on an input or "
                          "build((None, None, features)) first")
-    owner = layer.cell if class_name == "LSTM" else layer
-    tensors = {t: np.array(keras.ops.convert_to_numpy(getattr(owner, t)), copy=True) for t in expected}
+    owners = _owners(layer, class_name)
+    tensors = {}
+    for key in expected:
+        prefix, _, tensor = key.rpartition("/")
+        owner = owners[prefix + "/" if prefix else ""]
+        tensors[key] = np.array(keras.ops.convert_to_numpy(getattr(owner, tensor)), copy=True)
     return layer_from_config(class_name, config, tensors, keras_version=keras.__version__, source=source)
 
 
 def write(weights: Layer | Model, target: Any = None, **settings: Any) -> Any:
     """Write a canonical layer as a new built Keras layer (or into ``target``); a model as ``keras.Sequential``.
 
-    A new layer takes the Keras settings recorded when the weights came from
-    Keras; a recurrent layer from elsewhere returns full sequences, as
-    ``nn.LSTM`` does. Keyword arguments override both.
+    A stacked recurrent layer becomes a list of Keras layers, one per stacked
+    layer. A new layer takes the Keras settings recorded when the weights came
+    from Keras; a recurrent layer from elsewhere returns full sequences, as
+    PyTorch's modules do. Keyword arguments override both.
     """
     keras = require("keras")
     if isinstance(weights, Model):
         return _write_model(keras, weights)
+    if isinstance(weights, RecurrentLayer) and weights.num_layers > 1:
+        if target is not None:
+            raise UnsupportedError(f"{weights.name}: a stacked layer becomes several Keras layers; "
+                                   "write each of unstack() into its own target")
+        return [write(part, **settings) for part in weights.unstack()]
     values = layer_tensors(weights)
     if target is None:
         target = new_layer(keras, weights, **settings)
         target.build(_input_shape(weights))
     else:
         _check_target(keras, weights, target)
-    assign(weights.name, target, values)
+    assign(keras, weights.name, target, values)
     return target
 
 
-def new_layer(keras, weights: Layer, **settings: Any) -> Any:
-    """An unbuilt Keras layer configured like ``weights``."""
+def new_layer(keras, weights: Layer, *, in_model: bool = False, **settings: Any) -> Any:
+    """An unbuilt Keras layer configured like ``weights`` (single-layer)."""
     recorded = dict(weights.config.get("keras", {}))
     if isinstance(weights, Dense):
         return keras.layers.Dense(weights.out_features, use_bias=weights.bias is not None, name=weights.name,
@@ -201,66 +303,105 @@ def new_layer(keras, weights: Layer, **settings: Any) -> Any:
     if isinstance(weights, Embedding):
         return keras.layers.Embedding(weights.num_embeddings, weights.embedding_dim, name=weights.name,
                                       dtype=weights.dtype, **recorded, **settings)
-    options = {"return_sequences": True, **recorded, **settings}
-    return keras.layers.LSTM(weights.hidden_size, use_bias=weights.bias, name=weights.name, dtype=weights.dtype,
-                             activation=keras_activation(weights.activation),
-                             recurrent_activation=keras_activation(weights.recurrent_activation), **options)
+    check_representable(weights)
+    layer_class, cell_class = (getattr(keras.layers, c) for c in _CLASSES[weights.kind])
+    options: dict[str, Any] = {"use_bias": weights.bias, "dtype": weights.dtype,
+                               "activation": keras_activation(weights.activation)}
+    if weights.kind != "rnn":
+        options["recurrent_activation"] = keras_activation(weights.recurrent_activation)
+    if weights.kind == "gru":
+        options["reset_after"] = weights.reset_after
+    merge_mode = recorded.pop("merge_mode", "concat")
+    wrapper = recorded.pop("wrapper", None)
+    if weights.cell:
+        cell_options = {k: v for k, v in recorded.items() if k in SETTINGS[cell_class.__name__]}
+        if wrapper != "RNN" and not in_model:
+            return cell_class(weights.hidden_size, name=weights.name, **options, **cell_options)
+        cell = cell_class(weights.hidden_size, **options, **cell_options)
+        layer_options = {"return_sequences": True, **{k: v for k, v in recorded.items() if k in _RECURRENT_SETTINGS
+                                                      and k not in cell_options}, **settings}
+        return keras.layers.RNN(cell, name=weights.name, dtype=weights.dtype, **layer_options)
+    layer_options = {"return_sequences": True, **recorded, **settings}
+    if weights.directions == 2:
+        inner = layer_class(weights.hidden_size, **options, **layer_options)
+        return keras.layers.Bidirectional(inner, merge_mode=merge_mode, name=weights.name)
+    return layer_class(weights.hidden_size, name=weights.name, go_backwards=weights.go_backwards,
+                       **options, **layer_options)
 
 
-def assign(name: str, target: Any, values: Mapping[str, np.ndarray]) -> None:
-    """Set a built Keras layer's variables by name, checking every shape before changing any."""
-    owner = target.cell if hasattr(target, "cell") else target
-    variables = {tensor: getattr(owner, tensor) for tensor in values}
-    for tensor, variable in variables.items():
-        if tuple(variable.shape) != values[tensor].shape:
-            raise ShapeError(f"{name}.{tensor}: the target Keras layer {target.name!r} holds "
-                             f"shape {tuple(variable.shape)}, expected {values[tensor].shape}")
-    for tensor, variable in variables.items():
-        variable.assign(values[tensor].astype(variable.dtype))
+def assign(keras, name: str, target: Any, values: Mapping[str, np.ndarray]) -> None:
+    """Set a built Keras layer's variables by key, checking every shape before changing any."""
+    owners = _owners(target, _class_name(keras, target))
+    variables_ = {}
+    for key in values:
+        prefix, _, tensor = key.rpartition("/")
+        variables_[key] = getattr(owners[prefix + "/" if prefix else ""], tensor)
+    for key, variable in variables_.items():
+        if tuple(variable.shape) != values[key].shape:
+            raise ShapeError(f"{name}.{key}: the target Keras layer {target.name!r} holds "
+                             f"shape {tuple(variable.shape)}, expected {values[key].shape}")
+    for key, variable in variables_.items():
+        variable.assign(values[key].astype(variable.dtype))
 
 
 def _input_shape(weights: Layer) -> tuple:
     if isinstance(weights, Embedding):
         return (None, None)
+    if isinstance(weights, RecurrentLayer) and weights.cell and weights.config.get("keras", {}).get("wrapper") != "RNN":
+        return (None, weights.input_size)
     return (None, None, weights.input_size)
 
 
 def _check_target(keras, weights: Layer, target: Any) -> None:
-    cls = {"dense": keras.layers.Dense, "embedding": keras.layers.Embedding}.get(weights.kind, keras.layers.LSTM)
-    if not isinstance(target, cls):
+    probe = new_layer(keras, weights)
+    if type(target) is not type(probe):
         raise UnsupportedError(f"{weights.name}: cannot write into {type(target).__name__}, "
-                               f"expected keras.layers.{cls.__name__}")
+                               f"expected keras.layers.{type(probe).__name__}")
     if not target.built:
         target.build(_input_shape(weights))
     if isinstance(weights, RecurrentLayer):
         config = target.get_config()
+        inner = _recurrent(_class_name(keras, target), config)[1]
         wanted = {"units": weights.hidden_size, "use_bias": weights.bias,
-                  "activation": keras_activation(weights.activation),
-                  "recurrent_activation": keras_activation(weights.recurrent_activation)}
+                  "activation": keras_activation(weights.activation)}
+        if weights.kind != "rnn":
+            wanted["recurrent_activation"] = keras_activation(weights.recurrent_activation)
+        if weights.kind == "gru":
+            wanted["reset_after"] = weights.reset_after
         for key, value in wanted.items():
-            if config[key] != value:
+            if inner.get(key) != value:
                 raise ShapeError(f"{weights.name}: the target Keras layer {target.name!r} has "
-                                 f"{key}={config[key]!r}, expected {key}={value!r}")
+                                 f"{key}={inner.get(key)!r}, expected {key}={value!r}")
 
 
 def _write_model(keras, model: Model) -> Any:
-    check_chain(model)
+    layers_ = expand(model)
+    check_chain(layers_)
     recorded = model.config.get("keras", {})
-    first = model.layers[0]
+    first = layers_[0]
     shape = recorded.get("input_shape") or ([None] if isinstance(first, Embedding) else [None, first.input_size])
     dtype = recorded.get("input_dtype") or ("int32" if isinstance(first, Embedding) else first.dtype)
-    layers = [new_layer(keras, layer) for layer in model.layers]
-    built = keras.Sequential([keras.Input(tuple(shape), dtype=dtype), *layers], name=recorded.get("name"))
-    for layer, target in zip(model.layers, layers):
-        assign(layer.name, target, layer_tensors(layer))
+    targets = [new_layer(keras, layer, in_model=True) for layer in layers_]
+    built = keras.Sequential([keras.Input(tuple(shape), dtype=dtype), *targets], name=recorded.get("name"))
+    for layer, target in zip(layers_, targets):
+        assign(keras, layer.name, target, layer_tensors(layer))
     return built
 
 
-def check_chain(model: Model) -> None:
-    """Raise UnsupportedError unless the layers can run one after the other, as a Keras Sequential does."""
+def expand(model: Model) -> list[Layer]:
+    """The model's layers with stacked recurrent layers split into one Keras layer each."""
+    out: list[Layer] = []
     for layer in model.layers:
+        out.extend(layer.unstack() if isinstance(layer, RecurrentLayer) else [layer])
+    return out
+
+
+def check_chain(layers: Model | list[Layer]) -> None:
+    """Raise UnsupportedError unless the layers can run one after the other, as a Keras Sequential does."""
+    layers = expand(layers) if isinstance(layers, Model) else layers
+    for layer in layers:
         check_representable(layer)
-    for before, after in zip(model.layers, model.layers[1:]):
+    for before, after in zip(layers, layers[1:]):
         if isinstance(after, Embedding):
             raise UnsupportedError(f"{after.name}: an Embedding can only be the first layer of a sequential model")
         if before.output_size != after.input_size:

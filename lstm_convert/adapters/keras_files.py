@@ -73,8 +73,7 @@ def read_keras(path: str | os.PathLike) -> Model:
             if group is None:
                 raise FormatError(f"{path}: layer {layer_config.get('name')!r} ({class_name}) has no weights "
                                   f"group layers/{group_name} in model.weights.h5")
-            expected = keras_adapter.tensor_names(class_name, layer_config)
-            tensors = _positional(path, group, class_name, layer_config, expected)
+            tensors = _positional(path, group, layer_config, keras_adapter.variables(class_name, layer_config))
             layers.append(_layer(path, class_name, layer_config, tensors, version, source))
     return Model(tuple(layers), config={"keras": _model_settings(config)}, source=source)
 
@@ -104,10 +103,13 @@ def read_h5(path: str | os.PathLike) -> Model:
             if name not in saved or name not in weights:
                 raise FormatError(f"{path}: layer {name!r} ({class_name}) has no weights group model_weights/{name}")
             group = weights[name]
-            expected = keras_adapter.tensor_names(class_name, layer_config)
+            expected = keras_adapter.variables(class_name, layer_config)
             tensors = {}
             for weight_name in (_text(w) for w in group.attrs.get("weight_names", [])):
                 role = weight_name.rpartition("/")[2].split(":")[0]
+                side = next((s for s in ("forward", "backward") for part in weight_name.split("/")[:-1]
+                             if part.startswith(f"{s}_")), None)
+                role = f"{side}/{role}" if side else role
                 if role in tensors:
                     raise FormatError(f"{path}: layer {name!r} lists weight {role!r} twice")
                 dataset = group.get(weight_name)
@@ -141,25 +143,24 @@ def _layer(path: Path, class_name: str, config: Mapping[str, Any], tensors: Mapp
         raise FormatError(f"{path}: {exc}") from None
 
 
-def _positional(path: Path, group: Any, class_name: str, config: Mapping[str, Any],
-                expected: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _positional(path: Path, group: Any, config: Mapping[str, Any], places: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """The variables of one layer's group, by key; every variables folder must hold exactly what is expected."""
     name = config.get("name")
-    holder = group.get("cell/vars" if class_name == "LSTM" else "vars")
-    if holder is None:
-        raise FormatError(f"{path}: layer {name!r} ({class_name}) has no variables in model.weights.h5")
-    stored = holder.attrs.get("name")
-    if class_name != "LSTM" and stored is not None and _text(stored) != name:
-        raise FormatError(f"{path}: weights group {group.name} belongs to layer {_text(stored)!r}, "
-                          f"but config.json puts {name!r} there")
     outer = group.get("vars")
-    if class_name == "LSTM" and outer is not None and "name" in outer.attrs and _text(outer.attrs["name"]) != name:
+    if outer is not None and "name" in outer.attrs and _text(outer.attrs["name"]) != name:
         raise FormatError(f"{path}: weights group {group.name} belongs to layer {_text(outer.attrs['name'])!r}, "
                           f"but config.json puts {name!r} there")
-    keys = sorted(holder.keys(), key=lambda k: int(k) if k.isdigit() else -1)
-    if keys != [str(i) for i in range(len(expected))]:
-        raise FormatError(f"{path}: layer {name!r} ({class_name}) has variables {keys} in {holder.name}, "
-                          f"expected {len(expected)} ({', '.join(expected)})")
-    return {tensor: _array(path, holder[str(i)], f"{holder.name}/{i}") for i, tensor in enumerate(expected)}
+    folders: dict[str, list[str]] = {}
+    for place in places.values():
+        folder, _, index = place.rpartition("/")
+        folders.setdefault(folder, []).append(index)
+    for folder, indices in folders.items():
+        holder = group.get(folder)
+        held = sorted(holder.keys()) if holder is not None else []
+        if held != sorted(indices):
+            raise FormatError(f"{path}: layer {name!r} has variables {held} in {group.name}/{folder}, "
+                              f"expected {sorted(indices)}")
+    return {key: _array(path, group[place], f"{group.name}/{place}") for key, place in places.items()}
 
 
 def _array(path: Path, dataset: Any, label: str) -> np.ndarray:
