@@ -48,19 +48,34 @@ def inputs(rng, batch=3, steps=6, features=7, states=1, units=3):
     return x, h0, c0
 
 
-def run_keras(layer, x, h0, c0):
-    """Output sequence and final (h, c) of a single Keras LSTM, in one call."""
+def run_keras(layer, x, h0, c0=None):
+    """Output sequence and final states of a Keras recurrent layer (or cell), cloned through Keras'
+    own get_config / from_config so that it returns everything, in one call."""
     import keras
 
-    runner = layer
+    states = [h0] if c0 is None else [h0, c0]
+    if isinstance(layer, keras.layers.Layer) and type(layer).__name__.endswith("Cell"):
+        h = [s[0] for s in states]
+        outputs = []
+        for t in range(x.shape[1]):
+            out, h = layer(x[:, t], h)
+            h = list(h) if isinstance(h, (list, tuple)) else [h]
+            outputs.append(np.asarray(out))
+        return (np.stack(outputs, 1), *(np.asarray(s)[None] for s in h))
     config = layer.get_config()
-    if not (config["return_sequences"] and config["return_state"]):
-        config.update(return_sequences=True, return_state=True, name=f"{layer.name}_runner")
-        runner = keras.layers.LSTM.from_config(config)
-        runner.build((None, None, x.shape[2]))
-        runner.set_weights(layer.get_weights())
-    seq, h, c = runner(x, initial_state=[h0[0], c0[0]])
-    return np.asarray(seq), np.asarray(h)[None], np.asarray(c)[None]
+    bidirectional = isinstance(layer, keras.layers.Bidirectional)
+    for inner in ([config["layer"]["config"], config["backward_layer"]["config"]] if bidirectional else [config]):
+        inner.update(return_sequences=True, return_state=True)
+    config["name"] = f"{layer.name}_runner"
+    runner = type(layer).from_config(config)
+    runner.build((None, None, x.shape[2]))
+    runner.set_weights(layer.get_weights())
+    directions = 2 if bidirectional else 1
+    initial = [s[d] for d in range(directions) for s in states]
+    out = runner(x, initial_state=initial if len(initial) > 1 else initial[0])
+    seq, rest = np.asarray(out[0]), [np.asarray(t) for t in out[1:]]
+    n = len(states)
+    return (seq, *(np.stack([rest[d * n + i] for d in range(directions)]) for i in range(n)))
 
 
 def run_torch(module, x, h0, c0=None):
