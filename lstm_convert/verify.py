@@ -44,56 +44,102 @@ class Comparison:
 def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: float = 0.0, batch: int = 3,
            steps: int = 5, seed: int = 0, formats: tuple[str | None, str | None] = (None, None),
            kinds: Mapping[str, str] | None = None) -> Comparison:
-    """Compare the files ``a`` and ``b`` layer by layer; see the module docstring."""
+    """Compare the files ``a`` and ``b`` layer by layer; see the module docstring.
+
+    A stacked layer on one side may be several layers on the other (PyTorch
+    ``num_layers=k`` against k Keras layers): outputs are compared where both
+    sides end a layer, and final states over the whole span.
+    """
     fmt_a, fmt_b = files.detect(a, formats[0]), files.detect(b, formats[1])
     model_a, model_b = files.read(a, fmt_a, kinds=kinds), files.read(b, fmt_b, kinds=kinds)
-    _same_structure(model_a, model_b)
+    units = _same_structure(model_a, model_b)
     rng = np.random.default_rng(seed)
-    first = model_a.layers[0]
+    first = units[0]
     if isinstance(first, Embedding):
         x = rng.integers(0, first.num_embeddings, size=(batch, steps)).astype(np.int64)
     else:
         x = rng.normal(size=(batch, steps, first.input_size)).astype(np.float32)
-    states = {}
-    for layer in model_a.layers:
-        if isinstance(layer, RecurrentLayer):
-            shape = (layer.num_layers * layer.directions, batch, layer.hidden_size)
-            states[layer.name] = tuple(rng.normal(size=shape).astype(np.float32) for _ in range(2))
-    run_a, name_a = _run(Path(a), fmt_a, model_a, x, states)
-    states_b = {lb.name: states[la.name] for la, lb in zip(model_a.layers, model_b.layers) if la.name in states}
-    run_b, name_b = _run(Path(b), fmt_b, model_b, x, states_b)
+    unit_states = []  # per single (unstacked) layer, its initial states
+    for unit in units:
+        shapes = [(unit.directions, batch, unit.state_size if n == "h" else unit.hidden_size)
+                  for n in unit.state_names] if isinstance(unit, RecurrentLayer) else []
+        unit_states.append(tuple(rng.normal(size=shape).astype(np.float32) for shape in shapes))
+    run_a, name_a = _run(Path(a), fmt_a, model_a, x, _grouped(model_a, unit_states))
+    run_b, name_b = _run(Path(b), fmt_b, model_b, x, _grouped(model_b, unit_states))
     if atol is None:
         atol = max(DEFAULT_ATOL.get(layer.dtype, 1e-5) for layer in (*model_a.layers, *model_b.layers))
     result = Comparison((name_a, name_b), atol, rtol)
-    for side, model, runner in (("A", model_a, name_a), ("B", model_b, name_b)):
-        other = model_b if side == "A" else model_a
+    for model, other, runner in ((model_a, model_b, name_a), (model_b, model_a, name_b)):
         for mine, theirs in zip(model.layers, other.layers):
             if runner == "torch" and isinstance(theirs, Dense) and theirs.activation != "linear":
                 result.notes.append(f"{mine.name}: a PyTorch state dict holds no activation, and the other side "
                                     f"applies {theirs.activation!r} after its Dense layer")
-    for layer, (out_a, st_a), (out_b, st_b) in zip(model_a.layers, run_a, run_b):
-        parts = {"output": (out_a, out_b)}
-        if st_a is not None and st_b is not None:
-            parts |= {"h": (st_a[0], st_b[0]), "c": (st_a[1], st_b[1])}
+    for name, (out_a, st_a), (out_b, st_b) in _aligned(model_a, run_a, model_b, run_b):
+        parts = {"output": (out_a, out_b), **{n: (u, v) for n, u, v in zip(("h", "c"), st_a, st_b)}}
         for part, (u, v) in parts.items():
             u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
             diff = float(np.abs(u - v).max())
             ok = bool(np.all(np.abs(u - v) <= atol + rtol * np.abs(v)))
-            result.rows.append({"layer": layer.name, "part": part, "max_abs_diff": diff, "ok": ok})
+            result.rows.append({"layer": name, "part": part, "max_abs_diff": diff, "ok": ok})
     return result
 
 
-def _same_structure(a: Model, b: Model) -> None:
-    def shape(m: Model) -> list[tuple]:
-        return [(layer.kind, getattr(layer, "input_size", None), layer.output_size,
-                 getattr(layer, "num_layers", 1)) for layer in m.layers]
+def _depth(layer: Any) -> int:
+    return layer.num_layers if isinstance(layer, RecurrentLayer) else 1
 
-    if shape(a) != shape(b):
+
+def _units(model: Model) -> list:
+    return [unit for layer in model.layers
+            for unit in (layer.unstack() if isinstance(layer, RecurrentLayer) else [layer])]
+
+
+def _same_structure(a: Model, b: Model) -> list:
+    """The single layers both models are made of, once stacks are split; FormatError if they differ."""
+    def shape(units: list) -> list[tuple]:
+        return [(u.kind, getattr(u, "input_size", None), u.output_size, getattr(u, "directions", 1)) for u in units]
+
+    units_a, units_b = _units(a), _units(b)
+    if shape(units_a) != shape(units_b):
         raise FormatError(f"the two files hold different layers: {_outline(a)} vs {_outline(b)}")
+    return units_a
 
 
 def _outline(m: Model) -> str:
     return "[" + ", ".join(f"{layer.name}: {layer.kind} -> {layer.output_size}" for layer in m.layers) + "]"
+
+
+def _grouped(model: Model, unit_states: list) -> dict[str, tuple]:
+    """Each recurrent layer's initial states: its units' states stacked, as PyTorch orders them."""
+    out, k = {}, 0
+    for layer in model.layers:
+        if isinstance(layer, RecurrentLayer):
+            out[layer.name] = tuple(np.concatenate([unit_states[k + i][n] for i in range(layer.num_layers)])
+                                    for n in range(len(layer.state_names)))
+        k += _depth(layer)
+    return out
+
+
+def _aligned(model_a: Model, run_a: list, model_b: Model, run_b: list):
+    """Pairs of results where both sides end a layer at the same depth; final states of the span stacked."""
+    def spans(model: Model, runs: list):
+        depth = 0
+        for layer, (out, finals) in zip(model.layers, runs):
+            depth += _depth(layer)
+            yield depth, layer.name, out, tuple(finals or ())
+
+    def stack(parts: list) -> tuple:
+        return tuple(np.concatenate(s) for s in zip(*parts)) if all(parts) else ()
+
+    spans_b = spans(model_b, run_b)
+    pending_a, pending_b, depth_b = [], [], 0
+    for depth_a, name, out_a, st_a in spans(model_a, run_a):
+        pending_a.append(st_a)
+        while depth_b < depth_a:
+            depth_b, _, out_b, st_b = next(spans_b)
+            pending_b.append(st_b)
+        if depth_b == depth_a:
+            yield name, (out_a, stack(pending_a)), (out_b, stack(pending_b))
+            pending_a, pending_b = [], []
 
 
 def _run(path: Path, fmt: str, model: Model, x: np.ndarray, states: dict) -> tuple[list, str]:
@@ -105,6 +151,7 @@ def _run(path: Path, fmt: str, model: Model, x: np.ndarray, states: dict) -> tup
 
 
 def _run_keras(path: Path, x: np.ndarray, states: dict) -> list:
+    """Layer by layer through the model that ``keras.saving.load_model`` builds from the file."""
     import keras
 
     from .adapters.keras import INFERENCE_IDENTITY
@@ -114,22 +161,30 @@ def _run_keras(path: Path, x: np.ndarray, states: dict) -> list:
     for layer in loaded.layers:
         if type(layer).__name__ in ("InputLayer",) + INFERENCE_IDENTITY:
             continue
-        if isinstance(layer, keras.layers.LSTM):
-            config = layer.get_config() | {"return_sequences": True, "return_state": True,
-                                           "name": f"{layer.name}_verify"}
-            runner = keras.layers.LSTM.from_config(config)
-            runner.build((None, None, x.shape[-1]))
-            runner.set_weights(layer.get_weights())
-            h0, c0 = states[layer.name]
-            x, h, c = (keras.ops.convert_to_numpy(t) for t in runner(x, initial_state=[h0[0], c0[0]]))
-            out.append((x, (h[None], c[None])))
-        else:
+        if layer.name not in states:
             x = keras.ops.convert_to_numpy(layer(x))
             out.append((x, None))
+            continue
+        config = layer.get_config()
+        bidirectional = isinstance(layer, keras.layers.Bidirectional)
+        for inner in ([config["layer"]["config"], config["backward_layer"]["config"]] if bidirectional else [config]):
+            inner.update(return_sequences=True, return_state=True)
+        config["name"] = f"{layer.name}_verify"
+        runner = type(layer).from_config(config)
+        runner.build((None, None, x.shape[-1]))
+        runner.set_weights(layer.get_weights())
+        initial = states[layer.name]
+        directions = 2 if bidirectional else 1
+        flat = [s[d] for d in range(directions) for s in initial]  # Keras: forward states, then backward
+        result = [keras.ops.convert_to_numpy(t) for t in runner(x, initial_state=flat)]
+        x, rest = result[0], result[1:]
+        count = len(initial)
+        out.append((x, tuple(np.stack([rest[d * count + i] for d in range(directions)]) for i in range(count))))
     return out
 
 
 def _run_torch(path: Path, model: Model, x: np.ndarray, states: dict) -> list:
+    """Layer by layer through PyTorch modules that ``load_state_dict(strict=True)`` fills from the file."""
     import torch
 
     from .adapters.torch import new_module
@@ -146,12 +201,30 @@ def _run_torch(path: Path, model: Model, x: np.ndarray, states: dict) -> list:
         own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and "." not in k[len(prefix):]}
         module = new_module(torch, layer, batch_first=True)
         module.load_state_dict(own, strict=True)
+        dtype = next(module.parameters()).dtype
         with torch.no_grad():
-            if isinstance(layer, RecurrentLayer):
-                h0, c0 = (torch.from_numpy(s).to(module.weight_ih_l0.dtype) for s in states[layer.name])
-                tensor, (h, c) = module(tensor.to(module.weight_ih_l0.dtype), (h0, c0))
-                out.append((tensor.float().numpy(), (h.float().numpy(), c.float().numpy())))
-            else:
-                tensor = module(tensor if isinstance(layer, Embedding) else tensor.to(module.weight.dtype))
+            if isinstance(layer, Embedding):
+                tensor = module(tensor)
                 out.append((tensor.float().numpy(), None))
+            elif isinstance(layer, Dense):
+                tensor = module(tensor.to(dtype))
+                out.append((tensor.float().numpy(), None))
+            else:
+                initial = [torch.from_numpy(s).to(dtype) for s in states[layer.name]]
+                tensor, finals = _torch_recurrent(torch, module, layer, tensor.to(dtype), initial)
+                out.append((tensor.float().numpy(), tuple(f.float().numpy() for f in finals)))
     return out
+
+
+def _torch_recurrent(torch, module: Any, layer: RecurrentLayer, x: Any, initial: list) -> tuple:
+    lstm = layer.kind == "lstm"
+    if not layer.cell:
+        seq, finals = module(x, tuple(initial) if lstm else initial[0])
+        return seq, (finals if lstm else (finals,))
+    state = tuple(s[0] for s in initial) if lstm else initial[0][0]
+    outputs = []
+    for t in range(x.shape[1]):  # a cell takes one step at a time
+        state = module(x[:, t], state)
+        outputs.append(state[0] if lstm else state)
+    finals = tuple(s[None] for s in state) if lstm else (state[None],)
+    return torch.stack(outputs, 1), finals
