@@ -66,8 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="run two files on the same random input and compare each layer's output")
     ver.add_argument("a")
     ver.add_argument("b")
-    ver.add_argument("--kind", action="append", default=[], metavar="PREFIX=KIND", type=_kind,
-                     help="what a lone PyTorch 'weight' is: embedding or linear (repeatable)")
+    _kind_option(ver)
     ver.add_argument("--atol", type=float, help="absolute tolerance (default 1e-5 for float32)")
     ver.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0)")
     ver.add_argument("--batch", type=_positive, default=3, help="batch size (default 3)")
@@ -84,15 +83,23 @@ def _parser() -> argparse.ArgumentParser:
 
 def _source_options(parser: argparse.ArgumentParser, whose: str) -> None:
     parser.add_argument("--from", dest="src_format", choices=FORMATS, help=f"{whose} format (default: by extension)")
+    _kind_option(parser)
+
+
+def _kind_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", action="append", default=[], metavar="PREFIX=KIND", type=_kind,
-                        help="what a lone PyTorch 'weight' is: embedding or linear (repeatable)")
+                        help="what a PyTorch state dict cannot say: a lone 'weight' is embedding or linear, an "
+                        "nn.RNN is rnn_tanh or rnn_relu (repeatable)")
 
 
 def _kind(text: str) -> tuple[str, str]:
     prefix, sep, kind = text.rpartition("=")
-    if not sep or kind not in ("embedding", "linear"):
-        raise argparse.ArgumentTypeError(f"expected PREFIX=embedding or PREFIX=linear, got {text!r}")
+    if not sep or kind not in _KINDS:
+        raise argparse.ArgumentTypeError(f"expected PREFIX=KIND with KIND one of {', '.join(_KINDS)}, got {text!r}")
     return prefix, kind
+
+
+_KINDS = ("embedding", "linear", "rnn_tanh", "rnn_relu")  # as adapters.torch.KINDS, without importing it
 
 
 def _positive(text: str) -> int:

@@ -21,11 +21,12 @@ import numpy as np
 
 from .._files import atomic_write
 from .._optional import require
-from ..canonical import Layer, Model
+from ..canonical import Dense, Embedding, Layer, Model, RecurrentLayer
 from ..errors import FormatError, LSTMConvertError
 from . import torch as torch_adapter
 
 ORDER_KEY = "lstm_convert.key_order"
+KINDS_KEY = "lstm_convert.kinds"
 
 
 def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None) -> Model:
@@ -62,7 +63,9 @@ def read_safetensors(path: str | os.PathLike, *, kinds: Mapping[str, str] | None
         with safe_open(path, framework="np") as handle:
             if any(handle.get_slice(k).get_dtype() == "BF16" for k in handle.keys()):
                 require("ml_dtypes")  # registers bfloat16 with numpy
-            order = _module_order(handle.metadata() or {}, handle.keys())
+            metadata = handle.metadata() or {}
+            order = _module_order(metadata, handle.keys())
+            kinds = {**_recorded_kinds(metadata), **(kinds or {})}
             arrays = {key: handle.get_tensor(key) for key in order}
     except SafetensorError as exc:
         raise FormatError(f"{path}: not a readable safetensors file ({exc})") from None
@@ -81,9 +84,33 @@ def write_safetensors(weights: Layer | Model, path: str | os.PathLike) -> Path:
     from safetensors.numpy import save_file
 
     arrays = {k: np.ascontiguousarray(v) for k, v in torch_adapter.state_arrays(weights).items()}
-    # safetensors sorts tensors by name; the module order is kept in the metadata.
-    metadata = {"format": "pt", ORDER_KEY: json.dumps(list(arrays))}
+    # safetensors sorts tensors by name; the module order is kept in the metadata, and so is what the
+    # keys cannot tell (an Embedding's lone weight, an nn.RNN's nonlinearity).
+    metadata = {"format": "pt", ORDER_KEY: json.dumps(list(arrays)), KINDS_KEY: json.dumps(_kinds(weights))}
     return atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata=metadata))
+
+
+def _kinds(weights: Layer | Model) -> dict[str, str]:
+    layers = weights.layers if isinstance(weights, Model) else [weights]
+    out = {}
+    for layer in layers:
+        prefix = layer.config.get("torch", {}).get("prefix", f"{layer.name}.") if isinstance(weights, Model) else ""
+        if isinstance(layer, Embedding):
+            out[prefix.rstrip(".")] = "embedding"
+        elif isinstance(layer, Dense) and layer.bias is None:
+            out[prefix.rstrip(".")] = "linear"
+        elif isinstance(layer, RecurrentLayer) and layer.kind == "rnn":
+            out[prefix.rstrip(".")] = f"rnn_{layer.activation}"
+    return out
+
+
+def _recorded_kinds(metadata: Mapping[str, str]) -> dict[str, str]:
+    try:
+        kinds = json.loads(metadata.get(KINDS_KEY, "{}"))
+    except ValueError:
+        return {}
+    return {k: v for k, v in kinds.items() if isinstance(k, str) and v in torch_adapter.KINDS} \
+        if isinstance(kinds, dict) else {}
 
 
 def _module_order(metadata: Mapping[str, str], keys: list[str]) -> list[str]:
