@@ -49,7 +49,7 @@ _KIND_BY_GATES = {4: "lstm", 3: "gru", 1: "rnn"}
 _MODULES = {"lstm": ("LSTM", "LSTMCell"), "gru": ("GRU", "GRUCell"), "rnn": ("RNN", "RNNCell")}
 _MODULE_SETTINGS = ("batch_first", "dropout")
 # What a caller may say about a module that its keys cannot tell.
-KINDS = ("linear", "embedding", "rnn_tanh", "rnn_relu")
+KINDS = ("embedding", "linear", "rnn_tanh", "rnn_relu")
 
 
 # -- NumPy only -----------------------------------------------------------------------------------
