@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--to", dest="dst_format", choices=("keras", "torch", "archive"),
                       help="DST's format (default: by extension; .safetensors means the archive)")
     conv.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    conv.add_argument("--check", action="store_true",
+                      help="only report whether the conversion is exact, and what it drops; write nothing")
     conv.set_defaults(run=_convert)
 
     ver = sub.add_parser("verify", help="run two files on the same random input and compare each layer's output")
@@ -136,7 +138,34 @@ def _inspect(args: argparse.Namespace) -> int:
         if "gates" in layer:
             _print_gates(layer["gates"])
     print(f"{'total':<16} {'':<10} {'':<44} {info['total_params']:>8}")
+    print()
+    _print_conversions(info)
     return 0
+
+
+def _print_conversions(info: dict, targets: tuple[str, ...] = ("keras", "torch", "archive")) -> None:
+    """Per layer and target: exact, exact but dropping settings (*), or impossible (!), with the reasons."""
+    print((f"{'conversion to':<16} " + " ".join(f"{t:<10}" for t in targets)).rstrip())
+    notes = []
+    for layer in info["layers"]:
+        cells = []
+        for target in targets:
+            c = layer["conversions"][target]
+            if not c["exact"]:
+                cells.append("impossible")
+                notes.append(f"  ! {target}: {layer['name']}: {c['reason']}")
+            elif c["drops"]:
+                cells.append("exact*")
+                notes.append(f"  * {target}: {layer['name']} drops {', '.join(c['drops'])}")
+            else:
+                cells.append("exact")
+        print(f"{layer['name']:<16} " + " ".join(f"{c:<10}" for c in cells).rstrip())
+    for target in targets:
+        model = info["conversions"][target]
+        layer_reasons = {f"{layer['name']}: {layer['conversions'][target].get('reason')}" for layer in info["layers"]}
+        notes += [f"  ! {target}: {r}" for r in model["reasons"] if r not in layer_reasons]
+    for note in notes:
+        print(note)
 
 
 _FRAMEWORK_TITLE = {"keras": "Keras", "torch": "PyTorch"}
@@ -170,6 +199,18 @@ def _print_gates(rows: list[dict]) -> None:
 
 def _convert(args: argparse.Namespace) -> int:
     from . import files
+
+    if args.check:
+        from .describe import describe
+
+        fmt = files.target_format(args.dst, args.dst_format)
+        src_fmt = files.detect(args.src, args.src_format)
+        info = describe(files.read(args.src, src_fmt, kinds=dict(args.kind)), src_fmt, str(args.src))
+        _print_conversions(info, (fmt,))
+        exact = info["conversions"][fmt]["exact"]
+        print(f"{args.src} -> {args.dst} ({fmt}): " + ("exact; nothing written" if exact else
+                                                        "impossible; nothing written"))
+        return 0 if exact else 1
 
     report = files.convert(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
                            overwrite=args.overwrite, kinds=dict(args.kind))

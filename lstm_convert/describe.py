@@ -13,7 +13,7 @@ from typing import Any
 from .canonical import ROLES, Dense, Embedding, Layer, Model, RecurrentLayer, tensor_name
 from .gates import layout
 
-_TYPE = {"lstm": "LSTM", "dense": "Dense", "embedding": "Embedding"}
+_TYPE = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN", "dense": "Dense", "embedding": "Embedding"}
 
 
 def describe(model: Model, fmt: str, path: str = "") -> dict[str, Any]:
@@ -22,7 +22,26 @@ def describe(model: Model, fmt: str, path: str = "") -> dict[str, Any]:
         (model.source.get("framework") if model.source.get("framework") in ("keras", "torch") else "torch")
     layers = [_layer(layer, fmt, framework) for layer in model.layers]
     return {"file": path, "format": fmt, "source": dict(model.source), "counted_as": framework,
-            "layers": layers, "total_params": sum(layer["params"] for layer in layers)}
+            "layers": layers, "total_params": sum(layer["params"] for layer in layers),
+            "conversions": model_conversions(model)}
+
+
+def model_conversions(model: Model) -> dict[str, dict[str, Any]]:
+    """Per target, whether the whole model converts exactly: every layer does, and for Keras they chain."""
+    from .adapters.keras import check_chain
+    from .errors import UnsupportedError
+
+    out = {}
+    for target in TARGETS:
+        reasons = [f"{layer.name}: {c[target]['reason']}" for layer in model.layers
+                   if not (c := conversions(layer))[target]["exact"]]
+        if target == "keras" and not reasons:
+            try:
+                check_chain(model)
+            except UnsupportedError as exc:
+                reasons.append(str(exc))
+        out[target] = {"exact": not reasons, "reasons": reasons}
+    return out
 
 
 def _layer(layer: Layer, fmt: str, framework: str) -> dict[str, Any]:
@@ -37,11 +56,17 @@ def _layer(layer: Layer, fmt: str, framework: str) -> dict[str, Any]:
     else:
         out["sizes"] = {"input_size": layer.input_size, "hidden_size": layer.hidden_size,
                         "num_layers": layer.num_layers, "directions": layer.directions}
+        if layer.proj_size:
+            out["sizes"]["proj_size"] = layer.proj_size
+        out["variant"] = [flag for flag, on in (("cell", layer.cell), ("go_backwards", layer.go_backwards),
+                                                ("reset_after=False", layer.kind == "gru" and not layer.reset_after))
+                          if on]
         out["bias"] = layer.bias
         out["activation"] = layer.activation
         out["recurrent_activation"] = layer.recurrent_activation
         out["gates"] = _gates(layer, fmt)
     out["settings"] = dict(layer.config)
+    out["conversions"] = conversions(layer)
     return out
 
 
@@ -67,3 +92,46 @@ def _gates(layer: RecurrentLayer, fmt: str) -> list[dict[str, Any]]:
         rows.append({"layer": index, "direction": direction, "gate": gate, "symbol": symbol,
                      "tensors": where, "shapes": shapes})
     return rows
+
+
+# -- representability -------------------------------------------------------------------------------
+
+TARGETS = ("keras", "torch", "archive")
+# Settings that are not weights which the other framework does not keep: a value other than what the
+# other framework does is reported as dropped. (PyTorch always returns full sequences and the states;
+# Keras models written here are batch-major.)
+_KEPT_ONLY_BY = {"keras": {"return_sequences": True, "stateful": False, "dropout": 0.0, "recurrent_dropout": 0.0,
+                           "mask_zero": False},
+                 "torch": {"batch_first": True, "dropout": 0.0}}
+
+
+def conversions(layer: Layer) -> dict[str, dict[str, Any]]:
+    """For each target format: whether ``layer`` converts exactly, why not, and what it drops."""
+    from .adapters import keras as keras_adapter
+    from .adapters import torch as torch_adapter
+    from .errors import UnsupportedError
+
+    checks = {"keras": keras_adapter.check_representable, "torch": torch_adapter.check_representable,
+              "archive": lambda _: None}
+    out = {}
+    for target, check in checks.items():
+        try:
+            check(layer)
+        except UnsupportedError as exc:
+            out[target] = {"exact": False, "reason": str(exc).split(": ", 1)[-1]}
+            continue
+        out[target] = {"exact": True, "drops": _drops(layer, target)}
+    return out
+
+
+def _drops(layer: Layer, target: str) -> list[str]:
+    """Settings that are not weights which ``target`` does not keep."""
+    if target == "archive":
+        return []
+    source = "keras" if target == "torch" else "torch"
+    usual = _KEPT_ONLY_BY[source]
+    recorded = layer.config.get(source, {})
+    drops = [f"{k}={v!r}" for k, v in recorded.items() if k in usual and v != usual[k]]
+    if target == "torch" and isinstance(layer, Dense) and layer.activation != "linear":
+        drops.append(f"activation={layer.activation!r}")
+    return drops

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .canonical import Dense, Model, RecurrentLayer
+from .canonical import Model
 from .errors import FormatError
 
 FORMATS = ("keras", "h5", "torch", "archive")
@@ -143,13 +143,13 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
 
 
 def _dropped(model: Model, fmt: str) -> list[str]:
+    from .describe import conversions
+
     notes = []
     for layer in model.layers:
-        if fmt == "torch" and isinstance(layer, Dense) and layer.activation != "linear":
-            notes.append(f"{layer.name}: activation {layer.activation!r} is not part of a PyTorch state dict; "
-                         "apply it after the Linear")
-        if fmt != "keras" and isinstance(layer, RecurrentLayer) and layer.config.get("keras", {}).get("stateful"):
-            notes.append(f"{layer.name}: stateful=True is kept only in Keras files")
+        drops = conversions(layer)[fmt].get("drops")
+        if drops:
+            notes.append(f"{layer.name}: {fmt} does not keep {', '.join(drops)}")
     return notes
 
 

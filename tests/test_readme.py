@@ -24,8 +24,9 @@ def test_api_examples_run(tmp_path, monkeypatch):
     assert (tmp_path / "lstm.safetensors").exists()
 
 
-def test_gate_table_matches_gates_module():
-    assert gate_table("lstm") in README
+def test_gate_tables_match_gates_module():
+    for kind in ("lstm", "gru", "rnn"):
+        assert gate_table(kind) in README, kind
 
 
 def test_quick_start_is_two_commands_and_ci_runs_the_second():

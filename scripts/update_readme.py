@@ -1,0 +1,48 @@
+"""Re-run the commands shown in README.md and put their real output under them.
+
+    python scripts/update_readme.py
+
+Runs ``lstm-convert demo --out demo`` in a temporary directory, then every
+``$ lstm-convert ...`` line of the README's ``text`` blocks there, and the demo
+output under the Quick start. tests/test_cli.py checks that the outputs that
+hold no floating-point figures still match.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def run(command: str, cwd: str) -> str:
+    args = [sys.executable, "-m", "lstm_convert", *command.split()[1:]]
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    return (done.stdout + done.stderr).rstrip("\n")
+
+
+def main() -> None:
+    text = README.read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory() as tmp:
+        demo = run("lstm-convert demo --out demo", tmp)
+
+        def block(match: re.Match) -> str:
+            lines = match.group(1).splitlines()
+            if not any(line.startswith("$ lstm-convert") for line in lines):
+                return f"```text\n{demo}\n```"  # the Quick start's demo output
+            out = []
+            for line in lines:
+                if line.startswith("$ lstm-convert"):
+                    out += [line, run(line[2:], tmp)]
+            return "```text\n" + "\n".join(out) + "\n```"
+
+        text = re.sub(r"```text\n(.*?)```", block, text, flags=re.S)
+    README.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
