@@ -47,6 +47,8 @@ from .errors import ShapeError
 from .gates import GATES, layout
 
 DIRECTIONS = ("forward", "reverse")
+# How a bidirectional layer combines its two output sequences (as Keras' Bidirectional names them).
+MERGE_MODES = ("concat", "sum", "mul", "ave")
 ROLES = ("W_x", "W_h", "b_x", "b_h")
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -117,6 +119,7 @@ class RecurrentLayer(_BitEqual):
     projections: Mapping[tuple[int, str], np.ndarray] = field(default_factory=dict)
     go_backwards: bool = False
     cell: bool = False
+    merge_mode: str = "concat"
 
     def __post_init__(self) -> None:
         if self.kind not in GATES:
@@ -131,6 +134,9 @@ class RecurrentLayer(_BitEqual):
             if getattr(self, attr) not in ACTIVATIONS:
                 raise ShapeError(f"{self.name}: {attr} {getattr(self, attr)!r} is not one of "
                                  f"{sorted(ACTIVATIONS)}")
+        if self.merge_mode not in MERGE_MODES or (self.directions == 1 and self.merge_mode != "concat"):
+            raise ShapeError(f"{self.name}: merge_mode must be one of {MERGE_MODES} (and 'concat' for one "
+                             f"direction), got {self.merge_mode!r}")
         if self.kind != "gru" and not self.reset_after:
             raise ShapeError(f"{self.name}: reset_after=False is a GRU variant, not {self.kind}")
         if self.proj_size and (self.kind != "lstm" or not 0 < self.proj_size < self.hidden_size):
@@ -167,7 +173,7 @@ class RecurrentLayer(_BitEqual):
         return ("h", "c") if self.kind == "lstm" else ("h",)
 
     def fan_in(self, index: int) -> int:
-        return self.input_size if index == 0 else self.state_size * self.directions
+        return self.input_size if index == 0 else self.output_size
 
     def gate(self, name: str, layer: int = 0, direction: str = "forward") -> Gate:
         return self.gates[(layer, direction, name)]
@@ -196,7 +202,7 @@ class RecurrentLayer(_BitEqual):
 
     @property
     def output_size(self) -> int:
-        return self.state_size * self.directions
+        return self.state_size * (self.directions if self.merge_mode == "concat" else 1)
 
     def spec(self) -> dict[str, Any]:
         """The configuration without weights, as JSON-compatible data."""
@@ -206,7 +212,8 @@ class RecurrentLayer(_BitEqual):
             "directions": self.directions, "bias": self.bias, "activation": self.activation,
             "recurrent_activation": self.recurrent_activation, "dtype": self.dtype,
             "reset_after": self.reset_after, "proj_size": self.proj_size, "go_backwards": self.go_backwards,
-            "cell": self.cell, "config": dict(self.config), "source": dict(self.source),
+            "cell": self.cell, "merge_mode": self.merge_mode, "config": dict(self.config),
+            "source": dict(self.source),
         }
 
     @classmethod
@@ -291,7 +298,7 @@ class RecurrentLayer(_BitEqual):
 
 _RECURRENT_FIELDS = ("name", "kind", "input_size", "hidden_size", "num_layers", "directions", "bias",
                      "activation", "recurrent_activation", "reset_after", "proj_size", "go_backwards", "cell",
-                     "config", "source")
+                     "merge_mode", "config", "source")
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:

@@ -28,7 +28,8 @@ def forward(layer: RecurrentLayer, x: np.ndarray, initial_state: State | None = 
     is ``(num_layers * directions, batch, proj_size or H)``, ``c`` has ``H``.
     The output is ``(batch, time, size * directions)``, directions
     concatenated on the last axis as PyTorch and Keras'
-    ``Bidirectional(merge_mode="concat")`` do. A layer with ``go_backwards``
+    ``Bidirectional(merge_mode="concat")`` do (summed, multiplied or averaged
+    for the other merge modes). A layer with ``go_backwards``
     reads the sequence from its end and returns outputs in the order it
     produced them, as Keras does.
     """
@@ -58,7 +59,7 @@ def forward(layer: RecurrentLayer, x: np.ndarray, initial_state: State | None = 
             for target, value in zip(final, last):
                 target[slot] = value
             outputs.append(y if direction == "forward" else y[:, ::-1])
-        x = np.concatenate(outputs, axis=2)
+        x = _MERGE[layer.merge_mode](outputs)
     return x, final
 
 
@@ -118,6 +119,8 @@ def _rnn_step(p, pre_x, state):
 
 
 _STEPS = {"lstm": _lstm_step, "gru": _gru_step, "rnn": _rnn_step}
+_MERGE = {"concat": lambda ys: np.concatenate(ys, axis=2), "sum": lambda ys: sum(ys[1:], ys[0]),
+          "mul": lambda ys: np.prod(ys, axis=0), "ave": lambda ys: sum(ys[1:], ys[0]) / len(ys)}
 
 
 def run(model: Model, x: np.ndarray, initial_states: Mapping[str, State] | None = None) -> list[LayerRun]:

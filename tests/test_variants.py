@@ -129,7 +129,10 @@ def test_keras_only_variants_run_in_the_reference_and_round_trip(rng, build):
 def test_bidirectional_merge_modes(rng):
     layer = _keras(rng, lambda: keras.layers.Bidirectional(keras.layers.LSTM(UNITS), merge_mode="sum"))
     weights = lc.from_keras(layer)
-    assert weights.config["keras"]["merge_mode"] == "sum"
+    assert weights.merge_mode == "sum" and weights.output_size == UNITS
+    x, states = _data(rng, weights)
+    seq, finals = reference.forward(weights, x, tuple(states))
+    assert_same_run((seq, *finals), run_keras(layer, x, *states))
     with pytest.raises(lc.UnsupportedError, match=r"merge_mode='sum', but a bidirectional nn.LSTM concatenates"):
         lc.to_torch(weights)
     assert lc.to_keras(weights).get_config()["merge_mode"] == "sum"

@@ -107,9 +107,13 @@ def layer_from_config(class_name: str, config: Mapping[str, Any], tensors: Mappi
         return Embedding(name=name, weight=table, config=settings, source=source)
     kind, inner, wrapper = _recurrent(class_name, config)
     go_backwards = bool(config.get("go_backwards", False))
+    merge_mode = "concat"
     if wrapper == "Bidirectional":
         settings["keras"] = {key: inner[key] for key in _RECURRENT_SETTINGS if key in inner}
-        settings["keras"]["merge_mode"] = config.get("merge_mode", "concat")
+        merge_mode = config.get("merge_mode", "concat")
+        if merge_mode is None:
+            raise UnsupportedError(f"{name}: Bidirectional merge_mode=None returns the two directions as two "
+                                   "outputs, which is not supported; use concat, sum, mul or ave")
         if inner.get("go_backwards"):
             raise UnsupportedError(f"{name}: a Bidirectional whose forward layer has go_backwards=True runs "
                                    "backwards twice; this is not supported")
@@ -146,7 +150,7 @@ def layer_from_config(class_name: str, config: Mapping[str, Any], tensors: Mappi
     return RecurrentLayer(
         kind=kind, input_size=int(tensors[f"{sides[0]}/kernel" if sides[0] else "kernel"].shape[0]),
         hidden_size=hidden, directions=len(sides), bias=bool(inner.get("use_bias", True)), gates=gates, name=name,
-        reset_after=reset_after, go_backwards=go_backwards, cell=wrapper in ("cell", "RNN"),
+        reset_after=reset_after, go_backwards=go_backwards, cell=wrapper in ("cell", "RNN"), merge_mode=merge_mode,
         config=settings, source=source, **activations)
 
 
@@ -188,10 +192,6 @@ def check_representable(layer: Layer) -> None:
         if layer.proj_size:
             raise UnsupportedError(f"{layer.name}: an LSTM with proj_size={layer.proj_size} (weight_hr) has no Keras "
                                    f"equivalent; {keep}")
-        merge = layer.config.get("keras", {}).get("merge_mode", "concat")
-        if layer.directions == 2 and merge is None:
-            raise UnsupportedError(f"{layer.name}: merge_mode=None returns two outputs, which a Keras model of one "
-                                   "chain cannot hold")
         activations = [("activation", layer.activation)]
         if layer.kind != "rnn":
             activations.append(("recurrent_activation", layer.recurrent_activation))
@@ -311,7 +311,6 @@ def new_layer(keras, weights: Layer, *, in_model: bool = False, **settings: Any)
         options["recurrent_activation"] = keras_activation(weights.recurrent_activation)
     if weights.kind == "gru":
         options["reset_after"] = weights.reset_after
-    merge_mode = recorded.pop("merge_mode", "concat")
     wrapper = recorded.pop("wrapper", None)
     if weights.cell:
         cell_options = {k: v for k, v in recorded.items() if k in SETTINGS[cell_class.__name__]}
@@ -324,7 +323,7 @@ def new_layer(keras, weights: Layer, *, in_model: bool = False, **settings: Any)
     layer_options = {"return_sequences": True, **recorded, **settings}
     if weights.directions == 2:
         inner = layer_class(weights.hidden_size, **options, **layer_options)
-        return keras.layers.Bidirectional(inner, merge_mode=merge_mode, name=weights.name)
+        return keras.layers.Bidirectional(inner, merge_mode=weights.merge_mode, name=weights.name)
     return layer_class(weights.hidden_size, name=weights.name, go_backwards=weights.go_backwards,
                        **options, **layer_options)
 

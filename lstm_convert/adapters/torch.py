@@ -215,9 +215,8 @@ def check_representable(layer: Layer) -> None:
     if layer.go_backwards:
         raise UnsupportedError(f"{layer.name}: go_backwards=True (reading the sequence from its end) has no "
                                f"{module} equivalent; {keep}, or reverse the input in time yourself")
-    merge = layer.config.get("keras", {}).get("merge_mode", "concat")
-    if layer.directions == 2 and merge != "concat":
-        raise UnsupportedError(f"{layer.name}: Bidirectional merge_mode={merge!r}, but a bidirectional {module} "
+    if layer.merge_mode != "concat":
+        raise UnsupportedError(f"{layer.name}: Bidirectional merge_mode={layer.merge_mode!r}, but a bidirectional {module} "
                                f"concatenates the two directions. {keep}, or use merge_mode='concat'")
     if layer.kind == "gru" and not layer.reset_after:
         raise UnsupportedError(f"{layer.name}: a GRU with reset_after=False (reset applied before the recurrent "
