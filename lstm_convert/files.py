@@ -101,7 +101,7 @@ def write(model: Model, path: str | os.PathLike, fmt: str | None = None, *, over
         raise FormatError(f"{path}: already exists; pass --overwrite (overwrite=True) to replace it")
     if not path.parent.is_dir():
         raise FormatError(f"{path}: the directory {path.parent} does not exist")
-    report = Report(path, fmt, notes=_dropped(model, fmt))
+    report = Report(path, fmt, notes=_dropped(model, fmt, path))
     if fmt == "keras":
         from .adapters.keras_files import write_keras
         write_keras(model, path)
@@ -142,7 +142,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
     return write(model, dst, fmt, overwrite=overwrite)
 
 
-def _dropped(model: Model, fmt: str) -> list[str]:
+def _dropped(model: Model, fmt: str, path: Path) -> list[str]:
     from .describe import conversions
 
     notes = []
@@ -150,6 +150,10 @@ def _dropped(model: Model, fmt: str) -> list[str]:
         drops = conversions(layer)[fmt].get("drops")
         if drops:
             notes.append(f"{layer.name}: {fmt} does not keep {', '.join(drops)}")
+        if fmt == "torch" and path.suffix.lower() != ".safetensors" and getattr(layer, "kind", "") == "rnn":
+            prefix = layer.config.get("torch", {}).get("prefix", f"{layer.name}.").rstrip(".")
+            notes.append(f"{layer.name}: a .pt state dict cannot say that this nn.RNN uses {layer.activation}; "
+                         f"read it back with --kind {prefix}=rnn_{layer.activation}")
     return notes
 
 

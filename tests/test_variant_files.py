@@ -132,3 +132,27 @@ def test_legacy_h5_variants(tmp_path, rng):
     with pytest.raises(lc.UnsupportedError, match=r"reset_after=False .* no nn.GRU computes"):
         files.convert(tmp_path / "old.h5", tmp_path / "old.pt")
     assert not (tmp_path / "old.pt").exists()
+
+
+TORCH_MODULES = {
+    "gru-bidirectional": {"module": "GRU", "bidirectional": True},
+    "rnn-relu-stacked": {"module": "RNN", "nonlinearity": "relu", "num_layers": 2},
+    "lstm-no-bias-time-major": {"bias": False, "batch_first": False},
+    "lstm-cell": {"module": "LSTMCell"},
+    "gru-cell": {"module": "GRUCell"},
+    "rnn-cell": {"module": "RNNCell", "nonlinearity": "tanh"},
+}
+
+
+@pytest.mark.parametrize("options", TORCH_MODULES.values(), ids=TORCH_MODULES.keys())
+def test_torch_files_to_keras_files_and_back(tmp_path, rng, options):
+    module = random_torch_lstm(rng, input_size=7, hidden_size=3, **options)
+    torch.save(module.state_dict(), tmp_path / "m.pt")
+    kind = ["--kind", f"={'rnn_' + module.nonlinearity}"] if hasattr(module, "nonlinearity") else []
+    assert main(["convert", str(tmp_path / "m.pt"), str(tmp_path / "m.keras"), *kind]) == 0
+    keras.saving.load_model(tmp_path / "m.keras")
+    kinds = {p: f"rnn_{module.nonlinearity}" for p in ("", "rnn", "rnn_l1")} if kind else None
+    result = lc.verify.verify(tmp_path / "m.pt", tmp_path / "m.keras", kinds=kinds)
+    assert result.runners == ("torch", "keras") and result.ok, result.rows
+    assert main(["convert", str(tmp_path / "m.keras"), str(tmp_path / "back.pt")]) == 0
+    assert lc.verify.verify(tmp_path / "m.keras", tmp_path / "back.pt", kinds=kinds).ok

@@ -63,11 +63,7 @@ def model_from_state_arrays(arrays: Mapping[str, np.ndarray], *, kinds: Mapping[
     for key, array in arrays.items():
         prefix, _, param = key.rpartition(".")
         groups.setdefault(prefix, {})[param] = array
-    kinds = dict(kinds or {})
-    unknown = sorted(set(kinds) - set(groups))
-    if unknown:
-        raise FormatError(f"{where}: kinds given for {unknown}, which are not modules of it "
-                          f"(modules: {sorted(groups)})")
+    kinds = dict(kinds or {})  # a kind for a prefix that is not here is ignored: one may name several files' modules
     source = dict(source or {"framework": "torch"})
     layers = []
     for prefix, params in groups.items():
