@@ -28,6 +28,13 @@ def random_keras_lstm(rng, features=7, units=3, dtype="float32", **options):
     return layer
 
 
+def randomize_keras(model, rng):
+    """Give every weight of a Keras model random values (all gates, biases included)."""
+    for layer in model.layers:
+        layer.set_weights([rng.normal(0, 0.5, w.shape).astype(w.dtype) for w in layer.get_weights()])
+    return model
+
+
 def random_torch_lstm(rng, input_size=7, hidden_size=3, dtype="float32", module="LSTM", **options):
     """A PyTorch recurrent module whose every parameter is random, the two biases different."""
     import torch

@@ -14,15 +14,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import lstm_convert as lc
-from conftest import assert_same_weights
+from conftest import assert_same_weights, randomize_keras
 from lstm_convert import files
 from lstm_convert.cli import main
-
-
-def _randomize(model, rng):
-    for layer in model.layers:
-        layer.set_weights([rng.normal(0, 0.5, w.shape).astype(w.dtype) for w in layer.get_weights()])
-    return model
 
 
 @pytest.fixture
@@ -31,7 +25,7 @@ def seed_keras(tmp_path, rng):
     model = keras.Sequential([keras.Input((18, 7)), keras.layers.LSTM(2, name="lstm"),
                               keras.layers.Dense(5, name="dense")])
     path = tmp_path / "seed.keras"
-    _randomize(model, rng).save(path)
+    randomize_keras(model, rng).save(path)
     return path, model
 
 
@@ -176,7 +170,7 @@ def test_legacy_h5_from_tf_keras(tmp_path, rng):
                                  tf_keras.layers.LSTM(3, return_sequences=True),
                                  tf_keras.layers.LSTM(2), tf_keras.layers.Dense(5)])
     model.build((None, 18))
-    _randomize(model, rng)
+    randomize_keras(model, rng)
     model.save(tmp_path / "old.h5")
     read = files.read(tmp_path / "old.h5")
     assert [layer.kind for layer in read] == ["embedding", "lstm", "lstm", "dense"]
@@ -193,7 +187,7 @@ def test_legacy_h5_hard_sigmoid_is_keras2(tmp_path, rng):
 
     model = tf_keras.Sequential([tf_keras.layers.LSTM(3, recurrent_activation="hard_sigmoid")])
     model.build((None, 6, 7))
-    _randomize(model, rng)
+    randomize_keras(model, rng)
     model.save(tmp_path / "hs.h5")
     layer = files.read(tmp_path / "hs.h5").layers[0]
     assert layer.recurrent_activation == "hard_sigmoid_keras2"

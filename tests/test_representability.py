@@ -7,6 +7,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from conftest import randomize_keras
 
 import lstm_convert as lc
 from lstm_convert import describe, files
@@ -23,10 +24,8 @@ def keras_only(tmp_path, rng):
         keras.layers.Bidirectional(keras.layers.SimpleRNN(2, return_sequences=True), merge_mode="sum", name="bisum"),
         keras.layers.LSTM(2, activation="relu", stateful=False, dropout=0.25, name="relu"),
     ])
-    for layer in model.layers:
-        layer.set_weights([rng.normal(0, 0.5, w.shape).astype(w.dtype) for w in layer.get_weights()])
     path = tmp_path / "keras_only.keras"
-    model.save(path)
+    randomize_keras(model, rng).save(path)
     return path, model
 
 

@@ -6,17 +6,11 @@ import keras
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_weights, random_torch_lstm
+from conftest import assert_same_weights, random_torch_lstm, randomize_keras
 
 import lstm_convert as lc
 from lstm_convert import files
 from lstm_convert.cli import main
-
-
-def _randomize(model, rng):
-    for layer in model.layers:
-        layer.set_weights([rng.normal(0, 0.5, w.shape).astype(w.dtype) for w in layer.get_weights()])
-    return model
 
 
 @pytest.fixture
@@ -32,7 +26,7 @@ def keras_variants(tmp_path, rng):
         keras.layers.Dense(5, name="head"),
     ])
     path = tmp_path / "variants.keras"
-    _randomize(model, rng).save(path)
+    randomize_keras(model, rng).save(path)
     return path, model
 
 
@@ -117,7 +111,7 @@ def test_legacy_h5_variants(tmp_path, rng):
         tf_keras.layers.GRU(2, reset_after=False, return_sequences=True),
         tf_keras.layers.RNN(tf_keras.layers.LSTMCell(3)),
     ])
-    _randomize(model, rng)
+    randomize_keras(model, rng)
     model.save(tmp_path / "old.h5")
     read = files.read(tmp_path / "old.h5")
     assert [(layer.kind, layer.directions, layer.reset_after) for layer in read] == [
