@@ -73,8 +73,18 @@ KERAS_RNN = Layout("keras", "rnn", ("hidden",), ("h",), gate_axis=1, biases=1,
 TORCH_RNN = Layout("torch", "rnn", ("hidden",), ("h",), gate_axis=0, biases=2,
                    tensors=("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
+# ONNX LSTM: W [D, 4H, input], R [D, 4H, H], B [D, 8H] = [Wb; Rb]; blocks i, o, f, c.
+ONNX_LSTM = Layout("onnx", "lstm", ("input", "output", "forget", "cell"), ("i", "o", "f", "c"),
+                   gate_axis=0, biases=2, tensors=("W", "R", "B"))
+# ONNX GRU: W [D, 3H, input], R [D, 3H, H], B [D, 6H]; blocks z, r, h (as Keras).
+ONNX_GRU = Layout("onnx", "gru", ("update", "reset", "candidate"), ("z", "r", "h"),
+                  gate_axis=0, biases=2, tensors=("W", "R", "B"))
+# ONNX RNN: W [D, H, input], R [D, H, H], B [D, 2H].
+ONNX_RNN = Layout("onnx", "rnn", ("hidden",), ("h",), gate_axis=0, biases=2, tensors=("W", "R", "B"))
+
 LAYOUTS: dict[tuple[str, str], Layout] = {
-    (lay.framework, lay.kind): lay for lay in (KERAS_LSTM, TORCH_LSTM, KERAS_GRU, TORCH_GRU, KERAS_RNN, TORCH_RNN)
+    (lay.framework, lay.kind): lay for lay in (KERAS_LSTM, TORCH_LSTM, ONNX_LSTM, KERAS_GRU, TORCH_GRU, ONNX_GRU,
+                                               KERAS_RNN, TORCH_RNN, ONNX_RNN)
 }
 
 
@@ -138,4 +148,4 @@ def gate_table(kind: str = "lstm") -> str:
     return "\n".join([head, rule, *rows])
 
 
-_TITLES = {"keras": "Keras 3", "torch": "PyTorch"}
+_TITLES = {"keras": "Keras 3", "torch": "PyTorch", "onnx": "ONNX"}

@@ -33,6 +33,7 @@ def test_known_orders():
     assert layout("keras", "gru").order == ("update", "reset", "candidate")
     assert layout("torch", "gru").order == ("reset", "update", "candidate")
     assert (layout("keras", "gru").symbols, layout("torch", "gru").symbols) == (("z", "r", "h"), ("r", "z", "n"))
+    assert layout("onnx", "lstm").symbols == ("i", "o", "f", "c") and layout("onnx", "gru").symbols == ("z", "r", "h")
 
 
 def test_bad_size_is_named():
@@ -40,8 +41,8 @@ def test_bad_size_is_named():
         split(layout("torch", "lstm"), np.zeros((10, 7)), 2, "lstm.weight_ih_l0")
     assert str(err.value) == ("lstm.weight_ih_l0: expected 8 along axis 0 (4 gates x 2 units), "
                               "got shape (10, 7)")
-    with pytest.raises(UnsupportedError, match="onnx has no lstm layout"):
-        layout("onnx", "lstm")
+    with pytest.raises(UnsupportedError, match="tflite has no lstm layout"):
+        layout("tflite", "lstm")
 
 
 def test_gate_table_lists_every_gate():
