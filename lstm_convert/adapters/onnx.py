@@ -1,0 +1,483 @@
+"""ONNX adapter: canonical models <-> ONNX graphs of ``LSTM`` / ``GRU`` / ``RNN`` operators.
+
+ONNX stores one recurrent operator per layer (``D`` = 2 when bidirectional)::
+
+    W  [D, G*H, input]   LSTM blocks i, o, f, c; GRU z, r, h; RNN one block
+    R  [D, G*H, H]
+    B  [D, 2*G*H]        [Wb; Rb]: the input-side biases, then the recurrent-side ones
+    P  [D, 3H]           LSTM peepholes i, o, f (optional)
+
+with the attributes ``direction``, ``hidden_size``, ``activations``,
+``clip``, ``input_forget`` (LSTM) and ``linear_before_reset`` (GRU: 1 is
+PyTorch's and Keras' ``reset_after=True``).
+
+Writing: a self-contained model (weights as initializers) that takes
+batch-major input ``input`` of shape ``(batch, time, features)`` (integer
+indices ``(batch, time)`` when it starts with an Embedding), with dynamic batch
+and sequence length, and returns ``output`` ``(batch, time, size)``; every
+layer's own output is also a graph output named after the layer, and each
+recurrent layer's final states are outputs ``<layer>.h_n`` (and ``<layer>.c_n``).
+With ``initial_states=True`` the initial states are inputs ``<layer>.h_0``
+(and ``<layer>.c_0``), ``(directions, batch, H)``. Dense is MatMul + Add,
+Embedding is Gather. Weights are float32, what onnxruntime runs.
+
+Reading: the recurrent operators, MatMul / Gemm (+ Add, + activation) and
+Gather nodes whose weights are initializers or constants, in graph order, as
+written by ``torch.onnx.export`` (both exporters), Keras' ``model.export(...,
+format="onnx")`` and this module. Nodes that only move data (Transpose,
+Reshape, Squeeze, Slice, Shape, ...) are taken as layout; any other node that
+carries weights is an error naming it. The ONNX file is read as protobuf data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._files import atomic_write
+from .._optional import require
+from ..canonical import DIRECTIONS, Dense, Embedding, Gate, Layer, Model, RecurrentLayer
+from ..errors import FormatError, ShapeError, UnsupportedError
+from ..gates import join, layout, split
+
+OPSET = 17
+METADATA_KEY = "lstm_convert.layers"
+_OPS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+_KINDS = {v: k for k, v in _OPS.items()}
+# Canonical activation -> ONNX recurrent activation (name, alpha, beta).
+_TO_ONNX = {"sigmoid": ("Sigmoid", None, None), "tanh": ("Tanh", None, None), "relu": ("Relu", None, None),
+            "softsign": ("Softsign", None, None), "softplus": ("Softplus", None, None),
+            "elu": ("Elu", 1.0, None), "linear": ("Affine", 1.0, 0.0),
+            "hard_sigmoid_keras2": ("HardSigmoid", 0.2, 0.5), "hard_sigmoid_keras3": ("HardSigmoid", 1 / 6, 0.5)}
+# ONNX's defaults per operator: LSTM f, g, h; GRU f, g; RNN f.
+_DEFAULT_ACTIVATIONS = {"lstm": ["Sigmoid", "Tanh", "Tanh"], "gru": ["Sigmoid", "Tanh"], "rnn": ["Tanh"]}
+# Dense activations as ONNX nodes.
+_DENSE_OPS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softsign": "Softsign", "softplus": "Softplus",
+              "elu": "Elu", "softmax": "Softmax"}
+# Nodes that only move or reshape data between the layers.
+_LAYOUT_OPS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Slice", "Shape", "Gather", "Concat", "Cast",
+               "Constant", "ConstantOfShape", "Identity", "Expand", "Flatten", "Split", "Less", "And", "Where",
+               "Equal", "Not", "Greater", "Range", "Tile", "Size", "Max", "Min", "Sub", "Div", "ReverseSequence",
+               "ReduceSum", "ReduceMean", "ReduceProd", "Mul", "Add", "Dropout"}
+
+
+# -- representability ---------------------------------------------------------------------------
+
+
+def check_representable(layer: Layer) -> None:
+    """Raise UnsupportedError unless an ONNX operator computes ``layer`` exactly (as onnxruntime runs it)."""
+    if layer.dtype == "float64":
+        raise UnsupportedError(f"{layer.name}: float64 weights; onnxruntime runs recurrent operators in float32 "
+                               "only, so an ONNX model would round them. Keep it in a safetensors archive")
+    if isinstance(layer, Dense):
+        if layer.activation not in _DENSE_OPS and layer.activation not in ("linear", "silu") \
+                and not layer.activation.startswith("hard_sigmoid"):
+            raise UnsupportedError(f"{layer.name}: Dense activation {layer.activation!r} has no ONNX operator here")
+        return
+    if isinstance(layer, Embedding):
+        return
+    keep = "Keep it in a safetensors archive"
+    if layer.proj_size:
+        raise UnsupportedError(f"{layer.name}: an LSTM with proj_size={layer.proj_size} (weight_hr) has no ONNX "
+                               f"equivalent: the ONNX LSTM has no projection. {keep}")
+    if layer.go_backwards and layer.directions == 2:
+        raise UnsupportedError(f"{layer.name}: go_backwards on a bidirectional layer is not supported")
+    for attr in ("activation", "recurrent_activation") if layer.kind != "rnn" else ("activation",):
+        if getattr(layer, attr) not in _TO_ONNX:
+            raise UnsupportedError(f"{layer.name}: {attr} {getattr(layer, attr)!r} is not an ONNX recurrent "
+                                   f"activation. {keep}")
+
+
+# -- writing ------------------------------------------------------------------------------------------
+
+
+def write(weights: Layer | Model, path: str | os.PathLike, *, initial_states: bool = False) -> Path:
+    """Write ``weights`` as a self-contained ONNX model (see the module docstring)."""
+    onnx = require("onnx")
+    model = weights if isinstance(weights, Model) else Model((weights,), source=weights.source)
+    proto = build(onnx, model, initial_states=initial_states)
+    data = proto.SerializeToString()
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def build(onnx, model: Model, *, initial_states: bool = False) -> Any:
+    """The ONNX ModelProto of ``model``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    units = [u for layer in model.layers for u in (layer.unstack() if isinstance(layer, RecurrentLayer) else [layer])]
+    for unit in units:
+        check_representable(unit)
+    for before, after in zip(units, units[1:]):
+        if isinstance(after, Embedding) or before.output_size != after.input_size:
+            raise UnsupportedError(f"{after.name}: does not follow {before.name} in one chain of layers")
+    g = _Graph(helper, numpy_helper)
+    first = units[0]
+    if isinstance(first, Embedding):
+        g.inputs.append(helper.make_tensor_value_info("input", TensorProto.INT64, ["batch", "time"]))
+    else:
+        g.inputs.append(helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", "time", first.input_size]))
+    x = "input"
+    time_major = False
+    for unit in units:
+        if isinstance(unit, Embedding):
+            x = g.node("Gather", [g.const(f"{unit.name}.weight", unit.weight), x], unit.name)  # (batch, time, E)
+        elif isinstance(unit, Dense):
+            x = _dense(g, unit, x)
+        else:
+            if not time_major:
+                x = g.node("Transpose", [x], f"{unit.name}/to_time_major", perm=[1, 0, 2])
+                time_major = True
+            x = _recurrent(g, unit, x, initial_states)
+        batch_major = g.node("Transpose", [x], f"{unit.name}/batch_major", perm=[1, 0, 2]) if time_major else x
+        g.outputs.append(helper.make_tensor_value_info(unit.name, TensorProto.FLOAT,
+                                                       ["batch", "time", unit.output_size]))
+        g.nodes.append(helper.make_node("Identity", [batch_major], [unit.name], name=f"{unit.name}/output"))
+    g.nodes.append(helper.make_node("Identity", [units[-1].name], ["output"], name="output"))
+    g.outputs.insert(0, helper.make_tensor_value_info("output", TensorProto.FLOAT,
+                                                      ["batch", "time", units[-1].output_size]))
+    graph = helper.make_graph(g.nodes, "lstm_convert", g.inputs, g.outputs, g.initializers)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="lstm_convert")
+    proto.ir_version = 8
+    specs = [{"name": u.name, "config": dict(u.config), "source": dict(u.source)} for u in units]
+    helper.set_model_props(proto, {METADATA_KEY: json.dumps(specs, sort_keys=True)})
+    onnx.checker.check_model(proto)
+    return proto
+
+
+class _Graph:
+    """Nodes, initializers and graph inputs / outputs being built."""
+
+    def __init__(self, helper, numpy_helper):
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.nodes, self.initializers, self.inputs, self.outputs = [], [], [], []
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        array = np.asarray(array)
+        array = array.astype(np.float32) if array.dtype.kind == "f" or array.dtype.name == "bfloat16" else array
+        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], name: str, outputs: int = 1, **attrs: Any) -> Any:
+        names = [f"{name}:{i}" for i in range(outputs)]
+        self.nodes.append(self.helper.make_node(op, inputs, names, name=name, **attrs))
+        return names[0] if outputs == 1 else names
+
+
+def _dense(g: _Graph, unit: Dense, x: str) -> str:
+    y = g.node("MatMul", [x, g.const(f"{unit.name}.kernel", unit.weight.T)], f"{unit.name}/MatMul")
+    if unit.bias is not None:
+        y = g.node("Add", [y, g.const(f"{unit.name}.bias", unit.bias)], f"{unit.name}/Add")
+    act = unit.activation
+    if act == "silu":
+        return g.node("Mul", [y, g.node("Sigmoid", [y], f"{unit.name}/Sigmoid")], f"{unit.name}/silu")
+    if act.startswith("hard_sigmoid"):
+        _, alpha, beta = _TO_ONNX[act]
+        return g.node("HardSigmoid", [y], f"{unit.name}/HardSigmoid", alpha=alpha, beta=beta)
+    if act in _DENSE_OPS:
+        extra = {"axis": -1} if act == "softmax" else {}
+        return g.node(_DENSE_OPS[act], [y], f"{unit.name}/{_DENSE_OPS[act]}", **extra)
+    return y
+
+
+def _recurrent(g: _Graph, unit: RecurrentLayer, x: str, initial_states: bool) -> str:
+    from onnx import TensorProto
+
+    lay = layout("onnx", unit.kind)
+    directions = unit.direction_names
+    w = np.stack([join(lay, {n: unit.gates[(0, d, n)].W_x for n in lay.order}) for d in directions])
+    r = np.stack([join(lay, {n: unit.gates[(0, d, n)].W_h for n in lay.order}) for d in directions])
+    inputs = [x, g.const(f"{unit.name}.W", w), g.const(f"{unit.name}.R", r)]
+    if unit.bias:
+        b = np.stack([np.concatenate([join(lay, {n: getattr(unit.gates[(0, d, n)], role) for n in lay.order})
+                                      for role in ("b_x", "b_h")]) for d in directions])
+        inputs.append(g.const(f"{unit.name}.B", b))
+    else:
+        inputs.append("")
+    inputs.append("")  # sequence_lens
+    states = ["h", "c"] if unit.kind == "lstm" else ["h"]
+    if initial_states:
+        for s in states:
+            size = unit.hidden_size
+            g.inputs.append(g.helper.make_tensor_value_info(f"{unit.name}.{s}_0", TensorProto.FLOAT,
+                                                            [unit.directions, "batch", size]))
+            inputs.append(f"{unit.name}.{s}_0")
+    while inputs[-1] == "":
+        inputs.pop()
+    names = [_TO_ONNX[unit.recurrent_activation], _TO_ONNX[unit.activation], _TO_ONNX[unit.activation]] \
+        if unit.kind == "lstm" else ([_TO_ONNX[unit.recurrent_activation], _TO_ONNX[unit.activation]]
+                                     if unit.kind == "gru" else [_TO_ONNX[unit.activation]])
+    attrs: dict[str, Any] = {"hidden_size": unit.hidden_size,
+                             "direction": "bidirectional" if unit.directions == 2 else
+                             ("reverse" if unit.go_backwards else "forward")}
+    if [n for n, _, _ in names] != _DEFAULT_ACTIVATIONS[unit.kind] or any(a is not None for _, a, _ in names):
+        attrs["activations"] = [n for n, _, _ in names] * unit.directions
+        alphas = [a for _, a, _ in names if a is not None]
+        betas = [b for _, _, b in names if b is not None]
+        if alphas:
+            attrs["activation_alpha"] = alphas * unit.directions
+        if betas:
+            attrs["activation_beta"] = betas * unit.directions
+    if unit.kind == "gru":
+        attrs["linear_before_reset"] = int(unit.reset_after)
+    op = _OPS[unit.kind]
+    outs = [f"{unit.name}/Y"] + [f"{unit.name}.{s}_n" for s in states]
+    g.nodes.append(g.helper.make_node(op, inputs, outs, name=f"{unit.name}/{op}", **attrs))
+    for s in states:
+        g.outputs.append(g.helper.make_tensor_value_info(f"{unit.name}.{s}_n", TensorProto.FLOAT,
+                                                         [unit.directions, "batch", unit.hidden_size]))
+    y = outs[0]  # (time, D, batch, H)
+    if unit.directions == 1:
+        y = g.node("Squeeze", [y, g.const(f"{unit.name}/axes", np.array([1], np.int64))], f"{unit.name}/Squeeze")
+        if unit.go_backwards:  # Keras returns the outputs in the order it computed them: time reversed
+            big = np.iinfo(np.int64).max
+            y = g.node("Slice", [y, g.const(f"{unit.name}/starts", np.array([-1], np.int64)),
+                                 g.const(f"{unit.name}/ends", np.array([-big], np.int64)),
+                                 g.const(f"{unit.name}/slice_axes", np.array([0], np.int64)),
+                                 g.const(f"{unit.name}/steps", np.array([-1], np.int64))], f"{unit.name}/Reverse")
+        return y
+    if unit.merge_mode == "concat":
+        y = g.node("Transpose", [y], f"{unit.name}/Transpose", perm=[0, 2, 1, 3])
+        return g.node("Reshape", [y, g.const(f"{unit.name}/shape", np.array([0, 0, -1], np.int64))],
+                      f"{unit.name}/Reshape")
+    op = {"sum": "ReduceSum", "ave": "ReduceMean", "mul": "ReduceProd"}[unit.merge_mode]
+    if op == "ReduceSum":
+        return g.node(op, [y, g.const(f"{unit.name}/merge_axes", np.array([1], np.int64))], f"{unit.name}/merge",
+                      keepdims=0)
+    return g.node(op, [y], f"{unit.name}/merge", axes=[1], keepdims=0)
+
+
+# -- reading ------------------------------------------------------------------------------------------
+
+
+def read(path: str | os.PathLike) -> Model:
+    """Read the recurrent, Dense and Embedding layers of an ONNX model, in graph order."""
+    onnx = require("onnx")
+    from onnx import numpy_helper
+
+    path = Path(path)
+    try:
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file") from None
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise FormatError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    graph = proto.graph
+    values: dict[str, np.ndarray] = {}
+    for tensor in graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            raise FormatError(f"{path}: initializer {tensor.name} is stored in an external file; "
+                              "save the model with its weights inside")
+        values[tensor.name] = numpy_helper.to_array(tensor)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    names = _recorded(meta)
+    source = {"framework": "onnx", "file_format": "onnx", "producer": f"{proto.producer_name} {proto.producer_version}".strip()}
+    layers: list[Layer] = []
+    counters: dict[str, int] = {}
+    taken: set[str] = set()  # nodes folded into a Dense layer
+
+    def name_for(kind: str) -> tuple[str, dict, dict]:
+        index = len(layers)
+        if index < len(names):
+            spec = names[index]
+            return spec["name"], spec.get("config", {}), spec.get("source", {})
+        count = counters.get(kind, 0)
+        counters[kind] = count + 1
+        return (kind if count == 0 else f"{kind}_{count}"), {}, {}
+
+    for node in graph.node:
+        if node.name in taken and node.name:
+            continue
+        if node.op_type in _KINDS:
+            name, config, src = name_for(_KINDS[node.op_type])
+            layers.append(_read_recurrent(path, node, values, name, config, {**source, **src}))
+        elif node.op_type in ("MatMul", "Gemm") and _weight(node, values) is not None:
+            name, config, src = name_for("dense")
+            layers.append(_read_dense(path, node, values, consumers, taken, name, config, {**source, **src}))
+        elif node.op_type == "Gather" and node.input[0] in values and values[node.input[0]].ndim == 2 \
+                and values[node.input[0]].dtype.kind == "f":
+            name, config, src = name_for("embedding")
+            layers.append(Embedding(name=name, weight=values[node.input[0]], config=config, source={**source, **src}))
+        elif node.op_type in ("Loop", "Scan", "If"):
+            raise UnsupportedError(f"{path}: node {node.name or node.op_type} is a {node.op_type}: a recurrent layer "
+                                   "exported as a loop rather than an LSTM, GRU or RNN operator cannot be read")
+        elif _carries_weights(node, values):
+            raise FormatError(f"{path}: node {node.name or node.op_type} ({node.op_type}) carries weights that are "
+                              "not part of an LSTM, GRU, RNN, Dense or Embedding layer")
+        elif node.op_type not in _LAYOUT_OPS and node.op_type not in _DENSE_OPS.values():
+            raise UnsupportedError(f"{path}: node {node.name or node.op_type} ({node.op_type}) is not a layer "
+                                   "lstm_convert knows, nor layout between layers")
+    if not layers:
+        raise FormatError(f"{path}: holds no LSTM, GRU, RNN, Dense or Embedding layer")
+    try:
+        return Model(tuple(layers), source=source)
+    except ShapeError as exc:
+        raise FormatError(f"{path}: {exc}") from None
+
+
+def _recorded(meta: Mapping[str, str]) -> list[dict]:
+    try:
+        specs = json.loads(meta.get(METADATA_KEY, "[]"))
+    except ValueError:
+        return []
+    return [s for s in specs if isinstance(s, dict) and isinstance(s.get("name"), str)] \
+        if isinstance(specs, list) else []
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _read_recurrent(path: Path, node: Any, values: Mapping[str, np.ndarray], name: str,
+                    config: Mapping[str, Any], source: Mapping[str, str]) -> RecurrentLayer:
+    kind = _KINDS[node.op_type]
+    attrs = _attrs(node)
+    label = f"{path}: node {node.name or node.op_type}"
+    inputs = list(node.input) + [""] * 8
+
+    def weight(index: int, what: str) -> np.ndarray | None:
+        key = inputs[index]
+        if not key:
+            return None
+        if key not in values:
+            raise UnsupportedError(f"{label}: its {what} ({key}) is computed in the graph, not an initializer")
+        return values[key]
+
+    w, r, b = weight(1, "W"), weight(2, "R"), weight(3, "B")
+    peep = weight(7, "P") if kind == "lstm" else None
+    if attrs.get("layout", 0) != 0:
+        raise UnsupportedError(f"{label}: layout=1 (batch-major operator) is not supported")
+    if peep is not None or attrs.get("clip") is not None or attrs.get("input_forget", 0):
+        feature = "peepholes (P)" if peep is not None else ("clip" if attrs.get("clip") is not None else "input_forget")
+        raise UnsupportedError(f"{label}: {feature} are not held by lstm_convert yet")
+    direction = attrs.get("direction", b"forward")
+    direction = direction.decode() if isinstance(direction, bytes) else direction
+    directions = 2 if direction == "bidirectional" else 1
+    hidden = int(attrs.get("hidden_size", r.shape[-1] if r is not None else 0))
+    lay = layout("onnx", kind)
+    size = len(lay.order) * hidden
+    want = {"W": (directions, size, None), "R": (directions, size, hidden), "B": (directions, 2 * size)}
+    for what, array in (("W", w), ("R", r), ("B", b)):
+        if array is None:
+            continue
+        shape = want[what]
+        if array.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, array.shape)):
+            raise ShapeError(f"{label}: {what} has shape {array.shape}, expected {shape} (None: any)")
+    acts = attrs.get("activations")
+    activation, recurrent = _activations(label, kind, acts, attrs, directions)
+    gates = {}
+    for d, canonical in enumerate(DIRECTIONS[:directions]):
+        blocks = {"W_x": split(lay, w[d], hidden, f"{label} W"), "W_h": split(lay, r[d], hidden, f"{label} R")}
+        if b is not None:
+            blocks["b_x"] = split(lay, b[d, :size], hidden, f"{label} B")
+            blocks["b_h"] = split(lay, b[d, size:], hidden, f"{label} B")
+        for gate in lay.order:
+            gates[(0, canonical, gate)] = Gate(**{role: v[gate] for role, v in blocks.items()})
+    if direction == "reverse":
+        raise UnsupportedError(f"{label}: a reverse-only operator (outputs aligned with the input) is not held by "
+                               "lstm_convert yet")
+    return RecurrentLayer(kind=kind, input_size=int(w.shape[2]), hidden_size=hidden, directions=directions,
+                          bias=b is not None, gates=gates, name=name, activation=activation,
+                          recurrent_activation=recurrent, reset_after=bool(attrs.get("linear_before_reset", 0))
+                          if kind == "gru" else True, config=config, source=source)
+
+
+def _activations(label: str, kind: str, acts: Any, attrs: Mapping[str, Any], directions: int) -> tuple[str, str]:
+    names = [a.decode() if isinstance(a, bytes) else a for a in (acts or [])] or _DEFAULT_ACTIVATIONS[kind]
+    per = len(_DEFAULT_ACTIVATIONS[kind])
+    if len(names) not in (per, per * directions) or (len(names) == per * 2 and names[:per] != names[per:]):
+        raise UnsupportedError(f"{label}: activations {names} differ between directions or have an unexpected count")
+    alphas, betas = list(attrs.get("activation_alpha", [])), list(attrs.get("activation_beta", []))
+    canonical = []
+    for onnx_name in names[:per]:
+        match = [k for k, (n, a, b) in _TO_ONNX.items() if n == onnx_name]
+        if onnx_name == "HardSigmoid":
+            alpha = alphas.pop(0) if alphas else 0.2
+            beta = betas.pop(0) if betas else 0.5
+            match = [k for k in ("hard_sigmoid_keras2", "hard_sigmoid_keras3")
+                     if np.isclose(_TO_ONNX[k][1], alpha) and np.isclose(_TO_ONNX[k][2], beta)]
+        elif onnx_name in ("Affine", "Elu"):
+            alpha = alphas.pop(0) if alphas else 1.0
+            beta = betas.pop(0) if (betas and onnx_name == "Affine") else 0.0
+            if alpha != 1.0 or beta != 0.0:
+                match = []
+        if not match:
+            raise UnsupportedError(f"{label}: activation {onnx_name} with these parameters is not supported")
+        canonical.append(match[0])
+    if kind == "rnn":
+        return canonical[0], "sigmoid"
+    return canonical[1], canonical[0]
+
+
+def _weight(node: Any, values: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    if len(node.input) > 1 and node.input[1] in values:
+        array = values[node.input[1]]
+        if array.ndim == 2 and array.dtype.kind == "f":
+            return array
+    return None
+
+
+def _read_dense(path: Path, node: Any, values: Mapping[str, np.ndarray], consumers: Mapping[str, list],
+                taken: set[str], name: str, config: Mapping[str, Any], source: Mapping[str, str]) -> Dense:
+    attrs = _attrs(node)
+    kernel = _weight(node, values)
+    if node.op_type == "Gemm":
+        if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+            raise UnsupportedError(f"{path}: node {node.name}: Gemm with transA, alpha or beta is not supported")
+        weight = kernel if attrs.get("transB", 0) else kernel.T
+        bias = values.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    else:
+        weight, bias = kernel.T, None
+    out = node.output[0]
+    following = consumers.get(out, [])
+    if bias is None and len(following) == 1 and following[0].op_type == "Add":
+        add = following[0]
+        other = [i for i in add.input if i != out]
+        if other and other[0] in values and values[other[0]].shape == (weight.shape[0],):
+            bias = values[other[0]]
+            taken.add(add.name)
+            out = add.output[0]
+            following = consumers.get(out, [])
+    activation = "linear"
+    ops = {v: k for k, v in _DENSE_OPS.items()}
+    if len(following) == 1 and following[0].op_type in ops:
+        activation = ops[following[0].op_type]
+        taken.add(following[0].name)
+    return Dense(name=name, weight=weight, bias=bias, activation=activation, config=config, source=source)
+
+
+def _carries_weights(node: Any, values: Mapping[str, np.ndarray]) -> bool:
+    return any(i in values and values[i].dtype.kind == "f" and values[i].size > 1 for i in node.input)
+
+
+# -- running ------------------------------------------------------------------------------------------
+
+
+def run(path: str | os.PathLike, x: np.ndarray, states: Mapping[str, tuple] | None = None) -> dict[str, Any]:
+    """Run an ONNX file with onnxruntime; every graph output by name."""
+    ort = require("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {}
+    for i, meta in enumerate(session.get_inputs()):
+        if i == 0:
+            feeds[meta.name] = x if x.dtype.kind in "iu" else x.astype(np.float32)
+            continue
+        layer, _, state = meta.name.rpartition(".")
+        if states is None or layer not in states:
+            raise FormatError(f"{path}: input {meta.name} needs a value")
+        feeds[meta.name] = np.asarray(states[layer][0 if state == "h_0" else 1], np.float32)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, feeds)))
