@@ -60,10 +60,13 @@ def tensor_name(layer: str, index: int, direction: str, gate: str, role: str) ->
     return f"{layer}.l{index}.{direction}.{gate}.{role}"
 
 
-def gate_keys(kind: str, num_layers: int, directions: int) -> list[GateKey]:
+def gate_keys(kind: str, num_layers: int, directions: int, backward: bool = False) -> list[GateKey]:
     """Every (layer index, direction, gate) of a recurrent layer, in canonical order."""
-    return [(index, direction, gate) for index in range(num_layers)
-            for direction in DIRECTIONS[:directions] for gate in GATES[kind]]
+    names = ("reverse",) if backward else DIRECTIONS[:directions]
+    return [(index, direction, gate) for index in range(num_layers) for direction in names for gate in GATES[kind]]
+
+
+PEEPHOLE_GATES = ("input", "forget", "output")
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,6 +123,10 @@ class RecurrentLayer(_BitEqual):
     go_backwards: bool = False
     cell: bool = False
     merge_mode: str = "concat"
+    backward: bool = False
+    peepholes: Mapping[GateKey, np.ndarray] = field(default_factory=dict)
+    clip: float | None = None
+    input_forget: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in GATES:
@@ -142,11 +149,18 @@ class RecurrentLayer(_BitEqual):
         if self.proj_size and (self.kind != "lstm" or not 0 < self.proj_size < self.hidden_size):
             raise ShapeError(f"{self.name}: proj_size must be an LSTM's, between 1 and hidden_size - 1, "
                              f"got {self.proj_size!r}")
+        if self.backward and (self.directions != 1 or self.go_backwards):
+            raise ShapeError(f"{self.name}: backward=True is a single reverse direction (ONNX direction='reverse')")
+        if (self.peepholes or self.clip is not None or self.input_forget) and self.kind != "lstm":
+            raise ShapeError(f"{self.name}: peepholes, clip and input_forget belong to an LSTM, not {self.kind}")
+        if self.clip is not None and not (isinstance(self.clip, (int, float)) and self.clip > 0):
+            raise ShapeError(f"{self.name}: clip must be a positive number or None, got {self.clip!r}")
         if self.cell and (self.num_layers != 1 or self.directions != 1 or self.go_backwards or self.proj_size):
             raise ShapeError(f"{self.name}: a single-step cell has one layer, one forward direction, no projection")
         _freeze_common(self)
         object.__setattr__(self, "gates", MappingProxyType(self._validated_gates()))
         object.__setattr__(self, "projections", MappingProxyType(self._validated_projections()))
+        object.__setattr__(self, "peepholes", MappingProxyType(self._validated_peepholes()))
 
     # -- structure -------------------------------------------------------
 
@@ -156,11 +170,17 @@ class RecurrentLayer(_BitEqual):
 
     @property
     def direction_names(self) -> tuple[str, ...]:
-        return DIRECTIONS[: self.directions]
+        return ("reverse",) if self.backward else DIRECTIONS[: self.directions]
 
     def keys(self) -> list[GateKey]:
         """Every (layer, direction, gate) in canonical order."""
-        return gate_keys(self.kind, self.num_layers, self.directions)
+        return gate_keys(self.kind, self.num_layers, self.directions, self.backward)
+
+    def onnx_features(self) -> list[str]:
+        """The features of this layer that only ONNX (and the archive) can hold."""
+        return [name for name, present in (("peepholes (P)", bool(self.peepholes)), ("clip", self.clip is not None),
+                                           ("input_forget", self.input_forget),
+                                           ("a single reverse direction", self.backward)) if present]
 
     @property
     def state_size(self) -> int:
@@ -188,13 +208,16 @@ class RecurrentLayer(_BitEqual):
             for role, array in self.gates[key].arrays():
                 if array is not None:
                     yield tensor_name(self.name, *key, role), array
+            if key in self.peepholes:
+                yield tensor_name(self.name, *key, "p"), self.peepholes[key]
             if self.proj_size and key[2] == self.gate_names[-1]:
                 yield tensor_name(self.name, key[0], key[1], "projection", "W_hr"), self.projections[key[:2]]
 
     def count_params(self, framework: str = "torch") -> int:
         """Parameters as ``framework`` counts them: PyTorch keeps two biases per
         gate, Keras one, so ``nn.LSTM(7, 2)`` has 88 and Keras ``LSTM(2)`` on 7 features 80."""
-        weights = sum(a.size for name, a in self.tensors() if not name.endswith(("b_x", "b_h")))
+        weights = sum(a.size for name, a in self.tensors() if not name.endswith(("b_x", "b_h", ".p")))
+        weights += sum(a.size for a in self.peepholes.values()) if framework == "onnx" else 0
         biases = layout(framework, self.kind).biases if self.bias else 0
         if framework == "keras" and self.kind == "gru" and self.bias:
             biases = 2 if self.reset_after else 1  # Keras keeps the recurrent bias only after the reset
@@ -212,7 +235,9 @@ class RecurrentLayer(_BitEqual):
             "directions": self.directions, "bias": self.bias, "activation": self.activation,
             "recurrent_activation": self.recurrent_activation, "dtype": self.dtype,
             "reset_after": self.reset_after, "proj_size": self.proj_size, "go_backwards": self.go_backwards,
-            "cell": self.cell, "merge_mode": self.merge_mode, "config": dict(self.config),
+            "cell": self.cell, "merge_mode": self.merge_mode, "backward": self.backward,
+            "peepholes": bool(self.peepholes), "clip": self.clip, "input_forget": self.input_forget,
+            "config": dict(self.config),
             "source": dict(self.source),
         }
 
@@ -221,7 +246,9 @@ class RecurrentLayer(_BitEqual):
         """Rebuild a layer from :meth:`spec` and ``fetch(tensor name) -> array``."""
         fields = {key: spec[key] for key in _RECURRENT_FIELDS}
         roles = ROLES if spec["bias"] else ROLES[:2]
-        keys = gate_keys(spec["kind"], spec["num_layers"], spec["directions"])
+        keys = gate_keys(spec["kind"], spec["num_layers"], spec["directions"], spec["backward"])
+        fields["peepholes"] = {key: fetch(tensor_name(spec["name"], *key, "p")) for key in keys
+                               if spec["peepholes"] and key[2] in PEEPHOLE_GATES}
         gates = {key: Gate(**{role: fetch(tensor_name(spec["name"], *key, role)) for role in roles})
                  for key in keys}
         projections = {key[:2]: fetch(tensor_name(spec["name"], key[0], key[1], "projection", "W_hr"))
@@ -237,9 +264,10 @@ class RecurrentLayer(_BitEqual):
         for index in range(self.num_layers):
             gates = {(0, d, g): gate for (i, d, g), gate in self.gates.items() if i == index}
             projections = {(0, d): w for (i, d), w in self.projections.items() if i == index}
+            peepholes = {(0, d, g): p for (i, d, g), p in self.peepholes.items() if i == index}
             out.append(dataclasses.replace(
                 self, name=self.name if index == 0 else f"{self.name}_l{index}", num_layers=1,
-                input_size=self.fan_in(index), gates=gates, projections=projections,
+                input_size=self.fan_in(index), gates=gates, projections=projections, peepholes=peepholes,
                 go_backwards=self.go_backwards and index == 0))  # the stack reverses its input once
         return out
 
@@ -276,6 +304,17 @@ class RecurrentLayer(_BitEqual):
             out[key] = Gate(**frozen)
         return out
 
+    def _validated_peepholes(self) -> dict[GateKey, np.ndarray]:
+        if not self.peepholes:
+            return {}
+        expected = [key for key in self.keys() if key[2] in PEEPHOLE_GATES]
+        if sorted(self.peepholes) != sorted(expected):
+            raise ShapeError(f"{self.name}: peepholes for {sorted(self.peepholes)} do not match the gates "
+                             f"{PEEPHOLE_GATES} of every layer and direction")
+        dtype = self.gates[self.keys()[0]].W_x.dtype
+        return {key: _frozen_array(self.peepholes[key], (self.hidden_size,), dtype,
+                                   tensor_name(self.name, *key, "p")) for key in expected}
+
     def _validated_projections(self) -> dict[tuple[int, str], np.ndarray]:
         expected = [(index, d) for index in range(self.num_layers) for d in self.direction_names] \
             if self.proj_size else []
@@ -298,7 +337,7 @@ class RecurrentLayer(_BitEqual):
 
 _RECURRENT_FIELDS = ("name", "kind", "input_size", "hidden_size", "num_layers", "directions", "bias",
                      "activation", "recurrent_activation", "reset_after", "proj_size", "go_backwards", "cell",
-                     "merge_mode", "config", "source")
+                     "merge_mode", "backward", "clip", "input_forget", "config", "source")
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:

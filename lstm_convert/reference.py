@@ -78,7 +78,9 @@ def _run_direction(layer, index, direction, x, state, step):
     params = {"pre_x": x @ w_x.T + b_x,  # (batch, time, G*H): the input side of every step at once
               "w_h": w_h, "b_h": b_h, "block": block,
               "act": ACTIVATIONS[layer.activation], "rec": ACTIVATIONS[layer.recurrent_activation],
-              "reset_after": layer.reset_after,
+              "reset_after": layer.reset_after, "clip": layer.clip, "input_forget": layer.input_forget,
+              "peep": {g: layer.peepholes[(index, direction, g)].astype(np.float64)
+                       for g in ("input", "forget", "output")} if layer.peepholes else None,
               "w_hr": layer.projections[(index, direction)].astype(np.float64) if layer.proj_size else None}
     out = np.empty(x.shape[:2] + (layer.state_size,))
     for t in range(x.shape[1]):
@@ -90,8 +92,16 @@ def _run_direction(layer, index, direction, x, state, step):
 def _lstm_step(p, pre_x, state):
     h, c = state
     z = pre_x + h @ p["w_h"].T + p["b_h"]
-    i, f, o = (p["rec"](z[:, p["block"][g]]) for g in ("input", "forget", "output"))
-    c = f * c + i * p["act"](z[:, p["block"]["cell"]])
+    block, peep, clip = p["block"], p["peep"], p["clip"]
+
+    def gate(name, cell_state=None):
+        pre = z[:, block[name]] + (peep[name] * cell_state if peep is not None and cell_state is not None else 0.0)
+        return np.clip(pre, -clip, clip) if clip is not None else pre
+
+    i = p["rec"](gate("input", c))  # peepholes (ONNX) look at the previous cell state for i and f
+    f = 1.0 - i if p["input_forget"] else p["rec"](gate("forget", c))
+    c = f * c + i * p["act"](gate("cell"))
+    o = p["rec"](gate("output", c))  # and at the new one for o
     h = o * p["act"](c)
     if p["w_hr"] is not None:
         h = h @ p["w_hr"].T

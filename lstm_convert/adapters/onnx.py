@@ -85,8 +85,6 @@ def check_representable(layer: Layer) -> None:
     if layer.proj_size:
         raise UnsupportedError(f"{layer.name}: an LSTM with proj_size={layer.proj_size} (weight_hr) has no ONNX "
                                f"equivalent: the ONNX LSTM has no projection. {keep}")
-    if layer.go_backwards and layer.directions == 2:
-        raise UnsupportedError(f"{layer.name}: go_backwards on a bidirectional layer is not supported")
     for attr in ("activation", "recurrent_activation") if layer.kind != "rnn" else ("activation",):
         if getattr(layer, attr) not in _TO_ONNX:
             raise UnsupportedError(f"{layer.name}: {attr} {getattr(layer, attr)!r} is not an ONNX recurrent "
@@ -200,12 +198,14 @@ def _recurrent(g: _Graph, unit: RecurrentLayer, x: str, initial_states: bool) ->
         inputs.append("")
     inputs.append("")  # sequence_lens
     states = ["h", "c"] if unit.kind == "lstm" else ["h"]
-    if initial_states:
-        for s in states:
-            size = unit.hidden_size
+    for s in states:
+        if initial_states:
             g.inputs.append(g.helper.make_tensor_value_info(f"{unit.name}.{s}_0", TensorProto.FLOAT,
-                                                            [unit.directions, "batch", size]))
-            inputs.append(f"{unit.name}.{s}_0")
+                                                            [unit.directions, "batch", unit.hidden_size]))
+        inputs.append(f"{unit.name}.{s}_0" if initial_states else "")
+    if unit.peepholes:  # P is [i, o, f]
+        inputs.append(g.const(f"{unit.name}.P", np.stack([np.concatenate(
+            [unit.peepholes[(0, d, gate)] for gate in ("input", "output", "forget")]) for d in directions])))
     while inputs[-1] == "":
         inputs.pop()
     names = [_TO_ONNX[unit.recurrent_activation], _TO_ONNX[unit.activation], _TO_ONNX[unit.activation]] \
@@ -213,7 +213,11 @@ def _recurrent(g: _Graph, unit: RecurrentLayer, x: str, initial_states: bool) ->
                                      if unit.kind == "gru" else [_TO_ONNX[unit.activation]])
     attrs: dict[str, Any] = {"hidden_size": unit.hidden_size,
                              "direction": "bidirectional" if unit.directions == 2 else
-                             ("reverse" if unit.go_backwards else "forward")}
+                             ("reverse" if unit.go_backwards or unit.backward else "forward")}
+    if unit.clip is not None:
+        attrs["clip"] = float(unit.clip)
+    if unit.input_forget:
+        attrs["input_forget"] = 1
     if [n for n, _, _ in names] != _DEFAULT_ACTIVATIONS[unit.kind] or any(a is not None for _, a, _ in names):
         attrs["activations"] = [n for n, _, _ in names] * unit.directions
         alphas = [a for _, a, _ in names if a is not None]
@@ -360,9 +364,6 @@ def _read_recurrent(path: Path, node: Any, values: Mapping[str, np.ndarray], nam
     peep = weight(7, "P") if kind == "lstm" else None
     if attrs.get("layout", 0) != 0:
         raise UnsupportedError(f"{label}: layout=1 (batch-major operator) is not supported")
-    if peep is not None or attrs.get("clip") is not None or attrs.get("input_forget", 0):
-        feature = "peepholes (P)" if peep is not None else ("clip" if attrs.get("clip") is not None else "input_forget")
-        raise UnsupportedError(f"{label}: {feature} are not held by lstm_convert yet")
     direction = attrs.get("direction", b"forward")
     direction = direction.decode() if isinstance(direction, bytes) else direction
     directions = 2 if direction == "bidirectional" else 1
@@ -378,21 +379,27 @@ def _read_recurrent(path: Path, node: Any, values: Mapping[str, np.ndarray], nam
             raise ShapeError(f"{label}: {what} has shape {array.shape}, expected {shape} (None: any)")
     acts = attrs.get("activations")
     activation, recurrent = _activations(label, kind, acts, attrs, directions)
-    gates = {}
-    for d, canonical in enumerate(DIRECTIONS[:directions]):
+    if peep is not None and peep.shape != (directions, 3 * hidden):
+        raise ShapeError(f"{label}: P has shape {peep.shape}, expected {(directions, 3 * hidden)}")
+    names = ("reverse",) if direction == "reverse" else DIRECTIONS[:directions]
+    gates, peepholes = {}, {}
+    for d, canonical in enumerate(names):
+        if peep is not None:  # P is [i, o, f]
+            for k, gate in enumerate(("input", "output", "forget")):
+                peepholes[(0, canonical, gate)] = peep[d, k * hidden:(k + 1) * hidden]
         blocks = {"W_x": split(lay, w[d], hidden, f"{label} W"), "W_h": split(lay, r[d], hidden, f"{label} R")}
         if b is not None:
             blocks["b_x"] = split(lay, b[d, :size], hidden, f"{label} B")
             blocks["b_h"] = split(lay, b[d, size:], hidden, f"{label} B")
         for gate in lay.order:
             gates[(0, canonical, gate)] = Gate(**{role: v[gate] for role, v in blocks.items()})
-    if direction == "reverse":
-        raise UnsupportedError(f"{label}: a reverse-only operator (outputs aligned with the input) is not held by "
-                               "lstm_convert yet")
+    clip = attrs.get("clip")
     return RecurrentLayer(kind=kind, input_size=int(w.shape[2]), hidden_size=hidden, directions=directions,
                           bias=b is not None, gates=gates, name=name, activation=activation,
                           recurrent_activation=recurrent, reset_after=bool(attrs.get("linear_before_reset", 0))
-                          if kind == "gru" else True, config=config, source=source)
+                          if kind == "gru" else True, backward=direction == "reverse", peepholes=peepholes,
+                          clip=float(clip) if clip is not None else None,
+                          input_forget=bool(attrs.get("input_forget", 0)), config=config, source=source)
 
 
 def _activations(label: str, kind: str, acts: Any, attrs: Mapping[str, Any], directions: int) -> tuple[str, str]:
