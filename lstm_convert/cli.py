@@ -31,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
+    except BrokenPipeError:  # the reader went away (| head): nothing more to say
+        return 1
     except (LSTMConvertError, OSError) as exc:  # OSError: a path that cannot be read or written
         if args.debug:
             raise
@@ -58,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("src")
     conv.add_argument("dst")
     _source_options(conv, "SRC's")
-    conv.add_argument("--to", dest="dst_format", choices=("keras", "torch", "archive"),
+    conv.add_argument("--to", dest="dst_format", choices=("keras", "torch", "archive", "onnx"),
                       help="DST's format (default: by extension; .safetensors means the archive)")
     conv.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     conv.add_argument("--check", action="store_true",
@@ -143,7 +145,7 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_conversions(info: dict, targets: tuple[str, ...] = ("keras", "torch", "archive")) -> None:
+def _print_conversions(info: dict, targets: tuple[str, ...] = ("keras", "torch", "onnx", "archive")) -> None:
     """Per layer and target: exact, exact but dropping settings (*), or impossible (!), with the reasons."""
     print((f"{'conversion to':<16} " + " ".join(f"{t:<10}" for t in targets)).rstrip())
     notes = []
@@ -168,7 +170,7 @@ def _print_conversions(info: dict, targets: tuple[str, ...] = ("keras", "torch",
         print(note)
 
 
-_FRAMEWORK_TITLE = {"keras": "Keras", "torch": "PyTorch"}
+_FRAMEWORK_TITLE = {"keras": "Keras", "torch": "PyTorch", "onnx": "ONNX"}
 
 
 def _print_gates(rows: list[dict]) -> None:
@@ -227,7 +229,7 @@ def _verify(args: argparse.Namespace) -> int:
                     seed=args.seed, kinds=dict(args.kind))
     print(f"A: {args.a} (run by {result.runners[0]})")
     print(f"B: {args.b} (run by {result.runners[1]})")
-    print(f"random input: batch {args.batch}, {args.steps} steps, seed {args.seed}; "
+    print(f"random input: batch {result.batch}, {result.steps} steps, seed {args.seed}; "
           f"atol {result.atol:g}, rtol {result.rtol:g}")
     print(f"{'layer':<16} {'output':<8} {'max |A - B|':>12}")
     for row in result.rows:

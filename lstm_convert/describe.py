@@ -18,7 +18,7 @@ _TYPE = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN", "dense": "Dense", "em
 
 def describe(model: Model, fmt: str, path: str = "") -> dict[str, Any]:
     """A JSON-compatible description of ``model`` as stored in a file of format ``fmt``."""
-    framework = {"keras": "keras", "h5": "keras", "torch": "torch"}.get(fmt) or \
+    framework = {"keras": "keras", "h5": "keras", "torch": "torch", "onnx": "onnx"}.get(fmt) or \
         (model.source.get("framework") if model.source.get("framework") in ("keras", "torch") else "torch")
     layers = [_layer(layer, fmt, framework) for layer in model.layers]
     return {"file": path, "format": fmt, "source": dict(model.source), "counted_as": framework,
@@ -77,14 +77,20 @@ def _gates(layer: RecurrentLayer, fmt: str) -> list[dict[str, Any]]:
     for index, direction, gate in layer.keys():
         g = layer.gates[(index, direction, gate)]
         shapes = {role: list(getattr(g, role).shape) for role in ROLES if getattr(g, role) is not None}
-        if fmt in ("keras", "h5", "torch"):
-            lay = layout("keras" if fmt in ("keras", "h5") else "torch", layer.kind)
+        if fmt in ("keras", "h5", "torch", "onnx"):
+            lay = layout({"h5": "keras"}.get(fmt, fmt), layer.kind)
             k = lay.order.index(gate)
             span = f"{k * hidden}:{(k + 1) * hidden}"
             suffix = f"_l{index}{'_reverse' if direction == 'reverse' else ''}" if lay.framework == "torch" else ""
             names = lay.tensors if layer.bias else lay.tensors[:2]
             where = {f"{t}{suffix}": (f"[:, {span}]" if lay.gate_axis == 1 and t != "bias" else f"[{span}]")
                      for t in names}
+            if lay.framework == "onnx":  # [direction, rows]; B holds Wb then Rb
+                d = layer.direction_names.index(direction)
+                size = len(lay.order) * hidden
+                where = {"W": f"[{d}, {span}]", "R": f"[{d}, {span}]"}
+                if layer.bias:
+                    where["B"] = f"[{d}, {span}] + [{d}, {k * hidden + size}:{(k + 1) * hidden + size}]"
             symbol = lay.symbols[k]
         else:
             where = {role: tensor_name(layer.name, index, direction, gate, role) for role in shapes}
@@ -96,7 +102,7 @@ def _gates(layer: RecurrentLayer, fmt: str) -> list[dict[str, Any]]:
 
 # -- representability -------------------------------------------------------------------------------
 
-TARGETS = ("keras", "torch", "archive")
+TARGETS = ("keras", "torch", "onnx", "archive")
 # Settings that are not weights which the other framework does not keep: a value other than what the
 # other framework does is reported as dropped. (PyTorch always returns full sequences and the states;
 # Keras models written here are batch-major.)
@@ -108,11 +114,12 @@ _KEPT_ONLY_BY = {"keras": {"return_sequences": True, "stateful": False, "dropout
 def conversions(layer: Layer) -> dict[str, dict[str, Any]]:
     """For each target format: whether ``layer`` converts exactly, why not, and what it drops."""
     from .adapters import keras as keras_adapter
+    from .adapters import onnx as onnx_adapter
     from .adapters import torch as torch_adapter
     from .errors import UnsupportedError
 
     checks = {"keras": keras_adapter.check_representable, "torch": torch_adapter.check_representable,
-              "archive": lambda _: None}
+              "onnx": onnx_adapter.check_representable, "archive": lambda _: None}
     out = {}
     for target, check in checks.items():
         try:
@@ -128,10 +135,15 @@ def _drops(layer: Layer, target: str) -> list[str]:
     """Settings that are not weights which ``target`` does not keep."""
     if target == "archive":
         return []
-    source = "keras" if target == "torch" else "torch"
-    usual = _KEPT_ONLY_BY[source]
-    recorded = layer.config.get(source, {})
-    drops = [f"{k}={v!r}" for k, v in recorded.items() if k in usual and v != usual[k]]
+    drops = []
+    for source in ("keras", "torch"):
+        if source == target:
+            continue
+        usual = _KEPT_ONLY_BY[source]
+        recorded = layer.config.get(source, {})
+        drops += [f"{k}={v!r}" for k, v in recorded.items() if k in usual and v != usual[k]]
     if target == "torch" and isinstance(layer, Dense) and layer.activation != "linear":
         drops.append(f"activation={layer.activation!r}")
+    if target == "onnx" and layer.dtype in ("float16", "bfloat16"):
+        drops.append(f"dtype {layer.dtype} (written as float32, exactly)")
     return drops

@@ -8,6 +8,7 @@ h5         .h5, .hdf5             legacy Keras model files, read only
 torch      .pt, .pth              a state dict (torch.save / torch.load weights_only)
 torch      .safetensors           a state dict in safetensors (``--to torch``)
 archive    .safetensors           the canonical archive (the default for .safetensors)
+onnx       .onnx                  LSTM / GRU / RNN operators, Dense, Embedding (onnx, onnxruntime)
 =========  =====================  ==========================================
 
 Reading a ``.safetensors`` file tells the archive from a PyTorch state dict
@@ -25,10 +26,11 @@ from pathlib import Path
 from .canonical import Model
 from .errors import FormatError
 
-FORMATS = ("keras", "h5", "torch", "archive")
+FORMATS = ("keras", "h5", "torch", "archive", "onnx")
 _BY_SUFFIX = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".pt": "torch", ".pth": "torch",
-              ".safetensors": "archive"}
-_WRITABLE = {"keras": (".keras",), "torch": (".pt", ".pth", ".safetensors"), "archive": (".safetensors",)}
+              ".safetensors": "archive", ".onnx": "onnx"}
+_WRITABLE = {"keras": (".keras",), "torch": (".pt", ".pth", ".safetensors"), "archive": (".safetensors",),
+             "onnx": (".onnx",)}
 
 
 def detect(path: str | os.PathLike, declared: str | None = None) -> str:
@@ -53,7 +55,7 @@ def target_format(path: str | os.PathLike, declared: str | None = None) -> str:
     fmt = declared or _BY_SUFFIX.get(path.suffix.lower())
     if fmt is None:
         raise FormatError(f"{path}: cannot tell the format to write from the extension {path.suffix!r}; "
-                          "use .keras, .pt, .pth or .safetensors, or say it with --to")
+                          "use .keras, .pt, .pth, .safetensors or .onnx, or say it with --to")
     if fmt not in _WRITABLE:
         raise FormatError(f"{path}: cannot write format {fmt!r}; writable: {', '.join(_WRITABLE)}")
     if path.suffix.lower() not in _WRITABLE[fmt]:
@@ -79,6 +81,9 @@ def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str,
         if path.suffix.lower() == ".safetensors":
             return torch_files.read_safetensors(path, kinds=kinds)
         return torch_files.read_pt(path, kinds=kinds)
+    if fmt == "onnx":
+        from .adapters import onnx
+        return onnx.read(path)
     from .adapters import safetensors
     loaded = safetensors.read(path)
     return loaded if isinstance(loaded, Model) else Model((loaded,), source=loaded.source)
@@ -111,6 +116,9 @@ def write(model: Model, path: str | os.PathLike, fmt: str | None = None, *, over
             torch_files.write_safetensors(model, path)
         else:
             torch_files.write_pt(model, path)
+    elif fmt == "onnx":
+        from .adapters import onnx
+        onnx.write(model, path)
     else:
         from .adapters import safetensors
         safetensors.write(model, path)
@@ -125,6 +133,10 @@ def check(model: Model, fmt: str) -> None:
     elif fmt == "torch":
         from .adapters.torch import state_arrays
         state_arrays(model)
+    elif fmt == "onnx":
+        from .adapters.onnx import check_representable
+        for layer in model.layers:
+            check_representable(layer)
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str | None = None,

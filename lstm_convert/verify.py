@@ -35,6 +35,8 @@ class Comparison:
     rtol: float
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    batch: int = 0
+    steps: int = 0
 
     @property
     def ok(self) -> bool:
@@ -53,17 +55,29 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
     fmt_a, fmt_b = files.detect(a, formats[0]), files.detect(b, formats[1])
     model_a, model_b = files.read(a, fmt_a, kinds=kinds), files.read(b, fmt_b, kinds=kinds)
     units = _same_structure(model_a, model_b)
+    fixed = []
+    for path, fmt in ((a, fmt_a), (b, fmt_b)):
+        if fmt == "onnx":  # an exporter may have fixed the batch size or the sequence length
+            from .adapters.onnx import input_dims
+
+            dims = input_dims(path)
+            batch = dims[0] if dims and dims[0] else batch
+            steps = dims[1] if len(dims) > 1 and dims[1] else steps
+            fixed += [f"{Path(path).name} fixes the input at {dims}"] if any(dims[:2]) else []
     rng = np.random.default_rng(seed)
     first = units[0]
     if isinstance(first, Embedding):
         x = rng.integers(0, first.num_embeddings, size=(batch, steps)).astype(np.int64)
     else:
         x = rng.normal(size=(batch, steps, first.input_size)).astype(np.float32)
+    # ONNX models take no initial states (their operators start from zero), so then neither side does.
+    zero = "onnx" in (fmt_a, fmt_b)
     unit_states = []  # per single (unstacked) layer, its initial states
     for unit in units:
         shapes = [(unit.directions, batch, unit.state_size if n == "h" else unit.hidden_size)
                   for n in unit.state_names] if isinstance(unit, RecurrentLayer) else []
-        unit_states.append(tuple(rng.normal(size=shape).astype(np.float32) for shape in shapes))
+        unit_states.append(tuple(np.zeros(shape, np.float32) if zero else rng.normal(size=shape).astype(np.float32)
+                                 for shape in shapes))
     run_a, name_a = _run(Path(a), fmt_a, model_a, x, _grouped(model_a, unit_states))
     run_b, name_b = _run(Path(b), fmt_b, model_b, x, _grouped(model_b, unit_states))
     if atol is None:
@@ -74,9 +88,15 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
             if runner == "torch" and isinstance(theirs, Dense) and theirs.activation != "linear":
                 result.notes.append(f"{mine.name}: a PyTorch state dict holds no activation, and the other side "
                                     f"applies {theirs.activation!r} after its Dense layer")
+    if zero:
+        result.notes.append("initial states are zero on both sides: ONNX models take none")
+    result.notes += fixed
+    result.batch, result.steps = batch, steps
     for name, (out_a, st_a), (out_b, st_b) in _aligned(model_a, run_a, model_b, run_b):
         parts = {"output": (out_a, out_b), **{n: (u, v) for n, u, v in zip(("h", "c"), st_a, st_b)}}
         for part, (u, v) in parts.items():
+            if u is None or v is None:
+                continue  # not an output of one of the files (an ONNX graph shows only some)
             u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
             diff = float(np.abs(u - v).max())
             ok = bool(np.all(np.abs(u - v) <= atol + rtol * np.abs(v)))
@@ -128,7 +148,9 @@ def _aligned(model_a: Model, run_a: list, model_b: Model, run_b: list):
             yield depth, layer.name, out, tuple(finals or ())
 
     def stack(parts: list) -> tuple:
-        return tuple(np.concatenate(s) for s in zip(*parts)) if all(parts) else ()
+        if not all(parts) or any(x is None for p in parts for x in p):
+            return ()
+        return tuple(np.concatenate(s) for s in zip(*parts))
 
     spans_b = spans(model_b, run_b)
     pending_a, pending_b, depth_b = [], [], 0
@@ -147,6 +169,8 @@ def _run(path: Path, fmt: str, model: Model, x: np.ndarray, states: dict) -> tup
         return _run_keras(path, x, states), "keras"
     if fmt == "torch" and importlib.util.find_spec("torch") is not None:
         return _run_torch(path, model, x, states), "torch"
+    if fmt == "onnx":
+        return _run_onnx(path, model, x), "onnxruntime"
     return reference.run(model, x, states), "reference"
 
 
@@ -228,3 +252,20 @@ def _torch_recurrent(torch, module: Any, layer: RecurrentLayer, x: Any, initial:
         outputs.append(state[0] if lstm else state)
     finals = tuple(s[None] for s in state) if lstm else (state[None],)
     return torch.stack(outputs, 1), finals
+
+
+def _run_onnx(path: Path, model: Model, x: np.ndarray) -> list:
+    """Through onnxruntime: each layer's output where the graph shows it (files written here show all)."""
+    from .adapters.onnx import run
+
+    outputs = run(path, x)
+    first = next(iter(outputs.values()))
+    out = []
+    for i, layer in enumerate(model.layers):
+        last = i == len(model.layers) - 1
+        value = outputs.get(layer.name, outputs.get("output", first) if last else None)
+        finals = None
+        if isinstance(layer, RecurrentLayer) and f"{layer.name}.h_n" in outputs:
+            finals = tuple(outputs[f"{layer.name}.{n}_n"] for n in layer.state_names)
+        out.append((value, finals))
+    return out

@@ -265,7 +265,7 @@ def read(path: str | os.PathLike) -> Model:
 
     path = Path(path)
     try:
-        proto = onnx.load_model(str(path), load_external_data=False)
+        proto = onnx.load_model(str(path), load_external_data=True)  # external data files beside the model
     except FileNotFoundError:
         raise FormatError(f"{path}: no such file") from None
     except Exception as exc:  # protobuf's DecodeError and friends
@@ -273,9 +273,6 @@ def read(path: str | os.PathLike) -> Model:
     graph = proto.graph
     values: dict[str, np.ndarray] = {}
     for tensor in graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            raise FormatError(f"{path}: initializer {tensor.name} is stored in an external file; "
-                              "save the model with its weights inside")
         values[tensor.name] = numpy_helper.to_array(tensor)
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
@@ -324,6 +321,15 @@ def read(path: str | os.PathLike) -> Model:
                                    "lstm_convert knows, nor layout between layers")
     if not layers:
         raise FormatError(f"{path}: holds no LSTM, GRU, RNN, Dense or Embedding layer")
+    seen: dict[int, str] = {}
+    for layer in layers:  # an exporter that unrolls a recurrent layer into per-step MatMuls reuses its weights
+        for name, array in layer.tensors():
+            key = id(array.base if array.base is not None else array)
+            if key in seen and seen[key] != layer.name:
+                raise UnsupportedError(f"{path}: layers {seen[key]} and {layer.name} share weights: the graph "
+                                       "computes a recurrent layer step by step (unrolled) rather than with an "
+                                       "LSTM, GRU or RNN operator, which cannot be read")
+            seen[key] = layer.name
     try:
         return Model(tuple(layers), source=source)
     except ShapeError as exc:
@@ -449,20 +455,28 @@ def _read_dense(path: Path, node: Any, values: Mapping[str, np.ndarray], consume
     else:
         weight, bias = kernel.T, None
     out = node.output[0]
-    following = consumers.get(out, [])
-    if bias is None and len(following) == 1 and following[0].op_type == "Add":
-        add = following[0]
-        other = [i for i in add.input if i != out]
-        if other and other[0] in values and values[other[0]].shape == (weight.shape[0],):
+
+    def next_node(output: str) -> Any:
+        """The single node that uses ``output``, looking through reshapes (Keras' Tensordot adds them)."""
+        following = consumers.get(output, [])
+        while len(following) == 1 and following[0].op_type in ("Reshape", "Identity"):
+            output = following[0].output[0]
+            following = consumers.get(output, [])
+        return following[0] if len(following) == 1 else None
+
+    add = next_node(out)
+    if bias is None and add is not None and add.op_type == "Add":
+        other = [i for i in add.input if i in values]
+        if other and values[other[0]].shape == (weight.shape[0],):
             bias = values[other[0]]
             taken.add(add.name)
             out = add.output[0]
-            following = consumers.get(out, [])
     activation = "linear"
     ops = {v: k for k, v in _DENSE_OPS.items()}
-    if len(following) == 1 and following[0].op_type in ops:
-        activation = ops[following[0].op_type]
-        taken.add(following[0].name)
+    act = next_node(out)
+    if act is not None and act.op_type in ops:
+        activation = ops[act.op_type]
+        taken.add(act.name)
     return Dense(name=name, weight=weight, bias=bias, activation=activation, config=config, source=source)
 
 
@@ -471,6 +485,14 @@ def _carries_weights(node: Any, values: Mapping[str, np.ndarray]) -> bool:
 
 
 # -- running ------------------------------------------------------------------------------------------
+
+
+def input_dims(path: str | os.PathLike) -> list[int | None]:
+    """The dimensions of the model's first input: an int where the graph fixes it, else None."""
+    onnx = require("onnx")
+    proto = onnx.load_model(str(path), load_external_data=False)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else None for d in dims]
 
 
 def run(path: str | os.PathLike, x: np.ndarray, states: Mapping[str, tuple] | None = None) -> dict[str, Any]:

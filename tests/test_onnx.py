@@ -1,0 +1,188 @@
+"""ONNX: our exports run by onnxruntime, files from the frameworks' own exporters read, onnx.reference agreement."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import random_torch_lstm, randomize_keras
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+import lstm_convert as lc
+from lstm_convert import files, reference
+from lstm_convert.adapters import onnx as onnx_adapter
+from lstm_convert.cli import main
+
+
+def _states(rng, model, batch):
+    out = {}
+    for layer in model.layers:
+        if isinstance(layer, lc.RecurrentLayer):
+            out[layer.name] = tuple(rng.normal(size=(layer.num_layers * layer.directions, batch, layer.hidden_size))
+                                    .astype("float32") for _ in layer.state_names)
+    return out
+
+
+def test_keras_model_to_onnx_runs_in_onnxruntime(tmp_path, rng):
+    model = keras.Sequential([
+        keras.Input((None, 7)),
+        keras.layers.Bidirectional(keras.layers.LSTM(3, return_sequences=True)),
+        keras.layers.GRU(4, return_sequences=True),
+        keras.layers.GRU(2, reset_after=False, return_sequences=True, name="reset_before"),
+        keras.layers.SimpleRNN(3, activation="relu", return_sequences=True),
+        keras.layers.LSTM(2, recurrent_activation="hard_sigmoid", go_backwards=True, return_sequences=True),
+        keras.layers.Dense(5, activation="softmax"),
+    ])
+    randomize_keras(model, rng)
+    model.save(tmp_path / "m.keras")
+    assert main(["convert", str(tmp_path / "m.keras"), str(tmp_path / "m.onnx")]) == 0
+    proto = onnx.load(tmp_path / "m.onnx")
+    assert not [t for t in proto.graph.initializer if t.data_location == TensorProto.EXTERNAL]
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("LSTM") == 2 and ops.count("GRU") == 2 and ops.count("RNN") == 1
+    gru_flags = [helper.get_attribute_value(a) for n in proto.graph.node if n.op_type == "GRU"
+                 for a in n.attribute if a.name == "linear_before_reset"]
+    assert gru_flags == [1, 0]
+    for batch, steps in ((3, 6), (1, 11)):  # dynamic batch and sequence length
+        x = rng.normal(size=(batch, steps, 7)).astype("float32")
+        got = onnx_adapter.run(tmp_path / "m.onnx", x)["output"]
+        np.testing.assert_allclose(got, np.asarray(model(x)), rtol=0, atol=1e-5)
+    result = lc.verify.verify(tmp_path / "m.keras", tmp_path / "m.onnx")
+    assert result.runners == ("keras", "onnxruntime") and result.ok
+
+
+def test_torch_to_onnx_with_initial_states(tmp_path, rng):
+    module = random_torch_lstm(rng, input_size=7, hidden_size=3, num_layers=2, bidirectional=True,
+                               batch_first=True)
+    weights = lc.Model((lc.from_torch(module),))
+    onnx_adapter.write(weights, tmp_path / "t.onnx", initial_states=True)
+    x = rng.normal(size=(2, 5, 7)).astype("float32")
+    states = _states(rng, weights, 2)
+    # the exported graph takes each stacked layer's states separately
+    feeds = {"lstm": tuple(s[0:2] for s in states["lstm"]), "lstm_l1": tuple(s[2:4] for s in states["lstm"])}
+    got = onnx_adapter.run(tmp_path / "t.onnx", x, feeds)
+    with torch.no_grad():
+        y, (h, c) = module(torch.from_numpy(x), tuple(torch.from_numpy(s) for s in states["lstm"]))
+    np.testing.assert_allclose(got["output"], y.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.concatenate([got["lstm.h_n"], got["lstm_l1.h_n"]]), h.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.concatenate([got["lstm.c_n"], got["lstm_l1.c_n"]]), c.numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+@pytest.mark.parametrize("options", [{"module": "LSTM", "num_layers": 2, "bidirectional": True},
+                                     {"module": "GRU", "bidirectional": True},
+                                     {"module": "RNN", "num_layers": 2, "nonlinearity": "relu"}],
+                         ids=["lstm", "gru", "rnn-relu"])
+def test_reads_torch_onnx_exports(tmp_path, rng, dynamo, options):
+    module = random_torch_lstm(rng, input_size=7, hidden_size=3, batch_first=True, **options).eval()
+    x = rng.normal(size=(2, 5, 7)).astype("float32")
+    with _quiet():  # the exporters warn about their own internals
+        torch.onnx.export(module, (torch.from_numpy(x),), tmp_path / "t.onnx", dynamo=dynamo,
+                          input_names=["x"], dynamic_axes=None if dynamo else {"x": {0: "batch", 1: "time"}})
+    if dynamo and options["module"] == "RNN":  # this exporter unrolls nn.RNN into per-step MatMuls
+        with pytest.raises(lc.LSTMConvertError, match=r"t.onnx: (node|layers) .*(carries weights|share weights)"):
+            files.read(tmp_path / "t.onnx")
+        return
+    read = files.read(tmp_path / "t.onnx")
+    assert [layer.kind for layer in read] == [options["module"].lower()] * options.get("num_layers", 1)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(reference.run(read, x)[-1][0], expected, rtol=0, atol=1e-5)
+    assert main(["convert", str(tmp_path / "t.onnx"), str(tmp_path / "t.pt")]) == 0
+    assert main(["convert", str(tmp_path / "t.onnx"), str(tmp_path / "t.keras")]) == 0
+    np.testing.assert_allclose(np.asarray(keras.saving.load_model(tmp_path / "t.keras")(x)), expected,
+                               rtol=0, atol=1e-5)
+    assert lc.verify.verify(tmp_path / "t.onnx", tmp_path / "t.keras").ok
+
+
+def _quiet():
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def quiet():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+
+    return quiet()
+
+
+def test_reads_keras_onnx_export(tmp_path, rng):
+    pytest.importorskip("tf2onnx")
+    model = keras.Sequential([keras.Input((5, 7)), keras.layers.LSTM(3, return_sequences=True, name="lstm"),
+                              keras.layers.Dense(2, name="dense")])
+    randomize_keras(model, rng)
+    x = rng.normal(size=(2, 5, 7)).astype("float32")
+    model(x)
+    with _quiet():
+        model.export(str(tmp_path / "k.onnx"), format="onnx", verbose=False)
+    read = files.read(tmp_path / "k.onnx")
+    assert [layer.kind for layer in read] == ["lstm", "dense"]
+    np.testing.assert_allclose(reference.run(read, x)[-1][0], np.asarray(model(x)), rtol=0, atol=1e-5)
+    assert main(["convert", str(tmp_path / "k.onnx"), str(tmp_path / "k.pt")]) == 0
+    assert lc.verify.verify(tmp_path / "k.onnx", tmp_path / "k.pt").ok
+
+
+def _lstm_graph(rng, direction, directions, **attrs):
+    hidden, features = 3, 4
+    inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n) for n, s in
+             (("W", (directions, 4 * hidden, features)), ("R", (directions, 4 * hidden, hidden)),
+              ("B", (directions, 8 * hidden)), ("P", (directions, 3 * hidden)))]
+    node = helper.make_node("LSTM", ["X", "W", "R", "B", "", "", "", "P"], ["Y", "Y_h", "Y_c"],
+                            hidden_size=hidden, direction=direction, **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, None, 4])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Y_h", "Y_c")],
+                              inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    return proto
+
+
+@pytest.mark.parametrize("direction,directions", [("forward", 1), ("reverse", 1), ("bidirectional", 2)])
+def test_peepholes_and_reverse_agree_with_onnx_reference(tmp_path, rng, direction, directions):
+    proto = _lstm_graph(rng, direction, directions)
+    onnx.save(proto, tmp_path / "p.onnx")
+    layer = files.read(tmp_path / "p.onnx").layers[0]
+    assert layer.peepholes and layer.backward == (direction == "reverse")
+    x = rng.normal(size=(6, 2, 4)).astype("float32")  # ONNX is time-major
+    y, y_h, y_c = ReferenceEvaluator(proto).run(None, {"X": x})
+    seq, (h, c) = reference.forward(layer, x.transpose(1, 0, 2))
+    np.testing.assert_allclose(seq, y.transpose(2, 0, 1, 3).reshape(2, 6, -1), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(h, y_h, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(c, y_c, rtol=0, atol=1e-5)
+    # held in the archive and written back to ONNX bit for bit; refused towards the frameworks
+    assert lc.load(lc.save(layer, tmp_path / "p.safetensors")) == layer
+    onnx_adapter.write(layer, tmp_path / "back.onnx")
+    assert files.read(tmp_path / "back.onnx").layers[0].peepholes.keys() == layer.peepholes.keys()
+    with pytest.raises(lc.UnsupportedError, match=r"peepholes \(P\).* have no nn.LSTM equivalent"):
+        lc.to_torch(layer)
+    with pytest.raises(lc.UnsupportedError, match=r"peepholes \(P\).* have no Keras equivalent"):
+        lc.to_keras(layer)
+
+
+@pytest.mark.parametrize("attrs", [{"clip": 0.7}, {"input_forget": 1}], ids=["clip", "input-forget"])
+def test_clip_and_input_forget_agree_with_onnxruntime(tmp_path, rng, attrs):
+    import onnxruntime
+
+    proto = _lstm_graph(rng, "bidirectional", 2, **attrs)
+    onnx.save(proto, tmp_path / "c.onnx")
+    layer = files.read(tmp_path / "c.onnx").layers[0]
+    x = rng.normal(size=(6, 2, 4)).astype("float32")
+    y, y_h, y_c = onnxruntime.InferenceSession(str(tmp_path / "c.onnx")).run(None, {"X": x})
+    seq, (h, c) = reference.forward(layer, x.transpose(1, 0, 2))
+    np.testing.assert_allclose(seq, y.transpose(2, 0, 1, 3).reshape(2, 6, -1), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(c, y_c, rtol=0, atol=1e-5)
+
+
+def test_onnx_refusals(tmp_path, rng):
+    projected = lc.from_torch(random_torch_lstm(rng, proj_size=2))
+    with pytest.raises(lc.UnsupportedError, match=r"proj_size=2 \(weight_hr\) has no ONNX equivalent"):
+        files.write(lc.Model((projected,)), tmp_path / "p.onnx")
+    assert not (tmp_path / "p.onnx").exists()
+    (tmp_path / "junk.onnx").write_bytes(b"\x08\x07not onnx at all")
+    with pytest.raises(lc.FormatError, match=r"junk.onnx: not a readable ONNX model"):
+        files.read(tmp_path / "junk.onnx")
