@@ -186,3 +186,38 @@ def test_onnx_refusals(tmp_path, rng):
     (tmp_path / "junk.onnx").write_bytes(b"\x08\x07not onnx at all")
     with pytest.raises(lc.FormatError, match=r"junk.onnx: not a readable ONNX model"):
         files.read(tmp_path / "junk.onnx")
+
+
+class Tagger(torch.nn.Module):
+    """Embedding -> bidirectional GRU -> Linear: a small sequence tagger."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(20, 6)
+        self.rnn = torch.nn.GRU(6, 4, bidirectional=True, batch_first=True)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, tokens):
+        return self.head(self.rnn(self.embed(tokens))[0])
+
+
+def test_pt_file_with_embedding_to_onnx_and_inspect(tmp_path, rng, capsys):
+    module = Tagger()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.from_numpy(rng.normal(0, 0.5, tuple(p.shape)).astype("float32")))
+    torch.save(module.state_dict(), tmp_path / "tagger.pt")
+    assert main(["convert", str(tmp_path / "tagger.pt"), str(tmp_path / "tagger.onnx"),
+                 "--kind", "embed=embedding"]) == 0
+    tokens = rng.integers(0, 20, size=(2, 7))
+    with torch.no_grad():
+        expected = module(torch.from_numpy(tokens)).numpy()
+    got = onnx_adapter.run(tmp_path / "tagger.onnx", tokens)
+    np.testing.assert_allclose(got["output"], expected, rtol=0, atol=1e-5)
+    assert [n.op_type for n in onnx.load(tmp_path / "tagger.onnx").graph.node][:1] == ["Gather"]
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "tagger.onnx")]) == 0
+    text = capsys.readouterr().out
+    assert "rnn              GRU" in text and "reset (r)  [0, 4:8]" in text
+    assert main(["verify", str(tmp_path / "tagger.pt"), str(tmp_path / "tagger.onnx"), "--kind",
+                 "embed=embedding"]) == 0
