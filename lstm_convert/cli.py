@@ -118,7 +118,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from .describe import describe
 
     fmt = files.detect(args.file, args.src_format)
-    info = describe(files.read(args.file, fmt, kinds=dict(args.kind)), fmt, str(args.file))
+    info = describe(files.read(args.file, fmt, kinds=dict(args.kind), header_only=True), fmt, str(args.file))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

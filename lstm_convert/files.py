@@ -64,8 +64,13 @@ def target_format(path: str | os.PathLike, declared: str | None = None) -> str:
     return fmt
 
 
-def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str, str] | None = None) -> Model:
-    """Read any supported file into a :class:`Model`."""
+def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str, str] | None = None,
+         header_only: bool = False) -> Model:
+    """Read any supported file into a :class:`Model`.
+
+    ``header_only`` (for ``inspect``): safetensors files are not read past their
+    header, and the arrays are placeholders with the right shapes and dtypes.
+    """
     path = Path(path)
     fmt = detect(path, fmt)
     if not path.is_file():
@@ -79,13 +84,13 @@ def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str,
     if fmt == "torch":
         from .adapters import torch_files
         if path.suffix.lower() == ".safetensors":
-            return torch_files.read_safetensors(path, kinds=kinds)
+            return torch_files.read_safetensors(path, kinds=kinds, header_only=header_only)
         return torch_files.read_pt(path, kinds=kinds)
     if fmt == "onnx":
         from .adapters import onnx
         return onnx.read(path)
     from .adapters import safetensors
-    loaded = safetensors.read(path)
+    loaded = safetensors.read(path, header_only=header_only)
     return loaded if isinstance(loaded, Model) else Model((loaded,), source=loaded.source)
 
 

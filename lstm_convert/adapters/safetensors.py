@@ -64,8 +64,12 @@ def is_archive(metadata: dict[str, str] | None) -> bool:
     return bool(metadata) and metadata.get("format") == FORMAT
 
 
-def read(path: str | os.PathLike) -> Layer | Model:
-    """Load a canonical archive: a layer if one was saved, else a :class:`Model`."""
+def read(path: str | os.PathLike, *, header_only: bool = False) -> Layer | Model:
+    """Load a canonical archive: a layer if one was saved, else a :class:`Model`.
+
+    With ``header_only`` the tensors are not read: every array is a read-only
+    placeholder of the right shape and dtype that takes no memory (for ``inspect``).
+    """
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -74,7 +78,7 @@ def read(path: str | os.PathLike) -> Layer | Model:
             metadata = handle.metadata() or {}
             specs = _specs(path, metadata)
             remaining = set(handle.keys())
-            layers = [_layer(path, spec, handle, remaining) for spec in specs]
+            layers = [_layer(path, spec, handle, remaining, header_only) for spec in specs]
     except SafetensorError as exc:
         raise FormatError(f"{path}: not a readable safetensors file ({exc})") from None
     except FileNotFoundError:
@@ -117,7 +121,7 @@ def _specs(path: Path, metadata: dict[str, str]) -> list[dict[str, Any]]:
     return specs
 
 
-def _layer(path: Path, spec: dict[str, Any], handle: Any, remaining: set[str]) -> Layer:
+def _layer(path: Path, spec: dict[str, Any], handle: Any, remaining: set[str], header_only: bool) -> Layer:
     cls = LAYER_TYPES.get(spec.get("kind"))
     if cls is None:
         raise FormatError(f"{path}: unknown layer kind {spec.get('kind')!r}")
@@ -129,7 +133,7 @@ def _layer(path: Path, spec: dict[str, Any], handle: Any, remaining: set[str]) -
         if name not in remaining:
             raise FormatError(f"{path}: tensor {name} is missing")
         remaining.discard(name)
-        array = handle.get_tensor(name)
+        array = placeholder(handle, name) if header_only else handle.get_tensor(name)
         if str(array.dtype) != dtype:
             raise FormatError(f"{path}: tensor {name} has dtype {array.dtype}, expected {dtype}")
         return array
@@ -142,3 +146,19 @@ def _layer(path: Path, spec: dict[str, Any], handle: Any, remaining: set[str]) -
         if isinstance(exc, FormatError):
             raise
         raise FormatError(f"{path}: {exc}") from None
+
+
+# safetensors' dtype names -> NumPy's
+DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+          "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def placeholder(handle: Any, name: str) -> np.ndarray:
+    """A zero-memory, read-only array with the tensor's shape and dtype, from the header alone."""
+    view = handle.get_slice(name)
+    dtype = DTYPES.get(view.get_dtype())
+    if dtype is None:
+        raise FormatError(f"tensor {name} has dtype {view.get_dtype()}, which lstm_convert does not read")
+    if dtype == "bfloat16":
+        require("ml_dtypes")
+    return np.broadcast_to(np.zeros((), dtype=dtype), tuple(view.get_shape()))

@@ -54,9 +54,13 @@ def write_pt(weights: Layer | Model, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: torch.save(tensors, tmp))
 
 
-def read_safetensors(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None) -> Model:
-    """Read a PyTorch state dict stored as safetensors (no framework needed)."""
+def read_safetensors(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None,
+                     header_only: bool = False) -> Model:
+    """Read a PyTorch state dict stored as safetensors (no framework needed); tensor by tensor, or
+    with ``header_only`` only their shapes and dtypes."""
     from safetensors import SafetensorError, safe_open
+
+    from .safetensors import placeholder
 
     path = Path(path)
     try:
@@ -66,7 +70,7 @@ def read_safetensors(path: str | os.PathLike, *, kinds: Mapping[str, str] | None
             metadata = handle.metadata() or {}
             order = _module_order(metadata, handle.keys())
             kinds = {**_recorded_kinds(metadata), **(kinds or {})}
-            arrays = {key: handle.get_tensor(key) for key in order}
+            arrays = {key: placeholder(handle, key) if header_only else handle.get_tensor(key) for key in order}
     except SafetensorError as exc:
         raise FormatError(f"{path}: not a readable safetensors file ({exc})") from None
     except FileNotFoundError:
