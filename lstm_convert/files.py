@@ -175,12 +175,11 @@ def _dropped(model: Model, fmt: str, path: Path) -> list[str]:
 
 
 def _is_archive(path: Path) -> bool:
-    from safetensors import SafetensorError, safe_open
-
+    from . import _safetensors
     from .adapters.safetensors import is_archive
-    try:
-        with safe_open(path, framework="np") as handle:
-            return is_archive(handle.metadata())
-    except (SafetensorError, OSError):
-        return True  # let the archive reader report what is wrong
+    from .errors import LSTMConvertError
 
+    try:
+        return is_archive(_safetensors.File(path).metadata)
+    except LSTMConvertError:
+        return True  # let the archive reader report what is wrong

@@ -123,6 +123,18 @@ def join(lay: Layout, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([b.T for b in ordered], axis=1)
 
 
+def join_chunks(lay: Layout, blocks: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """The framework's tensor as pieces to write one after the other, without joining them in memory.
+
+    Blocks stacked along the first axis (PyTorch, ONNX, every bias) are written as they are; a Keras
+    kernel, whose gates are columns, is joined first.
+    """
+    ordered = [blocks[gate] for gate in lay.order]
+    if ordered[0].ndim == 1 or lay.gate_axis == 0:
+        return ordered
+    return [join(lay, blocks)]
+
+
 def slice_text(lay: Layout, gate: str) -> str:
     """Where ``gate`` sits in the framework's stacked tensors, e.g. ``[:, 2H:3H]``."""
     k = lay.order.index(gate)

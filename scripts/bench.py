@@ -66,21 +66,27 @@ torch.save(state, sys.argv[2])
 
 
 def make_files(work: Path, hidden: int, layers: int, seed: int = 0) -> dict[str, Path]:
-    """The PyTorch-layout safetensors file and the .keras model the benchmark converts."""
-    import numpy as np
-    from safetensors.numpy import save_file
+    """The PyTorch-layout safetensors file and the .keras model the benchmark converts.
 
-    rng = np.random.default_rng(seed)
+    Both are made in child processes: a child forked from a parent holding the
+    arrays would inherit their pages, and the measured peak memory with them.
+    """
     torch_file = work / "lstm_torch.safetensors"
     if not torch_file.exists():
-        tensors = {}
-        for k in range(layers):
-            fan_in = hidden if k == 0 else 2 * hidden
-            for suffix in ("", "_reverse"):
-                for name, shape in (("weight_ih", (4 * hidden, fan_in)), ("weight_hh", (4 * hidden, hidden)),
-                                    ("bias_ih", (4 * hidden,)), ("bias_hh", (4 * hidden,))):
-                    tensors[f"{name}_l{k}{suffix}"] = rng.standard_normal(shape, dtype=np.float32) * 0.05
-        save_file(tensors, torch_file, metadata={"format": "pt"})
+        code = f"""
+import numpy as np
+from safetensors.numpy import save_file
+rng = np.random.default_rng({seed})
+tensors = {{}}
+for k in range({layers}):
+    fan_in = {hidden} if k == 0 else 2 * {hidden}
+    for suffix in ("", "_reverse"):
+        for name, shape in (("weight_ih", (4 * {hidden}, fan_in)), ("weight_hh", (4 * {hidden}, {hidden})),
+                            ("bias_ih", (4 * {hidden},)), ("bias_hh", (4 * {hidden},))):
+            tensors[f"{{name}}_l{{k}}{{suffix}}"] = rng.standard_normal(shape, dtype=np.float32) * 0.05
+save_file(tensors, {str(torch_file)!r}, metadata={{"format": "pt"}})
+"""
+        subprocess.run([PY, "-c", code], check=True, env=ENV)
     keras_file = work / "lstm.keras"
     if not keras_file.exists():
         code = f"""

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import _safetensors as st
 from .._files import atomic_write
-from .._optional import require
 from ..canonical import LAYER_TYPES, Layer, Model
 from ..errors import FormatError, LSTMConvertError
 
@@ -40,12 +40,10 @@ FORMAT_VERSION = "1"
 
 
 def write(weights: Layer | Model, path: str | os.PathLike) -> Path:
-    """Save a layer or a model as a canonical archive at ``path`` (replaced atomically)."""
-    from safetensors.numpy import save_file
-
+    """Save a layer or a model as a canonical archive at ``path`` (replaced atomically), tensor by tensor."""
     model = weights if isinstance(weights, Model) else None
     layers = list(model.layers) if model else [weights]
-    tensors = {name: np.ascontiguousarray(array) for layer in layers for name, array in layer.tensors()}
+    tensors = [(name, [array]) for layer in layers for name, array in layer.tensors()]
     source = (model or weights).source.get("framework", "unknown")
     metadata = {
         "format": FORMAT,
@@ -56,7 +54,7 @@ def write(weights: Layer | Model, path: str | os.PathLike) -> Path:
                             sort_keys=True),
         "source": source,
     }
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return atomic_write(path, lambda tmp: st.write(tmp, tensors, metadata))
 
 
 def is_archive(metadata: dict[str, str] | None) -> bool:
@@ -67,22 +65,16 @@ def is_archive(metadata: dict[str, str] | None) -> bool:
 def read(path: str | os.PathLike, *, header_only: bool = False) -> Layer | Model:
     """Load a canonical archive: a layer if one was saved, else a :class:`Model`.
 
-    With ``header_only`` the tensors are not read: every array is a read-only
-    placeholder of the right shape and dtype that takes no memory (for ``inspect``).
+    The arrays view the mapped file. With ``header_only`` the tensors are not
+    read at all: every array is a read-only placeholder of the right shape and
+    dtype that takes no memory (for ``inspect``).
     """
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
-    try:
-        with safe_open(path, framework="np") as handle:
-            metadata = handle.metadata() or {}
-            specs = _specs(path, metadata)
-            remaining = set(handle.keys())
-            layers = [_layer(path, spec, handle, remaining, header_only) for spec in specs]
-    except SafetensorError as exc:
-        raise FormatError(f"{path}: not a readable safetensors file ({exc})") from None
-    except FileNotFoundError:
-        raise FormatError(f"{path}: no such file") from None
+    handle = st.File(path)
+    metadata = handle.metadata
+    specs = _specs(path, metadata)
+    remaining = set(handle.entries)
+    layers = [_layer(path, spec, handle, remaining, header_only) for spec in specs]
     if remaining:
         raise FormatError(f"{path}: tensors not described by the metadata: {sorted(remaining)}")
     if metadata.get("content") == "layer":
@@ -126,14 +118,12 @@ def _layer(path: Path, spec: dict[str, Any], handle: Any, remaining: set[str], h
     if cls is None:
         raise FormatError(f"{path}: unknown layer kind {spec.get('kind')!r}")
     dtype = spec.get("dtype")
-    if dtype == "bfloat16":
-        require("ml_dtypes")  # registers the bfloat16 dtype with numpy
 
     def fetch(name: str) -> np.ndarray:
         if name not in remaining:
             raise FormatError(f"{path}: tensor {name} is missing")
         remaining.discard(name)
-        array = placeholder(handle, name) if header_only else handle.get_tensor(name)
+        array = handle.placeholder(name) if header_only else handle.array(name)
         if str(array.dtype) != dtype:
             raise FormatError(f"{path}: tensor {name} has dtype {array.dtype}, expected {dtype}")
         return array
@@ -147,18 +137,3 @@ def _layer(path: Path, spec: dict[str, Any], handle: Any, remaining: set[str], h
             raise
         raise FormatError(f"{path}: {exc}") from None
 
-
-# safetensors' dtype names -> NumPy's
-DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
-          "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
-
-
-def placeholder(handle: Any, name: str) -> np.ndarray:
-    """A zero-memory, read-only array with the tensor's shape and dtype, from the header alone."""
-    view = handle.get_slice(name)
-    dtype = DTYPES.get(view.get_dtype())
-    if dtype is None:
-        raise FormatError(f"tensor {name} has dtype {view.get_dtype()}, which lstm_convert does not read")
-    if dtype == "bfloat16":
-        require("ml_dtypes")
-    return np.broadcast_to(np.zeros((), dtype=dtype), tuple(view.get_shape()))

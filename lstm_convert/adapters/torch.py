@@ -40,7 +40,7 @@ import numpy as np
 from .._optional import require
 from ..canonical import DIRECTIONS, ROLES, Dense, Embedding, Gate, Layer, Model, RecurrentLayer
 from ..errors import FormatError, ShapeError, UnsupportedError
-from ..gates import join, layout, split
+from ..gates import join_chunks, layout, split
 
 _SUFFIX = {"forward": "", "reverse": "_reverse"}
 _RECURRENT_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)(?:_l(\d+)(_reverse)?)?$")
@@ -167,11 +167,11 @@ def recurrent_from_state_arrays(arrays: Mapping[str, np.ndarray], *, name: str |
         raise ShapeError(f"{where}: {exc}") from None
 
 
-def layer_state_arrays(layer: Layer) -> dict[str, np.ndarray]:
-    """One layer's parameters as its PyTorch module names them (no prefix)."""
+def layer_state_chunks(layer: Layer) -> dict[str, list[np.ndarray]]:
+    """One layer's parameters as its PyTorch module names them (no prefix), each as pieces to write in turn."""
     check_representable(layer)
     if isinstance(layer, (Dense, Embedding)):
-        return {name.rpartition(".")[2]: np.asarray(array) for name, array in layer.tensors()}
+        return {name.rpartition(".")[2]: [array] for name, array in layer.tensors()}
     lay = layout("torch", layer.kind)
     out = {}
     for index in range(layer.num_layers):
@@ -179,27 +179,41 @@ def layer_state_arrays(layer: Layer) -> dict[str, np.ndarray]:
             gates = {g: layer.gates[(index, direction, g)] for g in lay.order}
             for tensor, role in zip(lay.tensors, ROLES):
                 if role in ("W_x", "W_h") or layer.bias:
-                    out[_key(tensor, index, direction, layer.cell)] = join(
+                    out[_key(tensor, index, direction, layer.cell)] = join_chunks(
                         lay, {g: getattr(v, role) for g, v in gates.items()})
             if layer.proj_size:
-                out[_key("weight_hr", index, direction, layer.cell)] = np.asarray(layer.projections[(index, direction)])
+                out[_key("weight_hr", index, direction, layer.cell)] = [layer.projections[(index, direction)]]
+    return out
+
+
+def layer_state_arrays(layer: Layer) -> dict[str, np.ndarray]:
+    """One layer's parameters as its PyTorch module names them (no prefix)."""
+    return {k: _joined(c) for k, c in layer_state_chunks(layer).items()}
+
+
+def state_chunks(weights: Layer | Model) -> dict[str, list[np.ndarray]]:
+    """The PyTorch state dict as pieces to write: a layer's own keys, or a model's keys
+    ``<prefix><param>`` where the prefix is the one the weights came with from PyTorch,
+    else ``<layer name>.``."""
+    if not isinstance(weights, Model):
+        return layer_state_chunks(weights)
+    out: dict[str, list[np.ndarray]] = {}
+    for layer in weights.layers:
+        prefix = layer.config.get("torch", {}).get("prefix", f"{layer.name}.")
+        for param, chunks in layer_state_chunks(layer).items():
+            if prefix + param in out:
+                raise FormatError(f"{layer.name}: key {prefix + param} would appear twice in the state dict")
+            out[prefix + param] = chunks
     return out
 
 
 def state_arrays(weights: Layer | Model) -> dict[str, np.ndarray]:
-    """The PyTorch state dict as NumPy arrays: a layer's own keys, or a model's keys
-    ``<prefix><param>`` where the prefix is the one the weights came with from PyTorch,
-    else ``<layer name>.``."""
-    if not isinstance(weights, Model):
-        return layer_state_arrays(weights)
-    out: dict[str, np.ndarray] = {}
-    for layer in weights.layers:
-        prefix = layer.config.get("torch", {}).get("prefix", f"{layer.name}.")
-        for param, array in layer_state_arrays(layer).items():
-            if prefix + param in out:
-                raise FormatError(f"{layer.name}: key {prefix + param} would appear twice in the state dict")
-            out[prefix + param] = array
-    return out
+    """The PyTorch state dict as NumPy arrays (see :func:`state_chunks`)."""
+    return {k: _joined(c) for k, c in state_chunks(weights).items()}
+
+
+def _joined(chunks: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(chunks) if len(chunks) > 1 else np.asarray(chunks[0])
 
 
 def check_representable(layer: Layer) -> None:

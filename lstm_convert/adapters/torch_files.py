@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _safetensors as st
 from .._files import atomic_write
 from .._optional import require
 from ..canonical import Dense, Embedding, Layer, Model, RecurrentLayer
@@ -56,27 +57,15 @@ def write_pt(weights: Layer | Model, path: str | os.PathLike) -> Path:
 
 def read_safetensors(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None,
                      header_only: bool = False) -> Model:
-    """Read a PyTorch state dict stored as safetensors (no framework needed); tensor by tensor, or
-    with ``header_only`` only their shapes and dtypes."""
-    from safetensors import SafetensorError, safe_open
-
-    from .safetensors import placeholder
-
+    """Read a PyTorch state dict stored as safetensors (no framework needed): arrays view the mapped
+    file, or with ``header_only`` are placeholders with the tensors' shapes and dtypes."""
     path = Path(path)
-    try:
-        with safe_open(path, framework="np") as handle:
-            if any(handle.get_slice(k).get_dtype() == "BF16" for k in handle.keys()):
-                require("ml_dtypes")  # registers bfloat16 with numpy
-            metadata = handle.metadata() or {}
-            order = _module_order(metadata, handle.keys())
-            kinds = {**_recorded_kinds(metadata), **(kinds or {})}
-            arrays = {key: placeholder(handle, key) if header_only else handle.get_tensor(key) for key in order}
-    except SafetensorError as exc:
-        raise FormatError(f"{path}: not a readable safetensors file ({exc})") from None
-    except FileNotFoundError:
-        raise FormatError(f"{path}: no such file") from None
-    if not arrays:
+    handle = st.File(path)
+    kinds = {**_recorded_kinds(handle.metadata), **(kinds or {})}
+    order = _module_order(handle.metadata, handle.keys())
+    if not order:
         raise FormatError(f"{path}: holds no tensors")
+    arrays = {key: handle.placeholder(key) if header_only else handle.array(key) for key in order}
     for key, array in arrays.items():
         if array.dtype.kind != "f" and array.dtype.name != "bfloat16":
             raise FormatError(f"{path}: tensor {key} has dtype {array.dtype}, expected floating-point weights")
@@ -84,14 +73,13 @@ def read_safetensors(path: str | os.PathLike, *, kinds: Mapping[str, str] | None
 
 
 def write_safetensors(weights: Layer | Model, path: str | os.PathLike) -> Path:
-    """Write the PyTorch state dict of ``weights`` as safetensors (``{"format": "pt"}`` metadata)."""
-    from safetensors.numpy import save_file
-
-    arrays = {k: np.ascontiguousarray(v) for k, v in torch_adapter.state_arrays(weights).items()}
-    # safetensors sorts tensors by name; the module order is kept in the metadata, and so is what the
-    # keys cannot tell (an Embedding's lone weight, an nn.RNN's nonlinearity).
-    metadata = {"format": "pt", ORDER_KEY: json.dumps(list(arrays)), KINDS_KEY: json.dumps(_kinds(weights))}
-    return atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata=metadata))
+    """Write the PyTorch state dict of ``weights`` as safetensors (``{"format": "pt"}`` metadata), tensor by
+    tensor: the gate blocks of a stacked tensor are written one after the other, never joined in memory."""
+    chunks = torch_adapter.state_chunks(weights)
+    # The module order is kept in the metadata (safetensors' own writer sorts tensors by name), and so is
+    # what the keys cannot tell (an Embedding's lone weight, an nn.RNN's nonlinearity).
+    metadata = {"format": "pt", ORDER_KEY: json.dumps(list(chunks)), KINDS_KEY: json.dumps(_kinds(weights))}
+    return atomic_write(path, lambda tmp: st.write(tmp, chunks.items(), metadata))
 
 
 def _kinds(weights: Layer | Model) -> dict[str, str]:

@@ -1,0 +1,154 @@
+"""Reading and writing the safetensors format tensor by tensor, with NumPy alone.
+
+The format: an 8-byte little-endian header length ``N``, ``N`` bytes of JSON
+(``{"__metadata__": {str: str}, name: {"dtype", "shape", "data_offsets"}}``,
+offsets relative to the end of the header), then the tensors' bytes,
+contiguous, little-endian. Files written here are read by the safetensors
+library and the other way round.
+
+Reading maps the file and returns read-only arrays that view it: nothing is
+copied until a tensor is used, and the header is checked against the file
+before any of them is touched. Writing streams each tensor, given as chunks to
+write one after the other (the gate blocks of a stacked tensor need not be
+joined first), so memory never holds a second copy of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._optional import require
+from .errors import FormatError
+
+DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+          "I16": "int16", "I8": "int8", "U8": "uint8", "U16": "uint16", "U32": "uint32", "U64": "uint64",
+          "BOOL": "bool"}
+CODES = {v: k for k, v in DTYPES.items()}
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+class File:
+    """An opened safetensors file: its metadata, its entries, and arrays viewing the mapped file."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            size = self.path.stat().st_size
+            with open(self.path, "rb") as handle:
+                head = handle.read(8)
+                if len(head) < 8:
+                    raise FormatError(f"{self.path}: not a safetensors file (shorter than its 8-byte header length)")
+                length = int.from_bytes(head, "little")
+                if length > min(size - 8, _MAX_HEADER):
+                    raise FormatError(f"{self.path}: not a safetensors file (header length {length} exceeds "
+                                      f"the file's {size} bytes)")
+                raw = handle.read(length)
+        except FileNotFoundError:
+            raise FormatError(f"{self.path}: no such file") from None
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise FormatError(f"{self.path}: not a safetensors file (header is not JSON: {exc})") from None
+        if not isinstance(header, dict):
+            raise FormatError(f"{self.path}: not a safetensors file (header is not a JSON object)")
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise FormatError(f"{self.path}: __metadata__ must map names to strings")
+        self.metadata: dict[str, str] = metadata
+        self.data_start = 8 + length
+        self.entries = {name: self._entry(name, info, size - self.data_start) for name, info in header.items()}
+        spans = sorted((e.begin, e.end, e.name) for e in self.entries.values())
+        position = 0
+        for begin, end, name in spans:
+            if begin != position:
+                raise FormatError(f"{self.path}: tensor {name} starts at byte {begin}, expected {position} "
+                                  "(tensors overlap or leave a gap)")
+            position = end
+        self._map: np.memmap | None = None
+
+    def _entry(self, name: str, info: object, available: int) -> Entry:
+        if not isinstance(info, dict):
+            raise FormatError(f"{self.path}: tensor {name}: header entry is not an object")
+        dtype = DTYPES.get(info.get("dtype"))
+        shape, offsets = info.get("shape"), info.get("data_offsets")
+        if dtype is None:
+            raise FormatError(f"{self.path}: tensor {name} has dtype {info.get('dtype')!r}, not one lstm_convert reads")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise FormatError(f"{self.path}: tensor {name} has an invalid shape {shape!r}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise FormatError(f"{self.path}: tensor {name} has invalid data_offsets {offsets!r}")
+        begin, end = offsets
+        itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+        if not 0 <= begin <= end <= available or end - begin != math.prod(shape) * itemsize:
+            raise FormatError(f"{self.path}: tensor {name} claims {math.prod(shape)} x {itemsize} bytes at "
+                              f"[{begin}, {end}), but the file holds {available} bytes of data")
+        return Entry(name, dtype, tuple(shape), begin, end)
+
+    def keys(self) -> list[str]:
+        """Tensor names in the order of their data."""
+        return [e.name for e in sorted(self.entries.values(), key=lambda e: e.begin)]
+
+    def dtype(self, name: str) -> np.dtype:
+        dtype = self.entries[name].dtype
+        if dtype == "bfloat16":
+            require("ml_dtypes")  # registers bfloat16 with NumPy
+        return np.dtype(dtype)
+
+    def placeholder(self, name: str) -> np.ndarray:
+        """A zero-memory, read-only array of the tensor's shape and dtype, from the header alone."""
+        return np.broadcast_to(np.zeros((), dtype=self.dtype(name)), self.entries[name].shape)
+
+    def array(self, name: str) -> np.ndarray:
+        """A read-only array viewing the tensor's bytes in the mapped file."""
+        entry = self.entries[name]
+        dtype = self.dtype(name)
+        if entry.end == entry.begin:
+            return np.zeros(entry.shape, dtype)
+        if self._map is None:
+            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
+        raw = self._map[self.data_start + entry.begin:self.data_start + entry.end]
+        return np.frombuffer(raw, dtype=dtype).reshape(entry.shape)
+
+
+def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndarray]]],
+          metadata: Mapping[str, str]) -> None:
+    """Write ``(name, chunks)`` pairs: each tensor is its chunks one after the other (each C-ordered), whose
+    leading axes concatenate; the dtype and trailing shape are the first chunk's."""
+    entries, layout, offset = {}, [], 0
+    for name, chunks in tensors:
+        chunks = [np.asarray(c) for c in chunks]
+        first = chunks[0]
+        if any(c.dtype != first.dtype or c.shape[1:] != first.shape[1:] for c in chunks):
+            raise ValueError(f"{name}: chunks differ in dtype or trailing shape")
+        shape = [sum(c.shape[0] for c in chunks), *first.shape[1:]] if first.ndim else []
+        nbytes = sum(c.nbytes for c in chunks)
+        entries[name] = {"dtype": CODES[first.dtype.name], "shape": shape, "data_offsets": [offset, offset + nbytes]}
+        layout.append(chunks)
+        offset += nbytes
+    header = json.dumps({"__metadata__": dict(metadata), **entries}, separators=(",", ":")).encode("utf-8")
+    header += b" " * (-len(header) % 8)
+    with open(path, "wb") as out:
+        out.write(len(header).to_bytes(8, "little"))
+        out.write(header)
+        for chunks in layout:
+            for chunk in chunks:
+                data = np.ascontiguousarray(chunk)
+                if data.dtype.byteorder == ">":
+                    data = data.byteswap().view(data.dtype.newbyteorder("<"))
+                out.write(data.reshape(-1).view(np.uint8).data)
