@@ -136,8 +136,8 @@ def check(model: Model, fmt: str) -> None:
         from .adapters.keras import check_chain
         check_chain(model)
     elif fmt == "torch":
-        from .adapters.torch import state_arrays
-        state_arrays(model)
+        from .adapters.torch import state_chunks
+        state_chunks(model)  # refuses what no PyTorch module holds; joins nothing
     elif fmt == "onnx":
         from .adapters.onnx import check_representable
         for layer in model.layers:

@@ -53,7 +53,11 @@ def read_keras(path: str | os.PathLike) -> Model:
                 raise FormatError(f"{path}: not a .keras file: the zip lacks {missing}")
             config = _json(path, "config.json", archive.read("config.json"))
             metadata = _json(path, "metadata.json", archive.read("metadata.json"))
-            weights = io.BytesIO(archive.read("model.weights.h5"))
+            member = archive.getinfo("model.weights.h5")
+            if member.compress_type == zipfile.ZIP_STORED:  # as Keras writes it: read in place, no copy
+                weights = _Window(path, member)
+            else:
+                weights = io.BytesIO(archive.read(member))
     except (zipfile.BadZipFile, OSError) as exc:
         raise FormatError(f"{path}: not a readable .keras file ({exc})") from None
     version = str(metadata.get("keras_version", "3"))
@@ -62,7 +66,7 @@ def read_keras(path: str | os.PathLike) -> Model:
         store = h5py.File(weights, "r")
     except OSError as exc:
         raise FormatError(f"{path}: model.weights.h5 is not a readable HDF5 file ({exc})") from None
-    with store:
+    with store, weights:
         layers = []
         used: dict[str, int] = {}
         for class_name, layer_config in _chain(path, config):
@@ -73,7 +77,8 @@ def read_keras(path: str | os.PathLike) -> Model:
             if group is None:
                 raise FormatError(f"{path}: layer {layer_config.get('name')!r} ({class_name}) has no weights "
                                   f"group layers/{group_name} in model.weights.h5")
-            tensors = _positional(path, group, layer_config, keras_adapter.variables(class_name, layer_config))
+            tensors = _positional(path, group, layer_config, keras_adapter.variables(class_name, layer_config),
+                                  weights if isinstance(weights, _Window) else None)
             layers.append(_layer(path, class_name, layer_config, tensors, version, source))
     return Model(tuple(layers), config={"keras": _model_settings(config)}, source=source)
 
@@ -133,6 +138,60 @@ def write_keras(model: Model, path: str | os.PathLike) -> Path:
 # -- helpers --------------------------------------------------------------------------------------
 
 
+class _Window(io.RawIOBase):
+    """A read-only, seekable view of one uncompressed zip member, so that h5py reads it in place."""
+
+    def __init__(self, path: Path, member: zipfile.ZipInfo):
+        super().__init__()
+        self._file = open(path, "rb")
+        self._file.seek(member.header_offset)
+        local = self._file.read(30)
+        if local[:4] != b"PK\x03\x04":
+            self._file.close()
+            raise zipfile.BadZipFile(f"no local header for {member.filename}")
+        name_length, extra_length = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        self._start = member.header_offset + 30 + name_length + extra_length
+        self._size = member.file_size
+        self._pos = 0
+        self._map: np.memmap | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        count = max(0, min(len(buffer), self._size - self._pos))
+        self._file.seek(self._start + self._pos)
+        read = self._file.readinto(memoryview(buffer)[:count])
+        self._pos += read
+        return read
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def view(self, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        """A read-only array of the member's bytes at ``offset``, in the mapped zip file."""
+        if self._map is None:
+            self._map = np.memmap(self._file.name, dtype=np.uint8, mode="r")
+        count = int(np.prod(shape))
+        return np.frombuffer(self._map, dtype=dtype, count=count, offset=self._start + offset).reshape(shape)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
 def _layer(path: Path, class_name: str, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
            version: str, source: Mapping[str, str]):
     try:
@@ -143,7 +202,8 @@ def _layer(path: Path, class_name: str, config: Mapping[str, Any], tensors: Mapp
         raise FormatError(f"{path}: {exc}") from None
 
 
-def _positional(path: Path, group: Any, config: Mapping[str, Any], places: Mapping[str, str]) -> dict[str, np.ndarray]:
+def _positional(path: Path, group: Any, config: Mapping[str, Any], places: Mapping[str, str],
+                window: _Window | None = None) -> dict[str, np.ndarray]:
     """The variables of one layer's group, by key; every variables folder must hold exactly what is expected."""
     name = config.get("name")
     outer = group.get("vars")
@@ -160,12 +220,16 @@ def _positional(path: Path, group: Any, config: Mapping[str, Any], places: Mappi
         if held != sorted(indices):
             raise FormatError(f"{path}: layer {name!r} has variables {held} in {group.name}/{folder}, "
                               f"expected {sorted(indices)}")
-    return {key: _array(path, group[place], f"{group.name}/{place}") for key, place in places.items()}
+    return {key: _array(path, group[place], f"{group.name}/{place}", window) for key, place in places.items()}
 
 
-def _array(path: Path, dataset: Any, label: str) -> np.ndarray:
+def _array(path: Path, dataset: Any, label: str, window: _Window | None = None) -> np.ndarray:
     if dataset.dtype.kind != "f" and dataset.dtype.name != "bfloat16":
         raise FormatError(f"{path}: {label} has dtype {dataset.dtype}, expected floating-point weights")
+    if window is not None and dataset.chunks is None and dataset.compression is None and dataset.size:
+        offset = dataset.id.get_offset()  # contiguous storage: view its bytes in the mapped .keras file
+        if offset is not None and offset + dataset.nbytes <= window.size:
+            return window.view(offset, dataset.dtype, dataset.shape)
     return dataset[()]
 
 

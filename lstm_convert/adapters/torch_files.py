@@ -51,7 +51,7 @@ def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None) 
 def write_pt(weights: Layer | Model, path: str | os.PathLike) -> Path:
     """Write the PyTorch state dict of ``weights`` with ``torch.save``."""
     torch = require("torch")
-    tensors = {k: torch_adapter.from_numpy(torch, v) for k, v in torch_adapter.state_arrays(weights).items()}
+    tensors = {k: torch_adapter.tensor_from_chunks(torch, c) for k, c in torch_adapter.state_chunks(weights).items()}
     return atomic_write(path, lambda tmp: torch.save(tensors, tmp))
 
 
