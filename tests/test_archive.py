@@ -85,3 +85,33 @@ def test_failed_save_leaves_nothing(tmp_path, rng):
         lc.save(weights, tmp_path / "no-such-dir" / "w.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.safetensors"]
     assert target.read_bytes() == b"precious"
+
+
+def test_header_only_reading_takes_no_memory_and_imports_no_framework(tmp_path, rng):
+    weights = lc.from_torch(random_torch_lstm(rng, num_layers=2))
+    path = lc.save(lc.Model((weights,)), tmp_path / "m.safetensors")
+    from lstm_convert import files
+
+    header = files.read(path, header_only=True)
+    full = files.read(path)
+    for (name, a), (_, b) in zip(header.tensors(), full.tensors()):
+        assert a.shape == b.shape and a.dtype == b.dtype and a.strides == (0,) * a.ndim, name
+    import subprocess
+    import sys
+    code = ("import sys\nfor m in ('torch', 'keras', 'tensorflow', 'onnx', 'h5py'): sys.modules[m] = None\n"
+            "from lstm_convert.cli import main\n"
+            f"raise SystemExit(main(['inspect', {str(path)!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "total" in done.stdout
+
+
+def test_malformed_headers_are_refused_before_reading(tmp_path, rng):
+    path = lc.save(lc.from_torch(random_torch_lstm(rng)), tmp_path / "good.safetensors")
+    data = path.read_bytes()
+    (tmp_path / "short.safetensors").write_bytes(data[:-4])
+    with pytest.raises(lc.FormatError, match=r"short.safetensors: tensor .* claims \d+ x 4 bytes at"):
+        lc.load(tmp_path / "short.safetensors")
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    with pytest.raises(lc.FormatError, match=r"empty.safetensors: not a safetensors file \(shorter than"):
+        lc.load(tmp_path / "empty.safetensors")
