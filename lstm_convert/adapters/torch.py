@@ -362,20 +362,6 @@ def to_numpy(torch, key: str, value: Any) -> np.ndarray:
     return value.numpy().copy()
 
 
-def tensor_from_chunks(torch, chunks: list[np.ndarray]) -> Any:
-    """One new tensor holding the chunks one after the other: a single copy, however many chunks."""
-    first = chunks[0]
-    shape = (sum(c.shape[0] for c in chunks), *first.shape[1:]) if first.ndim else ()
-    if first.dtype.name == "bfloat16":
-        return from_numpy(torch, np.concatenate(chunks) if len(chunks) > 1 else first)
-    tensor = torch.empty(shape, dtype=getattr(torch, first.dtype.name))
-    target, row = tensor.numpy(), 0
-    for chunk in chunks:
-        target[row:row + len(chunk)] = chunk
-        row += len(chunk)
-    return tensor
-
-
 def from_numpy(torch, array: np.ndarray) -> Any:
     """A tensor owning a copy of ``array`` (canonical arrays are read-only)."""
     array = np.array(array, order="C", copy=True)

@@ -1,7 +1,7 @@
 """PyTorch state-dict files: ``.pt`` / ``.pth`` (``torch.save``) and ``.safetensors`` in PyTorch layout.
 
 ``.pt`` files are read with ``torch.load(..., weights_only=True)`` only, so a
-pickle cannot run code. A PyTorch-layout ``.safetensors`` file (as written by
+pickle cannot run code, and written in ``torch.save``'s format without PyTorch. A PyTorch-layout ``.safetensors`` file (as written by
 ``safetensors.torch.save_file``) is read and written with NumPy and
 safetensors alone; it loads with ``safetensors.torch.load_file`` and
 ``load_state_dict(strict=True)``.
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _safetensors as st
+from .. import _torch_save
 from .._files import atomic_write
 from .._optional import require
 from ..canonical import Dense, Embedding, Layer, Model, RecurrentLayer
@@ -49,10 +50,10 @@ def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None) 
 
 
 def write_pt(weights: Layer | Model, path: str | os.PathLike) -> Path:
-    """Write the PyTorch state dict of ``weights`` with ``torch.save``."""
-    torch = require("torch")
-    tensors = {k: torch_adapter.tensor_from_chunks(torch, c) for k, c in torch_adapter.state_chunks(weights).items()}
-    return atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+    """Write the PyTorch state dict of ``weights`` in ``torch.save``'s format, without PyTorch and tensor by
+    tensor; ``torch.load(path, weights_only=True)`` reads it."""
+    chunks = torch_adapter.state_chunks(weights)
+    return atomic_write(path, lambda tmp: _torch_save.write(tmp, chunks.items()))
 
 
 def read_safetensors(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None,
