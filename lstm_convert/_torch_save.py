@@ -7,13 +7,19 @@ their storages by key; ``data/<key>``, each storage's raw little-endian bytes;
 ``torch.load(..., weights_only=True)`` accepts: ``collections.OrderedDict``,
 ``torch._utils._rebuild_tensor_v2`` and the typed storage classes. It is
 assembled opcode by opcode, since pickling those names needs PyTorch itself.
+
+The zip container is written here too (ZIP64 throughout, no compression): each
+member's CRC-32 is computed before its header, so the data is written once,
+in large pieces, straight from the arrays, and storages start on 64-byte
+boundaries as PyTorch's own writer places them (``torch.load(mmap=True)``
+needs that).
 """
 
 from __future__ import annotations
 
 import math
 import struct
-import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -23,6 +29,7 @@ from ._safetensors import _contiguous
 
 _STORAGES = {"float32": "FloatStorage", "float64": "DoubleStorage", "float16": "HalfStorage",
              "bfloat16": "BFloat16Storage"}
+_ALIGN = 64
 
 
 def write(path: str | Path, tensors: Iterable[tuple[str, Sequence[np.ndarray]]], folder: str = "archive") -> None:
@@ -31,16 +38,59 @@ def write(path: str | Path, tensors: Iterable[tuple[str, Sequence[np.ndarray]]],
     for key, (name, chunks) in enumerate(tensors):
         chunks = [np.asarray(c) for c in chunks]
         first = chunks[0]
+        if first.dtype.name not in _STORAGES:
+            raise ValueError(f"{name}: dtype {first.dtype} has no torch storage")
         shape = (sum(c.shape[0] for c in chunks), *first.shape[1:]) if first.ndim else ()
         entries.append((name, str(key), first.dtype.name, shape, chunks))
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        archive.writestr(f"{folder}/data.pkl", _pickle(entries))
-        archive.writestr(f"{folder}/byteorder", "little")
-        for _, key, _, shape, chunks in entries:
-            with archive.open(f"{folder}/data/{key}", "w", force_zip64=True) as out:
-                for chunk in chunks:
-                    out.write(_contiguous(chunk).reshape(-1).view(np.uint8).data)
-        archive.writestr(f"{folder}/version", "3\n")
+    with open(path, "wb") as out:
+        zip_file = _Zip(out)
+        zip_file.add(f"{folder}/data.pkl", [np.frombuffer(_pickle(entries), np.uint8)])
+        zip_file.add(f"{folder}/byteorder", [np.frombuffer(b"little", np.uint8)])
+        for _, key, _, _, chunks in entries:
+            data = [_contiguous(c).reshape(-1).view(np.uint8) for c in chunks]
+            zip_file.add(f"{folder}/data/{key}", data, align=_ALIGN)
+        zip_file.add(f"{folder}/version", [np.frombuffer(b"3\n", np.uint8)])
+        zip_file.finish()
+
+
+class _Zip:
+    """A minimal ZIP64 writer for stored (uncompressed) members."""
+
+    def __init__(self, out):
+        self.out, self.offset, self.central = out, 0, []
+
+    def _write(self, data) -> None:
+        self.out.write(data)
+        self.offset += len(data) if isinstance(data, (bytes, bytearray)) else data.nbytes
+
+    def add(self, name: str, pieces: list[np.ndarray], align: int = 1) -> None:
+        crc, size = 0, 0
+        for piece in pieces:
+            crc = zlib.crc32(piece.data, crc)
+            size += piece.nbytes
+        encoded = name.encode("utf-8")
+        zip64 = struct.pack("<HHQQ", 0x0001, 16, size, size)
+        fixed = 30 + len(encoded) + len(zip64)
+        padding = -(self.offset + fixed + 4) % align if align > 1 else 0
+        extra = zip64 + (struct.pack("<HH", 0xCAFE, padding) + b"\0" * padding if align > 1 else b"")
+        header_offset = self.offset
+        self._write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, 0, 0, 0x21, crc, 0xFFFFFFFF, 0xFFFFFFFF,
+                                len(encoded), len(extra)) + encoded + extra)
+        for piece in pieces:
+            self._write(piece.data)
+        self.central.append((encoded, crc, size, header_offset))
+
+    def finish(self) -> None:
+        start = self.offset
+        for encoded, crc, size, header_offset in self.central:
+            extra = struct.pack("<HHQQQ", 0x0001, 24, size, size, header_offset)
+            self._write(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45, 0, 0, 0, 0x21, crc, 0xFFFFFFFF,
+                                    0xFFFFFFFF, len(encoded), len(extra), 0, 0, 0, 0, 0xFFFFFFFF) + encoded + extra)
+        end = self.offset
+        count = len(self.central)
+        self._write(struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, count, count, end - start, start))
+        self._write(struct.pack("<IIQI", 0x07064B50, 0, end, 1))
+        self._write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0))
 
 
 def _pickle(entries: list) -> bytes:
@@ -48,8 +98,6 @@ def _pickle(entries: list) -> bytes:
     out += _global("collections", "OrderedDict") + b")R"  # OrderedDict()
     out += b"("  # MARK: the items
     for name, key, dtype, shape, _ in entries:
-        if dtype not in _STORAGES:
-            raise ValueError(f"{name}: dtype {dtype} has no torch storage")
         out += _text(name)
         out += _global("torch._utils", "_rebuild_tensor_v2") + b"("
         out += b"(" + _text("storage") + _global("torch", _STORAGES[dtype]) + _text(key) + _text("cpu")
