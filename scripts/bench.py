@@ -3,9 +3,10 @@
     python scripts/bench.py                        # the default: a 4-layer bidirectional LSTM, 1024 units
     python scripts/bench.py --hidden 64 --repeat 1 --json out.json   # tiny, as the test runs it
 
-It writes, in a work directory, a PyTorch ``nn.LSTM(H, H, num_layers=L,
-bidirectional=True)`` state dict in float32 as safetensors (about 370 MB at the
-default size) and a ``.keras`` model of the same layers, then times each
+It writes, in a work directory, the state dict of a PyTorch ``nn.LSTM(H, H,
+num_layers=L, bidirectional=True)`` in float32 as safetensors (about 370 MB at
+the default size; made with NumPy: the same keys, shapes and dtype, without
+needing PyTorch) and a ``.keras`` model of the same layers, then times each
 command in its own process, ``--repeat`` times, and reports the median time,
 the ratio to its baseline and the peak resident memory (from ``wait4``):
 
