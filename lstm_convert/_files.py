@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+# Checks that must pass before a written file is renamed into place (say, the source's digests,
+# verified in another thread while the destination was being written).
+_GUARDS: contextvars.ContextVar[tuple[Callable[[], None], ...]] = contextvars.ContextVar("guards", default=())
+
+
+@contextlib.contextmanager
+def guard(check: Callable[[], None]) -> Iterator[None]:
+    """Within this block, every :func:`atomic_write` calls ``check()`` before renaming; if it raises, the
+    destination is left as it was."""
+    token = _GUARDS.set(_GUARDS.get() + (check,))
+    try:
+        yield
+    finally:
+        _GUARDS.reset(token)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = ".tmp") -> Path:
@@ -19,6 +36,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        for check in _GUARDS.get():
+            check()
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

@@ -15,9 +15,11 @@ joined first), so memory never holds a second copy of the file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +112,16 @@ class File:
             require("ml_dtypes")  # registers bfloat16 with NumPy
         return np.dtype(dtype)
 
+    def mismatches(self, digests: Mapping[str, str]) -> list[str]:
+        """The tensors whose bytes do not hash to the recorded SHA-256 (all of them are checked)."""
+        bad = []
+        for name in self.keys():
+            array = self.array(name)
+            digest = hashlib.sha256(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data).hexdigest()
+            if digests.get(name) != digest:
+                bad.append(name)
+        return bad
+
     def placeholder(self, name: str) -> np.ndarray:
         """A zero-memory, read-only array of the tensor's shape and dtype, from the header alone."""
         return np.broadcast_to(np.zeros((), dtype=self.dtype(name)), self.entries[name].shape)
@@ -127,9 +139,14 @@ class File:
 
 
 def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndarray]]],
-          metadata: Mapping[str, str]) -> None:
+          metadata: Mapping[str, str], digests: str | None = None) -> None:
     """Write ``(name, chunks)`` pairs: each tensor is its chunks one after the other (each C-ordered), whose
-    leading axes concatenate; the dtype and trailing shape are the first chunk's."""
+    leading axes concatenate; the dtype and trailing shape are the first chunk's.
+
+    With ``digests``, the metadata key under which the SHA-256 of every tensor is recorded (as JSON). The
+    hashes are computed in a second thread while the data is written, and the header, whose length does
+    not depend on them, is written again at the end.
+    """
     entries, layout, offset = {}, [], 0
     for name, chunks in tensors:
         chunks = [np.asarray(c) for c in chunks]
@@ -141,17 +158,38 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
         entries[name] = {"dtype": CODES[first.dtype.name], "shape": shape, "data_offsets": [offset, offset + nbytes]}
         layout.append(chunks)
         offset += nbytes
-    header = json.dumps({"__metadata__": dict(metadata), **entries}, separators=(",", ":")).encode("utf-8")
-    header += b" " * (-len(header) % 8)
-    with open(path, "wb") as out:
-        out.write(len(header).to_bytes(8, "little"))
-        out.write(header)
-        for chunks in layout:
+    names = list(entries)
+
+    def header(hashes: Mapping[str, str]) -> bytes:
+        meta = dict(metadata)
+        if digests:
+            meta[digests] = json.dumps(hashes, separators=(",", ":"))
+        raw = json.dumps({"__metadata__": meta, **entries}, separators=(",", ":")).encode("utf-8")
+        return raw + b" " * (-len(raw) % 8)
+
+    placeholder = header({name: "0" * 64 for name in names})
+    hashers = {name: hashlib.sha256() for name in names} if digests else {}
+    with open(path, "wb") as out, ThreadPoolExecutor(max_workers=1) as pool:
+        out.write(len(placeholder).to_bytes(8, "little"))
+        out.write(placeholder)
+        pending = None
+        for name, chunks in zip(names, layout):
             for chunk in chunks:
                 data = _contiguous(chunk)
                 if data.dtype.byteorder == ">":
                     data = data.byteswap().view(data.dtype.newbyteorder("<"))
-                out.write(data.reshape(-1).view(np.uint8).data)
+                raw = data.reshape(-1).view(np.uint8).data
+                if digests:  # hash this piece in the other thread while writing it here
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(hashers[name].update, raw)
+                out.write(raw)
+        if pending is not None:
+            pending.result()
+        if digests:
+            final = header({name: hashers[name].hexdigest() for name in names})
+            out.seek(8)
+            out.write(final)
 
 
 def _contiguous(array: np.ndarray, block: int = 256) -> np.ndarray:

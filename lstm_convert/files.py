@@ -65,11 +65,12 @@ def target_format(path: str | os.PathLike, declared: str | None = None) -> str:
 
 
 def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str, str] | None = None,
-         header_only: bool = False) -> Model:
+         header_only: bool = False, check: bool = True) -> Model:
     """Read any supported file into a :class:`Model`.
 
     ``header_only`` (for ``inspect``): safetensors files are not read past their
     header, and the arrays are placeholders with the right shapes and dtypes.
+    An archive's tensors are checked against their SHA-256 unless ``check`` is False.
     """
     path = Path(path)
     fmt = detect(path, fmt)
@@ -90,7 +91,7 @@ def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str,
         from .adapters import onnx
         return onnx.read(path)
     from .adapters import safetensors
-    loaded = safetensors.read(path, header_only=header_only)
+    loaded = safetensors.read(path, header_only=header_only, check=check)
     return loaded if isinstance(loaded, Model) else Model((loaded,), source=loaded.source)
 
 
@@ -154,9 +155,22 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
     fmt = target_format(dst, dst_format)
     if dst.exists() and not overwrite:
         raise FormatError(f"{dst}: already exists; pass --overwrite to replace it")
-    model = read(src, src_format, kinds=kinds)
+    src_fmt = detect(src, src_format)
+    model = read(src, src_fmt, kinds=kinds, check=False)
     check(model, fmt)
-    return write(model, dst, fmt, overwrite=overwrite)
+    if src_fmt != "archive":
+        return write(model, dst, fmt, overwrite=overwrite)
+    # The archive's digests are checked in another thread while the destination is written; the
+    # destination is renamed into place only if they match.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ._files import guard
+    from .adapters.safetensors import verify
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(verify, src)
+        with guard(pending.result):
+            return write(model, dst, fmt, overwrite=overwrite)
 
 
 def _dropped(model: Model, fmt: str, path: Path) -> list[str]:

@@ -115,3 +115,39 @@ def test_malformed_headers_are_refused_before_reading(tmp_path, rng):
     (tmp_path / "empty.safetensors").write_bytes(b"")
     with pytest.raises(lc.FormatError, match=r"empty.safetensors: not a safetensors file \(shorter than"):
         lc.load(tmp_path / "empty.safetensors")
+
+
+def test_integrity_digests(tmp_path, rng):
+    from lstm_convert.cli import main
+
+    weights = lc.from_torch(random_torch_lstm(rng))
+    path = lc.save(weights, tmp_path / "a.safetensors")
+    with safe_open(path, "np") as f:
+        digests = json.loads(f.metadata()["sha256"])
+    import hashlib
+    assert digests["lstm.l0.forward.cell.W_h"] == hashlib.sha256(
+        np.ascontiguousarray(weights.gate("cell").W_h).tobytes()).hexdigest()
+    assert main(["verify", str(path)]) == 0
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # one bit of the last tensor
+    (tmp_path / "flipped.safetensors").write_bytes(bytes(data))
+    with pytest.raises(lc.FormatError, match=r"flipped.safetensors: tensor lstm.l0.forward.output.b_h does not "
+                                             r"match its SHA-256: the file was changed or damaged"):
+        lc.load(tmp_path / "flipped.safetensors")
+    assert main(["verify", str(tmp_path / "flipped.safetensors")]) == 1
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["convert", str(tmp_path / "flipped.safetensors"), str(tmp_path / "out.pt")]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written from a damaged archive
+
+
+def test_output_is_deterministic(tmp_path, rng):
+    from lstm_convert import files
+
+    weights = lc.Model((lc.from_torch(random_torch_lstm(rng, num_layers=2)),))
+    lc.save(weights, tmp_path / "src.safetensors")
+    for name in ("a.safetensors", "t.safetensors", "m.pt", "m.onnx"):
+        fmt = "torch" if name == "t.safetensors" else None
+        first, second = tmp_path / f"1{name}", tmp_path / f"2{name}"
+        files.convert(tmp_path / "src.safetensors", first, dst_format=fmt)
+        files.convert(tmp_path / "src.safetensors", second, dst_format=fmt)
+        assert first.read_bytes() == second.read_bytes(), name

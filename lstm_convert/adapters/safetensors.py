@@ -37,6 +37,7 @@ from ..errors import FormatError, LSTMConvertError
 
 FORMAT = "lstm_convert"
 FORMAT_VERSION = "1"
+DIGESTS = "sha256"  # metadata key: JSON object, tensor name -> SHA-256 of its bytes
 
 
 def write(weights: Layer | Model, path: str | os.PathLike) -> Path:
@@ -54,7 +55,7 @@ def write(weights: Layer | Model, path: str | os.PathLike) -> Path:
                             sort_keys=True),
         "source": source,
     }
-    return atomic_write(path, lambda tmp: st.write(tmp, tensors, metadata))
+    return atomic_write(path, lambda tmp: st.write(tmp, tensors, metadata, digests=DIGESTS))
 
 
 def is_archive(metadata: dict[str, str] | None) -> bool:
@@ -62,12 +63,31 @@ def is_archive(metadata: dict[str, str] | None) -> bool:
     return bool(metadata) and metadata.get("format") == FORMAT
 
 
-def read(path: str | os.PathLike, *, header_only: bool = False) -> Layer | Model:
+def verify(path: str | os.PathLike) -> None:
+    """Check every tensor of an archive against the SHA-256 recorded when it was written; FormatError
+    naming the tensors that differ."""
+    path = Path(path)
+    handle = st.File(path)
+    _specs(path, handle.metadata)
+    digests = _json(path, handle.metadata, DIGESTS, dict)
+    missing = sorted(set(handle.entries) - set(digests))
+    if missing:
+        raise FormatError(f"{path}: no SHA-256 recorded for tensors {missing}")
+    bad = handle.mismatches(digests)
+    if bad:
+        raise FormatError(f"{path}: tensor {bad[0]} does not match its SHA-256"
+                          + (f" (nor do {len(bad) - 1} more)" if len(bad) > 1 else "")
+                          + ": the file was changed or damaged after it was written")
+
+
+def read(path: str | os.PathLike, *, header_only: bool = False, check: bool = True) -> Layer | Model:
     """Load a canonical archive: a layer if one was saved, else a :class:`Model`.
 
-    The arrays view the mapped file. With ``header_only`` the tensors are not
-    read at all: every array is a read-only placeholder of the right shape and
-    dtype that takes no memory (for ``inspect``).
+    The arrays view the mapped file; every tensor is checked against its
+    SHA-256 unless ``check`` is False (the caller then checks, see
+    :func:`verify`). With ``header_only`` the tensors are not read at all:
+    every array is a read-only placeholder of the right shape and dtype that
+    takes no memory (for ``inspect``).
     """
     path = Path(path)
     handle = st.File(path)
@@ -77,6 +97,8 @@ def read(path: str | os.PathLike, *, header_only: bool = False) -> Layer | Model
     layers = [_layer(path, spec, handle, remaining, header_only) for spec in specs]
     if remaining:
         raise FormatError(f"{path}: tensors not described by the metadata: {sorted(remaining)}")
+    if check and not header_only:
+        verify(path)
     if metadata.get("content") == "layer":
         if len(layers) != 1:
             raise FormatError(f"{path}: content 'layer' but {len(layers)} layers described")
