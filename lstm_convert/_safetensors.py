@@ -34,6 +34,7 @@ DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat1
           "BOOL": "bool"}
 CODES = {v: k for k, v in DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
+NON_FINITE = "non_finite"  # with digests: JSON list of the tensors that hold NaN or infinity
 
 
 @dataclass(frozen=True)
@@ -173,16 +174,26 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
         layout.append(chunks)
         offset += nbytes
     names = list(entries)
+    non_finite: list[str] = []
 
-    def header(hashes: Mapping[str, str]) -> bytes:
+    def header(hashes: Mapping[str, str], bad: list[str], reserve: int = 0) -> bytes:
         meta = dict(metadata)
         if digests:
             meta[digests] = json.dumps(hashes, separators=(",", ":"))
+            meta[NON_FINITE] = json.dumps(bad[:100] + ([f"... {len(bad) - 100} more"] if len(bad) > 100 else []))
         raw = json.dumps({"__metadata__": meta, **entries}, separators=(",", ":")).encode("utf-8")
-        return raw + b" " * (-len(raw) % 8)
+        return raw + b" " * (reserve + (-(len(raw) + reserve) % 8))
 
-    placeholder = header({name: "0" * 64 for name in names})
+    # The final header (digests, and which tensors hold NaN or infinity) is written over this one,
+    # in the space it reserves.
+    placeholder = header({name: "0" * 64 for name in names}, [], reserve=8192 if digests else 0)
     hashers = {name: hashlib.sha256() for name in names} if digests else {}
+
+    def inspect(name: str, chunk: np.ndarray, raw: memoryview) -> None:
+        hashers[name].update(raw)
+        values = chunk.astype(np.float32) if chunk.dtype.name == "bfloat16" else chunk
+        if values.dtype.kind == "f" and not np.isfinite(values).all() and name not in non_finite:
+            non_finite.append(name)
     with open(path, "wb") as out, ThreadPoolExecutor(max_workers=1) as pool:
         out.write(len(placeholder).to_bytes(8, "little"))
         out.write(placeholder)
@@ -193,15 +204,17 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
                 if data.dtype.byteorder == ">":
                     data = data.byteswap().view(data.dtype.newbyteorder("<"))
                 raw = data.reshape(-1).view(np.uint8).data
-                if digests:  # hash this piece in the other thread while writing it here
+                if digests:  # hash and scan this piece in the other thread while writing it here
                     if pending is not None:
                         pending.result()
-                    pending = pool.submit(hashers[name].update, raw)
+                    pending = pool.submit(inspect, name, data, raw)
                 out.write(raw)
         if pending is not None:
             pending.result()
         if digests:
-            final = header({name: hashers[name].hexdigest() for name in names})
+            final = header({name: hashers[name].hexdigest() for name in names}, non_finite)
+            final = final.rstrip(b" ")
+            final += b" " * (len(placeholder) - len(final))
             out.seek(8)
             out.write(final)
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from collections.abc import Sequence
 
@@ -24,6 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # TensorFlow's start-up chatter is not ours to show; the user's own settings win.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    # SIGTERM ends the command as Ctrl-C does: by an exception, so that a file being written is removed.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -39,8 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lstm-convert: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("lstm-convert: interrupted", file=sys.stderr)
+        print("lstm-convert: interrupted; nothing was written", file=sys.stderr)
         return 130
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--to", dest="dst_format", choices=("keras", "torch", "archive", "onnx"),
                       help="DST's format (default: by extension; .safetensors means the archive)")
     conv.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    conv.add_argument("--strict", action="store_true", help="refuse weights that hold NaN or infinity")
     conv.add_argument("--check", action="store_true",
                       help="only report whether the conversion is exact, and what it drops; write nothing")
     conv.set_defaults(run=_convert)
@@ -119,6 +129,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
     fmt = files.detect(args.file, args.src_format)
     info = describe(files.read(args.file, fmt, kinds=dict(args.kind), header_only=True), fmt, str(args.file))
+    info["non_finite"] = files.non_finite_of(args.file, fmt, kinds=dict(args.kind))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -140,6 +151,8 @@ def _inspect(args: argparse.Namespace) -> int:
         if "gates" in layer:
             _print_gates(layer["gates"])
     print(f"{'total':<16} {'':<10} {'':<44} {info['total_params']:>8}")
+    for name in info.get("non_finite", []):
+        print(f"warning: {name} holds NaN or infinity")
     print()
     _print_conversions(info)
     return 0
@@ -215,7 +228,7 @@ def _convert(args: argparse.Namespace) -> int:
         return 0 if exact else 1
 
     report = files.convert(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
-                           overwrite=args.overwrite, kinds=dict(args.kind))
+                           overwrite=args.overwrite, kinds=dict(args.kind), strict=args.strict)
     print(f"wrote {report.path} ({report.format})")
     for note in report.notes:
         print(f"note: {note}")

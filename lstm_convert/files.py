@@ -145,10 +145,40 @@ def check(model: Model, fmt: str) -> None:
             check_representable(layer)
 
 
+def non_finite(model: Model) -> list[str]:
+    """The tensors that hold NaN or infinity (bfloat16 checked through float32)."""
+    import numpy as np
+
+    bad = []
+    for name, array in model.tensors():
+        values = array.astype(np.float32) if array.dtype.name == "bfloat16" else array
+        if not np.isfinite(values).all():
+            bad.append(name)
+    return bad
+
+
+def non_finite_of(path: str | os.PathLike, fmt: str, *, kinds: Mapping[str, str] | None = None) -> list[str]:
+    """The tensors of a file that hold NaN or infinity: from an archive's header (recorded when it was
+    written), else from the values."""
+    if fmt == "archive":
+        import json
+
+        from . import _safetensors
+
+        try:
+            recorded = json.loads(_safetensors.File(path).metadata.get(_safetensors.NON_FINITE, "null"))
+        except ValueError:
+            recorded = None
+        if isinstance(recorded, list):
+            return [str(name) for name in recorded]
+    return non_finite(read(path, fmt, kinds=kinds, check=False))
+
+
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str | None = None,
             dst_format: str | None = None, overwrite: bool = False,
-            kinds: Mapping[str, str] | None = None) -> Report:
-    """Read ``src`` and write it to ``dst``; the source is never modified."""
+            kinds: Mapping[str, str] | None = None, strict: bool = False) -> Report:
+    """Read ``src`` and write it to ``dst``; the source is never modified. ``strict`` refuses weights
+    that hold NaN or infinity."""
     src, dst = Path(src), Path(dst)
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
         raise FormatError(f"{dst}: is the source file; write to another path")
@@ -158,6 +188,11 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
     src_fmt = detect(src, src_format)
     model = read(src, src_fmt, kinds=kinds, check=False)
     check(model, fmt)
+    if strict:
+        bad = non_finite(model)
+        if bad:
+            raise FormatError(f"{src}: tensor {bad[0]} holds NaN or infinity"
+                              + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "") + "; refused by --strict")
     if src_fmt != "archive":
         return write(model, dst, fmt, overwrite=overwrite)
     # The archive's digests are checked in another thread while the destination is written; the

@@ -151,3 +151,24 @@ def test_output_is_deterministic(tmp_path, rng):
         files.convert(tmp_path / "src.safetensors", first, dst_format=fmt)
         files.convert(tmp_path / "src.safetensors", second, dst_format=fmt)
         assert first.read_bytes() == second.read_bytes(), name
+
+
+def test_nan_and_infinity_reported_and_refused(tmp_path, rng, capsys):
+    from lstm_convert.cli import main
+
+    module = random_torch_lstm(rng)
+    import torch
+    with torch.no_grad():
+        module.weight_hh_l0[4, 1] = float("nan")
+        module.bias_ih_l0[0] = float("inf")
+    weights = lc.from_torch(module)
+    path = lc.save(weights, tmp_path / "nan.safetensors")
+    with safe_open(path, "np") as f:
+        assert json.loads(f.metadata()["non_finite"]) == ["lstm.l0.forward.input.b_x", "lstm.l0.forward.forget.W_h"]
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: lstm.l0.forward.forget.W_h holds NaN or infinity" in out
+    assert main(["convert", str(path), str(tmp_path / "ok.pt")]) == 0  # kept as they are without --strict
+    assert main(["convert", str(path), str(tmp_path / "strict.pt"), "--strict"]) == 1
+    assert "holds NaN or infinity (and 1 more); refused by --strict" in capsys.readouterr().err
+    assert not (tmp_path / "strict.pt").exists()
