@@ -31,15 +31,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix:
     On any failure the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        tmp_path = Path(tmp)
+        os.close(fd)
         write(tmp_path)
         for check in _GUARDS.get():
             check()
         os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
+    except BaseException:  # an error or an interrupt (Ctrl-C, SIGTERM): remove the partial file, re-raise
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
         raise
     return path

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lstm-convert: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("lstm-convert: interrupted; nothing was written", file=sys.stderr)
+        print("lstm-convert: interrupted; no partial file is left", file=sys.stderr)
         return 130
 
 

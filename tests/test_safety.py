@@ -1,0 +1,89 @@
+"""Hostile and interrupted input: no code runs from a file, no destination or temporary file is left behind."""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+from conftest import random_torch_lstm
+
+import lstm_convert as lc
+from lstm_convert import files
+from lstm_convert.cli import main
+
+
+class _Payload:
+    """Unpickling this would create a file: the test of whether a reader runs code from a file."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_pickles_that_would_run_code_are_refused(tmp_path):
+    target = tmp_path / "pwned"
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"weight_ih_l0": _Payload(str(target))}, f)
+    with pytest.raises(lc.FormatError, match=r"evil.pt: not a PyTorch state dict that loads with weights_only=True"):
+        files.read(tmp_path / "evil.pt")
+    assert main(["inspect", str(tmp_path / "evil.pt")]) == 1
+    assert not target.exists()
+
+
+def test_keras_lambda_layers_are_data_not_code(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((3, 2)), keras.layers.Lambda(lambda t: t * 2, name="double")])
+    with warnings.catch_warnings():  # Keras warns, once per process, that a lambda is unsafe to load
+        warnings.simplefilter("ignore")
+        model.save(tmp_path / "lambda.keras")
+    with pytest.raises(lc.UnsupportedError, match=r"double: Keras layer Lambda is not supported"):
+        files.read(tmp_path / "lambda.keras")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_conversion_leaves_nothing(tmp_path, rng, sig):
+    big = lc.Model((lc.from_torch(random_torch_lstm(rng, input_size=768, hidden_size=768, num_layers=4)),))
+    src = lc.save(big, tmp_path / "big.safetensors")
+    out = tmp_path / "out.pt"
+    for _ in range(5):
+        proc = subprocess.Popen([sys.executable, "-m", "lstm_convert", "convert", str(src), str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):  # it is writing: interrupt it now
+                proc.send_signal(sig)
+                break
+            time.sleep(0.001)
+        _, err = proc.communicate(timeout=60)
+        if proc.returncode == 130:
+            break
+        out.unlink(missing_ok=True)  # it finished before the temporary file was seen: try again
+    else:
+        pytest.skip("the conversion always finished before it could be interrupted")
+    assert "interrupted; no partial file is left" in err
+    left = sorted(p.name for p in tmp_path.iterdir())
+    if left == ["big.safetensors", "out.pt"]:  # the signal came just after the rename: then the file is whole
+        import torch
+        assert set(torch.load(out, weights_only=True)) == set(lc.to_torch(big))
+    else:
+        assert left == ["big.safetensors"]
+    assert lc.load(src) == big  # the source is untouched
+
+
+def test_existing_destination_kept_when_conversion_fails(tmp_path, rng):
+    weights = lc.Model((lc.from_torch(random_torch_lstm(rng, proj_size=2)),))
+    src = lc.save(weights, tmp_path / "p.safetensors")
+    (tmp_path / "p.keras").write_bytes(b"keep")
+    assert main(["convert", str(src), str(tmp_path / "p.keras"), "--overwrite"]) == 1
+    assert (tmp_path / "p.keras").read_bytes() == b"keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.keras", "p.safetensors"]
+    assert np.array_equal(lc.load(src)[0].projections[(0, "forward")], weights[0].projections[(0, "forward")])
