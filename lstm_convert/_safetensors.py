@@ -37,6 +37,19 @@ _MAX_HEADER = 100 * 1024 * 1024
 NON_FINITE = "non_finite"  # with digests: JSON list of the tensors that hold NaN or infinity
 
 
+class _Duplicate(Exception):
+    pass
+
+
+def _unique_keys(pairs: list) -> dict:
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _Duplicate(key)
+        seen[key] = value
+    return seen
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -65,7 +78,9 @@ class File:
         except FileNotFoundError:
             raise FormatError(f"{self.path}: no such file") from None
         try:
-            header = json.loads(raw.decode("utf-8"))
+            header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+        except _Duplicate as exc:
+            raise FormatError(f"{self.path}: the header names tensor {exc} twice") from None
         except (UnicodeDecodeError, ValueError) as exc:
             raise FormatError(f"{self.path}: not a safetensors file (header is not JSON: {exc})") from None
         if not isinstance(header, dict):

@@ -19,12 +19,15 @@ before any file is touched, and the file appears complete or not at all.
 from __future__ import annotations
 
 import os
+import struct
+import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .canonical import Model
-from .errors import FormatError
+from .errors import FormatError, LSTMConvertError
 
 FORMATS = ("keras", "h5", "torch", "archive", "onnx")
 _BY_SUFFIX = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".pt": "torch", ".pth": "torch",
@@ -76,6 +79,21 @@ def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str,
     fmt = detect(path, fmt)
     if not path.is_file():
         raise FormatError(f"{path}: no such file")
+    try:
+        return _read(path, fmt, kinds, header_only, check)
+    except LSTMConvertError:
+        raise
+    except _MALFORMED as exc:  # what third-party parsers raise on damaged bytes
+        message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise FormatError(f"{path}: not a readable {fmt} file ({type(exc).__name__}"
+                          + (f": {message})" if message else ")")) from None
+
+
+_MALFORMED = (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError, EOFError, AttributeError,
+              OverflowError, UnicodeError, zipfile.BadZipFile, zlib.error, struct.error)
+
+
+def _read(path: Path, fmt: str, kinds: Mapping[str, str] | None, header_only: bool, check: bool) -> Model:
     if fmt == "keras":
         from .adapters.keras_files import read_keras
         return read_keras(path)

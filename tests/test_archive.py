@@ -172,3 +172,18 @@ def test_nan_and_infinity_reported_and_refused(tmp_path, rng, capsys):
     assert main(["convert", str(path), str(tmp_path / "strict.pt"), "--strict"]) == 1
     assert "holds NaN or infinity (and 1 more); refused by --strict" in capsys.readouterr().err
     assert not (tmp_path / "strict.pt").exists()
+
+
+def test_duplicate_names_are_refused(tmp_path, rng):
+    path = lc.save(lc.from_torch(random_torch_lstm(rng)), tmp_path / "a.safetensors")
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = data[8:8 + length].decode()
+    first = header.index('"lstm.l0.forward.input.W_x"')
+    entry_end = header.index("}", first) + 1
+    duplicated = header[:entry_end] + "," + header[first:entry_end] + header[entry_end:]
+    duplicated = duplicated.rstrip() + " " * (-(len(duplicated.rstrip())) % 8)
+    raw = duplicated.encode()
+    (tmp_path / "dup.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + length:])
+    with pytest.raises(lc.FormatError, match=r"dup.safetensors: the header names tensor lstm.l0.forward.input.W_x twice"):
+        lc.load(tmp_path / "dup.safetensors")

@@ -51,6 +51,9 @@ def read_keras(path: str | os.PathLike) -> Model:
             missing = [m for m in _MEMBERS if m not in names]
             if missing:
                 raise FormatError(f"{path}: not a .keras file: the zip lacks {missing}")
+            for member in archive.infolist():  # refuse absurd or explosive members before reading any
+                if member.filename in _MEMBERS:
+                    _check_member(path, member)
             config = _json(path, "config.json", archive.read("config.json"))
             metadata = _json(path, "metadata.json", archive.read("metadata.json"))
             member = archive.getinfo("model.weights.h5")
@@ -80,7 +83,14 @@ def read_keras(path: str | os.PathLike) -> Model:
             tensors = _positional(path, group, layer_config, keras_adapter.variables(class_name, layer_config),
                                   weights if isinstance(weights, _Window) else None)
             layers.append(_layer(path, class_name, layer_config, tensors, version, source))
-    return Model(tuple(layers), config={"keras": _model_settings(config)}, source=source)
+    return _model(path, layers, config, source)
+
+
+def _model(path: Path, layers: list, config: Mapping[str, Any], source: Mapping[str, str]) -> Model:
+    try:
+        return Model(tuple(layers), config={"keras": _model_settings(config)}, source=source)
+    except LSTMConvertError as exc:
+        raise FormatError(f"{path}: {exc}") from None
 
 
 def read_h5(path: str | os.PathLike) -> Model:
@@ -125,7 +135,7 @@ def read_h5(path: str | os.PathLike) -> Model:
                 raise FormatError(f"{path}: layer {name!r} ({class_name}) holds weights {sorted(tensors)}, "
                                   f"expected {list(expected)}")
             layers.append(_layer(path, class_name, layer_config, tensors, version, source))
-    return Model(tuple(layers), config={"keras": _model_settings(config)}, source=source)
+    return _model(path, layers, config, source)
 
 
 def write_keras(model: Model, path: str | os.PathLike) -> Path:
@@ -136,6 +146,21 @@ def write_keras(model: Model, path: str | os.PathLike) -> Path:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
+_MAX_JSON = 64 << 20  # config.json, metadata.json
+_MAX_RATIO = 100  # a compressed member may expand this much, at most
+
+
+def _check_member(path: Path, member: zipfile.ZipInfo) -> None:
+    if member.filename.endswith(".json") and member.file_size > _MAX_JSON:
+        raise FormatError(f"{path}: {member.filename} claims {member.file_size} bytes, more than any model "
+                          f"configuration ({_MAX_JSON} at most)")
+    if member.compress_type != zipfile.ZIP_STORED and member.file_size > _MAX_RATIO * max(member.compress_size, 1) \
+            and member.file_size > 1 << 20:
+        raise FormatError(f"{path}: {member.filename} would expand from {member.compress_size} to "
+                          f"{member.file_size} bytes: refused as a zip bomb")
+    if member.file_size > path.stat().st_size and member.compress_type == zipfile.ZIP_STORED:
+        raise FormatError(f"{path}: {member.filename} claims {member.file_size} bytes, more than the file holds")
 
 
 class _Window(io.RawIOBase):

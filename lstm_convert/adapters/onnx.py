@@ -273,6 +273,8 @@ def read(path: str | os.PathLike) -> Model:
     graph = proto.graph
     values: dict[str, np.ndarray] = {}
     for tensor in graph.initializer:
+        if tensor.name in values:
+            raise FormatError(f"{path}: initializer {tensor.name} appears twice")
         values[tensor.name] = numpy_helper.to_array(tensor)
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":

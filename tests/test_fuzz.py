@@ -1,0 +1,92 @@
+"""Fuzzing every reader: valid files, truncated, with bytes flipped or header bytes edited, must give either a
+model or the library's own error, never another exception, a hang or a crash.
+
+The number of examples per reader is bounded for CI; LSTM_CONVERT_FUZZ_EXAMPLES=2000 runs longer.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import random_torch_lstm, randomize_keras
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import lstm_convert as lc
+from lstm_convert import files
+from lstm_convert.describe import describe
+
+EXAMPLES = int(os.environ.get("LSTM_CONVERT_FUZZ_EXAMPLES", "25"))
+VALID: dict[str, tuple[bytes, str, str | None]] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def valid_files(tmp_path_factory):
+    """One small valid file per reader, as bytes."""
+    import keras
+    import torch
+
+    work = tmp_path_factory.mktemp("valid")
+    rng = np.random.default_rng(3)
+    module = random_torch_lstm(rng, input_size=3, hidden_size=2)
+    weights = lc.Model((lc.from_torch(module),))
+    lc.save(weights, work / "a.safetensors")
+    files.write(weights, work / "t.safetensors", "torch")
+    torch.save(module.state_dict(), work / "m.pt")
+    files.write(weights, work / "m.onnx")
+    model = keras.Sequential([keras.Input((4, 3)), keras.layers.GRU(2, name="gru"), keras.layers.Dense(2, name="d")])
+    randomize_keras(model, rng)
+    model.save(work / "k.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save(work / "k.h5")
+    for name, fmt in (("a.safetensors", "archive"), ("t.safetensors", "torch"), ("m.pt", "torch"),
+                      ("m.onnx", "onnx"), ("k.keras", "keras"), ("k.h5", "h5")):
+        VALID[name] = ((work / name).read_bytes(), Path(name).suffix, fmt)
+    yield
+
+
+def _mutations():
+    return st.one_of(
+        st.tuples(st.just("truncate"), st.floats(0, 1)),
+        st.tuples(st.just("flip"), st.floats(0, 1), st.integers(0, 7)),
+        st.tuples(st.just("header"), st.integers(0, 511), st.integers(0, 255)),
+        st.tuples(st.just("splice"), st.floats(0, 1), st.binary(min_size=1, max_size=64)),
+    )
+
+
+def _mutate(data: bytes, mutation: tuple) -> bytes:
+    kind = mutation[0]
+    if kind == "truncate":
+        return data[:int(len(data) * mutation[1])]
+    if kind == "flip":
+        buf = bytearray(data)
+        buf[min(int(len(buf) * mutation[1]), len(buf) - 1)] ^= 1 << mutation[2]
+        return bytes(buf)
+    if kind == "header":
+        buf = bytearray(data)
+        buf[mutation[1] % len(buf)] = mutation[2]
+        return bytes(buf)
+    at = int(len(data) * mutation[1])
+    return data[:at] + mutation[2] + data[at:]
+
+
+@pytest.mark.parametrize("name", ["a.safetensors", "t.safetensors", "m.pt", "m.onnx", "k.keras", "k.h5"])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          derandomize=not os.environ.get("LSTM_CONVERT_FUZZ_EXAMPLES"))
+@given(mutation=_mutations())
+def test_readers_only_raise_their_own_errors(name, mutation):
+    data, suffix, fmt = VALID[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"fuzz{suffix}"
+        path.write_bytes(_mutate(data, mutation))
+        try:
+            model = files.read(path, fmt)
+            describe(model, fmt, str(path))
+        except lc.LSTMConvertError:
+            pass
