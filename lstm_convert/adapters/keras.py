@@ -319,13 +319,13 @@ def new_layer(keras, weights: Layer, *, in_model: bool = False, **settings: Any)
         cell_options = {k: v for k, v in recorded.items() if k in SETTINGS[cell_class.__name__]}
         if wrapper != "RNN" and not in_model:
             return cell_class(weights.hidden_size, name=weights.name, **options, **cell_options)
-        cell = cell_class(weights.hidden_size, **options, **cell_options)
+        cell = cell_class(weights.hidden_size, name=f"{weights.name}_cell", **options, **cell_options)
         layer_options = {"return_sequences": True, **{k: v for k, v in recorded.items() if k in _RECURRENT_SETTINGS
                                                       and k not in cell_options}, **settings}
         return keras.layers.RNN(cell, name=weights.name, dtype=weights.dtype, **layer_options)
     layer_options = {"return_sequences": True, **recorded, **settings}
     if weights.directions == 2:
-        inner = layer_class(weights.hidden_size, **options, **layer_options)
+        inner = layer_class(weights.hidden_size, name=f"{weights.name}_layer", **options, **layer_options)
         return keras.layers.Bidirectional(inner, merge_mode=weights.merge_mode, name=weights.name)
     return layer_class(weights.hidden_size, name=weights.name, go_backwards=weights.go_backwards,
                        **options, **layer_options)
@@ -384,7 +384,9 @@ def _write_model(keras, model: Model) -> Any:
     shape = recorded.get("input_shape") or ([None] if isinstance(first, Embedding) else [None, first.input_size])
     dtype = recorded.get("input_dtype") or ("int32" if isinstance(first, Embedding) else first.dtype)
     targets = [new_layer(keras, layer, in_model=True) for layer in layers_]
-    built = keras.Sequential([keras.Input(tuple(shape), dtype=dtype), *targets], name=recorded.get("name"))
+    # Every name given, none left to Keras' per-process counters: the same model gives the same file.
+    inputs = keras.Input(tuple(shape), dtype=dtype, name="input")
+    built = keras.Sequential([inputs, *targets], name=recorded.get("name") or "sequential")
     for layer, target in zip(layers_, targets):
         assign(keras, layer.name, target, layer_tensors(layer))
     return built
