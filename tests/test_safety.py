@@ -87,3 +87,70 @@ def test_existing_destination_kept_when_conversion_fails(tmp_path, rng):
     assert (tmp_path / "p.keras").read_bytes() == b"keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.keras", "p.safetensors"]
     assert np.array_equal(lc.load(src)[0].projections[(0, "forward")], weights[0].projections[(0, "forward")])
+
+
+def _rezip(src, dst, replace):
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = replace.get(info.filename, zin.read(info))
+            zout.writestr(info.filename, data, compress_type=zipfile.ZIP_DEFLATED
+                          if info.filename == "config.json" else zipfile.ZIP_STORED)
+
+
+def _seed_keras(tmp_path, rng):
+    import keras
+    from conftest import randomize_keras
+
+    model = keras.Sequential([keras.Input((5, 7)), keras.layers.LSTM(2, name="lstm"), keras.layers.Dense(5, name="d")])
+    randomize_keras(model, rng).save(tmp_path / "seed.keras")
+    return tmp_path / "seed.keras"
+
+
+def test_keras_config_and_weights_that_disagree(tmp_path, rng):
+    import io
+    import zipfile
+
+    import h5py
+
+    src = _seed_keras(tmp_path, rng)
+    weights = zipfile.ZipFile(src).read("model.weights.h5")
+
+    def edited(change):
+        buffer = io.BytesIO(weights)
+        with h5py.File(buffer, "r+") as h5:
+            change(h5)
+        return buffer.getvalue()
+
+    cases = {
+        "missing": (lambda h5: h5.__delitem__("layers/lstm/cell/vars/2"),
+                    r"layer 'lstm' has variables \['0', '1'\] in /layers/lstm/cell/vars, expected \['0', '1', '2'\]"),
+        "extra": (lambda h5: h5["layers/d/vars"].create_dataset("2", data=np.zeros(3, "float32"))
+                  if "layers/d" in h5 else h5["layers/dense/vars"].create_dataset("2", data=np.zeros(3, "float32")),
+                  r"layer 'd' has variables \['0', '1', '2'\]"),
+        "misshapen": (lambda h5: (h5["layers/lstm/cell/vars"].__delitem__("1"),
+                                  h5["layers/lstm/cell/vars"].create_dataset("1", data=np.zeros((2, 9), "float32"))),
+                      r"lstm.recurrent_kernel: expected 8 along axis 1 \(4 gates x 2 units\), got shape \(2, 9\)"),
+        "dtype": (lambda h5: (h5["layers/lstm/cell/vars"].__delitem__("2"),
+                              h5["layers/lstm/cell/vars"].create_dataset("2", data=np.zeros(8, "int32"))),
+                  r"/layers/lstm/cell/vars/2 has dtype int32, expected floating-point weights"),
+    }
+    for name, (change, message) in cases.items():
+        path = tmp_path / f"{name}.keras"
+        _rezip(src, path, {"model.weights.h5": edited(change)})
+        with pytest.raises(lc.FormatError, match=message):
+            files.read(path)
+        assert main(["inspect", str(path)]) == 1
+
+
+def test_zip_bombs_and_absurd_members_are_refused(tmp_path, rng):
+    src = _seed_keras(tmp_path, rng)
+    _rezip(src, tmp_path / "bomb.keras", {"config.json": b" " * (40 << 20)})  # 40 MB of spaces, deflated
+    with pytest.raises(lc.FormatError, match=r"bomb.keras: config.json would expand from \d+ to 41943040 bytes: "
+                                             r"refused as a zip bomb"):
+        files.read(tmp_path / "bomb.keras")
+    for data in (b"", b"PK\x03\x04 truncated"):
+        (tmp_path / "broken.keras").write_bytes(data)
+        with pytest.raises(lc.FormatError, match=r"broken.keras: not a readable .keras file"):
+            files.read(tmp_path / "broken.keras")
