@@ -90,3 +90,19 @@ def test_readers_only_raise_their_own_errors(name, mutation):
             describe(model, fmt, str(path))
         except lc.LSTMConvertError:
             pass
+
+
+@pytest.mark.parametrize("name", ["a.safetensors", "t.safetensors", "m.pt", "m.onnx", "k.keras", "k.h5"])
+def test_empty_truncated_and_wrong_magic_give_one_line(tmp_path, name):
+    import subprocess
+    import sys
+
+    data, suffix, fmt = VALID[name]
+    for label, content in (("empty", b""), ("truncated", data[:len(data) // 2]), ("magic", b"\x00" * 8 + data[8:])):
+        path = tmp_path / f"{label}{suffix}"
+        path.write_bytes(content)
+        with pytest.raises(lc.LSTMConvertError, match=rf"{label}{suffix}"):
+            files.read(path, fmt)
+        done = subprocess.run([sys.executable, "-m", "lstm_convert", "inspect", str(path), "--from", fmt],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
