@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,17 +31,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix:
     On any failure the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    tmp_path = None
+    # The name is chosen before the file exists, so that an interrupt at any moment finds it to remove.
+    tmp_path = path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-        tmp_path = Path(tmp)
-        os.close(fd)
+        os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         write(tmp_path)
         for check in _GUARDS.get():
             check()
         os.replace(tmp_path, path)
     except BaseException:  # an error or an interrupt (Ctrl-C, SIGTERM): remove the partial file, re-raise
-        if tmp_path is not None:
-            tmp_path.unlink(missing_ok=True)
+        tmp_path.unlink(missing_ok=True)
         raise
     return path
