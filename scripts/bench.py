@@ -20,7 +20,9 @@ the ratio to its baseline and the peak resident memory (from ``wait4``):
   gates with NumPy, ``torch.save``);
 - ``lstm-convert --help``.
 
-It prints a table and writes the same figures as JSON. Targets (on 2 cores):
+Before each run, earlier writes are flushed to disk (``os.sync``, untimed), so
+that no run pays for the previous one's write-back. It prints a table and writes
+the same figures as JSON. Targets (on 2 cores):
 conversions within 1.5x the copy baseline, peak memory within 2x the file
 size, ``inspect`` and ``--help`` under 0.3 s, ``.keras`` conversion at least 5x
 faster than the typical script.
@@ -109,6 +111,7 @@ def measure(args: list[str], repeat: int, cleanup: Path | None = None) -> dict[s
     for _ in range(repeat):
         if cleanup is not None and cleanup.exists():
             cleanup.unlink()
+        os.sync()  # start every run with no earlier writes waiting to reach the disk (untimed)
         start = time.perf_counter()
         proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _, status, usage = os.wait4(proc.pid, 0)
