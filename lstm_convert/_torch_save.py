@@ -21,6 +21,7 @@ import math
 import struct
 import zlib
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +43,33 @@ def write(path: str | Path, tensors: Iterable[tuple[str, Sequence[np.ndarray]]],
             raise ValueError(f"{name}: dtype {first.dtype} has no torch storage")
         shape = (sum(c.shape[0] for c in chunks), *first.shape[1:]) if first.ndim else ()
         entries.append((name, str(key), first.dtype.name, shape, chunks))
-    with open(path, "wb") as out:
+    with open(path, "wb") as out, ThreadPoolExecutor(max_workers=1) as pool:
         zip_file = _Zip(out)
         zip_file.add(f"{folder}/data.pkl", [np.frombuffer(_pickle(entries), np.uint8)])
         zip_file.add(f"{folder}/byteorder", [np.frombuffer(b"little", np.uint8)])
-        for _, key, _, _, chunks in entries:
-            data = [_contiguous(c).reshape(-1).view(np.uint8) for c in chunks]
-            zip_file.add(f"{folder}/data/{key}", data, align=_ALIGN)
+        # Each storage's CRC-32 is needed before its header: the other thread computes the next one's
+        # while this one writes the current one.
+        # (A storage is made contiguous in that thread too, so at most two are copied at a time.)
+        ahead = pool.submit(_prepared, entries[0][4]) if entries else None
+        for index, (_, key, _, _, _) in enumerate(entries):
+            crc, pieces = ahead.result()
+            if index + 1 < len(entries):
+                ahead = pool.submit(_prepared, entries[index + 1][4])
+            zip_file.add(f"{folder}/data/{key}", pieces, align=_ALIGN, crc=crc)
         zip_file.add(f"{folder}/version", [np.frombuffer(b"3\n", np.uint8)])
         zip_file.finish()
+
+
+def _prepared(chunks: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
+    pieces = [_contiguous(c).reshape(-1).view(np.uint8) for c in chunks]
+    return _crc(pieces), pieces
+
+
+def _crc(pieces: list[np.ndarray]) -> int:
+    crc = 0
+    for piece in pieces:
+        crc = zlib.crc32(piece.data, crc)
+    return crc
 
 
 class _Zip:
@@ -63,11 +82,9 @@ class _Zip:
         self.out.write(data)
         self.offset += len(data) if isinstance(data, (bytes, bytearray)) else data.nbytes
 
-    def add(self, name: str, pieces: list[np.ndarray], align: int = 1) -> None:
-        crc, size = 0, 0
-        for piece in pieces:
-            crc = zlib.crc32(piece.data, crc)
-            size += piece.nbytes
+    def add(self, name: str, pieces: list[np.ndarray], align: int = 1, crc: int | None = None) -> None:
+        crc = _crc(pieces) if crc is None else crc
+        size = sum(piece.nbytes for piece in pieces)
         encoded = name.encode("utf-8")
         zip64 = struct.pack("<HHQQ", 0x0001, 16, size, size)
         fixed = 30 + len(encoded) + len(zip64)
