@@ -130,12 +130,12 @@ def layer_from_config(class_name: str, config: Mapping[str, Any], tensors: Mappi
     sides = ("forward", "backward") if wrapper == "Bidirectional" else ("",)
     gates = {}
     for side, direction in zip(sides, ("forward", "reverse")):
-        key = (lambda t: f"{side}/{t}") if side else (lambda t: t)
-        label = f"{name}.{side + '/' if side else ''}"
-        blocks = {"W_x": split(lay, tensors[key("kernel")], hidden, f"{label}kernel"),
-                  "W_h": split(lay, tensors[key("recurrent_kernel")], hidden, f"{label}recurrent_kernel")}
-        if key("bias") in tensors:
-            bias = tensors[key("bias")]
+        prefix = f"{side}/" if side else ""
+        label = f"{name}.{prefix}"
+        blocks = {"W_x": split(lay, tensors[f"{prefix}kernel"], hidden, f"{label}kernel"),
+                  "W_h": split(lay, tensors[f"{prefix}recurrent_kernel"], hidden, f"{label}recurrent_kernel")}
+        if f"{prefix}bias" in tensors:
+            bias = tensors[f"{prefix}bias"]
             if kind == "gru" and reset_after:  # (2, 3H): input-side and recurrent-side rows
                 if bias.ndim != 2 or bias.shape[0] != 2:
                     raise ShapeError(f"{label}bias: a GRU with reset_after=True has a (2, {3 * hidden}) bias, "

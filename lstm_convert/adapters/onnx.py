@@ -325,7 +325,7 @@ def read(path: str | os.PathLike) -> Model:
         raise FormatError(f"{path}: holds no LSTM, GRU, RNN, Dense or Embedding layer")
     seen: dict[int, str] = {}
     for layer in layers:  # an exporter that unrolls a recurrent layer into per-step MatMuls reuses its weights
-        for name, array in layer.tensors():
+        for _, array in layer.tensors():
             key = id(array.base if array.base is not None else array)
             if key in seen and seen[key] != layer.name:
                 raise UnsupportedError(f"{path}: layers {seen[key]} and {layer.name} share weights: the graph "
