@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from .activations import ACTIVATIONS
-from .errors import ShapeError
+from .errors import ShapeError, UnsupportedError
 from .gates import GATES, layout
 
 DIRECTIONS = ("forward", "reverse")
@@ -181,6 +181,12 @@ class RecurrentLayer(_BitEqual):
         return [name for name, present in (("peepholes (P)", bool(self.peepholes)), ("clip", self.clip is not None),
                                            ("input_forget", self.input_forget),
                                            ("a single reverse direction", self.backward)) if present]
+
+    def refuse_onnx_features(self, target: str) -> None:
+        """UnsupportedError if this layer has ONNX-only features, which ``target`` (say ``nn.LSTM``) lacks."""
+        if self.onnx_features():
+            raise UnsupportedError(f"{self.name}: {', '.join(self.onnx_features())} of this ONNX layer have no "
+                                   f"{target} equivalent; keep it in a safetensors archive, or keep it in ONNX")
 
     @property
     def state_size(self) -> int:

@@ -189,9 +189,7 @@ def check_representable(layer: Layer) -> None:
     keep = "keep it in a safetensors archive"
     activations = [("activation", layer.activation)] if isinstance(layer, Dense) else []
     if isinstance(layer, RecurrentLayer):
-        if layer.onnx_features():
-            raise UnsupportedError(f"{layer.name}: {', '.join(layer.onnx_features())} of this ONNX layer have no "
-                                   f"Keras equivalent; {keep}, or keep it in ONNX")
+        layer.refuse_onnx_features("Keras")
         if layer.proj_size:
             raise UnsupportedError(f"{layer.name}: an LSTM with proj_size={layer.proj_size} (weight_hr) has no Keras "
                                    f"equivalent; {keep}")

@@ -222,9 +222,7 @@ def check_representable(layer: Layer) -> None:
         return
     keep = "Keep it in a safetensors archive"
     module = f"nn.{_MODULES[layer.kind][layer.cell]}"
-    if layer.onnx_features():
-        raise UnsupportedError(f"{layer.name}: {', '.join(layer.onnx_features())} of this ONNX layer have no "
-                               f"{module} equivalent. {keep}, or keep it in ONNX")
+    layer.refuse_onnx_features(module)
     if layer.go_backwards:
         raise UnsupportedError(f"{layer.name}: go_backwards=True (reading the sequence from its end) has no "
                                f"{module} equivalent; {keep}, or reverse the input in time yourself")
