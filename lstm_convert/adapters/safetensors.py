@@ -2,23 +2,29 @@
 
 Tensor names say layer, stacked index, direction, gate and role::
 
-    <layer name>.l<k>.<forward|reverse>.<gate>.<W_x|W_h|b_x|b_h>
+    <layer name>.l<k>.<forward|reverse>.<gate>.<W_x|W_h|b_x|b_h|p>
+    <layer name>.l<k>.<direction>.projection.W_hr     (LSTM with proj_size)
+    <layer name>.weight, <layer name>.bias              (Dense, Embedding)
     e.g. lstm.l0.forward.forget.W_h
 
 The ``__metadata__`` header (string values only, as safetensors requires):
 
-=================  ========================================================
-key                value
-=================  ========================================================
-``format``         ``lstm_convert``
-``format_version`` schema version, currently ``1``
-``content``        ``layer``
-``layers``         JSON list of layer specs (``RecurrentLayer.spec()``)
-``source``         the framework the weights came from (``keras``, ``torch``)
-=================  ========================================================
+==================  =======================================================
+key                 value
+==================  =======================================================
+``format``          ``lstm_convert``
+``format_version``  schema version, currently ``1``
+``content``         ``layer`` (one layer was saved) or ``model``
+``layers``          JSON list of layer specs, in order (``spec()``)
+``model``           JSON object: model-level config and source
+``source``          the framework the weights came from (``keras``, ``torch``)
+``sha256``          JSON object: tensor name -> SHA-256 of its bytes
+``non_finite``      JSON list of the tensors holding NaN or infinity
+==================  =======================================================
 
 Reading checks that the tensors are exactly those the specs call for, with
-the declared dtype and shapes. Needs numpy and safetensors only.
+the declared dtype and shapes, and that their bytes match their SHA-256.
+Needs NumPy alone (see ``_safetensors``).
 """
 
 from __future__ import annotations
