@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from .activations import ACTIVATIONS
-from .errors import ShapeError, UnsupportedError
+from .errors import SettingError, ShapeError, UnsupportedError
 from .gates import GATES, layout
 
 DIRECTIONS = ("forward", "reverse")
@@ -127,6 +127,10 @@ class RecurrentLayer(_BitEqual):
     peepholes: Mapping[GateKey, np.ndarray] = field(default_factory=dict)
     clip: float | None = None
     input_forget: bool = False
+    return_sequences: bool = True
+    return_state: bool = False
+    zero_output_for_mask: bool = False
+    stateful: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in GATES:
@@ -157,6 +161,11 @@ class RecurrentLayer(_BitEqual):
             raise ShapeError(f"{self.name}: clip must be a positive number or None, got {self.clip!r}")
         if self.cell and (self.num_layers != 1 or self.directions != 1 or self.go_backwards or self.proj_size):
             raise ShapeError(f"{self.name}: a single-step cell has one layer, one forward direction, no projection")
+        for attr in ("return_sequences", "return_state", "zero_output_for_mask", "stateful"):
+            if not isinstance(getattr(self, attr), bool):
+                raise ShapeError(f"{self.name}: {attr} must be True or False, got {getattr(self, attr)!r}")
+        if self.directions == 2:  # as Keras' Bidirectional: masked steps give zeros exactly when it returns sequences
+            object.__setattr__(self, "zero_output_for_mask", self.return_sequences)
         _freeze_common(self)
         object.__setattr__(self, "gates", MappingProxyType(self._validated_gates()))
         object.__setattr__(self, "projections", MappingProxyType(self._validated_projections()))
@@ -187,6 +196,14 @@ class RecurrentLayer(_BitEqual):
         if self.onnx_features():
             raise UnsupportedError(f"{self.name}: {', '.join(self.onnx_features())} of this ONNX layer have no "
                                    f"{target} equivalent; keep it in a safetensors archive, or keep it in ONNX")
+
+    def semantics(self) -> list[str]:
+        """What this layer computes beyond running its weights over the whole sequence from the start
+        (the plain meaning of a PyTorch module): each as ``setting=value``, empty for a plain layer."""
+        flags = [("return_sequences=False", not self.return_sequences), ("return_state=True", self.return_state),
+                 ("go_backwards=True", self.go_backwards), ("stateful=True", self.stateful),
+                 (f"merge_mode={self.merge_mode!r}", self.merge_mode != "concat")]
+        return [text for text, on in flags if on]
 
     @property
     def state_size(self) -> int:
@@ -243,6 +260,8 @@ class RecurrentLayer(_BitEqual):
             "reset_after": self.reset_after, "proj_size": self.proj_size, "go_backwards": self.go_backwards,
             "cell": self.cell, "merge_mode": self.merge_mode, "backward": self.backward,
             "peepholes": bool(self.peepholes), "clip": self.clip, "input_forget": self.input_forget,
+            "return_sequences": self.return_sequences, "return_state": self.return_state,
+            "zero_output_for_mask": self.zero_output_for_mask, "stateful": self.stateful,
             "config": dict(self.config),
             "source": dict(self.source),
         }
@@ -271,10 +290,13 @@ class RecurrentLayer(_BitEqual):
             gates = {(0, d, g): gate for (i, d, g), gate in self.gates.items() if i == index}
             projections = {(0, d): w for (i, d), w in self.projections.items() if i == index}
             peepholes = {(0, d, g): p for (i, d, g), p in self.peepholes.items() if i == index}
+            last = index == self.num_layers - 1  # only the top layer may return its last step alone
             out.append(dataclasses.replace(
                 self, name=self.name if index == 0 else f"{self.name}_l{index}", num_layers=1,
                 input_size=self.fan_in(index), gates=gates, projections=projections, peepholes=peepholes,
-                go_backwards=self.go_backwards and index == 0))  # the stack reverses its input once
+                go_backwards=self.go_backwards and index == 0,  # the stack reverses its input once
+                return_sequences=self.return_sequences or not last, return_state=self.return_state and last,
+                zero_output_for_mask=self.zero_output_for_mask and last))
         return out
 
     # -- validation ------------------------------------------------------
@@ -343,7 +365,8 @@ class RecurrentLayer(_BitEqual):
 
 _RECURRENT_FIELDS = ("name", "kind", "input_size", "hidden_size", "num_layers", "directions", "bias",
                      "activation", "recurrent_activation", "reset_after", "proj_size", "go_backwards", "cell",
-                     "merge_mode", "backward", "clip", "input_forget", "config", "source")
+                     "merge_mode", "backward", "clip", "input_forget", "return_sequences", "return_state",
+                     "zero_output_for_mask", "stateful", "config", "source")
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -419,6 +442,10 @@ class Dense(_BitEqual):
     def count_params(self, framework: str = "torch") -> int:
         return sum(a.size for _, a in self.tensors())
 
+    def semantics(self) -> list[str]:
+        """What this layer computes beyond ``x @ weight.T + bias`` (see :meth:`RecurrentLayer.semantics`)."""
+        return [f"activation={self.activation!r}"] if self.activation != "linear" else []
+
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "in_features": self.in_features,
                 "out_features": self.out_features, "bias": self.bias is not None,
@@ -447,6 +474,7 @@ class Embedding(_BitEqual):
     weight: np.ndarray
     config: Mapping[str, Any] = field(default_factory=dict)
     source: Mapping[str, str] = field(default_factory=dict)
+    mask_zero: bool = False
 
     kind = "embedding"
 
@@ -455,6 +483,8 @@ class Embedding(_BitEqual):
         if weight.ndim != 2:
             raise ShapeError(f"{self.name}.weight: expected a 2-D (num_embeddings, embedding_dim) table, "
                              f"got shape {weight.shape}")
+        if not isinstance(self.mask_zero, bool):
+            raise ShapeError(f"{self.name}: mask_zero must be True or False, got {self.mask_zero!r}")
         object.__setattr__(self, "weight", _frozen_array(weight, weight.shape, None, f"{self.name}.weight"))
         _freeze_common(self)
 
@@ -469,45 +499,121 @@ class Embedding(_BitEqual):
     def count_params(self, framework: str = "torch") -> int:
         return self.weight.size
 
+    def semantics(self) -> list[str]:
+        """``mask_zero=True`` when index 0 marks padding that the following layers skip."""
+        return ["mask_zero=True"] if self.mask_zero else []
+
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "num_embeddings": self.num_embeddings,
-                "embedding_dim": self.embedding_dim, "dtype": self.dtype,
+                "embedding_dim": self.embedding_dim, "dtype": self.dtype, "mask_zero": self.mask_zero,
                 "config": dict(self.config), "source": dict(self.source)}
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], fetch: Callable[[str], np.ndarray]) -> Embedding:
-        return cls(name=spec["name"], weight=fetch(f"{spec['name']}.weight"),
+        return cls(name=spec["name"], weight=fetch(f"{spec['name']}.weight"), mask_zero=spec["mask_zero"],
                    config=spec["config"], source=spec["source"])
 
     def __repr__(self) -> str:
         return (f"Embedding(name={self.name!r}, num_embeddings={self.num_embeddings}, "
-                f"embedding_dim={self.embedding_dim}, dtype={self.dtype!r})")
+                f"embedding_dim={self.embedding_dim}, dtype={self.dtype!r}"
+                + (", mask_zero=True)" if self.mask_zero else ")"))
 
 
-Layer = RecurrentLayer | Dense | Embedding
-LAYER_TYPES: dict[str, type] = {"dense": Dense, "embedding": Embedding, **{k: RecurrentLayer for k in GATES}}
+@dataclass(frozen=True, eq=False)
+class Masking(_BitEqual):
+    """Keras' ``Masking(mask_value)``: a time step whose every feature equals ``mask_value`` is masked.
+
+    It holds no weights. Its output is its input with masked steps set to zero; the recurrent layers
+    after it skip masked steps (their states carry over unchanged), and Dense layers pass the mask on.
+    ``size`` is the number of features.
+    """
+
+    name: str
+    size: int
+    mask_value: float = 0.0
+    config: Mapping[str, Any] = field(default_factory=dict)
+    source: Mapping[str, str] = field(default_factory=dict)
+
+    kind = "masking"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+            raise ShapeError(f"{self.name}: size must be a positive integer, got {self.size!r}")
+        if isinstance(self.mask_value, bool) or not isinstance(self.mask_value, (int, float)) \
+                or not np.isfinite(self.mask_value):
+            raise ShapeError(f"{self.name}: mask_value must be a finite number, got {self.mask_value!r}")
+        object.__setattr__(self, "mask_value", float(self.mask_value))
+        _freeze_common(self)
+
+    input_size = property(lambda self: self.size)
+    output_size = input_size
+    dtype = None  # no weights
+
+    def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
+        return iter(())
+
+    def count_params(self, framework: str = "torch") -> int:
+        return 0
+
+    def semantics(self) -> list[str]:
+        return [f"Masking(mask_value={self.mask_value!r})"]
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "size": self.size, "mask_value": self.mask_value,
+                "config": dict(self.config), "source": dict(self.source)}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], fetch: Callable[[str], np.ndarray]) -> Masking:
+        return cls(name=spec["name"], size=spec["size"], mask_value=spec["mask_value"], config=spec["config"],
+                   source=spec["source"])
+
+    def __repr__(self) -> str:
+        return f"Masking(name={self.name!r}, size={self.size}, mask_value={self.mask_value!r})"
+
+
+Layer = RecurrentLayer | Dense | Embedding | Masking
+LAYER_TYPES: dict[str, type] = {"dense": Dense, "embedding": Embedding, "masking": Masking,
+                                **{k: RecurrentLayer for k in GATES}}
 
 
 @dataclass(frozen=True, eq=False)
 class Model(_BitEqual):
-    """An ordered collection of named layers: a model's weights.
+    """An ordered chain of named layers, each applied to the previous one's output: a model.
 
-    ``config`` keeps model-level settings per framework (for example the Keras
-    input shape); ``source`` records where the weights came from.
+    What the model computes is part of it, not of any framework: each recurrent layer's
+    ``return_sequences`` (and state, masking and ``stateful`` settings), a :class:`Masking` layer or an
+    :class:`Embedding` with ``mask_zero``, and the model's input: ``input_shape`` (without the batch;
+    ``None`` for a free length), ``input_dtype`` (``float32`` features, ``int64`` indices, ...) and a fixed
+    ``batch_size`` (which ``stateful`` layers need). ``config`` keeps model-level settings per framework
+    that do not change the function (say the Keras model name); ``source`` records where the weights
+    came from.
     """
 
     layers: tuple[Layer, ...]
     config: Mapping[str, Any] = field(default_factory=dict)
     source: Mapping[str, str] = field(default_factory=dict)
+    input_shape: tuple[int | None, ...] | None = None
+    input_dtype: str | None = None
+    batch_size: int | None = None
 
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
         if not layers:
             raise ShapeError("a model needs at least one layer")
         for layer in layers:
-            if not isinstance(layer, (RecurrentLayer, Dense, Embedding)):
-                raise ShapeError(f"a model holds RecurrentLayer, Dense and Embedding layers, "
+            if not isinstance(layer, (RecurrentLayer, Dense, Embedding, Masking)):
+                raise ShapeError(f"a model holds RecurrentLayer, Dense, Embedding and Masking layers, "
                                  f"got {type(layer).__name__}")
+        if self.input_shape is not None:
+            shape = tuple(self.input_shape)
+            if not all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in shape):
+                raise ShapeError(f"model input_shape must hold positive integers or None, got {self.input_shape!r}")
+            object.__setattr__(self, "input_shape", shape)
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
+                                            or self.batch_size < 1):
+            raise ShapeError(f"model batch_size must be a positive integer or None, got {self.batch_size!r}")
+        if self.input_dtype is not None and not isinstance(self.input_dtype, str):
+            raise ShapeError(f"model input_dtype must be a dtype name, got {self.input_dtype!r}")
         names = [layer.name for layer in layers]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -536,8 +642,26 @@ class Model(_BitEqual):
     def count_params(self, framework: str = "torch") -> int:
         return sum(layer.count_params(framework) for layer in self.layers)
 
+    @property
+    def masked(self) -> bool:
+        """Whether the model marks padding steps that its recurrent layers skip."""
+        return any(isinstance(layer, Masking) or (isinstance(layer, Embedding) and layer.mask_zero)
+                   for layer in self.layers)
+
+    def semantics(self) -> list[str]:
+        """What the model computes beyond its layers run one after the other over whole sequences (the
+        plain meaning of a PyTorch state dict), as ``layer: setting`` strings; empty for a plain chain."""
+        out = [f"{layer.name}: {text}" for layer in self.layers for text in layer.semantics()]
+        if self.batch_size is not None:
+            out.append(f"batch size fixed at {self.batch_size}")
+        return out
+
+    def input_spec(self) -> dict[str, Any]:
+        return {"input_shape": None if self.input_shape is None else list(self.input_shape),
+                "input_dtype": self.input_dtype, "batch_size": self.batch_size}
+
     def spec(self) -> dict[str, Any]:
-        return {"layers": [layer.spec() for layer in self.layers],
+        return {"layers": [layer.spec() for layer in self.layers], **self.input_spec(),
                 "config": dict(self.config), "source": dict(self.source)}
 
     def __repr__(self) -> str:
@@ -552,3 +676,46 @@ def _freeze_common(obj: Any) -> None:
     object.__setattr__(obj, "config", _frozen_json(obj.config, f"{name}: config"))
     object.__setattr__(obj, "source", _frozen_json({k: str(v) for k, v in obj.source.items()},
                                                    f"{name}: source"))
+
+
+# What a user may state about a layer that its weights cannot say (``--set LAYER.SETTING=VALUE``).
+SETTABLE: dict[type, dict[str, type]] = {
+    RecurrentLayer: {"return_sequences": bool, "return_state": bool, "zero_output_for_mask": bool,
+                     "stateful": bool, "go_backwards": bool},
+    Embedding: {"mask_zero": bool},
+    Dense: {"activation": str},
+    Masking: {"mask_value": float},
+}
+
+
+def with_settings(model: Model, settings: Mapping[str, Mapping[str, Any]]) -> Model:
+    """``model`` with some layers' settings replaced: ``{"lstm": {"return_sequences": False}}``.
+
+    A layer that does not exist, a setting that does not apply to that layer, or a value of the wrong
+    type is a :class:`SettingError` naming it; nothing is ever ignored.
+    """
+    by_name = {layer.name: layer for layer in model.layers}
+    for name, changes in settings.items():
+        if name not in by_name:
+            raise SettingError(f"setting {name}.…: the model has no layer {name!r} (layers: {', '.join(by_name)})")
+        allowed = SETTABLE[type(by_name[name])]
+        for key, value in changes.items():
+            if key not in allowed:
+                raise SettingError(f"setting {name}.{key}: {name} is a {by_name[name].kind} layer, whose settings "
+                                   f"are {', '.join(allowed)}")
+            want = allowed[key]
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
+                raise SettingError(f"setting {name}.{key}: expected {'true or false' if want is bool else want.__name__}, "
+                                   f"got {value!r}")
+    layers = []
+    for layer in model.layers:
+        changes = dict(settings.get(layer.name, {}))
+        if isinstance(layer, Masking) and "mask_value" in changes:
+            changes["mask_value"] = float(changes["mask_value"])
+        try:
+            layers.append(dataclasses.replace(layer, **changes) if changes else layer)
+        except ShapeError as exc:
+            raise SettingError(f"setting {layer.name}: {exc}") from None
+    return dataclasses.replace(model, layers=tuple(layers))

@@ -25,3 +25,7 @@ class UnsupportedError(LSTMConvertError):
 
 class MissingDependencyError(LSTMConvertError, ImportError):
     """An optional framework is needed for this call and is not installed."""
+
+
+class SettingError(LSTMConvertError, ValueError):
+    """A setting given by the user does not exist, does not apply to the layer named, or has a bad value."""

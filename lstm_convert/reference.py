@@ -13,25 +13,29 @@ import numpy as np
 from .activations import ACTIVATIONS
 from collections.abc import Mapping
 
-from .canonical import Dense, Embedding, Model, RecurrentLayer
+from .canonical import Dense, Embedding, Masking, Model, RecurrentLayer
 from .errors import ShapeError
 
 State = tuple[np.ndarray, ...]
 LayerRun = tuple[np.ndarray, "State | None"]
 
 
-def forward(layer: RecurrentLayer, x: np.ndarray, initial_state: State | None = None
-            ) -> tuple[np.ndarray, State]:
-    """Run ``layer`` on ``x``; return the output sequence and the final states.
+def forward(layer: RecurrentLayer, x: np.ndarray, initial_state: State | None = None, *,
+            mask: np.ndarray | None = None, sequences: bool | None = None) -> tuple[np.ndarray, State]:
+    """Run ``layer`` on ``x``; return its output and the final states.
 
     States are ``(h, c)`` for an LSTM and ``(h,)`` for a GRU or simple RNN; ``h``
     is ``(num_layers * directions, batch, proj_size or H)``, ``c`` has ``H``.
-    The output is ``(batch, time, size * directions)``, directions
-    concatenated on the last axis as PyTorch and Keras'
-    ``Bidirectional(merge_mode="concat")`` do (summed, multiplied or averaged
-    for the other merge modes). A layer with ``go_backwards``
-    reads the sequence from its end and returns outputs in the order it
-    produced them, as Keras does.
+    The output is what the layer returns: the sequence ``(batch, time, size * directions)``,
+    or with ``return_sequences=False`` its last step ``(batch, size * directions)`` (``sequences``
+    overrides the layer's setting). Directions are concatenated on the last axis as PyTorch and
+    Keras' ``Bidirectional(merge_mode="concat")`` do (summed, multiplied or averaged for the other
+    merge modes). A layer with ``go_backwards`` reads the sequence from its end and returns outputs
+    in the order it produced them, as Keras does.
+
+    ``mask`` ``(batch, time)`` marks the steps to compute, as Keras does: at a masked step the states
+    carry over unchanged and the output is the previous step's (zeros before the first step), or zeros
+    with ``zero_output_for_mask``.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 3 or x.shape[2] != layer.input_size:
@@ -46,25 +50,39 @@ def forward(layer: RecurrentLayer, x: np.ndarray, initial_state: State | None = 
     if [s.shape for s in initial_state] != expected:
         raise ShapeError(f"{layer.name}: expected initial states {layer.state_names} of shapes {expected}, "
                          f"got {[s.shape for s in initial_state]}")
+    if mask is None:
+        mask = np.ones(x.shape[:2], dtype=bool)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != x.shape[:2]:
+        raise ShapeError(f"{layer.name}: expected a mask of shape {x.shape[:2]}, got {mask.shape}")
     final = tuple(np.empty(shape) for shape in expected)
     if layer.go_backwards:
-        x = x[:, ::-1]
+        x, mask = x[:, ::-1], mask[:, ::-1]
     step = _STEPS[layer.kind]
+    sequences = layer.return_sequences if sequences is None else sequences
     for index in range(layer.num_layers):
+        top = index == layer.num_layers - 1
+        # Keras' Bidirectional gives zeros at masked steps exactly when it returns sequences.
+        zeros = (sequences if layer.directions == 2 else layer.zero_output_for_mask) if top else layer.directions == 2
         outputs = []
         for d, direction in enumerate(layer.direction_names):
             slot = index * layer.directions + d
-            seq = x if direction == "forward" else x[:, ::-1]
-            y, last = _run_direction(layer, index, direction, seq, tuple(s[slot] for s in initial_state), step)
+            forward_in_time = direction == "forward"
+            seq, seq_mask = (x, mask) if forward_in_time else (x[:, ::-1], mask[:, ::-1])
+            y, last = _run_direction(layer, index, direction, seq, seq_mask, tuple(s[slot] for s in initial_state),
+                                     step, zeros)
             for target, value in zip(final, last):
                 target[slot] = value
-            outputs.append(y if direction == "forward" else y[:, ::-1])
+            if top and not sequences:  # the output of the last step computed
+                outputs.append(y[:, -1])
+            else:
+                outputs.append(y if forward_in_time else y[:, ::-1])
         x = _MERGE[layer.merge_mode](outputs)
     return x, final
 
 
-def _run_direction(layer, index, direction, x, state, step):
-    """One stacked layer in one direction over the whole sequence."""
+def _run_direction(layer, index, direction, x, mask, state, step, zeros):
+    """One stacked layer in one direction over the whole sequence; masked steps keep the states."""
     names = layer.gate_names
     gates = [layer.gates[(index, direction, g)] for g in names]
     w_x = np.concatenate([g.W_x for g in gates]).astype(np.float64)
@@ -83,9 +101,13 @@ def _run_direction(layer, index, direction, x, state, step):
                        for g in ("input", "forget", "output")} if layer.peepholes else None,
               "w_hr": layer.projections[(index, direction)].astype(np.float64) if layer.proj_size else None}
     out = np.empty(x.shape[:2] + (layer.state_size,))
+    previous = np.zeros((x.shape[0], layer.state_size))
     for t in range(x.shape[1]):
-        state = step(params, params["pre_x"][:, t], state)
-        out[:, t] = state[0]
+        stepped = step(params, params["pre_x"][:, t], state)
+        keep = mask[:, t, None]
+        state = tuple(np.where(keep, new, old) for new, old in zip(stepped, state))
+        previous = np.where(keep, stepped[0], 0.0 if zeros else previous)
+        out[:, t] = previous
     return out, state
 
 
@@ -129,24 +151,37 @@ def _rnn_step(p, pre_x, state):
 
 
 _STEPS = {"lstm": _lstm_step, "gru": _gru_step, "rnn": _rnn_step}
-_MERGE = {"concat": lambda ys: np.concatenate(ys, axis=2), "sum": lambda ys: sum(ys[1:], ys[0]),
+_MERGE = {"concat": lambda ys: np.concatenate(ys, axis=-1), "sum": lambda ys: sum(ys[1:], ys[0]),
           "mul": lambda ys: np.prod(ys, axis=0), "ave": lambda ys: sum(ys[1:], ys[0]) / len(ys)}
 
 
-def run(model: Model, x: np.ndarray, initial_states: Mapping[str, State] | None = None) -> list[LayerRun]:
-    """Run a model's layers one after the other in float64; one ``(output, (h, c) or None)`` per layer.
+def run(model: Model, x: np.ndarray, initial_states: Mapping[str, State] | None = None, *,
+        sequences: bool = False) -> list[LayerRun]:
+    """Run a model's layers one after the other in float64, as the model defines them; one
+    ``(output, (h, c) or None)`` per layer. The last one's output is the model's output.
 
-    Recurrent layers return full sequences and Dense acts on every time step,
-    so each layer's whole output can be compared. ``initial_states`` maps
-    recurrent layer names to their ``(h0, c0)``.
+    A :class:`Masking` layer or an Embedding with ``mask_zero`` makes a mask that the layers after it
+    follow as Keras does: recurrent layers skip masked steps, a layer that returns one step ends the
+    mask, Dense layers pass it on. With ``sequences`` every recurrent layer returns its whole sequence
+    and no mask is made: each layer's whole output can be compared. ``initial_states`` maps recurrent
+    layer names to their ``(h0, c0)``.
     """
     outputs: list[LayerRun] = []
+    mask = None
     for layer in model.layers:
         if isinstance(layer, Embedding):
             index = np.asarray(x)
             if index.dtype.kind not in "iu" or index.min() < 0 or index.max() >= layer.num_embeddings:
                 raise ShapeError(f"{layer.name}: expected integer indices in [0, {layer.num_embeddings})")
+            if layer.mask_zero and not sequences:
+                mask = index != 0
             x = layer.weight.astype(np.float64)[index]
+            outputs.append((x, None))
+        elif isinstance(layer, Masking):
+            x = np.asarray(x, dtype=np.float64)
+            if not sequences:
+                mask = np.any(x != layer.mask_value, axis=-1)
+                x = x * mask[..., None]
             outputs.append((x, None))
         elif isinstance(layer, Dense):
             x = np.asarray(x, dtype=np.float64) @ layer.weight.astype(np.float64).T
@@ -155,6 +190,9 @@ def run(model: Model, x: np.ndarray, initial_states: Mapping[str, State] | None 
             x = ACTIVATIONS[layer.activation](x)
             outputs.append((x, None))
         else:
-            x, state = forward(layer, x, (initial_states or {}).get(layer.name))
+            x, state = forward(layer, x, (initial_states or {}).get(layer.name), mask=mask,
+                               sequences=True if sequences else None)
+            if x.ndim == 2:
+                mask = None
             outputs.append((x, state))
     return outputs

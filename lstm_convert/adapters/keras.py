@@ -30,21 +30,24 @@ import numpy as np
 
 from .._optional import require
 from ..activations import ACTIVATIONS
-from ..canonical import Dense, Embedding, Gate, Layer, Model, RecurrentLayer
+from ..canonical import Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer, with_settings
 from ..errors import ShapeError, UnsupportedError
 from ..gates import join, layout, split
 
 RECURRENT = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn"}
 CELLS = {"LSTMCell": "lstm", "GRUCell": "gru", "SimpleRNNCell": "rnn"}
 _CLASSES = {kind: (layer, cell) for (layer, kind), (cell, _) in zip(RECURRENT.items(), CELLS.items())}
-# Settings of recurrent layers that are not weights and that we carry along.
-_RECURRENT_SETTINGS = ("return_sequences", "return_state", "stateful", "unroll", "dropout", "recurrent_dropout")
-SETTINGS = {"Dense": (), "Embedding": ("mask_zero",), "RNN": _RECURRENT_SETTINGS,
+# Keras settings of recurrent layers that do not change what the model computes at inference, carried
+# along in ``config["keras"]``; what they do change is in the canonical layer's own fields.
+_RECURRENT_SETTINGS = ("unroll", "dropout", "recurrent_dropout")
+# What a recurrent layer computes, as canonical fields: the Keras names are the same.
+SEMANTICS = ("return_sequences", "return_state", "zero_output_for_mask", "stateful")
+SETTINGS = {"Dense": (), "Embedding": (), "RNN": _RECURRENT_SETTINGS,
             **{c: _RECURRENT_SETTINGS for c in RECURRENT}, **{c: ("dropout", "recurrent_dropout") for c in CELLS}}
 # Layers without weights that compute the identity at inference; files may contain them.
 INFERENCE_IDENTITY = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "ActivityRegularization")
 SUPPORTED = ("LSTM", "GRU", "SimpleRNN", "LSTMCell", "GRUCell", "SimpleRNNCell", "RNN", "Bidirectional",
-             "Dense", "Embedding")
+             "Dense", "Embedding", "Masking")
 
 
 def variables(class_name: str, config: Mapping[str, Any]) -> dict[str, str]:
@@ -55,6 +58,8 @@ def variables(class_name: str, config: Mapping[str, Any]) -> dict[str, str]:
     """
     if class_name == "Dense":
         return {t: f"vars/{i}" for i, t in enumerate(("kernel", "bias")[: 2 if config.get("use_bias", True) else 1])}
+    if class_name == "Masking":
+        return {}
     if class_name == "Embedding":
         return {"embeddings": "vars/0"}
     kind, inner, wrapper = _recurrent(class_name, config)
@@ -85,13 +90,24 @@ def _recurrent(class_name: str, config: Mapping[str, Any]) -> tuple[str, Mapping
 
 
 def layer_from_config(class_name: str, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray], *,
-                      keras_version: str, source: Mapping[str, str]) -> Layer:
-    """A canonical layer from a Keras layer's config and its variables by key (NumPy only)."""
+                      keras_version: str, source: Mapping[str, str], features: int | None = None) -> Layer:
+    """A canonical layer from a Keras layer's config and its variables by key (NumPy only).
+
+    ``features`` is the size of the layer's input where the variables cannot tell it (a Masking layer).
+    """
     name = config["name"]
     expected = variables(class_name, config)
     if set(tensors) != set(expected):
         raise ShapeError(f"{name}: expected Keras variables {list(expected)}, got {sorted(tensors)}")
+    if config.get("time_major"):
+        raise UnsupportedError(f"{name}: time_major=True (tf.keras 2 input of shape (time, batch, features)) is "
+                               "not supported; save the model with time_major=False")
     settings = {"keras": {key: config[key] for key in SETTINGS.get(class_name, ()) if key in config}}
+    if class_name == "Masking":
+        if features is None:
+            raise UnsupportedError(f"{name}: a Masking layer must be followed by a layer whose input size is known")
+        return Masking(name=name, size=features, mask_value=float(config.get("mask_value", 0.0)), config=settings,
+                       source=source)
     if class_name == "Dense":
         activation = _activation(name, "activation", config.get("activation", "linear"), keras_version)
         kernel = tensors["kernel"]
@@ -104,12 +120,18 @@ def layer_from_config(class_name: str, config: Mapping[str, Any], tensors: Mappi
         want = (config["input_dim"], config["output_dim"])
         if table.shape != want:
             raise ShapeError(f"{name}.embeddings: expected shape {want}, got {table.shape}")
-        return Embedding(name=name, weight=table, config=settings, source=source)
+        return Embedding(name=name, weight=table, mask_zero=bool(config.get("mask_zero", False)), config=settings,
+                         source=source)
     kind, inner, wrapper = _recurrent(class_name, config)
     go_backwards = bool(config.get("go_backwards", False))
     merge_mode = "concat"
+    semantics = {key: bool(config[key]) for key in SEMANTICS if key in config}
     if wrapper == "Bidirectional":
         settings["keras"] = {key: inner[key] for key in _RECURRENT_SETTINGS if key in inner}
+        semantics = {key: bool(inner[key]) for key in SEMANTICS if key in inner}
+        if inner.get("time_major"):
+            raise UnsupportedError(f"{name}: time_major=True (tf.keras 2 input of shape (time, batch, features)) "
+                                   "is not supported; save the model with time_major=False")
         merge_mode = config.get("merge_mode", "concat")
         if merge_mode is None:
             raise UnsupportedError(f"{name}: Bidirectional merge_mode=None returns the two directions as two "
@@ -151,7 +173,7 @@ def layer_from_config(class_name: str, config: Mapping[str, Any], tensors: Mappi
         kind=kind, input_size=int(tensors[f"{sides[0]}/kernel" if sides[0] else "kernel"].shape[0]),
         hidden_size=hidden, directions=len(sides), bias=bool(inner.get("use_bias", True)), gates=gates, name=name,
         reset_after=reset_after, go_backwards=go_backwards, cell=wrapper in ("cell", "RNN"), merge_mode=merge_mode,
-        config=settings, source=source, **activations)
+        config=settings, source=source, **activations, **semantics)
 
 
 def layer_tensors(layer: Layer) -> dict[str, np.ndarray]:
@@ -226,12 +248,19 @@ def read(obj: Any) -> Layer | Model:
     keras = require("keras")
     source = {"framework": "keras", "framework_version": keras.__version__, "backend": keras.backend.backend()}
     if isinstance(obj, keras.Model):
-        layers = [_read_layer(keras, layer, source) for layer in obj.layers
-                  if type(layer).__name__ not in ("InputLayer",) + INFERENCE_IDENTITY]
-        shape = [None if d is None else int(d) for d in obj.inputs[0].shape[1:]] if obj.inputs else None
-        config = {"keras": {"name": obj.name, "input_shape": shape,
-                            "input_dtype": str(obj.inputs[0].dtype) if obj.inputs else None}}
-        return Model(tuple(layers), config=config, source=source)
+        kept = [layer for layer in obj.layers if type(layer).__name__ != "InputLayer"]
+        skipped = [f"{layer.name} ({type(layer).__name__})" for layer in kept
+                   if type(layer).__name__ in INFERENCE_IDENTITY]
+        kept = [layer for layer in kept if type(layer).__name__ not in INFERENCE_IDENTITY]
+        shape = [None if d is None else int(d) for d in obj.inputs[0].shape] if obj.inputs else None
+        layers: list[Layer] = []
+        for index in range(len(kept) - 1, -1, -1):  # from the end: a Masking layer takes the next one's size
+            following = layers[0].input_size if layers else None
+            layers.insert(0, _read_layer(keras, kept[index], source, features=following))
+        config = {"keras": {"name": obj.name, **({"skipped": skipped} if skipped else {})}}
+        return Model(tuple(layers), config=config, source=source,
+                     input_shape=tuple(shape[1:]) if shape else None, batch_size=shape[0] if shape else None,
+                     input_dtype=str(obj.inputs[0].dtype) if obj.inputs else None)
     return _read_layer(keras, obj, source)
 
 
@@ -246,12 +275,12 @@ def _owners(layer: Any, class_name: str) -> dict[str, Any]:
     """The objects holding the variables, by key prefix."""
     if class_name == "Bidirectional":
         return {"forward/": layer.forward_layer.cell, "backward/": layer.backward_layer.cell}
-    if class_name in CELLS or class_name in ("Dense", "Embedding"):
+    if class_name in CELLS or class_name in ("Dense", "Embedding", "Masking"):
         return {"": layer}
     return {"": layer.cell}
 
 
-def _read_layer(keras, layer: Any, source: Mapping[str, str]) -> Layer:
+def _read_layer(keras, layer: Any, source: Mapping[str, str], features: int | None = None) -> Layer:
     name = getattr(layer, "name", type(layer).__name__)
     class_name = _class_name(keras, layer)
     config = layer.get_config() if hasattr(layer, "get_config") else {"name": name}
@@ -265,20 +294,31 @@ def _read_layer(keras, layer: Any, source: Mapping[str, str]) -> Layer:
         prefix, _, tensor = key.rpartition("/")
         owner = owners[prefix + "/" if prefix else ""]
         tensors[key] = np.array(keras.ops.convert_to_numpy(getattr(owner, tensor)), copy=True)
-    return layer_from_config(class_name, config, tensors, keras_version=keras.__version__, source=source)
+    return layer_from_config(class_name, config, tensors, keras_version=keras.__version__, source=source,
+                             features=features)
 
 
-def write(weights: Layer | Model, target: Any = None, **settings: Any) -> Any:
+def write(weights: Layer | Model, target: Any = None, *, settings: Mapping[str, Mapping[str, Any]] | None = None,
+          **options: Any) -> Any:
     """Write a canonical layer as a new built Keras layer (or into ``target``); a model as ``keras.Sequential``.
 
     A stacked recurrent layer becomes a list of Keras layers, one per stacked
-    layer. A new layer takes the Keras settings recorded when the weights came
-    from Keras; a recurrent layer from elsewhere returns full sequences, as
-    PyTorch's modules do. Keyword arguments override both.
+    layer. A new layer computes what the canonical layer says (``return_sequences``
+    and the rest; a recurrent layer read from PyTorch returns full sequences, as
+    PyTorch's modules do). For a single layer, keyword arguments are Keras
+    arguments that override it; for a model, ``settings`` maps layer names to
+    canonical settings (``{"lstm": {"return_sequences": False}}``), checked by
+    :func:`lstm_convert.canonical.with_settings`.
     """
     keras = require("keras")
     if isinstance(weights, Model):
-        return _write_model(keras, weights)
+        if options:
+            raise UnsupportedError(f"{', '.join(sorted(options))}: for a whole model, say which layer they are "
+                                   "for: settings={'<layer name>': {...}}")
+        return _write_model(keras, with_settings(weights, settings or {}))
+    if settings:
+        weights = with_settings(Model((weights,)), settings).layers[0]
+    settings = options
     if isinstance(weights, RecurrentLayer) and weights.num_layers > 1:
         if target is not None:
             raise UnsupportedError(f"{weights.name}: a stacked layer becomes several Keras layers; "
@@ -295,15 +335,18 @@ def write(weights: Layer | Model, target: Any = None, **settings: Any) -> Any:
 
 
 def new_layer(keras, weights: Layer, *, in_model: bool = False, **settings: Any) -> Any:
-    """An unbuilt Keras layer configured like ``weights`` (single-layer)."""
+    """An unbuilt Keras layer configured like ``weights`` (single-layer); ``settings`` are Keras arguments
+    that override it."""
     recorded = dict(weights.config.get("keras", {}))
+    if isinstance(weights, Masking):
+        return keras.layers.Masking(mask_value=weights.mask_value, name=weights.name, **settings)
     if isinstance(weights, Dense):
         return keras.layers.Dense(weights.out_features, use_bias=weights.bias is not None, name=weights.name,
                                   activation=keras_activation(weights.activation), dtype=weights.dtype,
                                   **recorded, **settings)
     if isinstance(weights, Embedding):
         return keras.layers.Embedding(weights.num_embeddings, weights.embedding_dim, name=weights.name,
-                                      dtype=weights.dtype, **recorded, **settings)
+                                      dtype=weights.dtype, **{"mask_zero": weights.mask_zero, **recorded, **settings})
     check_representable(weights)
     layer_class, cell_class = (getattr(keras.layers, c) for c in _CLASSES[weights.kind])
     options: dict[str, Any] = {"use_bias": weights.bias, "dtype": weights.dtype,
@@ -313,15 +356,18 @@ def new_layer(keras, weights: Layer, *, in_model: bool = False, **settings: Any)
     if weights.kind == "gru":
         options["reset_after"] = weights.reset_after
     wrapper = recorded.pop("wrapper", None)
+    semantics = {key: getattr(weights, key) for key in SEMANTICS}
+    if weights.directions == 2:
+        semantics.pop("zero_output_for_mask")  # Bidirectional sets it itself
     if weights.cell:
         cell_options = {k: v for k, v in recorded.items() if k in SETTINGS[cell_class.__name__]}
         if wrapper != "RNN" and not in_model:
             return cell_class(weights.hidden_size, name=weights.name, **options, **cell_options)
         cell = cell_class(weights.hidden_size, name=f"{weights.name}_cell", **options, **cell_options)
-        layer_options = {"return_sequences": True, **{k: v for k, v in recorded.items() if k in _RECURRENT_SETTINGS
-                                                      and k not in cell_options}, **settings}
+        layer_options = {**semantics, **{k: v for k, v in recorded.items() if k in _RECURRENT_SETTINGS
+                                         and k not in cell_options}, **settings}
         return keras.layers.RNN(cell, name=weights.name, dtype=weights.dtype, **layer_options)
-    layer_options = {"return_sequences": True, **recorded, **settings}
+    layer_options = {**semantics, **recorded, **settings}
     if weights.directions == 2:
         inner = layer_class(weights.hidden_size, name=f"{weights.name}_layer", **options, **layer_options)
         return keras.layers.Bidirectional(inner, merge_mode=weights.merge_mode, name=weights.name)
@@ -377,17 +423,37 @@ def _check_target(keras, weights: Layer, target: Any) -> None:
 def _write_model(keras, model: Model) -> Any:
     layers_ = expand(model)
     check_chain(layers_)
+    check_model(model)
     recorded = model.config.get("keras", {})
     first = layers_[0]
-    shape = recorded.get("input_shape") or ([None] if isinstance(first, Embedding) else [None, first.input_size])
-    dtype = recorded.get("input_dtype") or ("int32" if isinstance(first, Embedding) else first.dtype)
+    shape = model.input_shape or ((None,) if isinstance(first, Embedding) else (None, first.input_size))
+    dtype = model.input_dtype or ("int32" if isinstance(first, Embedding) else first.dtype)
     targets = [new_layer(keras, layer, in_model=True) for layer in layers_]
     # Every name given, none left to Keras' per-process counters: the same model gives the same file.
-    inputs = keras.Input(tuple(shape), dtype=dtype, name="input")
+    inputs = keras.Input(batch_shape=(model.batch_size, *shape), dtype=dtype, name="input")
     built = keras.Sequential([inputs, *targets], name=recorded.get("name") or "sequential")
     for layer, target in zip(layers_, targets):
         assign(keras, layer.name, target, layer_tensors(layer))
     return built
+
+
+def check_model(model: Model) -> None:
+    """Raise UnsupportedError unless a Keras Sequential computes what ``model`` computes."""
+    layers_ = expand(model)
+    for index, layer in enumerate(layers_):
+        if isinstance(layer, Masking) and index:
+            raise UnsupportedError(f"{layer.name}: a Masking layer after other layers is not supported; "
+                                   "it must come first")
+        if isinstance(layer, RecurrentLayer) and layer.stateful and model.batch_size is None:
+            raise UnsupportedError(f"{layer.name}: stateful=True needs the model's batch size, which is not known")
+        if isinstance(layer, RecurrentLayer) and layer.return_state and index != len(layers_) - 1:
+            raise UnsupportedError(f"{layer.name}: return_state=True gives several outputs, which the next layer "
+                                   "of a sequential model cannot take")
+        if isinstance(layer, RecurrentLayer) and not layer.return_sequences and index != len(layers_) - 1:
+            after = layers_[index + 1]
+            if isinstance(after, RecurrentLayer):
+                raise UnsupportedError(f"{after.name}: follows {layer.name}, which returns its last step only, "
+                                       "not a sequence")
 
 
 def expand(model: Model) -> list[Layer]:

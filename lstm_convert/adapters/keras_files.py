@@ -70,25 +70,40 @@ def read_keras(path: str | os.PathLike) -> Model:
     except OSError as exc:
         raise FormatError(f"{path}: model.weights.h5 is not a readable HDF5 file ({exc})") from None
     with store, weights:
-        layers = []
+        entries = []
         used: dict[str, int] = {}
         for class_name, layer_config in _chain(path, config):
             group_name = _unique(_snake_case(class_name), used)
             if class_name in _SKIPPED:
+                entries.append((class_name, layer_config, None))
                 continue
             group = store.get(f"layers/{group_name}")
-            if group is None:
+            if group is None and keras_adapter.variables(class_name, layer_config):
                 raise FormatError(f"{path}: layer {layer_config.get('name')!r} ({class_name}) has no weights "
                                   f"group layers/{group_name} in model.weights.h5")
             tensors = _positional(path, group, layer_config, keras_adapter.variables(class_name, layer_config),
-                                  weights if isinstance(weights, _Window) else None)
-            layers.append(_layer(path, class_name, layer_config, tensors, version, source))
-    return _model(path, layers, config, source)
+                                  weights if isinstance(weights, _Window) else None) if group is not None else {}
+            entries.append((class_name, layer_config, tensors))
+        return _model(path, entries, config, version, source)
 
 
-def _model(path: Path, layers: list, config: Mapping[str, Any], source: Mapping[str, str]) -> Model:
+def _model(path: Path, entries: list, config: Mapping[str, Any], version: str, source: Mapping[str, str]) -> Model:
+    """The model of a file's layers, ``(class name, config, tensors or None when skipped)`` in order."""
+    shape, dtype = _input(config)
+    layers: list = []
+    for class_name, layer_config, tensors in reversed(entries):  # a Masking layer takes the next one's size
+        if tensors is None:
+            continue
+        features = layers[0].input_size if layers else (shape[-1] if shape else None)
+        layers.insert(0, _layer(path, class_name, layer_config, tensors, version, source, features))
+    skipped = [f"{c.get('name')} ({n})" for n, c, t in entries if t is None and n != "InputLayer"]
+    settings = {"name": config.get("config", {}).get("name")}
+    if skipped:
+        settings["skipped"] = skipped
     try:
-        return Model(tuple(layers), config={"keras": _model_settings(config)}, source=source)
+        return Model(tuple(layers), config={"keras": settings}, source=source,
+                     input_shape=tuple(shape[1:]) if shape else None, batch_size=shape[0] if shape else None,
+                     input_dtype=dtype)
     except LSTMConvertError as exc:
         raise FormatError(f"{path}: {exc}") from None
 
@@ -110,9 +125,13 @@ def read_h5(path: str | os.PathLike) -> Model:
         source = {"framework": "keras", "framework_version": version, "file_format": "h5"}
         weights = store["model_weights"]
         saved = [_text(n) for n in weights.attrs.get("layer_names", [])]
-        layers = []
+        entries = []
         for class_name, layer_config in _chain(path, config):
             if class_name in _SKIPPED:
+                entries.append((class_name, layer_config, None))
+                continue
+            if not keras_adapter.variables(class_name, layer_config):
+                entries.append((class_name, layer_config, {}))
                 continue
             name = layer_config["name"]
             if name not in saved or name not in weights:
@@ -134,8 +153,8 @@ def read_h5(path: str | os.PathLike) -> Model:
             if set(tensors) != set(expected):
                 raise FormatError(f"{path}: layer {name!r} ({class_name}) holds weights {sorted(tensors)}, "
                                   f"expected {list(expected)}")
-            layers.append(_layer(path, class_name, layer_config, tensors, version, source))
-    return _model(path, layers, config, source)
+            entries.append((class_name, layer_config, tensors))
+        return _model(path, entries, config, version, source)
 
 
 def write_keras(model: Model, path: str | os.PathLike) -> Path:
@@ -253,9 +272,10 @@ class _Window(io.RawIOBase):
 
 
 def _layer(path: Path, class_name: str, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
-           version: str, source: Mapping[str, str]):
+           version: str, source: Mapping[str, str], features: int | None):
     try:
-        return keras_adapter.layer_from_config(class_name, config, tensors, keras_version=version, source=source)
+        return keras_adapter.layer_from_config(class_name, config, tensors, keras_version=version, source=source,
+                                               features=features)
     except UnsupportedError as exc:
         raise UnsupportedError(f"{path}: {exc}") from None
     except LSTMConvertError as exc:
@@ -339,14 +359,15 @@ def _inbound(nodes: Any) -> list[str]:
     return found
 
 
-def _model_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+def _input(config: Mapping[str, Any]) -> tuple[list | None, str | None]:
+    """The model's input shape, batch first (``batch_shape``, or Keras 2's ``batch_input_shape`` of the first
+    layer), and its dtype, when the configuration records them."""
     layers = config.get("config", {}).get("layers", [])
-    first = layers[0].get("config", {}) if layers else {}
+    first = layers[0].get("config", {}) if layers and isinstance(layers[0], dict) else {}
     shape = first.get("batch_shape") or first.get("batch_input_shape")
     dtype = first.get("dtype")
-    return {"name": config.get("config", {}).get("name"),
-            "input_shape": list(shape[1:]) if isinstance(shape, list) else None,
-            "input_dtype": dtype if isinstance(dtype, str) else None}
+    valid = isinstance(shape, list) and len(shape) >= 2 and all(d is None or isinstance(d, int) for d in shape)
+    return (shape if valid else None), (dtype if isinstance(dtype, str) else None)
 
 
 def _json(path: Path, what: str, raw: bytes | str) -> dict[str, Any]:

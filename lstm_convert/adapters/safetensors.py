@@ -13,7 +13,7 @@ The ``__metadata__`` header (string values only, as safetensors requires):
 key                 value
 ==================  =======================================================
 ``format``          ``lstm_convert``
-``format_version``  schema version, currently ``1``
+``format_version``  schema version, currently ``2`` (``1`` is still read)
 ``content``         ``layer`` (one layer was saved) or ``model``
 ``layers``          JSON list of layer specs, in order (``spec()``)
 ``model``           JSON object: model-level config and source
@@ -42,7 +42,10 @@ from ..canonical import LAYER_TYPES, Layer, Model
 from ..errors import FormatError, LSTMConvertError
 
 FORMAT = "lstm_convert"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+# Version 1 kept what a model computes (return_sequences, masking, the input) as Keras settings in each
+# layer's ``config``; version 2 keeps it in fields of its own. Version 1 archives are read and upgraded.
+READABLE_VERSIONS = ("1", "2")
 DIGESTS = "sha256"  # metadata key: JSON object, tensor name -> SHA-256 of its bytes
 
 
@@ -57,8 +60,8 @@ def write(weights: Layer | Model, path: str | os.PathLike) -> Path:
         "format_version": FORMAT_VERSION,
         "content": "model" if model else "layer",
         "layers": json.dumps([layer.spec() for layer in layers], sort_keys=True),
-        "model": json.dumps({"config": dict(model.config), "source": dict(model.source)} if model else {},
-                            sort_keys=True),
+        "model": json.dumps({"config": dict(model.config), "source": dict(model.source), **model.input_spec()}
+                            if model else {}, sort_keys=True),
         "source": source,
     }
     return atomic_write(path, lambda tmp: st.write(tmp, tensors, metadata, digests=DIGESTS))
@@ -99,6 +102,8 @@ def read(path: str | os.PathLike, *, header_only: bool = False, check: bool = Tr
     handle = st.File(path)
     metadata = handle.metadata
     specs = _specs(path, metadata)
+    if metadata.get("format_version") == "1":
+        specs = [_upgrade_spec(spec) for spec in specs]
     remaining = set(handle.entries)
     layers = [_layer(path, spec, handle, remaining, header_only) for spec in specs]
     if remaining:
@@ -110,10 +115,32 @@ def read(path: str | os.PathLike, *, header_only: bool = False, check: bool = Tr
             raise FormatError(f"{path}: content 'layer' but {len(layers)} layers described")
         return layers[0]
     model = _json(path, metadata, "model", dict)
+    if metadata.get("format_version") == "1":
+        model = {**model, **{key: model.get("config", {}).get("keras", {}).get(key)
+                             for key in ("input_shape", "input_dtype")}}
+    shape = model.get("input_shape")
     try:
-        return Model(tuple(layers), config=model.get("config", {}), source=model.get("source", {}))
+        return Model(tuple(layers), config=model.get("config", {}), source=model.get("source", {}),
+                     input_shape=tuple(shape) if isinstance(shape, list) else shape,
+                     input_dtype=model.get("input_dtype"), batch_size=model.get("batch_size"))
     except LSTMConvertError as exc:
         raise FormatError(f"{path}: {exc}") from None
+
+
+def _upgrade_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 layer spec in version 2's terms: the Keras settings that say what the layer computes
+    become fields (with PyTorch's meaning, the whole sequence and no mask, where none was recorded)."""
+    if not isinstance(spec.get("config"), dict):
+        return spec  # reported as malformed when the layer is built
+    keras = spec["config"].get("keras", {})
+    keras = keras if isinstance(keras, dict) else {}
+    defaults = {"embedding": {"mask_zero": False},
+                "lstm": {"return_sequences": True, "return_state": False, "zero_output_for_mask": False,
+                         "stateful": False}}.get("lstm" if spec.get("kind") in ("gru", "rnn") else spec.get("kind"))
+    if not defaults:
+        return spec
+    config = {**spec["config"], "keras": {k: v for k, v in keras.items() if k not in defaults}}
+    return {**{key: bool(keras.get(key, value)) for key, value in defaults.items()}, **spec, "config": config}
 
 
 def _json(path: Path, metadata: dict[str, str], key: str, kind: type) -> Any:
@@ -130,9 +157,9 @@ def _specs(path: Path, metadata: dict[str, str]) -> list[dict[str, Any]]:
     if not is_archive(metadata):
         raise FormatError(f"{path}: not an lstm_convert archive (metadata format is "
                           f"{metadata.get('format')!r}, expected {FORMAT!r})")
-    if metadata.get("format_version") != FORMAT_VERSION:
+    if metadata.get("format_version") not in READABLE_VERSIONS:
         raise FormatError(f"{path}: archive format_version {metadata.get('format_version')!r} is not "
-                          f"supported by this version of lstm_convert (it reads {FORMAT_VERSION!r})")
+                          f"supported by this version of lstm_convert (it reads {', '.join(READABLE_VERSIONS)})")
     if metadata.get("content") not in ("layer", "model"):
         raise FormatError(f"{path}: metadata content {metadata.get('content')!r} is not 'layer' or 'model'")
     specs = _json(path, metadata, "layers", list)
