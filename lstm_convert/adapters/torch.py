@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
-from ..canonical import DIRECTIONS, ROLES, Dense, Embedding, Gate, Layer, Model, RecurrentLayer
+from ..canonical import DIRECTIONS, ROLES, Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
 from ..errors import FormatError, ShapeError, UnsupportedError
 from ..gates import join_chunks, layout, split
 
@@ -170,6 +170,8 @@ def recurrent_from_state_arrays(arrays: Mapping[str, np.ndarray], *, name: str |
 def layer_state_chunks(layer: Layer) -> dict[str, list[np.ndarray]]:
     """One layer's parameters as its PyTorch module names them (no prefix), each as pieces to write in turn."""
     check_representable(layer)
+    if isinstance(layer, Masking):
+        return {}
     if isinstance(layer, (Dense, Embedding)):
         return {name.rpartition(".")[2]: [array] for name, array in layer.tensors()}
     lay = layout("torch", layer.kind)
@@ -217,18 +219,15 @@ def _joined(chunks: list[np.ndarray]) -> np.ndarray:
 
 
 def check_representable(layer: Layer) -> None:
-    """Raise UnsupportedError unless a PyTorch module computes ``layer`` exactly."""
+    """Raise UnsupportedError unless PyTorch modules hold ``layer``'s weights and compute its cells exactly
+    (what the layer does around them, such as reversing its input, is :meth:`Layer.semantics`)."""
     if not isinstance(layer, RecurrentLayer):
         return
     keep = "Keep it in a safetensors archive"
     module = f"nn.{_MODULES[layer.kind][layer.cell]}"
     layer.refuse_onnx_features(module)
-    if layer.go_backwards:
-        raise UnsupportedError(f"{layer.name}: go_backwards=True (reading the sequence from its end) has no "
-                               f"{module} equivalent; {keep}, or reverse the input in time yourself")
-    if layer.merge_mode != "concat":
-        raise UnsupportedError(f"{layer.name}: Bidirectional merge_mode={layer.merge_mode!r}, but a bidirectional {module} "
-                               f"concatenates the two directions. {keep}, or use merge_mode='concat'")
+    # go_backwards and merge modes other than concat are not a module's, but its weights are an ordinary
+    # module's: the state dict holds them, and the generated module (--module) reverses and merges.
     if layer.kind == "gru" and not layer.reset_after:
         raise UnsupportedError(f"{layer.name}: a GRU with reset_after=False (reset applied before the recurrent "
                                f"matrix product) is a different function that no nn.GRU computes. {keep}, or "
@@ -240,6 +239,26 @@ def check_representable(layer: Layer) -> None:
             raise UnsupportedError(
                 f"{layer.name}: {attr} is {getattr(layer, attr)!r}, but {module} only computes "
                 f"{' or '.join(allowed)}; no PyTorch module computes this layer. {keep}")
+
+
+def check_single_module(layer: RecurrentLayer) -> None:
+    """UnsupportedError if one PyTorch module, run on its own, computes something else than ``layer``
+    (a whole model's module, :mod:`.torch_module`, reverses and merges around it)."""
+    check_representable(layer)
+    module = f"nn.{module_name(layer)}"
+    if layer.go_backwards:
+        raise UnsupportedError(f"{layer.name}: go_backwards=True (reading the sequence from its end) is not what "
+                               f"an {module} computes on its own; convert the whole model (its module reverses "
+                               "the input), or reverse the input in time yourself")
+    if layer.merge_mode != "concat":
+        raise UnsupportedError(f"{layer.name}: Bidirectional merge_mode={layer.merge_mode!r}, but a bidirectional "
+                               f"{module} concatenates the two directions; convert the whole model (its module "
+                               "merges them)")
+
+
+def module_name(layer: RecurrentLayer) -> str:
+    """The PyTorch module class that holds ``layer``: ``LSTM``, ``GRUCell``, ..."""
+    return _MODULES[layer.kind][layer.cell]
 
 
 def _key(tensor: str, index: int, direction: str, cell: bool = False) -> str:
@@ -283,19 +302,24 @@ def read(obj: Any, *, name: str | None = None, kinds: Mapping[str, str] | None =
 
 def write(weights: Layer | Model, module: Any = None, *, state_dict: bool = False,
           batch_first: bool | None = None) -> Any:
-    """Write a layer as a new ``nn.LSTM`` / ``nn.Linear`` / ``nn.Embedding``, load it or a model into
-    ``module``, or return the state dict (the default for a model: PyTorch has no generic chain).
+    """Write a layer as a new ``nn.LSTM`` / ``nn.Linear`` / ``nn.Embedding``, a model as a new module whose
+    ``forward`` computes it (see :mod:`.torch_module`), load either into ``module``, or return the state
+    dict (``state_dict=True``).
 
     ``batch_first`` defaults to the source module's setting when the weights
     came from PyTorch, and to True otherwise (Keras is batch-major).
     """
     torch = require("torch")
+    if isinstance(weights, Model) and module is None and not state_dict:
+        from . import torch_module
+
+        module = torch_module.build(weights)
     tensors = {key: from_numpy(torch, value) for key, value in state_arrays(weights).items()}
     if module is not None:
         _check_module(torch, weights, module)
         module.load_state_dict(tensors, strict=True)
         return module
-    if state_dict or isinstance(weights, Model):
+    if state_dict:
         return tensors
     module = new_module(torch, weights, batch_first=batch_first)
     module.load_state_dict(tensors, strict=True)
@@ -309,7 +333,7 @@ def new_module(torch, layer: Layer, *, batch_first: bool | None = None) -> Any:
         return torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, dtype=dtype)
     if isinstance(layer, Embedding):
         return torch.nn.Embedding(layer.num_embeddings, layer.embedding_dim, dtype=dtype)
-    check_representable(layer)
+    check_single_module(layer)
     cls = getattr(torch.nn, _MODULES[layer.kind][layer.cell])
     options: dict[str, Any] = {"bias": layer.bias, "dtype": dtype}
     if layer.kind == "rnn":
@@ -329,7 +353,7 @@ def new_module(torch, layer: Layer, *, batch_first: bool | None = None) -> Any:
 def _check_module(torch, weights: Layer | Model, module: Any) -> None:
     if not isinstance(weights, RecurrentLayer):
         return  # load_state_dict(strict=True) names any mismatch
-    check_representable(weights)
+    check_single_module(weights)
     wanted_type = getattr(torch.nn, _MODULES[weights.kind][weights.cell])
     if type(module) is not wanted_type:
         raise UnsupportedError(f"{weights.name}: cannot write into {type(module).__name__}, "
