@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,8 +33,10 @@ _STORAGES = {"float32": "FloatStorage", "float64": "DoubleStorage", "float16": "
 _ALIGN = 64
 
 
-def write(path: str | Path, tensors: Iterable[tuple[str, Sequence[np.ndarray]]], folder: str = "archive") -> None:
-    """Write ``(name, chunks)`` pairs as a state dict that ``torch.load(weights_only=True)`` reads."""
+def write(path: str | Path, tensors: Iterable[tuple[str, Sequence[np.ndarray]]], folder: str = "archive",
+          records: Mapping[str, bytes] | None = None) -> None:
+    """Write ``(name, chunks)`` pairs as a state dict that ``torch.load(weights_only=True)`` reads;
+    ``records`` are further members of the zip (``<folder>/<name>``), which torch.load ignores."""
     entries = []
     for key, (name, chunks) in enumerate(tensors):
         chunks = [np.asarray(c) for c in chunks]
@@ -56,6 +58,8 @@ def write(path: str | Path, tensors: Iterable[tuple[str, Sequence[np.ndarray]]],
             if index + 1 < len(entries):
                 ahead = pool.submit(_prepared, entries[index + 1][4])
             zip_file.add(f"{folder}/data/{key}", pieces, align=_ALIGN, crc=crc)
+        for name, data in (records or {}).items():
+            zip_file.add(f"{folder}/{name}", [np.frombuffer(data, np.uint8)])
         zip_file.add(f"{folder}/version", [np.frombuffer(b"3\n", np.uint8)])
         zip_file.finish()
 

@@ -75,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--strict", action="store_true", help="refuse weights that hold NaN or infinity")
     conv.add_argument("--check", action="store_true",
                       help="only report whether the conversion is exact, and what it drops; write nothing")
+    conv.add_argument("--module", metavar="FILE.py",
+                      help="with a PyTorch DST, also write a Python module whose Model computes the source model")
+    conv.add_argument("--set", dest="settings", action="append", default=[], type=_setting,
+                      metavar="LAYER.SETTING=VALUE",
+                      help="state what the source cannot say, e.g. lstm.return_sequences=false (repeatable)")
     conv.set_defaults(run=_convert)
 
     ver = sub.add_parser("verify", help="run two files on the same random input and compare each layer's output")
@@ -114,6 +119,29 @@ def _kind(text: str) -> tuple[str, str]:
 
 
 _KINDS = ("embedding", "linear", "rnn_tanh", "rnn_relu")  # as adapters.torch.KINDS, without importing it
+
+
+def _setting(text: str) -> tuple[str, str, object]:
+    target, sep, raw = text.partition("=")
+    layer, dot, key = target.rpartition(".")
+    if not sep or not dot or not layer or not key:
+        raise argparse.ArgumentTypeError(f"expected LAYER.SETTING=VALUE, got {text!r}")
+    lowered = raw.strip().lower()
+    if lowered in ("true", "false"):
+        return layer, key, lowered == "true"
+    for kind in (int, float):
+        try:
+            return layer, key, kind(raw)
+        except ValueError:
+            pass
+    return layer, key, raw
+
+
+def _settings(pairs: list) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    for layer, key, value in pairs:
+        out.setdefault(layer, {})[key] = value
+    return out
 
 
 def _positive(text: str) -> int:
@@ -159,19 +187,21 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _print_conversions(info: dict, targets: tuple[str, ...] = ("keras", "torch", "onnx", "archive")) -> None:
-    """Per layer and target: exact, exact but dropping settings (*), or impossible (!), with the reasons."""
+    """Per layer and target: exact, weights only (*: a state dict keeps the weights, the model around them
+    needs --module), or impossible (!), with the reasons."""
     print((f"{'conversion to':<16} " + " ".join(f"{t:<10}" for t in targets)).rstrip())
     notes = []
     for layer in info["layers"]:
         cells = []
         for target in targets:
             c = layer["conversions"][target]
-            if not c["exact"]:
+            if c["verdict"] == "impossible":
                 cells.append("impossible")
                 notes.append(f"  ! {target}: {layer['name']}: {c['reason']}")
-            elif c["drops"]:
-                cells.append("exact*")
-                notes.append(f"  * {target}: {layer['name']} drops {', '.join(c['drops'])}")
+            elif c["verdict"] == "weights":
+                cells.append("weights*")
+                notes.append(f"  * {target}: {layer['name']}: the state dict keeps the weights; "
+                             f"{', '.join(c['needs'])} needs --module FILE.py")
             else:
                 cells.append("exact")
         print(f"{layer['name']:<16} " + " ".join(f"{c:<10}" for c in cells).rstrip())
@@ -218,18 +248,28 @@ def _convert(args: argparse.Namespace) -> int:
     if args.check:
         from .describe import describe
 
+        from .canonical import with_settings
+        from .describe import conversions, model_conversions
+
         fmt = files.target_format(args.dst, args.dst_format)
         src_fmt = files.detect(args.src, args.src_format)
-        info = describe(files.read(args.src, src_fmt, kinds=dict(args.kind)), src_fmt, str(args.src))
+        model = with_settings(files.read(args.src, src_fmt, kinds=dict(args.kind)), _settings(args.settings))
+        info = describe(model, src_fmt, str(args.src))
+        if args.module:
+            info["conversions"] = model_conversions(model, module=True)
+            for layer, entry in zip(model.layers, info["layers"]):
+                entry["conversions"] = conversions(layer, module=True)
         _print_conversions(info, (fmt,))
-        exact = info["conversions"][fmt]["exact"]
-        print(f"{args.src} -> {args.dst} ({fmt}): " + ("exact; nothing written" if exact else
-                                                        "impossible; nothing written"))
-        return 0 if exact else 1
+        verdict = info["conversions"][fmt]["verdict"]
+        words = {"exact": "exact", "impossible": "impossible",
+                 "weights": "the weights exactly; the model needs --module"}[verdict]
+        print(f"{args.src} -> {args.dst} ({fmt}): {words}; nothing written")
+        return 1 if verdict == "impossible" else 0
 
     report = files.convert(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
-                           overwrite=args.overwrite, kinds=dict(args.kind), strict=args.strict)
-    print(f"wrote {report.path} ({report.format})")
+                           overwrite=args.overwrite, kinds=dict(args.kind), strict=args.strict,
+                           settings=_settings(args.settings), module=args.module)
+    print(f"wrote {report.path} ({report.format})" + (f" and {args.module}" if args.module else ""))
     for note in report.notes:
         print(f"note: {note}")
     return 0
@@ -254,14 +294,16 @@ def _verify(args: argparse.Namespace) -> int:
                     seed=args.seed, kinds=dict(args.kind))
     print(f"A: {args.a} (run by {result.runners[0]})")
     print(f"B: {args.b} (run by {result.runners[1]})")
-    print(f"random input: batch {result.batch}, {result.steps} steps, seed {args.seed}; "
-          f"atol {result.atol:g}, rtol {result.rtol:g}")
+    print(f"random input: batch {result.batch}, {result.steps} steps, seed {args.seed}"
+          + (", with padded (masked) steps" if result.masked else "")
+          + f"; atol {result.atol:g}, rtol {result.rtol:g}")
     print(f"{'layer':<16} {'output':<8} {'max |A - B|':>12}")
     for row in result.rows:
         print(f"{row['layer']:<16} {row['part']:<8} {row['max_abs_diff']:>12.3e}" + ("" if row["ok"] else "  MISMATCH"))
     for note in result.notes:
         print(f"note: {note}")
-    print("OK: all layer outputs agree within tolerance" if result.ok else "FAILED: outputs differ beyond tolerance")
+    print("OK: the model outputs and every layer output agree within tolerance" if result.ok
+          else "FAILED: outputs differ beyond tolerance")
     return 0 if result.ok else 1
 
 

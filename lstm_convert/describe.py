@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .canonical import ROLES, Dense, Embedding, Layer, Model, RecurrentLayer, tensor_name
+from .canonical import ROLES, Dense, Embedding, Layer, Masking, Model, RecurrentLayer, tensor_name
 from .gates import layout
 
-_TYPE = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN", "dense": "Dense", "embedding": "Embedding"}
+_TYPE = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN", "dense": "Dense", "embedding": "Embedding",
+         "masking": "Masking"}
 
 
 def describe(model: Model, fmt: str, path: str = "") -> dict[str, Any]:
@@ -23,25 +24,45 @@ def describe(model: Model, fmt: str, path: str = "") -> dict[str, Any]:
     layers = [_layer(layer, fmt, framework) for layer in model.layers]
     return {"file": path, "format": fmt, "source": dict(model.source), "counted_as": framework,
             "layers": layers, "total_params": sum(layer["params"] for layer in layers),
+            "semantics": model.semantics(), "input": model.input_spec(),
             "conversions": model_conversions(model)}
 
 
-def model_conversions(model: Model) -> dict[str, dict[str, Any]]:
-    """Per target, whether the whole model converts exactly: every layer does, and for Keras they chain."""
-    from .adapters.keras import check_chain
-    from .errors import UnsupportedError
-
+def model_conversions(model: Model, *, module: bool = False) -> dict[str, dict[str, Any]]:
+    """Per target, the verdict for the whole model: ``exact`` when the target computes the model's
+    function, ``weights`` when a state dict keeps every weight exactly but what the model computes
+    around them needs the module that ``--module`` writes (``module=True`` asks about that), and
+    ``impossible`` with the reasons."""
     out = {}
     for target in TARGETS:
-        reasons = [f"{layer.name}: {c[target]['reason']}" for layer in model.layers
-                   if not (c := conversions(layer))[target]["exact"]]
-        if target == "keras" and not reasons:
-            try:
-                check_chain(model)
-            except UnsupportedError as exc:
-                reasons.append(str(exc))
-        out[target] = {"exact": not reasons, "reasons": reasons}
+        verdicts = {layer.name: conversions(layer, module=module)[target] for layer in model.layers}
+        reasons = [f"{name}: {v['reason']}" for name, v in verdicts.items() if v["verdict"] == "impossible"]
+        if not reasons:
+            reasons = [str(exc) for exc in _model_refusals(model, target, module)]
+        needs = [f"{name}: {n}" for name, v in verdicts.items() for n in v.get("needs", [])]
+        verdict = "impossible" if reasons else ("weights" if needs else "exact")
+        out[target] = {"exact": verdict == "exact", "verdict": verdict, "reasons": reasons, "needs": needs}
     return out
+
+
+def _model_refusals(model: Model, target: str, module: bool) -> list[Exception]:
+    """What stops ``target`` from computing the whole model, beyond each layer on its own."""
+    from .adapters import keras as keras_adapter
+    from .adapters import onnx as onnx_adapter
+    from .adapters import torch_module
+    from .errors import UnsupportedError
+
+    checks = {"keras": [keras_adapter.check_chain, keras_adapter.check_model],
+              "onnx": [onnx_adapter.check_model], "torch": [torch_module.check] if module else [],
+              "archive": []}[target]
+    found = []
+    for check in checks:
+        try:
+            check(model)
+        except UnsupportedError as exc:
+            found.append(exc)
+            break
+    return found
 
 
 def _layer(layer: Layer, fmt: str, framework: str) -> dict[str, Any]:
@@ -53,6 +74,8 @@ def _layer(layer: Layer, fmt: str, framework: str) -> dict[str, Any]:
         out["bias"] = layer.bias is not None
     elif isinstance(layer, Embedding):
         out["sizes"] = {"num_embeddings": layer.num_embeddings, "embedding_dim": layer.embedding_dim}
+    elif isinstance(layer, Masking):
+        out["sizes"] = {"features": layer.size, "mask_value": layer.mask_value}
     else:
         out["sizes"] = {"input_size": layer.input_size, "hidden_size": layer.hidden_size,
                         "num_layers": layer.num_layers, "directions": layer.directions}
@@ -66,6 +89,7 @@ def _layer(layer: Layer, fmt: str, framework: str) -> dict[str, Any]:
         out["recurrent_activation"] = layer.recurrent_activation
         out["gates"] = _gates(layer, fmt)
     out["settings"] = dict(layer.config)
+    out["semantics"] = layer.semantics()
     out["conversions"] = conversions(layer)
     return out
 
@@ -103,47 +127,47 @@ def _gates(layer: RecurrentLayer, fmt: str) -> list[dict[str, Any]]:
 # -- representability -------------------------------------------------------------------------------
 
 TARGETS = ("keras", "torch", "onnx", "archive")
-# Settings that are not weights which the other framework does not keep: a value other than what the
-# other framework does is reported as dropped. (PyTorch always returns full sequences and the states;
-# Keras models written here are batch-major.)
-_KEPT_ONLY_BY = {"keras": {"return_sequences": True, "stateful": False, "dropout": 0.0, "recurrent_dropout": 0.0,
-                           "mask_zero": False},
-                 "torch": {"batch_first": True, "dropout": 0.0}}
 
 
-def conversions(layer: Layer) -> dict[str, dict[str, Any]]:
-    """For each target format: whether ``layer`` converts exactly, why not, and what it drops."""
+def conversions(layer: Layer, *, module: bool = False) -> dict[str, dict[str, Any]]:
+    """For each target format, the verdict for ``layer``: ``exact``, ``weights`` (a state
+    dict keeps the weights; ``needs`` lists what the layer computes beyond them, which the module of
+    ``--module`` does; with ``module=True`` that module is asked about) or ``impossible`` (``reason``)."""
     from .adapters import keras as keras_adapter
     from .adapters import onnx as onnx_adapter
     from .adapters import torch as torch_adapter
+    from .adapters import torch_module
     from .errors import UnsupportedError
 
-    checks = {"keras": keras_adapter.check_representable, "torch": torch_adapter.check_representable,
+    def torch_check(item: Layer) -> None:
+        torch_adapter.check_representable(item)
+        if module or item.semantics():
+            torch_module.check(Model((item,)))
+
+    checks = {"keras": keras_adapter.check_representable, "torch": torch_check,
               "onnx": onnx_adapter.check_representable, "archive": lambda _: None}
     out = {}
     for target, check in checks.items():
         try:
             check(layer)
         except UnsupportedError as exc:
-            out[target] = {"exact": False, "reason": str(exc).split(": ", 1)[-1]}
+            reason = str(exc).split(": ", 1)[-1]
+            if target == "torch" and layer.semantics():
+                try:
+                    torch_adapter.check_representable(layer)
+                    reason = f"the state dict keeps the weights, but the module cannot: {reason}"
+                except UnsupportedError:
+                    pass
+            out[target] = {"exact": False, "verdict": "impossible", "reason": reason, "needs": []}
             continue
-        out[target] = {"exact": True, "drops": _drops(layer, target)}
+        needs = layer.semantics() if target == "torch" and not module else []
+        out[target] = {"exact": not needs, "verdict": "weights" if needs else "exact", "needs": needs,
+                       "notes": _notes(layer, target)}
     return out
 
 
-def _drops(layer: Layer, target: str) -> list[str]:
-    """Settings that are not weights which ``target`` does not keep."""
-    if target == "archive":
-        return []
-    drops = []
-    for source in ("keras", "torch"):
-        if source == target:
-            continue
-        usual = _KEPT_ONLY_BY[source]
-        recorded = layer.config.get(source, {})
-        drops += [f"{k}={v!r}" for k, v in recorded.items() if k in usual and v != usual[k]]
-    if target == "torch" and isinstance(layer, Dense) and layer.activation != "linear":
-        drops.append(f"activation={layer.activation!r}")
+def _notes(layer: Layer, target: str) -> list[str]:
+    """What a conversion changes that does not change what the model computes."""
     if target == "onnx" and layer.dtype in ("float16", "bfloat16"):
-        drops.append(f"dtype {layer.dtype} (written as float32, exactly)")
-    return drops
+        return [f"dtype {layer.dtype} is written as float32, exactly"]
+    return []

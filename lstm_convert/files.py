@@ -122,15 +122,28 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def write(model: Model, path: str | os.PathLike, fmt: str | None = None, *, overwrite: bool = False) -> Report:
-    """Write ``model`` to ``path``, refusing before writing anything if the target cannot hold it exactly."""
+def write(model: Model, path: str | os.PathLike, fmt: str | None = None, *, overwrite: bool = False,
+          module: str | os.PathLike | None = None) -> Report:
+    """Write ``model`` to ``path``, refusing before writing anything if the target cannot hold it exactly.
+
+    ``module`` (with a PyTorch target) also writes a Python file whose ``Model`` computes the model from
+    the state dict (see :mod:`lstm_convert.adapters.torch_module`).
+    """
     path = Path(path)
     fmt = target_format(path, fmt)
-    if path.exists() and not overwrite:
-        raise FormatError(f"{path}: already exists; pass --overwrite (overwrite=True) to replace it")
-    if not path.parent.is_dir():
-        raise FormatError(f"{path}: the directory {path.parent} does not exist")
-    report = Report(path, fmt, notes=_dropped(model, fmt, path))
+    for target in (path, *([Path(module)] if module is not None else [])):
+        if target.exists() and not overwrite:
+            raise FormatError(f"{target}: already exists; pass --overwrite (overwrite=True) to replace it")
+        if not target.parent.is_dir():
+            raise FormatError(f"{target}: the directory {target.parent} does not exist")
+    if module is not None:
+        if fmt != "torch":
+            raise FormatError(f"{module}: --module writes a PyTorch module beside a .pt or PyTorch .safetensors "
+                              f"state dict, not beside a {fmt} file")
+        if Path(module).suffix != ".py":
+            raise FormatError(f"{module}: a module file must end in .py")
+    check(model, fmt, module=module is not None)
+    report = Report(path, fmt, notes=_dropped(model, fmt, path, module is not None))
     if fmt == "keras":
         from .adapters.keras_files import write_keras
         write_keras(model, path)
@@ -146,21 +159,31 @@ def write(model: Model, path: str | os.PathLike, fmt: str | None = None, *, over
     else:
         from .adapters import safetensors
         safetensors.write(model, path)
+    if module is not None:
+        from ._files import atomic_write
+        from .adapters import torch_module
+
+        text = torch_module.source(model, origin=model.source.get("framework", ""))
+        atomic_write(module, lambda tmp: tmp.write_text(text, encoding="utf-8"), suffix=".py")
     return report
 
 
-def check(model: Model, fmt: str) -> None:
-    """Raise UnsupportedError if ``fmt`` cannot hold every layer of ``model`` exactly."""
+def check(model: Model, fmt: str, *, module: bool = False) -> None:
+    """Raise UnsupportedError if ``fmt`` cannot hold ``model`` exactly (with ``module``, a PyTorch state dict
+    and the module that computes the model from it)."""
     if fmt == "keras":
-        from .adapters.keras import check_chain
+        from .adapters.keras import check_chain, check_model
         check_chain(model)
+        check_model(model)
     elif fmt == "torch":
         from .adapters.torch import state_chunks
         state_chunks(model)  # refuses what no PyTorch module holds; joins nothing
+        if module:
+            from .adapters import torch_module
+            torch_module.check(model)
     elif fmt == "onnx":
-        from .adapters.onnx import check_representable
-        for layer in model.layers:
-            check_representable(layer)
+        from .adapters.onnx import check_model
+        check_model(model)
 
 
 def non_finite(model: Model) -> list[str]:
@@ -194,9 +217,13 @@ def non_finite_of(path: str | os.PathLike, fmt: str, *, kinds: Mapping[str, str]
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str | None = None,
             dst_format: str | None = None, overwrite: bool = False,
-            kinds: Mapping[str, str] | None = None, strict: bool = False) -> Report:
+            kinds: Mapping[str, str] | None = None, strict: bool = False,
+            settings: Mapping[str, Mapping[str, object]] | None = None,
+            module: str | os.PathLike | None = None) -> Report:
     """Read ``src`` and write it to ``dst``; the source is never modified. ``strict`` refuses weights
-    that hold NaN or infinity."""
+    that hold NaN or infinity; ``settings`` states what the source cannot say (``{"lstm":
+    {"return_sequences": False}}``, see :func:`lstm_convert.canonical.with_settings`); ``module`` also
+    writes a PyTorch module file (see :func:`write`)."""
     src, dst = Path(src), Path(dst)
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
         raise FormatError(f"{dst}: is the source file; write to another path")
@@ -205,14 +232,17 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
         raise FormatError(f"{dst}: already exists; pass --overwrite to replace it")
     src_fmt = detect(src, src_format)
     model = read(src, src_fmt, kinds=kinds, check=False)
-    check(model, fmt)
+    if settings:
+        from .canonical import with_settings
+        model = with_settings(model, settings)
+    check(model, fmt, module=module is not None)
     if strict:
         bad = non_finite(model)
         if bad:
             raise FormatError(f"{src}: tensor {bad[0]} holds NaN or infinity"
                               + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "") + "; refused by --strict")
     if src_fmt != "archive":
-        return write(model, dst, fmt, overwrite=overwrite)
+        return write(model, dst, fmt, overwrite=overwrite, module=module)
     # The archive's digests are checked in another thread while the destination is written; the
     # destination is renamed into place only if they match.
     from concurrent.futures import ThreadPoolExecutor
@@ -223,21 +253,20 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(verify, src)
         with guard(pending.result):
-            return write(model, dst, fmt, overwrite=overwrite)
+            return write(model, dst, fmt, overwrite=overwrite, module=module)
 
 
-def _dropped(model: Model, fmt: str, path: Path) -> list[str]:
-    from .describe import conversions
-
-    notes = []
-    for layer in model.layers:
-        drops = conversions(layer)[fmt].get("drops")
-        if drops:
-            notes.append(f"{layer.name}: {fmt} does not keep {', '.join(drops)}")
-        if fmt == "torch" and path.suffix.lower() != ".safetensors" and getattr(layer, "kind", "") == "rnn":
-            prefix = layer.config.get("torch", {}).get("prefix", f"{layer.name}.").rstrip(".")
-            notes.append(f"{layer.name}: a .pt state dict cannot say that this nn.RNN uses {layer.activation}; "
-                         f"read it back with --kind {prefix}=rnn_{layer.activation}")
+def _dropped(model: Model, fmt: str, path: Path, module: bool = False) -> list[str]:
+    """What the written file does not compute by itself, and what it changes without changing the function."""
+    notes = [f"skipped {entry}: the identity at inference" for entry in model.config.get("keras", {}).get("skipped", [])]
+    semantics = model.semantics()
+    if fmt == "torch" and semantics and not module:
+        notes.append(f"the state dict keeps every weight exactly, but not what the model computes around them "
+                     f"({'; '.join(semantics)}); pass --module FILE.py for a module that does (lstm_convert "
+                     "records it in the file, so verify and convert read it back)")
+    if fmt == "onnx":
+        notes += [f"{layer.name}: dtype {layer.dtype} is written as float32, exactly" for layer in model.layers
+                  if layer.dtype in ("float16", "bfloat16")]
     return notes
 
 

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from . import files, reference
-from .canonical import Dense, Embedding, Model, RecurrentLayer
-from .errors import FormatError
+from .activations import ACTIVATIONS
+from .canonical import Dense, Embedding, Masking, Model, RecurrentLayer
+from .errors import FormatError, UnsupportedError
 
 DEFAULT_ATOL = {"float64": 1e-9, "float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2}
 
@@ -37,6 +38,7 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     batch: int = 0
     steps: int = 0
+    masked: bool = False
 
     @property
     def ok(self) -> bool:
@@ -70,6 +72,7 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
         x = rng.integers(0, first.num_embeddings, size=(batch, steps)).astype(np.int64)
     else:
         x = rng.normal(size=(batch, steps, first.input_size)).astype(np.float32)
+    model_x = _padded(x, model_a, model_b, rng)
     # ONNX models take no initial states (their operators start from zero), so then neither side does.
     zero = "onnx" in (fmt_a, fmt_b)
     unit_states = []  # per single (unstacked) layer, its initial states
@@ -80,28 +83,106 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
                                  for shape in shapes))
     run_a, name_a = _run(Path(a), fmt_a, model_a, x, _grouped(model_a, unit_states))
     run_b, name_b = _run(Path(b), fmt_b, model_b, x, _grouped(model_b, unit_states))
+    detail = [f"{Path(p).name}: {why}" for p, why in ((a, run_a), (b, run_b)) if isinstance(why, str)]
+    if detail:  # a side that cannot run layer by layer: the model output alone is compared
+        run_a = run_b = []
     if atol is None:
         atol = max(DEFAULT_ATOL.get(layer.dtype, 1e-5) for layer in (*model_a.layers, *model_b.layers))
     result = Comparison((name_a, name_b), atol, rtol)
-    for model, other, runner in ((model_a, model_b, name_a), (model_b, model_a, name_b)):
-        for mine, theirs in zip(model.layers, other.layers):
-            if runner == "torch" and isinstance(theirs, Dense) and theirs.activation != "linear":
-                result.notes.append(f"{mine.name}: a PyTorch state dict holds no activation, and the other side "
-                                    f"applies {theirs.activation!r} after its Dense layer")
+    result.notes += [f"{n}; only the model outputs are compared" for n in detail]
     if zero:
         result.notes.append("initial states are zero on both sides: ONNX models take none")
     result.notes += fixed
     result.batch, result.steps = batch, steps
+    result.masked = model_x is not x
+    whole_a, how_a = _run_model(Path(a), fmt_a, model_a, model_x)
+    whole_b, how_b = _run_model(Path(b), fmt_b, model_b, model_x)
+    result.notes += [n for n in (how_a, how_b) if n]
+    if whole_a.shape != whole_b.shape:
+        result.rows.insert(0, {"layer": "model", "part": "output", "max_abs_diff": float("inf"), "ok": False,
+                               "shapes": (list(whole_a.shape), list(whole_b.shape))})
+        result.notes.insert(0, f"the models' outputs differ in shape: {tuple(whole_a.shape)} (A) vs "
+                               f"{tuple(whole_b.shape)} (B)")
+    else:
+        diff = np.abs(whole_a.astype(np.float64) - whole_b.astype(np.float64))
+        result.rows.insert(0, {"layer": "model", "part": "output", "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+                               "ok": bool(np.all(diff <= atol + rtol * np.abs(whole_b.astype(np.float64)))),
+                               "shapes": (list(whole_a.shape), list(whole_b.shape))})
     for name, (out_a, st_a), (out_b, st_b) in _aligned(model_a, run_a, model_b, run_b):
         parts = {"output": (out_a, out_b), **{n: (u, v) for n, u, v in zip(("h", "c"), st_a, st_b)}}
         for part, (u, v) in parts.items():
             if u is None or v is None:
                 continue  # not an output of one of the files (an ONNX graph shows only some)
             u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+            if u.shape != v.shape:  # a layer that returns one step on one side runs whole on the other
+                continue
             diff = float(np.abs(u - v).max())
             ok = bool(np.all(np.abs(u - v) <= atol + rtol * np.abs(v)))
             result.rows.append({"layer": name, "part": part, "max_abs_diff": diff, "ok": ok})
     return result
+
+
+def _padded(x: np.ndarray, a: Model, b: Model, rng: np.random.Generator) -> np.ndarray:
+    """``x`` with padded steps when either model masks: zeros (indices) or the mask value at the end of
+    some rows, and one masked step in the middle of another."""
+    masking = next((layer for m in (a, b) for layer in m.layers if isinstance(layer, Masking)), None)
+    if not (a.masked or b.masked) or x.shape[1] < 2:
+        return x
+    x = x.copy()
+    if x.ndim == 2:
+        x = np.where(x == 0, 1, x)  # zero is padding: only where we put it
+    pad = 0 if x.ndim == 2 else (masking.mask_value if masking is not None else 0.0)
+    steps = x.shape[1]
+    for row in range(x.shape[0]):
+        kind = row % 3
+        if kind == 0:
+            x[row, steps - max(1, steps // 3):] = pad  # trailing padding
+        elif kind == 1 and steps > 2:
+            x[row, steps // 2] = pad  # a masked step in the middle
+    return x
+
+
+def _run_model(path: Path, fmt: str, model: Model, x: np.ndarray) -> tuple[np.ndarray, str]:
+    """The model's output as its file defines it, and a note saying how it ran when that is not plain."""
+    if fmt == "keras" and importlib.util.find_spec("keras") is not None:
+        import keras
+
+        try:
+            loaded = keras.saving.load_model(path, compile=False)
+        except Exception as exc:  # noqa: BLE001 - Keras raises many types for files it cannot load
+            message = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+            return _reference(model, x), f"{path.name}: Keras 3 cannot load it ({message}); run by the reference"
+        return np.asarray(keras.ops.convert_to_numpy(loaded(x))), ""
+    if fmt == "torch" and importlib.util.find_spec("torch") is not None:
+        import torch
+
+        from .adapters import torch_module
+
+        try:
+            module = torch_module.build(model)
+        except UnsupportedError as exc:
+            return _reference(model, x), f"{path.name}: {exc}; run by the reference"
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        module.load_state_dict(state, strict=True)
+        with torch.no_grad():
+            out = module(torch.from_numpy(x)).float().numpy()
+        plain = not model.semantics()
+        return out, "" if plain else f"{path.name}: run by the module lstm_convert writes (--module), from the " \
+                                     "model record in the file"
+    if fmt == "onnx":
+        from .adapters.onnx import run
+
+        outputs = run(path, x)
+        return np.asarray(outputs.get("output", next(iter(outputs.values())))), ""
+    return _reference(model, x), ""
+
+
+def _reference(model: Model, x: np.ndarray) -> np.ndarray:
+    return reference.run(model, x)[-1][0]
 
 
 def _depth(layer: Any) -> int:
@@ -164,14 +245,22 @@ def _aligned(model_a: Model, run_a: list, model_b: Model, run_b: list):
             pending_a, pending_b = [], []
 
 
-def _run(path: Path, fmt: str, model: Model, x: np.ndarray, states: dict) -> tuple[list, str]:
+def _run(path: Path, fmt: str, model: Model, x: np.ndarray, states: dict) -> tuple[Any, str]:
+    """Every layer's output and final states, layers run one after the other over whole sequences; or a
+    string saying why this file cannot be run so."""
     if fmt == "keras" and importlib.util.find_spec("keras") is not None:
-        return _run_keras(path, x, states), "keras"
+        try:
+            return _run_keras(path, x, states), "keras"
+        except UnsupportedError as exc:
+            return str(exc), "keras"
     if fmt == "torch" and importlib.util.find_spec("torch") is not None:
-        return _run_torch(path, model, x, states), "torch"
+        try:
+            return _run_torch(path, model, x, states), "torch"
+        except UnsupportedError as exc:
+            return str(exc), "torch"
     if fmt == "onnx":
         return _run_onnx(path, model, x), "onnxruntime"
-    return reference.run(model, x, states), "reference"
+    return reference.run(model, x, states, sequences=True), "reference"
 
 
 def _run_keras(path: Path, x: np.ndarray, states: dict) -> list:
@@ -180,7 +269,10 @@ def _run_keras(path: Path, x: np.ndarray, states: dict) -> list:
 
     from .adapters.keras import INFERENCE_IDENTITY
 
-    loaded = keras.saving.load_model(path, compile=False)
+    try:
+        loaded = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for files it cannot load
+        raise UnsupportedError("Keras 3 cannot load it, so its layers are not run one by one") from exc
     out = []
     for layer in loaded.layers:
         if type(layer).__name__ in ("InputLayer",) + INFERENCE_IDENTITY:
@@ -221,6 +313,9 @@ def _run_torch(path: Path, model: Model, x: np.ndarray, states: dict) -> list:
     out = []
     tensor = torch.from_numpy(x)
     for layer in model.layers:
+        if isinstance(layer, Masking):
+            out.append((tensor.float().numpy(), None))
+            continue
         prefix = layer.config.get("torch", {}).get("prefix", f"{layer.name}.")
         own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and "." not in k[len(prefix):]}
         module = new_module(torch, layer, batch_first=True)
@@ -232,6 +327,9 @@ def _run_torch(path: Path, model: Model, x: np.ndarray, states: dict) -> list:
                 out.append((tensor.float().numpy(), None))
             elif isinstance(layer, Dense):
                 tensor = module(tensor.to(dtype))
+                if layer.activation != "linear":  # what the file records; a plain state dict has none
+                    values = ACTIVATIONS[layer.activation](tensor.double().numpy())
+                    tensor = torch.from_numpy(values).to(dtype)
                 out.append((tensor.float().numpy(), None))
             else:
                 initial = [torch.from_numpy(s).to(dtype) for s in states[layer.name]]

@@ -31,6 +31,7 @@ carries weights is an error naming it. The ONNX file is read as protobuf data.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -41,12 +42,15 @@ import numpy as np
 
 from .._files import atomic_write
 from .._optional import require
-from ..canonical import DIRECTIONS, Dense, Embedding, Gate, Layer, Model, RecurrentLayer
+from ..canonical import DIRECTIONS, Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
 from ..errors import FormatError, ShapeError, UnsupportedError
 from ..gates import join, layout, split
 
 OPSET = 17
 METADATA_KEY = "lstm_convert.layers"
+MODEL_KEY = "lstm_convert.input"
+# What a layer computes that the graph shows only in its plumbing, recorded for reading back.
+_RECORDED = ("return_sequences", "go_backwards", "zero_output_for_mask")
 _OPS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 _KINDS = {v: k for k, v in _OPS.items()}
 # Canonical activation -> ONNX recurrent activation (name, alpha, beta).
@@ -71,6 +75,10 @@ _LAYOUT_OPS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Slice", "Shape",
 
 def check_representable(layer: Layer) -> None:
     """Raise UnsupportedError unless an ONNX operator computes ``layer`` exactly (as onnxruntime runs it)."""
+    if isinstance(layer, Masking):
+        raise UnsupportedError(f"{layer.name}: Masking(mask_value={layer.mask_value!r}) makes the recurrent layers "
+                               "skip masked steps, which the graphs written here do not do yet. Keep the model in "
+                               "Keras or the archive, or convert to PyTorch with --module")
     if layer.dtype == "float64":
         raise UnsupportedError(f"{layer.name}: float64 weights; onnxruntime runs recurrent operators in float32 "
                                "only, so an ONNX model would round them. Keep it in a safetensors archive")
@@ -80,8 +88,18 @@ def check_representable(layer: Layer) -> None:
             raise UnsupportedError(f"{layer.name}: Dense activation {layer.activation!r} has no ONNX operator here")
         return
     if isinstance(layer, Embedding):
+        if layer.mask_zero:
+            raise UnsupportedError(f"{layer.name}: mask_zero=True makes the recurrent layers skip padded steps, which "
+                                   "the graphs written here do not do yet. Keep the model in Keras or the archive, "
+                                   "or convert to PyTorch with --module")
         return
     keep = "Keep it in a safetensors archive"
+    if layer.stateful:
+        raise UnsupportedError(f"{layer.name}: stateful=True carries the final states of one call into the next, "
+                               f"which an ONNX graph does not do. {keep}")
+    if layer.return_state:
+        raise UnsupportedError(f"{layer.name}: return_state=True (the final states as model outputs) is not written "
+                               f"to ONNX. {keep}, or set return_state=false")
     if layer.proj_size:
         raise UnsupportedError(f"{layer.name}: an LSTM with proj_size={layer.proj_size} (weight_hr) has no ONNX "
                                f"equivalent: the ONNX LSTM has no projection. {keep}")
@@ -89,6 +107,18 @@ def check_representable(layer: Layer) -> None:
         if getattr(layer, attr) not in _TO_ONNX:
             raise UnsupportedError(f"{layer.name}: {attr} {getattr(layer, attr)!r} is not an ONNX recurrent "
                                    f"activation. {keep}")
+
+
+def check_model(model: Model) -> None:
+    """Raise UnsupportedError unless the graph written here computes the whole model."""
+    units = [u for layer in model.layers for u in (layer.unstack() if isinstance(layer, RecurrentLayer) else [layer])]
+    for unit in units:
+        check_representable(unit)
+    for before, after in zip(units, units[1:]):
+        if isinstance(after, Embedding) or before.output_size != after.input_size:
+            raise UnsupportedError(f"{after.name}: does not follow {before.name} in one chain of layers")
+        if isinstance(before, RecurrentLayer) and not before.return_sequences and isinstance(after, RecurrentLayer):
+            raise UnsupportedError(f"{after.name}: follows {before.name}, which returns its last step only")
 
 
 # -- writing ------------------------------------------------------------------------------------------
@@ -107,12 +137,8 @@ def build(onnx, model: Model, *, initial_states: bool = False) -> Any:
     """The ONNX ModelProto of ``model``."""
     from onnx import TensorProto, helper, numpy_helper
 
+    check_model(model)
     units = [u for layer in model.layers for u in (layer.unstack() if isinstance(layer, RecurrentLayer) else [layer])]
-    for unit in units:
-        check_representable(unit)
-    for before, after in zip(units, units[1:]):
-        if isinstance(after, Embedding) or before.output_size != after.input_size:
-            raise UnsupportedError(f"{after.name}: does not follow {before.name} in one chain of layers")
     g = _Graph(helper, numpy_helper)
     first = units[0]
     if isinstance(first, Embedding):
@@ -121,6 +147,7 @@ def build(onnx, model: Model, *, initial_states: bool = False) -> Any:
         g.inputs.append(helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", "time", first.input_size]))
     x = "input"
     time_major = False
+    sequence = True  # False once a layer returns its last step only: (batch, size) from there on
     for unit in units:
         if isinstance(unit, Embedding):
             x = g.node("Gather", [g.const(f"{unit.name}.weight", unit.weight), x], unit.name)  # (batch, time, E)
@@ -131,18 +158,21 @@ def build(onnx, model: Model, *, initial_states: bool = False) -> Any:
                 x = g.node("Transpose", [x], f"{unit.name}/to_time_major", perm=[1, 0, 2])
                 time_major = True
             x = _recurrent(g, unit, x, initial_states)
+            if not unit.return_sequences:
+                sequence, time_major = False, False
         batch_major = g.node("Transpose", [x], f"{unit.name}/batch_major", perm=[1, 0, 2]) if time_major else x
-        g.outputs.append(helper.make_tensor_value_info(unit.name, TensorProto.FLOAT,
-                                                       ["batch", "time", unit.output_size]))
+        shape = ["batch", "time", unit.output_size] if sequence else ["batch", unit.output_size]
+        g.outputs.append(helper.make_tensor_value_info(unit.name, TensorProto.FLOAT, shape))
         g.nodes.append(helper.make_node("Identity", [batch_major], [unit.name], name=f"{unit.name}/output"))
     g.nodes.append(helper.make_node("Identity", [units[-1].name], ["output"], name="output"))
-    g.outputs.insert(0, helper.make_tensor_value_info("output", TensorProto.FLOAT,
-                                                      ["batch", "time", units[-1].output_size]))
+    g.outputs.insert(0, helper.make_tensor_value_info("output", TensorProto.FLOAT, shape))
     graph = helper.make_graph(g.nodes, "lstm_convert", g.inputs, g.outputs, g.initializers)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="lstm_convert")
     proto.ir_version = 8
-    specs = [{"name": u.name, "config": dict(u.config), "source": dict(u.source)} for u in units]
-    helper.set_model_props(proto, {METADATA_KEY: json.dumps(specs, sort_keys=True)})
+    specs = [{"name": u.name, "config": dict(u.config), "source": dict(u.source),
+              **{k: getattr(u, k) for k in _RECORDED if hasattr(u, k)}} for u in units]
+    helper.set_model_props(proto, {METADATA_KEY: json.dumps(specs, sort_keys=True),
+                                   MODEL_KEY: json.dumps(model.input_spec(), sort_keys=True)})
     onnx.checker.check_model(proto)
     return proto
 
@@ -234,6 +264,16 @@ def _recurrent(g: _Graph, unit: RecurrentLayer, x: str, initial_states: bool) ->
     for s in states:
         g.outputs.append(g.helper.make_tensor_value_info(f"{unit.name}.{s}_n", TensorProto.FLOAT,
                                                          [unit.directions, "batch", unit.hidden_size]))
+    if not unit.return_sequences:  # the last step computed in each direction: the final h, (D, batch, H)
+        y_h = outs[1]
+        if unit.directions == 1:
+            return g.node("Squeeze", [y_h, g.const(f"{unit.name}/last_axes", np.array([0], np.int64))],
+                          f"{unit.name}/last")
+        if unit.merge_mode == "concat":
+            y_h = g.node("Transpose", [y_h], f"{unit.name}/last_batch_major", perm=[1, 0, 2])
+            return g.node("Reshape", [y_h, g.const(f"{unit.name}/last_shape", np.array([0, -1], np.int64))],
+                          f"{unit.name}/last")
+        return _merge(g, unit, y_h, axis=0)
     y = outs[0]  # (time, D, batch, H)
     if unit.directions == 1:
         y = g.node("Squeeze", [y, g.const(f"{unit.name}/axes", np.array([1], np.int64))], f"{unit.name}/Squeeze")
@@ -248,11 +288,16 @@ def _recurrent(g: _Graph, unit: RecurrentLayer, x: str, initial_states: bool) ->
         y = g.node("Transpose", [y], f"{unit.name}/Transpose", perm=[0, 2, 1, 3])
         return g.node("Reshape", [y, g.const(f"{unit.name}/shape", np.array([0, 0, -1], np.int64))],
                       f"{unit.name}/Reshape")
+    return _merge(g, unit, y, axis=1)
+
+
+def _merge(g: _Graph, unit: RecurrentLayer, y: str, axis: int) -> str:
+    """The two directions on ``axis`` summed, multiplied or averaged."""
     op = {"sum": "ReduceSum", "ave": "ReduceMean", "mul": "ReduceProd"}[unit.merge_mode]
     if op == "ReduceSum":
-        return g.node(op, [y, g.const(f"{unit.name}/merge_axes", np.array([1], np.int64))], f"{unit.name}/merge",
-                      keepdims=0)
-    return g.node(op, [y], f"{unit.name}/merge", axes=[1], keepdims=0)
+        return g.node(op, [y, g.const(f"{unit.name}/merge_axes", np.array([axis], np.int64))],
+                      f"{unit.name}/merge", keepdims=0)
+    return g.node(op, [y], f"{unit.name}/merge", axes=[axis], keepdims=0)
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -285,6 +330,7 @@ def read(path: str | os.PathLike) -> Model:
             consumers.setdefault(name, []).append(node)
     meta = {p.key: p.value for p in proto.metadata_props}
     names = _recorded(meta)
+    graph_outputs = {o.name for o in graph.output}
     source = {"framework": "onnx", "file_format": "onnx", "producer": f"{proto.producer_name} {proto.producer_version}".strip()}
     layers: list[Layer] = []
     counters: dict[str, int] = {}
@@ -303,8 +349,19 @@ def read(path: str | os.PathLike) -> Model:
         if node.name in taken and node.name:
             continue
         if node.op_type in _KINDS:
+            index = len(layers)
             name, config, src = name_for(_KINDS[node.op_type])
-            layers.append(_read_recurrent(path, node, values, name, config, {**source, **src}))
+            layer = _read_recurrent(path, node, values, name, config, {**source, **src})
+            recorded = names[index] if index < len(names) else None
+            if recorded is not None:
+                semantics = {k: recorded[k] for k in _RECORDED if isinstance(recorded.get(k), bool)}
+                if semantics.get("go_backwards") and layer.backward:
+                    semantics["backward"] = False
+                layer = dataclasses.replace(layer, **semantics)
+            elif not consumers.get(node.output[0]) and node.output[0] not in graph_outputs \
+                    and len(node.output) > 1 and consumers.get(node.output[1]):
+                layer = dataclasses.replace(layer, return_sequences=False)  # only Y_h, the last step, is used
+            layers.append(layer)
         elif node.op_type in ("MatMul", "Gemm") and _weight(node, values) is not None:
             name, config, src = name_for("dense")
             layers.append(_read_dense(path, node, values, consumers, taken, name, config, {**source, **src}))
@@ -333,7 +390,14 @@ def read(path: str | os.PathLike) -> Model:
                                        "LSTM, GRU or RNN operator, which cannot be read")
             seen[key] = layer.name
     try:
-        return Model(tuple(layers), source=source)
+        recorded_input = json.loads(meta.get(MODEL_KEY, "{}"))
+    except ValueError:
+        recorded_input = {}
+    shape = recorded_input.get("input_shape") if isinstance(recorded_input, dict) else None
+    try:
+        return Model(tuple(layers), source=source,
+                     input_shape=tuple(shape) if isinstance(shape, list) else None,
+                     input_dtype=recorded_input.get("input_dtype") if isinstance(recorded_input, dict) else None)
     except ShapeError as exc:
         raise FormatError(f"{path}: {exc}") from None
 

@@ -12,10 +12,13 @@ Key names: weights that came from PyTorch keep their keys exactly; others are
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,12 +26,16 @@ from .. import _safetensors as st
 from .. import _torch_save
 from .._files import atomic_write
 from .._optional import require
-from ..canonical import Dense, Embedding, Layer, Model, RecurrentLayer
+from ..canonical import LAYER_TYPES, Dense, Embedding, Layer, Masking, Model, RecurrentLayer
 from ..errors import FormatError, LSTMConvertError
 from . import torch as torch_adapter
 
 ORDER_KEY = "lstm_convert.key_order"
 KINDS_KEY = "lstm_convert.kinds"
+# What the model computes (canonical layer specs without tensors, see Model.spec), kept beside the state
+# dict: a metadata key of a .safetensors file, a member of a .pt zip that torch.load ignores.
+MODEL_KEY = "lstm_convert.model"
+MODEL_RECORD = "lstm_convert.model.json"
 
 
 def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None) -> Model:
@@ -46,14 +53,45 @@ def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None) 
         raise FormatError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(state).__name__}")
     arrays = {key: torch_adapter.to_numpy(torch, key, value) for key, value in state.items()}
     # The file does not say which torch version wrote it.
-    return _model(path, arrays, kinds, {"framework": "torch", "file_format": "pt"})
+    return _model(path, arrays, kinds, {"framework": "torch", "file_format": "pt"}, _pt_record(path))
 
 
 def write_pt(weights: Layer | Model, path: str | os.PathLike) -> Path:
     """Write the PyTorch state dict of ``weights`` in ``torch.save``'s format, without PyTorch and tensor by
-    tensor; ``torch.load(path, weights_only=True)`` reads it."""
+    tensor; ``torch.load(path, weights_only=True)`` reads it. What the model computes is kept beside it
+    (:data:`MODEL_RECORD`), so that this tool reads the file back as it was written."""
     chunks = torch_adapter.state_chunks(weights)
-    return atomic_write(path, lambda tmp: _torch_save.write(tmp, chunks.items()))
+    record = {MODEL_RECORD: _record(weights).encode("utf-8")}
+    return atomic_write(path, lambda tmp: _torch_save.write(tmp, chunks.items(), records=record))
+
+
+def _record(weights: Layer | Model) -> str:
+    model = weights if isinstance(weights, Model) else Model((weights,), source=weights.source)
+    return json.dumps({"format_version": 2, **model.spec()}, sort_keys=True)
+
+
+def _pt_record(path: Path) -> Any:
+    """The model record of a .pt file written here, or None (any other zip, or none)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("/" + MODEL_RECORD)]
+            if len(names) != 1 or archive.getinfo(names[0]).file_size > 64 << 20:
+                return None
+            return _parse_record(path, archive.read(names[0]))
+    except (zipfile.BadZipFile, OSError):
+        return None
+
+
+def _parse_record(path: Path, raw: bytes | str) -> dict:
+    try:
+        record = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path}: the lstm_convert model record is not valid JSON ({exc})") from None
+    if not isinstance(record, dict) or record.get("format_version") != 2 or not isinstance(record.get("layers"), list) \
+            or not all(isinstance(spec, dict) for spec in record["layers"]):
+        raise FormatError(f"{path}: the lstm_convert model record is malformed (expected format_version 2 and a "
+                          "list of layer specs)")
+    return record
 
 
 def read_safetensors(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None,
@@ -70,7 +108,8 @@ def read_safetensors(path: str | os.PathLike, *, kinds: Mapping[str, str] | None
     for key, array in arrays.items():
         if array.dtype.kind != "f" and array.dtype.name != "bfloat16":
             raise FormatError(f"{path}: tensor {key} has dtype {array.dtype}, expected floating-point weights")
-    return _model(path, arrays, kinds, {"framework": "torch", "file_format": "safetensors"})
+    record = _parse_record(path, handle.metadata[MODEL_KEY]) if MODEL_KEY in handle.metadata else None
+    return _model(path, arrays, kinds, {"framework": "torch", "file_format": "safetensors"}, record)
 
 
 def write_safetensors(weights: Layer | Model, path: str | os.PathLike) -> Path:
@@ -79,7 +118,8 @@ def write_safetensors(weights: Layer | Model, path: str | os.PathLike) -> Path:
     chunks = torch_adapter.state_chunks(weights)
     # The module order is kept in the metadata (safetensors' own writer sorts tensors by name), and so is
     # what the keys cannot tell (an Embedding's lone weight, an nn.RNN's nonlinearity).
-    metadata = {"format": "pt", ORDER_KEY: json.dumps(list(chunks)), KINDS_KEY: json.dumps(_kinds(weights))}
+    metadata = {"format": "pt", ORDER_KEY: json.dumps(list(chunks)), KINDS_KEY: json.dumps(_kinds(weights)),
+                MODEL_KEY: _record(weights)}
     return atomic_write(path, lambda tmp: st.write(tmp, chunks.items(), metadata))
 
 
@@ -115,10 +155,60 @@ def _module_order(metadata: Mapping[str, str], keys: list[str]) -> list[str]:
     return order if isinstance(order, list) and sorted(order) == sorted(keys) else list(keys)
 
 
-def _model(path: Path, arrays: dict[str, np.ndarray], kinds, source) -> Model:
+def _model(path: Path, arrays: dict[str, np.ndarray], kinds, source, record: dict | None = None) -> Model:
+    if record is not None:
+        kinds = {**_record_kinds(record), **(kinds or {})}
     try:
-        return torch_adapter.model_from_state_arrays(arrays, kinds=kinds, source=source, where=str(path))
+        model = torch_adapter.model_from_state_arrays(arrays, kinds=kinds, source=source, where=str(path))
     except FormatError:
         raise
     except LSTMConvertError as exc:
         raise type(exc)(f"{path}: {exc}") from None
+    return model if record is None else _with_record(path, model, record)
+
+
+def _prefix(spec: Mapping[str, Any]) -> str:
+    torch = spec.get("config", {}).get("torch", {}) if isinstance(spec.get("config"), dict) else {}
+    prefix = torch.get("prefix", f"{spec.get('name')}.") if isinstance(torch, dict) else f"{spec.get('name')}."
+    return prefix.rstrip(".") if isinstance(prefix, str) else ""
+
+
+def _record_kinds(record: Mapping[str, Any]) -> dict[str, str]:
+    kinds = {}
+    for spec in record["layers"]:
+        if spec.get("kind") == "embedding":
+            kinds[_prefix(spec)] = "embedding"
+        elif spec.get("kind") == "dense" and spec.get("bias") is False:
+            kinds[_prefix(spec)] = "linear"
+        elif spec.get("kind") == "rnn" and spec.get("activation") in ("tanh", "relu"):
+            kinds[_prefix(spec)] = f"rnn_{spec['activation']}"
+    return kinds
+
+
+def _with_record(path: Path, model: Model, record: Mapping[str, Any]) -> Model:
+    """The state dict's layers with what the record says they compute (names, return_sequences, masks,
+    activations, the model's input); FormatError if the record and the state dict disagree."""
+    built = {layer.config.get("torch", {}).get("prefix", f"{layer.name}.").rstrip("."): layer for layer in model}
+    layers = []
+    try:
+        for spec in record["layers"]:
+            cls = LAYER_TYPES.get(spec.get("kind"))
+            if cls is None:
+                raise FormatError(f"unknown layer kind {spec.get('kind')!r}")
+            if cls is Masking:
+                layers.append(Masking.from_spec(spec, lambda name: None))
+                continue
+            layer = built.pop(_prefix(spec), None)
+            if layer is None or layer.kind != spec["kind"]:
+                raise FormatError(f"layer {spec.get('name')!r} is not in the state dict")
+            tensors = dict(dataclasses.replace(layer, name=spec["name"]).tensors())
+            layers.append(cls.from_spec(spec, tensors.__getitem__))
+        if built:
+            raise FormatError(f"the state dict's modules {sorted(built)} are not in it")
+        shape = record.get("input_shape")
+        return Model(tuple(layers), config=record.get("config", {}), source={**record.get("source", {}), **model.source},
+                     input_shape=tuple(shape) if isinstance(shape, list) else shape,
+                     input_dtype=record.get("input_dtype"), batch_size=record.get("batch_size"))
+    except (LSTMConvertError, KeyError, TypeError, AttributeError) as exc:
+        detail = f"lacks {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise FormatError(f"{path}: the lstm_convert model record does not match the state dict ({detail})") from None
