@@ -49,7 +49,7 @@ def run(out_dir: str | os.PathLike, seed: int = 0, batch: int = 4) -> dict[str, 
         linear = torch.nn.Linear(UNITS, CLASSES)  # Dense kernel (in, out) is Linear weight (out, in)
         linear.load_state_dict({"weight": torch.from_numpy(kernel.T.copy()), "bias": torch.from_numpy(bias)})
         t_model = linear(module(torch.from_numpy(x))[0][:, -1]).numpy()
-    r_seq, (r_h, r_c) = forward(restored, x, (h0[None], c0[None]))
+    r_seq, (r_h, r_c) = forward(restored, x, (h0[None], c0[None]), sequences=True)
 
     def diffs(seq: np.ndarray, h: np.ndarray, c: np.ndarray) -> dict[str, float]:
         return {"output": float(np.abs(seq - k_seq).max()), "h": float(np.abs(h - k_h).max()),

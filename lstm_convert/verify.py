@@ -66,6 +66,13 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
             batch = dims[0] if dims and dims[0] else batch
             steps = dims[1] if len(dims) > 1 and dims[1] else steps
             fixed += [f"{Path(path).name} fixes the input at {dims}"] if any(dims[:2]) else []
+    for path, model in ((a, model_a), (b, model_b)):  # a model that fixes its length or batch takes only those
+        if model.input_shape and model.input_shape[0]:
+            steps = model.input_shape[0]
+            fixed.append(f"{Path(path).name} fixes the sequence length at {steps}")
+        if model.batch_size:
+            batch = model.batch_size
+            fixed.append(f"{Path(path).name} fixes the batch size at {batch}")
     rng = np.random.default_rng(seed)
     first = units[0]
     if isinstance(first, Embedding):

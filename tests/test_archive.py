@@ -26,7 +26,7 @@ def test_keras_source_and_no_bias(tmp_path, rng):
     weights = lc.from_keras(random_keras_lstm(rng, use_bias=False, return_sequences=True))
     loaded = lc.load(lc.save(weights, tmp_path / "k.safetensors"))
     assert loaded == weights
-    assert loaded.config["keras"]["return_sequences"] is True
+    assert loaded.return_sequences is True
     assert loaded.source["framework"] == "keras"
 
 
@@ -37,7 +37,7 @@ def test_one_tensor_per_gate_and_role(tmp_path, rng):
         names, meta = set(f.keys()), f.metadata()
     assert names == {f"enc.l0.forward.{g}.{r}" for g in ("input", "forget", "cell", "output")
                      for r in ("W_x", "W_h", "b_x", "b_h")}
-    assert meta["format"] == "lstm_convert" and meta["format_version"] == "1"
+    assert meta["format"] == "lstm_convert" and meta["format_version"] == "2"
     assert meta["source"] == "torch" and meta["content"] == "layer"
     (spec,) = json.loads(meta["layers"])
     assert spec["hidden_size"] == 3 and spec["config"]["torch"] == {"batch_first": False, "dropout": 0.0, "prefix": ""}

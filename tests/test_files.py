@@ -108,7 +108,8 @@ def test_keras_to_pt_and_verify(seed_keras, tmp_path, rng):
     result = lc.verify.verify(path, tmp_path / "seed.pt")
     assert result.runners == ("keras", "torch") and result.ok
     assert [(r["layer"], r["part"]) for r in result.rows] == [
-        ("lstm", "output"), ("lstm", "h"), ("lstm", "c"), ("dense", "output")]
+        ("model", "output"), ("lstm", "output"), ("lstm", "h"), ("lstm", "c"), ("dense", "output")]
+    assert result.rows[0]["shapes"] == ([3, 5], [3, 5])  # the Keras model's output: the last step only
 
 
 def test_pt_to_keras_is_a_runnable_model(tmp_path, rng):
@@ -193,7 +194,7 @@ def test_legacy_h5_hard_sigmoid_is_keras2(tmp_path, rng):
     assert layer.recurrent_activation == "hard_sigmoid_keras2"
     from lstm_convert.reference import forward
     x = rng.normal(size=(2, 6, 7)).astype("float32")
-    np.testing.assert_allclose(forward(layer, x)[0][:, -1], model(x).numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(forward(layer, x, sequences=True)[0][:, -1], model(x).numpy(), rtol=0, atol=1e-5)
     done = _cli("convert", tmp_path / "hs.h5", tmp_path / "hs.keras")
     assert done.returncode == 1 and not (tmp_path / "hs.keras").exists()
     assert "Keras 2's hard_sigmoid (0.2x + 0.5), which Keras 3 no longer has" in done.stderr

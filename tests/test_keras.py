@@ -58,7 +58,7 @@ def test_keras_to_torch_and_reference(rng, use_bias):
     x, h0, c0 = inputs(rng)
     expected = run_keras(layer, x, h0, c0)
     assert_same_run(run_torch(module, x, h0, c0), expected)
-    seq, (h, c) = reference.forward(weights, x, (h0, c0))
+    seq, (h, c) = reference.forward(weights, x, (h0, c0), sequences=True)
     assert_same_run((seq, h, c), expected)
 
 
@@ -80,7 +80,7 @@ def test_reference_follows_keras_activations(rng, activation, recurrent):
     layer = random_keras_lstm(rng, activation=activation, recurrent_activation=recurrent)
     weights = lc.from_keras(layer)
     x, h0, c0 = inputs(rng)
-    seq, (h, c) = reference.forward(weights, x, (h0, c0))
+    seq, (h, c) = reference.forward(weights, x, (h0, c0), sequences=True)
     assert_same_run((seq, h, c), run_keras(layer, x, h0, c0))
     with pytest.raises(lc.UnsupportedError, match=r"no PyTorch module computes this layer"):
         lc.to_torch(weights)
@@ -123,8 +123,8 @@ def test_refusals_are_specific(rng):
     with pytest.raises(lc.UnsupportedError, match=r"proj_size=2 \(weight_hr\) has no Keras equivalent; keep it in"):
         lc.to_keras(projected)
     backwards = lc.from_keras(random_keras_lstm(rng, go_backwards=True))
-    with pytest.raises(lc.UnsupportedError, match=r"go_backwards=True \(reading the sequence from its end\) has no "
-                                                   r"nn.LSTM equivalent; Keep it in a safetensors archive"):
+    with pytest.raises(lc.UnsupportedError, match=r"go_backwards=True \(reading the sequence from its end\) is not what "
+                                                   r"an nn.LSTM computes on its own; convert the whole model"):
         lc.to_torch(backwards)
     gru = keras.layers.GRU(3, reset_after=False, name="old_gru")
     gru.build((None, None, 7))

@@ -36,15 +36,17 @@ def test_inspect_reports_every_layer_and_target(keras_only, capsys):
     verdicts = {layer["name"]: layer["conversions"] for layer in info["layers"]}
     assert all(v["keras"]["exact"] and v["archive"]["exact"] for v in verdicts.values())
     reasons = {name: v["torch"].get("reason", "") for name, v in verdicts.items()}
-    assert reasons["backwards"].startswith("go_backwards=True (reading the sequence from its end) has no nn.LSTM")
+    # reversed input and merge modes: a state dict keeps the weights, the module of --module computes them
+    assert verdicts["backwards"]["torch"]["verdict"] == "weights"
+    assert "go_backwards=True" in verdicts["backwards"]["torch"]["needs"]
+    assert "merge_mode='sum'" in verdicts["bisum"]["torch"]["needs"]
     assert reasons["old_gru"].startswith("a GRU with reset_after=False (reset applied before the recurrent matrix")
-    assert reasons["bisum"].startswith("Bidirectional merge_mode='sum', but a bidirectional nn.RNN concatenates")
     assert reasons["relu"].startswith("activation is 'relu', but nn.LSTM only computes tanh")
-    assert verdicts["relu"]["keras"]["drops"] == []
-    assert info["conversions"]["torch"]["exact"] is False and len(info["conversions"]["torch"]["reasons"]) == 4
+    assert verdicts["relu"]["keras"]["verdict"] == "exact"
+    assert info["conversions"]["torch"]["verdict"] == "impossible" and len(info["conversions"]["torch"]["reasons"]) == 2
     assert main(["inspect", str(path)]) == 0
     text = capsys.readouterr().out
-    assert "backwards        exact      impossible exact" in text
+    assert "backwards        exact      weights*   exact" in text
     assert "  ! torch: old_gru: a GRU with reset_after=False" in text
 
 
@@ -62,23 +64,25 @@ def test_check_writes_nothing(keras_only, tmp_path, capsys):
     np.testing.assert_array_equal(np.asarray(back(x)), np.asarray(model(x)))
     assert back.layers[3].get_config()["dropout"] == 0.25  # settings kept where the target has them
     assert lc.verify.verify(path, tmp_path / "x.safetensors").ok
-    with pytest.raises(lc.UnsupportedError, match="^backwards: go_backwards=True"):
+    with pytest.raises(lc.UnsupportedError, match="^old_gru: a GRU with reset_after=False"):
         files.convert(path, tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
 
 
-def test_drops_are_named(tmp_path, rng, capsys):
+def test_what_a_state_dict_cannot_compute_is_named(tmp_path, rng, capsys):
     import torch
 
     module = torch.nn.LSTM(7, 3, batch_first=False, num_layers=2, dropout=0.5)
     weights = lc.from_torch(module)
-    assert describe.conversions(weights)["keras"]["drops"] == ["batch_first=False", "dropout=0.5"]
+    assert describe.conversions(weights)["keras"]["verdict"] == "exact"  # dropout: the identity at inference
     torch.save(module.state_dict(), tmp_path / "m.pt")
     assert main(["convert", str(tmp_path / "m.pt"), str(tmp_path / "m.safetensors")]) == 0
     capsys.readouterr()
     layer = keras.layers.LSTM(3, stateful=False, return_sequences=False)
     layer.build((None, None, 7))
-    assert describe.conversions(lc.from_keras(layer))["torch"]["drops"] == ["return_sequences=False"]
+    verdict = describe.conversions(lc.from_keras(layer))["torch"]
+    assert verdict["verdict"] == "weights" and verdict["needs"] == ["return_sequences=False"]
+    assert describe.conversions(lc.from_keras(layer), module=True)["torch"]["verdict"] == "exact"
 
 
 def test_merge_mode_none_is_refused(rng):

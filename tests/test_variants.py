@@ -53,7 +53,7 @@ def test_keras_to_torch_and_back(rng, build):
     x, states = _data(rng, weights)
     expected = run_keras(layer, x, *states)
     assert_same_run(run_torch(module, x, *states), expected)
-    seq, finals = reference.forward(weights, x, tuple(states))
+    seq, finals = reference.forward(weights, x, tuple(states), sequences=True)
     assert_same_run((seq, *finals), expected)
     back = lc.to_keras(weights)
     assert type(back) is type(layer)
@@ -118,7 +118,7 @@ def test_keras_only_variants_run_in_the_reference_and_round_trip(rng, build):
     layer = _keras(rng, build)
     weights = lc.from_keras(layer)
     x, states = _data(rng, weights)
-    seq, finals = reference.forward(weights, x, tuple(states))
+    seq, finals = reference.forward(weights, x, tuple(states), sequences=True)
     assert_same_run((seq, *finals), run_keras(layer, x, *states))
     back = lc.to_keras(weights)
     assert back.get_config() | {"name": None} == layer.get_config() | {"name": None}
@@ -131,7 +131,7 @@ def test_bidirectional_merge_modes(rng):
     weights = lc.from_keras(layer)
     assert weights.merge_mode == "sum" and weights.output_size == UNITS
     x, states = _data(rng, weights)
-    seq, finals = reference.forward(weights, x, tuple(states))
+    seq, finals = reference.forward(weights, x, tuple(states), sequences=True)
     assert_same_run((seq, *finals), run_keras(layer, x, *states))
     with pytest.raises(lc.UnsupportedError, match=r"merge_mode='sum', but a bidirectional nn.LSTM concatenates"):
         lc.to_torch(weights)

@@ -355,8 +355,10 @@ def read(path: str | os.PathLike) -> Model:
             recorded = names[index] if index < len(names) else None
             if recorded is not None:
                 semantics = {k: recorded[k] for k in _RECORDED if isinstance(recorded.get(k), bool)}
-                if semantics.get("go_backwards") and layer.backward:
+                if semantics.get("go_backwards") and layer.backward:  # our writer's reversed input, not ONNX's
                     semantics["backward"] = False
+                    semantics["gates"] = {(i, "forward", g): v for (i, _, g), v in layer.gates.items()}
+                    semantics["peepholes"] = {(i, "forward", g): v for (i, _, g), v in layer.peepholes.items()}
                 layer = dataclasses.replace(layer, **semantics)
             elif not consumers.get(node.output[0]) and node.output[0] not in graph_outputs \
                     and len(node.output) > 1 and consumers.get(node.output[1]):
