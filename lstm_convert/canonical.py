@@ -651,10 +651,7 @@ class Model(_BitEqual):
     def semantics(self) -> list[str]:
         """What the model computes beyond its layers run one after the other over whole sequences (the
         plain meaning of a PyTorch state dict), as ``layer: setting`` strings; empty for a plain chain."""
-        out = [f"{layer.name}: {text}" for layer in self.layers for text in layer.semantics()]
-        if self.batch_size is not None:
-            out.append(f"batch size fixed at {self.batch_size}")
-        return out
+        return [f"{layer.name}: {text}" for layer in self.layers for text in layer.semantics()]
 
     def input_spec(self) -> dict[str, Any]:
         return {"input_shape": None if self.input_shape is None else list(self.input_shape),

@@ -229,16 +229,17 @@ def _print_gates(rows: list[dict]) -> None:
                 print(f"    layer {r['layer']} {r['direction']}")
             print(f"    {r['gate']:<10} " + " ".join(f"{str(tuple(r['shapes'][t])):<8}" for t in tensors).rstrip())
         return
-    head = f"    {'gate':<10} " + " ".join(f"{t:<{max(width, len(t))}}" for t in tensors) + "  W_x      W_h"
     last = None
     for r in rows:
-        if stacked and (r["layer"], r["direction"]) != last:
+        if (r["layer"], r["direction"]) != last:  # each stacked layer and direction has tensors of its own
             last = (r["layer"], r["direction"])
-            print(f"    layer {r['layer']} {r['direction']}")
-        if r is rows[0] or (stacked and r["gate"] == rows[0]["gate"]):
-            print(head)
+            if stacked:
+                print(f"    layer {r['layer']} {r['direction']}")
+            names = list(r["tensors"])
+            width = max(len(str(v)) for q in rows if (q["layer"], q["direction"]) == last for v in q["tensors"].values())
+            print(f"    {'gate':<10} " + " ".join(f"{t:<{max(width, len(t))}}" for t in names) + "  W_x      W_h")
         label = f"{r['gate']} ({r['symbol']})"
-        cells = " ".join(f"{r['tensors'][t]:<{max(width, len(t))}}" for t in tensors)
+        cells = " ".join(f"{r['tensors'][t]:<{max(width, len(t))}}" for t in names)
         print(f"    {label:<10} {cells}  {str(tuple(r['shapes']['W_x'])):<8} {tuple(r['shapes']['W_h'])}")
 
 

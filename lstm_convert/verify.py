@@ -102,8 +102,12 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
     result.notes += fixed
     result.batch, result.steps = batch, steps
     result.masked = model_x is not x
-    whole_a, how_a = _run_model(Path(a), fmt_a, model_a, model_x)
-    whole_b, how_b = _run_model(Path(b), fmt_b, model_b, model_x)
+    calls = [model_x]
+    if _stateful(model_a) or _stateful(model_b):  # a second batch starts where the first one ended
+        calls.append(np.ascontiguousarray(model_x[:, ::-1]))
+        result.notes.append("stateful: two batches are run one after the other, the second from the first's states")
+    whole_a, how_a = _run_model(Path(a), fmt_a, model_a, calls)
+    whole_b, how_b = _run_model(Path(b), fmt_b, model_b, calls)
     result.notes += [n for n in (how_a, how_b) if n]
     if whole_a.shape != whole_b.shape:
         result.rows.insert(0, {"layer": "model", "part": "output", "max_abs_diff": float("inf"), "ok": False,
@@ -149,8 +153,15 @@ def _padded(x: np.ndarray, a: Model, b: Model, rng: np.random.Generator) -> np.n
     return x
 
 
-def _run_model(path: Path, fmt: str, model: Model, x: np.ndarray) -> tuple[np.ndarray, str]:
-    """The model's output as its file defines it, and a note saying how it ran when that is not plain."""
+def _stateful(model: Model) -> bool:
+    return any(isinstance(layer, RecurrentLayer) and layer.stateful for layer in model.layers)
+
+
+def _run_model(path: Path, fmt: str, model: Model, calls: list[np.ndarray]) -> tuple[np.ndarray, str]:
+    """The model's outputs for each input of ``calls`` in turn (joined on the batch axis), as its file
+    defines the model, and a note saying how it ran when that is not plain."""
+    if len(calls) > 1 and fmt not in ("keras", "archive", "h5"):
+        return _reference(model, calls), f"{path.name}: run by the reference, which carries stateful states"
     if fmt == "keras" and importlib.util.find_spec("keras") is not None:
         import keras
 
@@ -158,8 +169,9 @@ def _run_model(path: Path, fmt: str, model: Model, x: np.ndarray) -> tuple[np.nd
             loaded = keras.saving.load_model(path, compile=False)
         except Exception as exc:  # noqa: BLE001 - Keras raises many types for files it cannot load
             message = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-            return _reference(model, x), f"{path.name}: Keras 3 cannot load it ({message}); run by the reference"
-        return np.asarray(keras.ops.convert_to_numpy(loaded(x))), ""
+            return _reference(model, calls), f"{path.name}: Keras 3 cannot load it ({message}); run by the reference"
+        return np.concatenate([np.asarray(keras.ops.convert_to_numpy(loaded(x))) for x in calls]), ""
+    (x,) = calls
     if fmt == "torch" and importlib.util.find_spec("torch") is not None:
         import torch
 
@@ -168,7 +180,7 @@ def _run_model(path: Path, fmt: str, model: Model, x: np.ndarray) -> tuple[np.nd
         try:
             module = torch_module.build(model)
         except UnsupportedError as exc:
-            return _reference(model, x), f"{path.name}: {exc}; run by the reference"
+            return _reference(model, calls), f"{path.name}: {exc}; run by the reference"
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
             state = load_file(path)
@@ -185,11 +197,18 @@ def _run_model(path: Path, fmt: str, model: Model, x: np.ndarray) -> tuple[np.nd
 
         outputs = run(path, x)
         return np.asarray(outputs.get("output", next(iter(outputs.values())))), ""
-    return _reference(model, x), ""
+    return _reference(model, calls), ""
 
 
-def _reference(model: Model, x: np.ndarray) -> np.ndarray:
-    return reference.run(model, x)[-1][0]
+def _reference(model: Model, calls: list[np.ndarray]) -> np.ndarray:
+    """The reference's outputs for each input in turn; stateful layers start where the last call ended."""
+    outputs, states = [], {}
+    for x in calls:
+        runs = reference.run(model, x, states)
+        states = {layer.name: finals for layer, (_, finals) in zip(model.layers, runs)
+                  if isinstance(layer, RecurrentLayer) and layer.stateful}
+        outputs.append(runs[-1][0])
+    return np.concatenate(outputs)
 
 
 def _depth(layer: Any) -> int:
@@ -291,7 +310,7 @@ def _run_keras(path: Path, x: np.ndarray, states: dict) -> list:
         config = layer.get_config()
         bidirectional = isinstance(layer, keras.layers.Bidirectional)
         for inner in ([config["layer"]["config"], config["backward_layer"]["config"]] if bidirectional else [config]):
-            inner.update(return_sequences=True, return_state=True)
+            inner.update(return_sequences=True, return_state=True, stateful=False)
         config["name"] = f"{layer.name}_verify"
         runner = type(layer).from_config(config)
         runner.build((None, None, x.shape[-1]))

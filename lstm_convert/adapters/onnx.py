@@ -42,7 +42,7 @@ import numpy as np
 
 from .._files import atomic_write
 from .._optional import require
-from ..canonical import DIRECTIONS, Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
+from ..canonical import DIRECTIONS, MERGE_MODES, Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
 from ..errors import FormatError, ShapeError, UnsupportedError
 from ..gates import join, layout, split
 
@@ -50,7 +50,7 @@ OPSET = 17
 METADATA_KEY = "lstm_convert.layers"
 MODEL_KEY = "lstm_convert.input"
 # What a layer computes that the graph shows only in its plumbing, recorded for reading back.
-_RECORDED = ("return_sequences", "go_backwards", "zero_output_for_mask")
+_RECORDED = ("return_sequences", "go_backwards", "zero_output_for_mask", "merge_mode")
 _OPS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 _KINDS = {v: k for k, v in _OPS.items()}
 # Canonical activation -> ONNX recurrent activation (name, alpha, beta).
@@ -63,6 +63,11 @@ _DEFAULT_ACTIVATIONS = {"lstm": ["Sigmoid", "Tanh", "Tanh"], "gru": ["Sigmoid", 
 # Dense activations as ONNX nodes.
 _DENSE_OPS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softsign": "Softsign", "softplus": "Softplus",
               "elu": "Elu", "softmax": "Softmax"}
+_FLOAT_TYPES = (1, 10, 11, 16)  # TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
+# Nodes whose result is a shape, a size or a truth value, not data.
+_SHAPE_RESULTS = {"Shape", "Size", "Less", "Greater", "Equal", "Not", "And", "Or"}
+# Arithmetic that changes data when it is not a Dense layer's bias.
+_ARITHMETIC = {"Mul", "Add", "Sub", "Div", "Split", "ReduceSum", "ReduceMean", "ReduceProd", "Max", "Min"}
 # Nodes that only move or reshape data between the layers.
 _LAYOUT_OPS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Slice", "Shape", "Gather", "Concat", "Cast",
                "Constant", "ConstantOfShape", "Identity", "Expand", "Flatten", "Split", "Less", "And", "Where",
@@ -333,6 +338,9 @@ def read(path: str | os.PathLike) -> Model:
     graph_outputs = {o.name for o in graph.output}
     source = {"framework": "onnx", "file_format": "onnx", "producer": f"{proto.producer_name} {proto.producer_version}".strip()}
     layers: list[Layer] = []
+    unaccounted: list[str] = []
+    # What this module's writer puts around a layer (merging directions, say) is named after the layer.
+    ours = {spec["name"] for spec in names} if proto.producer_name == "lstm_convert" else set()
     counters: dict[str, int] = {}
     taken: set[str] = set()  # nodes folded into a Dense layer
 
@@ -345,6 +353,13 @@ def read(path: str | os.PathLike) -> Model:
         counters[kind] = count + 1
         return (kind if count == 0 else f"{kind}_{count}"), {}, {}
 
+    # Tensors computed from the model's data (not weights, not shapes): a node that is not part of a layer
+    # and computes on them would change the output, and is refused.
+    data = {i.name for i in graph.input if i.type.tensor_type.elem_type in _FLOAT_TYPES and i.name not in values}
+    for node in graph.node:
+        from_data = any(i in data for i in node.input)
+        if node.op_type in _KINDS or (from_data and node.op_type not in _SHAPE_RESULTS):
+            data.update(node.output)
     for node in graph.node:
         if node.name in taken and node.name:
             continue
@@ -354,7 +369,8 @@ def read(path: str | os.PathLike) -> Model:
             layer = _read_recurrent(path, node, values, name, config, {**source, **src})
             recorded = names[index] if index < len(names) else None
             if recorded is not None:
-                semantics = {k: recorded[k] for k in _RECORDED if isinstance(recorded.get(k), bool)}
+                semantics = {k: recorded[k] for k in _RECORDED if isinstance(recorded.get(k), bool)
+                             or (k == "merge_mode" and recorded.get(k) in MERGE_MODES and layer.directions == 2)}
                 if semantics.get("go_backwards") and layer.backward:  # our writer's reversed input, not ONNX's
                     semantics["backward"] = False
                     semantics["gates"] = {(i, "forward", g): v for (i, _, g), v in layer.gates.items()}
@@ -380,6 +396,15 @@ def read(path: str | os.PathLike) -> Model:
         elif node.op_type not in _LAYOUT_OPS and node.op_type not in _DENSE_OPS.values():
             raise UnsupportedError(f"{path}: node {node.name or node.op_type} ({node.op_type}) is not a layer "
                                    "lstm_convert knows, nor layout between layers")
+        elif (node.op_type in _DENSE_OPS.values() or node.op_type in _ARITHMETIC) \
+                and any(i in data for i in node.input) and not _own_plumbing(node, ours):
+            unaccounted.append(f"{node.name or node.op_type} ({node.op_type})")
+    if unaccounted:
+        raise UnsupportedError(f"{path}: nodes {', '.join(unaccounted[:8])}"
+                               + (f" and {len(unaccounted) - 8} more" if len(unaccounted) > 8 else "")
+                               + " compute on the model's data outside any LSTM, GRU, RNN, Dense or Embedding "
+                               "layer (a cell written out as separate operators, say); the graph cannot be read "
+                               "without changing what it computes")
     if not layers:
         raise FormatError(f"{path}: holds no LSTM, GRU, RNN, Dense or Embedding layer")
     seen: dict[int, str] = {}
@@ -402,6 +427,12 @@ def read(path: str | os.PathLike) -> Model:
                      input_dtype=recorded_input.get("input_dtype") if isinstance(recorded_input, dict) else None)
     except ShapeError as exc:
         raise FormatError(f"{path}: {exc}") from None
+
+
+def _own_plumbing(node: Any, ours: set[str]) -> bool:
+    """Whether ``node`` is one that :func:`build` writes around a recurrent layer (``<layer>/merge``)."""
+    return node.name.rpartition("/")[0] in ours and node.name.rpartition("/")[2] in ("merge", "Reshape", "Squeeze",
+                                                                                      "last", "Reverse")
 
 
 def _recorded(meta: Mapping[str, str]) -> list[dict]:
@@ -542,7 +573,13 @@ def _read_dense(path: Path, node: Any, values: Mapping[str, np.ndarray], consume
     activation = "linear"
     ops = {v: k for k, v in _DENSE_OPS.items()}
     act = next_node(out)
-    if act is not None and act.op_type in ops:
+    following = consumers.get(out, [])
+    pair = sorted(following, key=lambda n: n.op_type)
+    if len(pair) == 2 and [n.op_type for n in pair] == ["Mul", "Sigmoid"] \
+            and sorted(pair[0].input) == sorted([out, pair[1].output[0]]):  # x * sigmoid(x), as written here
+        activation = "silu"
+        taken.update(n.name for n in pair)
+    elif act is not None and act.op_type in ops:
         activation = ops[act.op_type]
         taken.add(act.name)
     return Dense(name=name, weight=weight, bias=bias, activation=activation, config=config, source=source)
