@@ -106,8 +106,9 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
     if _stateful(model_a) or _stateful(model_b):  # a second batch starts where the first one ended
         calls.append(np.ascontiguousarray(model_x[:, ::-1]))
         result.notes.append("stateful: two batches are run one after the other, the second from the first's states")
-    whole_a, how_a = _run_model(Path(a), fmt_a, model_a, calls)
-    whole_b, how_b = _run_model(Path(b), fmt_b, model_b, calls)
+    whole_a, runner_a, how_a = _run_model(Path(a), fmt_a, model_a, calls)
+    whole_b, runner_b, how_b = _run_model(Path(b), fmt_b, model_b, calls)
+    result.runners = (runner_a, runner_b)
     result.notes += [n for n in (how_a, how_b) if n]
     if whole_a.shape != whole_b.shape:
         result.rows.insert(0, {"layer": "model", "part": "output", "max_abs_diff": float("inf"), "ok": False,
@@ -157,20 +158,16 @@ def _stateful(model: Model) -> bool:
     return any(isinstance(layer, RecurrentLayer) and layer.stateful for layer in model.layers)
 
 
-def _run_model(path: Path, fmt: str, model: Model, calls: list[np.ndarray]) -> tuple[np.ndarray, str]:
+def _run_model(path: Path, fmt: str, model: Model, calls: list[np.ndarray]) -> tuple[np.ndarray, str, str]:
     """The model's outputs for each input of ``calls`` in turn (joined on the batch axis), as its file
-    defines the model, and a note saying how it ran when that is not plain."""
-    if len(calls) > 1 and fmt not in ("keras", "archive", "h5"):
-        return _reference(model, calls), f"{path.name}: run by the reference, which carries stateful states"
-    if fmt == "keras" and importlib.util.find_spec("keras") is not None:
-        import keras
-
-        try:
-            loaded = keras.saving.load_model(path, compile=False)
-        except Exception as exc:  # noqa: BLE001 - Keras raises many types for files it cannot load
-            message = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-            return _reference(model, calls), f"{path.name}: Keras 3 cannot load it ({message}); run by the reference"
-        return np.concatenate([np.asarray(keras.ops.convert_to_numpy(loaded(x))) for x in calls]), ""
+    defines the model; the runner's name, and a note when it is not the file's own framework."""
+    if fmt in ("keras", "h5"):
+        loaded, runner, why = _load_keras(path, fmt)
+        if loaded is not None:
+            return np.concatenate([np.asarray(loaded(x)) for x in calls]), runner, ""
+        return _reference(model, calls), "reference", f"{path.name}: {why}; run by the float64 reference"
+    if len(calls) > 1:
+        return _reference(model, calls), "reference", f"{path.name}: a stateful model is run by the reference"
     (x,) = calls
     if fmt == "torch" and importlib.util.find_spec("torch") is not None:
         import torch
@@ -180,7 +177,7 @@ def _run_model(path: Path, fmt: str, model: Model, calls: list[np.ndarray]) -> t
         try:
             module = torch_module.build(model)
         except UnsupportedError as exc:
-            return _reference(model, calls), f"{path.name}: {exc}; run by the reference"
+            return _reference(model, calls), "reference", f"{path.name}: {exc}; run by the reference"
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
             state = load_file(path)
@@ -189,15 +186,46 @@ def _run_model(path: Path, fmt: str, model: Model, calls: list[np.ndarray]) -> t
         module.load_state_dict(state, strict=True)
         with torch.no_grad():
             out = module(torch.from_numpy(x)).float().numpy()
-        plain = not model.semantics()
-        return out, "" if plain else f"{path.name}: run by the module lstm_convert writes (--module), from the " \
-                                     "model record in the file"
+        note = "" if not model.semantics() else \
+            f"{path.name}: its model record says {'; '.join(model.semantics())}: run as the module of --module"
+        return out, "torch", note
     if fmt == "onnx":
         from .adapters.onnx import run
 
         outputs = run(path, x)
-        return np.asarray(outputs.get("output", next(iter(outputs.values())))), ""
-    return _reference(model, calls), ""
+        return np.asarray(outputs.get("output", next(iter(outputs.values())))), "onnxruntime", ""
+    return _reference(model, calls), "reference", ""
+
+
+def _load_keras(path: Path, fmt: str) -> tuple[Any, str, str]:
+    """A loaded Keras model as a function of NumPy input, the loader's name, or why none could load it:
+    Keras 3 for ``.keras`` files, tf_keras (when installed) for legacy ``.h5`` files and for ``.keras``
+    files that tf.keras 2 wrote."""
+    why = []
+    if fmt == "keras" and importlib.util.find_spec("keras") is not None:
+        import keras
+
+        try:
+            loaded = keras.saving.load_model(path, compile=False)
+            return (lambda x: keras.ops.convert_to_numpy(loaded(x))), "keras", ""
+        except Exception as exc:  # noqa: BLE001 - Keras raises many types for files it cannot load
+            why.append(f"Keras 3 cannot load it ({_first_line(exc)})")
+    if importlib.util.find_spec("tf_keras") is not None:
+        import tf_keras
+
+        try:
+            loaded = tf_keras.models.load_model(path, compile=False)
+            return (lambda x: np.asarray(loaded(x))), "tf_keras", ""
+        except Exception as exc:  # noqa: BLE001 - as above
+            why.append(f"tf_keras cannot load it ({_first_line(exc)})")
+    else:
+        why.append("tf_keras, which loads it, is not installed" if fmt == "h5" else "")
+    return None, "", "; ".join(w for w in why if w) or "no Keras is installed"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:120] if text else type(exc).__name__
 
 
 def _reference(model: Model, calls: list[np.ndarray]) -> np.ndarray:
