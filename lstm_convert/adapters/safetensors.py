@@ -115,9 +115,13 @@ def read(path: str | os.PathLike, *, header_only: bool = False, check: bool = Tr
             raise FormatError(f"{path}: content 'layer' but {len(layers)} layers described")
         return layers[0]
     model = _json(path, metadata, "model", dict)
-    if metadata.get("format_version") == "1":
-        model = {**model, **{key: model.get("config", {}).get("keras", {}).get(key)
-                             for key in ("input_shape", "input_dtype")}}
+    if metadata.get("format_version") == "1":  # the input was a Keras setting
+        config = model.get("config") if isinstance(model.get("config"), dict) else {}
+        keras = config.get("keras") if isinstance(config.get("keras"), dict) else {}
+        moved = ("input_shape", "input_dtype")
+        model = {**model, **{key: keras.get(key) for key in moved},
+                 "config": {**config, **({"keras": {k: v for k, v in keras.items() if k not in moved}}
+                                         if "keras" in config else {})}}
     shape = model.get("input_shape")
     try:
         return Model(tuple(layers), config=model.get("config", {}), source=model.get("source", {}),
