@@ -75,8 +75,9 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
             fixed.append(f"{Path(path).name} fixes the batch size at {batch}")
     rng = np.random.default_rng(seed)
     first = units[0]
-    if isinstance(first, Embedding):
-        x = rng.integers(0, first.num_embeddings, size=(batch, steps)).astype(np.int64)
+    if isinstance(first, Embedding):  # index 0 is padding only where _padded puts it, when a side masks
+        low = 1 if (model_a.masked or model_b.masked) and first.num_embeddings > 1 else 0
+        x = rng.integers(low, first.num_embeddings, size=(batch, steps)).astype(np.int64)
     else:
         x = rng.normal(size=(batch, steps, first.input_size)).astype(np.float32)
     model_x = _padded(x, model_a, model_b, rng)
@@ -110,6 +111,16 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
     whole_b, runner_b, how_b = _run_model(Path(b), fmt_b, model_b, calls)
     result.runners = (runner_a, runner_b)
     result.notes += [n for n in (how_a, how_b) if n]
+    if model_a.masked != model_b.masked:  # a mask one side ignores: the two compute different functions
+        masking, other = ("A", "B") if model_a.masked else ("B", "A")
+        what = "; ".join(t for m in (model_a, model_b) for t in m.semantics() if "mask" in t.lower())
+        result.rows.insert(0, {"layer": "model", "part": "mask", "max_abs_diff": float("inf"), "ok": False})
+        result.notes.insert(0, f"{masking} skips padded steps ({what}) and {other} does not")
+    for path, fmt, model in ((a, fmt_a, model_a), (b, fmt_b, model_b)):
+        if fmt == "torch" and model.source.get("model_record") != "lstm_convert":
+            result.notes.append(f"{Path(path).name}: a state dict without lstm_convert's model record says nothing "
+                                "of what is computed around its weights: its layers run one after the other over "
+                                "whole sequences")
     if whole_a.shape != whole_b.shape:
         result.rows.insert(0, {"layer": "model", "part": "output", "max_abs_diff": float("inf"), "ok": False,
                                "shapes": (list(whole_a.shape), list(whole_b.shape))})
@@ -141,8 +152,6 @@ def _padded(x: np.ndarray, a: Model, b: Model, rng: np.random.Generator) -> np.n
     if not (a.masked or b.masked) or x.shape[1] < 2:
         return x
     x = x.copy()
-    if x.ndim == 2:
-        x = np.where(x == 0, 1, x)  # zero is padding: only where we put it
     pad = 0 if x.ndim == 2 else (masking.mask_value if masking is not None else 0.0)
     steps = x.shape[1]
     for row in range(x.shape[0]):

@@ -155,15 +155,17 @@ def test_masks_at_the_end_and_in_the_middle(tmp_path, rng, build):
     verdicts = describe.model_conversions(weights)
     assert verdicts["torch"]["verdict"] == "weights"  # never "exact" for a bare state dict
     assert describe.model_conversions(weights, module=True)["torch"]["verdict"] == "exact"
-    assert verdicts["onnx"]["verdict"] == "impossible"
+    assert verdicts["onnx"]["verdict"] == "exact"
     model.save(tmp_path / "m.keras")
-    with pytest.raises(lc.UnsupportedError, match=r"(mask_zero=True|Masking\(mask_value=0.5\)) makes the recurrent "
-                                                  r"layers skip"):
-        files.convert(tmp_path / "m.keras", tmp_path / "m.onnx")
-    assert not (tmp_path / "m.onnx").exists()
+    files.convert(tmp_path / "m.keras", tmp_path / "m.onnx")
+    got = onnx_adapter.run(tmp_path / "m.onnx", x.astype(np.int64) if x.dtype.kind == "i" else x)["output"]
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    assert files.read(tmp_path / "m.onnx").semantics() == weights.semantics()  # read back as written
     files.convert(tmp_path / "m.keras", tmp_path / "m.pt")
-    result = lc.verify.verify(tmp_path / "m.keras", tmp_path / "m.pt")
-    assert result.masked and result.ok and result.rows[0]["layer"] == "model"
+    for other in ("m.pt", "m.onnx"):
+        result = lc.verify.verify(tmp_path / "m.keras", tmp_path / other)
+        assert result.masked and result.ok and result.rows[0]["layer"] == "model", other
 
 
 def test_an_ignored_mask_fails_verify(tmp_path, rng, capsys):
@@ -173,14 +175,16 @@ def test_an_ignored_mask_fails_verify(tmp_path, rng, capsys):
     capsys.readouterr()
     assert main(["verify", str(path), str(tmp_path / "plain.pt"), "--kind", "embedding=embedding"]) == 1
     out = capsys.readouterr().out
-    assert "with padded (masked) steps" in out and "model            output" in out and "MISMATCH" in out
+    assert "with padded (masked) steps" in out and "model            mask" in out and "MISMATCH" in out
+    assert "note: A skips padded steps (embedding: mask_zero=True) and B does not" in out
+    assert "plain.pt: a state dict without lstm_convert's model record says nothing" in out
 
 
 def test_inspect_never_calls_a_mask_exact_for_a_state_dict(tmp_path, rng, capsys):
     path = _saved(_tagger(), rng, tmp_path / "tagger.keras")
     assert main(["inspect", str(path)]) == 0
     text = capsys.readouterr().out
-    assert "embedding        exact      weights*   impossible exact" in text
+    assert "embedding        exact      weights*   exact      exact" in text
     assert "  * torch: embedding: the state dict keeps the weights; mask_zero=True needs --module FILE.py" in text
     assert "exact*" not in text
     assert main(["convert", "--check", str(path), str(tmp_path / "t.pt")]) == 0

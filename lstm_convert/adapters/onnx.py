@@ -50,7 +50,8 @@ OPSET = 17
 METADATA_KEY = "lstm_convert.layers"
 MODEL_KEY = "lstm_convert.input"
 # What a layer computes that the graph shows only in its plumbing, recorded for reading back.
-_RECORDED = ("return_sequences", "go_backwards", "zero_output_for_mask", "merge_mode")
+_RECORDED = ("return_sequences", "go_backwards", "zero_output_for_mask", "merge_mode", "mask_zero", "mask_value",
+             "size")
 _OPS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 _KINDS = {v: k for k, v in _OPS.items()}
 # Canonical activation -> ONNX recurrent activation (name, alpha, beta).
@@ -81,9 +82,7 @@ _LAYOUT_OPS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Slice", "Shape",
 def check_representable(layer: Layer) -> None:
     """Raise UnsupportedError unless an ONNX operator computes ``layer`` exactly (as onnxruntime runs it)."""
     if isinstance(layer, Masking):
-        raise UnsupportedError(f"{layer.name}: Masking(mask_value={layer.mask_value!r}) makes the recurrent layers "
-                               "skip masked steps, which the graphs written here do not do yet. Keep the model in "
-                               "Keras or the archive, or convert to PyTorch with --module")
+        return
     if layer.dtype == "float64":
         raise UnsupportedError(f"{layer.name}: float64 weights; onnxruntime runs recurrent operators in float32 "
                                "only, so an ONNX model would round them. Keep it in a safetensors archive")
@@ -93,10 +92,6 @@ def check_representable(layer: Layer) -> None:
             raise UnsupportedError(f"{layer.name}: Dense activation {layer.activation!r} has no ONNX operator here")
         return
     if isinstance(layer, Embedding):
-        if layer.mask_zero:
-            raise UnsupportedError(f"{layer.name}: mask_zero=True makes the recurrent layers skip padded steps, which "
-                                   "the graphs written here do not do yet. Keep the model in Keras or the archive, "
-                                   "or convert to PyTorch with --module")
         return
     keep = "Keep it in a safetensors archive"
     if layer.stateful:
@@ -119,6 +114,11 @@ def check_model(model: Model) -> None:
     units = [u for layer in model.layers for u in (layer.unstack() if isinstance(layer, RecurrentLayer) else [layer])]
     for unit in units:
         check_representable(unit)
+    for index, unit in enumerate(units):
+        if isinstance(unit, Masking) and index:
+            raise UnsupportedError(f"{unit.name}: a Masking layer after other layers is not supported")
+        if isinstance(unit, RecurrentLayer) and unit.backward and model.masked:
+            raise UnsupportedError(f"{unit.name}: an ONNX reverse-only layer behind a mask is not supported")
     for before, after in zip(units, units[1:]):
         if isinstance(after, Embedding) or before.output_size != after.input_size:
             raise UnsupportedError(f"{after.name}: does not follow {before.name} in one chain of layers")
@@ -153,11 +153,24 @@ def build(onnx, model: Model, *, initial_states: bool = False) -> Any:
     x = "input"
     time_major = False
     sequence = True  # False once a layer returns its last step only: (batch, size) from there on
+    mask = None  # (batch, time) bool, once a Masking layer or an Embedding with mask_zero made one
     for unit in units:
         if isinstance(unit, Embedding):
             x = g.node("Gather", [g.const(f"{unit.name}.weight", unit.weight), x], unit.name)  # (batch, time, E)
+            if unit.mask_zero:
+                zero = g.const(f"{unit.name}/padding", np.array(0, np.int64))
+                mask = g.node("Not", [g.node("Equal", ["input", zero], f"{unit.name}/is_padding")], f"{unit.name}/mask")
+        elif isinstance(unit, Masking):
+            x, mask = _masking(g, unit, x)
         elif isinstance(unit, Dense):
             x = _dense(g, unit, x)
+        elif mask is not None:
+            if time_major:
+                x = g.node("Transpose", [x], f"{unit.name}/from_time_major", perm=[1, 0, 2])
+                time_major = False
+            x = _masked_recurrent(g, unit, x, mask, initial_states)
+            if not unit.return_sequences:
+                sequence, mask = False, None
         else:
             if not time_major:
                 x = g.node("Transpose", [x], f"{unit.name}/to_time_major", perm=[1, 0, 2])
@@ -174,7 +187,7 @@ def build(onnx, model: Model, *, initial_states: bool = False) -> Any:
     graph = helper.make_graph(g.nodes, "lstm_convert", g.inputs, g.outputs, g.initializers)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="lstm_convert")
     proto.ir_version = 8
-    specs = [{"name": u.name, "config": dict(u.config), "source": dict(u.source),
+    specs = [{"name": u.name, "kind": u.kind, "config": dict(u.config), "source": dict(u.source),
               **{k: getattr(u, k) for k in _RECORDED if hasattr(u, k)}} for u in units]
     helper.set_model_props(proto, {METADATA_KEY: json.dumps(specs, sort_keys=True),
                                    MODEL_KEY: json.dumps(model.input_spec(), sort_keys=True)})
@@ -192,13 +205,112 @@ class _Graph:
     def const(self, name: str, array: np.ndarray) -> str:
         array = np.asarray(array)
         array = array.astype(np.float32) if array.dtype.kind == "f" or array.dtype.name == "bfloat16" else array
-        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.initializers.append(self.numpy_helper.from_array(np.array(array, order="C"), name))  # 0-D stays 0-D
         return name
 
     def node(self, op: str, inputs: list[str], name: str, outputs: int = 1, **attrs: Any) -> Any:
         names = [f"{name}:{i}" for i in range(outputs)]
         self.nodes.append(self.helper.make_node(op, inputs, names, name=name, **attrs))
         return names[0] if outputs == 1 else names
+
+
+def _masking(g: _Graph, unit: Masking, x: str) -> tuple[str, str]:
+    """Keras' Masking: a step is masked when every feature equals the mask value; its features become 0."""
+    from onnx import TensorProto
+
+    n = unit.name
+    differs = g.node("Not", [g.node("Equal", [x, g.const(f"{n}/value", np.array(unit.mask_value, np.float32))],
+                                    f"{n}/equal")], f"{n}/differs")
+    anywhere = g.node("ReduceMax", [g.node("Cast", [differs], f"{n}/as_float", to=TensorProto.FLOAT)],
+                      f"{n}/any", axes=[-1], keepdims=0)
+    mask = g.node("Greater", [anywhere, g.const(f"{n}/zero", np.array(0, np.float32))], f"{n}/mask")
+    keep = g.node("Unsqueeze", [g.node("Cast", [mask], f"{n}/keep", to=TensorProto.FLOAT),
+                                g.const(f"{n}/feature_axis", np.array([-1], np.int64))], f"{n}/keep_features")
+    return g.node("Mul", [x, keep], f"{n}/masked"), mask
+
+
+def _masked_recurrent(g: _Graph, unit: RecurrentLayer, x: str, mask: str, initial_states: bool) -> str:
+    """A recurrent layer behind a mask, batch-major in and out, exactly as Keras computes it.
+
+    Each row's valid steps are moved to the front in order (a permutation of the time axis) and the
+    operator runs with ``sequence_lens`` = their count; every output step is then gathered from the
+    last valid step so far (zeros before the first, or at masked steps with ``zero_output_for_mask``
+    and for a Bidirectional layer returning sequences). Masks in the middle of a row are exact too.
+    """
+    from onnx import TensorProto
+
+    n = unit.name
+    constants = {"one": np.array(1, np.int64), "zero": np.array(0, np.int64), "time": np.array(1, np.int64),
+                 "fzero": np.array(0, np.float32)}
+
+    class _Lazy(dict):  # each constant written once, when first used
+        def __missing__(self, key: str) -> str:
+            self[key] = g.const(f"{n}/{key}", constants[key])
+            return self[key]
+
+    c = _Lazy()
+
+    def unsqueeze(value: str, axis: int, label: str) -> str:
+        return g.node("Unsqueeze", [value, g.const(f"{n}/{label}_axes", np.array([axis], np.int64))], f"{n}/{label}")
+
+    if unit.go_backwards:  # read from the end: input and mask reversed in time, outputs in the order computed
+        big = np.iinfo(np.int64).max
+        bounds = [g.const(f"{n}/rev_starts", np.array([-1], np.int64)), g.const(f"{n}/rev_ends", np.array([-big], np.int64)),
+                  g.const(f"{n}/rev_axes", np.array([1], np.int64)), g.const(f"{n}/rev_steps", np.array([-1], np.int64))]
+        x = g.node("Slice", [x, *bounds], f"{n}/reverse_input")
+        mask = g.node("Slice", [mask, *bounds], f"{n}/reverse_mask")
+    valid = g.node("Cast", [mask], f"{n}/valid", to=TensorProto.INT64)
+    done = g.node("CumSum", [valid, c["time"]], f"{n}/done")  # valid steps so far
+    counts = g.node("ReduceSum", [valid, g.const(f"{n}/sum_axes", np.array([1], np.int64))], f"{n}/counts", keepdims=0)
+    skipped = g.node("CumSum", [g.node("Sub", [c["one"], valid], f"{n}/invalid"), c["time"]], f"{n}/skipped")
+    after = g.node("Sub", [g.node("Add", [unsqueeze(counts, 1, "counts_column"), skipped], f"{n}/after_valid"),
+                           c["one"]], f"{n}/masked_place")
+    order = g.node("Where", [mask, g.node("Sub", [done, c["one"]], f"{n}/valid_place"), after], f"{n}/order")
+    places = g.node("Expand", [unsqueeze(order, 2, "order_column"), g.node("Shape", [x], f"{n}/input_shape")],
+                    f"{n}/places")
+    packed = g.node("ScatterElements", [x, places, x], f"{n}/pack", axis=1)
+    packed = g.node("Transpose", [packed], f"{n}/to_time_major", perm=[1, 0, 2])
+    lengths = g.node("Cast", [counts], f"{n}/lengths", to=TensorProto.INT32)
+    y, y_h = _operator(g, unit, packed, initial_states, lengths, "bidirectional" if unit.directions == 2 else "forward")
+    parts = []
+    if unit.return_sequences:
+        # (batch, time, D, H); the operator may give fewer steps than the input has (the longest row's)
+        y = g.node("Transpose", [y], f"{n}/batch_major_all", perm=[2, 0, 1, 3])
+        shape = g.node("Concat", [g.node("Shape", [mask], f"{n}/mask_shape"),
+                                  g.const(f"{n}/units", np.array([unit.state_size], np.int64))], f"{n}/steps_shape", axis=0)
+        order = g.node("Where", [mask, order, c["zero"]], f"{n}/valid_order")  # masked steps are not looked up
+        for d in range(unit.directions):
+            ys = g.node("Gather", [y, g.const(f"{n}/direction{d}", np.array(d, np.int64))], f"{n}/direction{d}_y", axis=2)
+            if d == 0:  # the last valid output so far
+                seen = g.node("Max", [g.node("Sub", [done, c["one"]], f"{n}/last_seen"), c["zero"]], f"{n}/seen")
+                out = g.node("GatherElements", [ys, g.node("Expand", [unsqueeze(seen, 2, "seen_column"), shape],
+                                                           f"{n}/seen_places")], f"{n}/forward_steps", axis=1)
+                started = unsqueeze(g.node("Greater", [done, c["zero"]], f"{n}/started_any"), 2, "started")
+                out = g.node("Where", [started, out, c["fzero"]], f"{n}/forward_started")
+                zeros = unit.zero_output_for_mask
+            else:  # the reverse direction's output at each valid step, zeros at masked ones
+                out = g.node("GatherElements", [ys, g.node("Expand", [unsqueeze(order, 2, "order_places"), shape],
+                                                           f"{n}/reverse_places")], f"{n}/reverse_steps", axis=1)
+                zeros = True
+            if zeros:
+                out = g.node("Where", [unsqueeze(mask, 2, f"mask{d}"), out, c["fzero"]], f"{n}/masked_zero{d}")
+            parts.append(out)
+    else:
+        for d in range(unit.directions):
+            parts.append(g.node("Gather", [y_h, g.const(f"{n}/last{d}", np.array(d, np.int64))], f"{n}/last{d}", axis=0))
+        if unit.directions == 1 and unit.zero_output_for_mask:  # a masked last step gives zeros
+            last_mask = g.node("Gather", [mask, g.const(f"{n}/final_step", np.array(-1, np.int64))], f"{n}/last_mask",
+                               axis=1)
+            parts[0] = g.node("Where", [unsqueeze(last_mask, 1, "last_mask_column"), parts[0], c["fzero"]],
+                              f"{n}/last_zero")
+    if len(parts) == 1:
+        return parts[0]
+    if unit.merge_mode == "concat":
+        return g.node("Concat", parts, f"{n}/merge", axis=-1)
+    if unit.merge_mode == "ave":
+        total = g.node("Add", parts, f"{n}/merge_sum")
+        return g.node("Mul", [total, g.const(f"{n}/half", np.array(0.5, np.float32))], f"{n}/merge")
+    return g.node({"sum": "Add", "mul": "Mul"}[unit.merge_mode], parts, f"{n}/merge")
 
 
 def _dense(g: _Graph, unit: Dense, x: str) -> str:
@@ -218,6 +330,16 @@ def _dense(g: _Graph, unit: Dense, x: str) -> str:
 
 
 def _recurrent(g: _Graph, unit: RecurrentLayer, x: str, initial_states: bool) -> str:
+    """A recurrent layer on time-major ``x``; its output time-major, or ``(batch, size)`` for the last step."""
+    direction = "bidirectional" if unit.directions == 2 else ("reverse" if unit.go_backwards or unit.backward
+                                                               else "forward")
+    y, y_h = _operator(g, unit, x, initial_states, "", direction)
+    return _outputs(g, unit, y, y_h)
+
+
+def _operator(g: _Graph, unit: RecurrentLayer, x: str, initial_states: bool, lengths: str,
+              direction: str) -> tuple[str, str]:
+    """The LSTM / GRU / RNN node on time-major ``x``, its final states as graph outputs; ``(Y, Y_h)``."""
     from onnx import TensorProto
 
     lay = layout("onnx", unit.kind)
@@ -231,7 +353,7 @@ def _recurrent(g: _Graph, unit: RecurrentLayer, x: str, initial_states: bool) ->
         inputs.append(g.const(f"{unit.name}.B", b))
     else:
         inputs.append("")
-    inputs.append("")  # sequence_lens
+    inputs.append(lengths)  # sequence_lens
     states = ["h", "c"] if unit.kind == "lstm" else ["h"]
     for s in states:
         if initial_states:
@@ -246,9 +368,7 @@ def _recurrent(g: _Graph, unit: RecurrentLayer, x: str, initial_states: bool) ->
     names = [_TO_ONNX[unit.recurrent_activation], _TO_ONNX[unit.activation], _TO_ONNX[unit.activation]] \
         if unit.kind == "lstm" else ([_TO_ONNX[unit.recurrent_activation], _TO_ONNX[unit.activation]]
                                      if unit.kind == "gru" else [_TO_ONNX[unit.activation]])
-    attrs: dict[str, Any] = {"hidden_size": unit.hidden_size,
-                             "direction": "bidirectional" if unit.directions == 2 else
-                             ("reverse" if unit.go_backwards or unit.backward else "forward")}
+    attrs: dict[str, Any] = {"hidden_size": unit.hidden_size, "direction": direction}
     if unit.clip is not None:
         attrs["clip"] = float(unit.clip)
     if unit.input_forget:
@@ -269,8 +389,12 @@ def _recurrent(g: _Graph, unit: RecurrentLayer, x: str, initial_states: bool) ->
     for s in states:
         g.outputs.append(g.helper.make_tensor_value_info(f"{unit.name}.{s}_n", TensorProto.FLOAT,
                                                          [unit.directions, "batch", unit.hidden_size]))
+    return outs[0], outs[1]
+
+
+def _outputs(g: _Graph, unit: RecurrentLayer, y: str, y_h: str) -> str:
+    """The layer's output from the operator's ``Y`` (time, D, batch, H) or, for the last step, ``Y_h``."""
     if not unit.return_sequences:  # the last step computed in each direction: the final h, (D, batch, H)
-        y_h = outs[1]
         if unit.directions == 1:
             return g.node("Squeeze", [y_h, g.const(f"{unit.name}/last_axes", np.array([0], np.int64))],
                           f"{unit.name}/last")
@@ -279,7 +403,6 @@ def _recurrent(g: _Graph, unit: RecurrentLayer, x: str, initial_states: bool) ->
             return g.node("Reshape", [y_h, g.const(f"{unit.name}/last_shape", np.array([0, -1], np.int64))],
                           f"{unit.name}/last")
         return _merge(g, unit, y_h, axis=0)
-    y = outs[0]  # (time, D, batch, H)
     if unit.directions == 1:
         y = g.node("Squeeze", [y, g.const(f"{unit.name}/axes", np.array([1], np.int64))], f"{unit.name}/Squeeze")
         if unit.go_backwards:  # Keras returns the outputs in the order it computed them: time reversed
@@ -360,11 +483,32 @@ def read(path: str | os.PathLike) -> Model:
         from_data = any(i in data for i in node.input)
         if node.op_type in _KINDS or (from_data and node.op_type not in _SHAPE_RESULTS):
             data.update(node.output)
+    def recorded_masking() -> None:
+        """A Masking layer has no node of its own: the record of a graph written here places it."""
+        while ours and len(layers) < len(names) and names[len(layers)].get("kind") == "masking":
+            spec = names[len(layers)]
+            try:
+                layers.append(Masking(name=spec["name"], size=spec["size"], mask_value=spec["mask_value"]))
+            except (KeyError, ShapeError) as exc:
+                raise FormatError(f"{path}: the recorded Masking layer {spec.get('name')!r} is malformed ({exc})") \
+                    from None
+
     for node in graph.node:
         if node.name in taken and node.name:
             continue
+        if _own_plumbing(node, ours):
+            continue
+        recorded_masking()
         if node.op_type in _KINDS:
             index = len(layers)
+            if len(node.input) > 4 and node.input[4] and not ours:
+                raise UnsupportedError(f"{path}: node {node.name or node.op_type} takes sequence_lens computed in "
+                                       "the graph (a mask), which is not read; export it without sequence lengths")
+            for slot, what in ((5, "initial h"), (6, "initial c")):
+                if len(node.input) > slot and node.input[slot] in data:
+                    raise UnsupportedError(f"{path}: node {node.name or node.op_type} takes its {what} from the "
+                                           "model's data (another layer's state, say), which a chain of layers "
+                                           "cannot express")
             name, config, src = name_for(_KINDS[node.op_type])
             layer = _read_recurrent(path, node, values, name, config, {**source, **src})
             recorded = names[index] if index < len(names) else None
@@ -385,8 +529,11 @@ def read(path: str | os.PathLike) -> Model:
             layers.append(_read_dense(path, node, values, consumers, taken, name, config, {**source, **src}))
         elif node.op_type == "Gather" and node.input[0] in values and values[node.input[0]].ndim == 2 \
                 and values[node.input[0]].dtype.kind == "f":
+            index = len(layers)
             name, config, src = name_for("embedding")
-            layers.append(Embedding(name=name, weight=values[node.input[0]], config=config, source={**source, **src}))
+            mask_zero = bool(ours) and index < len(names) and names[index].get("mask_zero") is True
+            layers.append(Embedding(name=name, weight=values[node.input[0]], config=config, source={**source, **src},
+                                    mask_zero=mask_zero))
         elif node.op_type in ("Loop", "Scan", "If"):
             raise UnsupportedError(f"{path}: node {node.name or node.op_type} is a {node.op_type}: a recurrent layer "
                                    "exported as a loop rather than an LSTM, GRU or RNN operator cannot be read")
@@ -399,6 +546,7 @@ def read(path: str | os.PathLike) -> Model:
         elif (node.op_type in _DENSE_OPS.values() or node.op_type in _ARITHMETIC) \
                 and any(i in data for i in node.input) and not _own_plumbing(node, ours):
             unaccounted.append(f"{node.name or node.op_type} ({node.op_type})")
+    recorded_masking()
     if unaccounted:
         raise UnsupportedError(f"{path}: nodes {', '.join(unaccounted[:8])}"
                                + (f" and {len(unaccounted) - 8} more" if len(unaccounted) > 8 else "")
@@ -429,10 +577,15 @@ def read(path: str | os.PathLike) -> Model:
         raise FormatError(f"{path}: {exc}") from None
 
 
+# What build() writes around a layer to move, mask, select and merge its data, named "<layer>/...".
+_OWN_OPS = {"Transpose", "Squeeze", "Unsqueeze", "Reshape", "Slice", "ReduceSum", "ReduceMean", "ReduceProd",
+            "ReduceMax", "Equal", "Not", "Cast", "Greater", "Mul", "Add", "Sub", "CumSum", "Where", "Expand", "Shape",
+            "ScatterElements", "Gather", "GatherElements", "Max", "Concat", "Identity"}
+
+
 def _own_plumbing(node: Any, ours: set[str]) -> bool:
-    """Whether ``node`` is one that :func:`build` writes around a recurrent layer (``<layer>/merge``)."""
-    return node.name.rpartition("/")[0] in ours and node.name.rpartition("/")[2] in ("merge", "Reshape", "Squeeze",
-                                                                                      "last", "Reverse")
+    """Whether ``node`` is one that :func:`build` writes around a layer of a graph written here."""
+    return bool(ours) and node.name.rpartition("/")[0] in ours and node.op_type in _OWN_OPS
 
 
 def _recorded(meta: Mapping[str, str]) -> list[dict]:
@@ -603,7 +756,9 @@ def input_dims(path: str | os.PathLike) -> list[int | None]:
 def run(path: str | os.PathLike, x: np.ndarray, states: Mapping[str, tuple] | None = None) -> dict[str, Any]:
     """Run an ONNX file with onnxruntime; every graph output by name."""
     ort = require("onnxruntime")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: onnxruntime's notes on graph clean-up are not the user's concern
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feeds = {}
     for i, meta in enumerate(session.get_inputs()):
         if i == 0:

@@ -206,7 +206,8 @@ def _with_record(path: Path, model: Model, record: Mapping[str, Any]) -> Model:
         if built:
             raise FormatError(f"the state dict's modules {sorted(built)} are not in it")
         shape = record.get("input_shape")
-        return Model(tuple(layers), config=record.get("config", {}), source={**record.get("source", {}), **model.source},
+        source = {**record.get("source", {}), **model.source, "model_record": "lstm_convert"}
+        return Model(tuple(layers), config=record.get("config", {}), source=source,
                      input_shape=tuple(shape) if isinstance(shape, list) else shape,
                      input_dtype=record.get("input_dtype"), batch_size=record.get("batch_size"))
     except (LSTMConvertError, KeyError, TypeError, AttributeError) as exc:
