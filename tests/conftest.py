@@ -125,3 +125,13 @@ def assert_same_weights(a, b):
         other = b_tensors[name]
         assert array.dtype == other.dtype and array.shape == other.shape, name
         assert array.tobytes() == other.tobytes(), name
+
+
+def randomize_torch(module, rng):
+    """Every parameter of a PyTorch module random (all gates, both biases)."""
+    import torch
+
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.from_numpy(rng.normal(0, 0.5, tuple(p.shape)).astype("float32")))
+    return module

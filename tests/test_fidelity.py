@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_keras
+from conftest import randomize_keras, randomize_torch
 from safetensors.numpy import load_file, save_file
 
 import lstm_convert as lc
@@ -346,3 +346,48 @@ def test_onnx_last_step_with_reversed_input_and_merges_round_trips(tmp_path, rng
     files.convert(tmp_path / "m.onnx", tmp_path / "back.keras")
     np.testing.assert_allclose(np.asarray(keras.saving.load_model(tmp_path / "back.keras")(x)), expected,
                                rtol=0, atol=1e-6)
+
+
+class _LastStep(torch.nn.Module):
+    """A recurrent module and a Linear head on its last step, as PyTorch models are commonly written."""
+
+    def __init__(self, pick, kind="LSTM", **options):
+        super().__init__()
+        self.rnn = getattr(torch.nn, kind)(7, 3, batch_first=True, **options)
+        self.head = torch.nn.Linear(6 if options.get("bidirectional") else 3, 2)
+        self.pick = pick
+
+    def forward(self, x):
+        y, h = self.rnn(x)
+        h = h[0] if isinstance(h, tuple) else h
+        return self.head(h[-1] if self.pick == "h_n" else y[:, -1])
+
+
+@pytest.mark.parametrize("kind, pick, dynamo", [("LSTM", "h_n", False), ("LSTM", "out", True), ("GRU", "out", False),
+                                                ("GRU", "h_n", True)])
+def test_exported_last_step_is_read_as_return_sequences_false(tmp_path, rng, kind, pick, dynamo):
+
+    module = randomize_torch(_LastStep(pick, kind), rng).eval()
+    x = rng.normal(size=(2, 5, 7)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.from_numpy(x),), tmp_path / "m.onnx", dynamo=dynamo, input_names=["x"],
+                          dynamic_axes=None if dynamo else {"x": {0: "batch", 1: "time"}})
+    model = files.read(tmp_path / "m.onnx")
+    assert model.semantics() == [f"{model.layers[0].name}: return_sequences=False"]
+    files.convert(tmp_path / "m.onnx", tmp_path / "m.keras")
+    expected = _out(module, x)
+    got = np.asarray(keras.saving.load_model(tmp_path / "m.keras")(x))
+    assert got.shape == expected.shape == (2, 2)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    assert lc.verify.verify(tmp_path / "m.onnx", tmp_path / "m.keras").ok
+
+
+def test_a_bidirectional_output_step_is_refused(tmp_path, rng):
+    # out[:, -1] of a bidirectional module is the reverse direction's first step, not a layer's last output.
+    module = _LastStep("out", bidirectional=True).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.randn(2, 5, 7),), tmp_path / "m.onnx", dynamo=False)
+    with pytest.raises(lc.UnsupportedError, match=r"nodes .*\(Gather\) compute on the model's data outside any"):
+        files.read(tmp_path / "m.onnx")

@@ -67,8 +67,10 @@ _DENSE_OPS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softsign": 
 _FLOAT_TYPES = (1, 10, 11, 16)  # TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
 # Nodes whose result is a shape, a size or a truth value, not data.
 _SHAPE_RESULTS = {"Shape", "Size", "Less", "Greater", "Equal", "Not", "And", "Or"}
-# Arithmetic that changes data when it is not a Dense layer's bias.
-_ARITHMETIC = {"Mul", "Add", "Sub", "Div", "Split", "ReduceSum", "ReduceMean", "ReduceProd", "Max", "Min"}
+# What may be done to the model's data between layers without changing what the model computes: moving
+# axes and adding or removing unit ones. Anything else on the data (selecting steps, arithmetic, an
+# activation that is not a Dense layer's) belongs to no layer read here, and the graph is refused.
+_DATA_PLUMBING = {"Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Dropout", "Shape", "Size"}
 # Nodes that only move or reshape data between the layers.
 _LAYOUT_OPS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Slice", "Shape", "Gather", "Concat", "Cast",
                "Constant", "ConstantOfShape", "Identity", "Expand", "Flatten", "Split", "Less", "And", "Where",
@@ -483,6 +485,21 @@ def read(path: str | os.PathLike) -> Model:
         from_data = any(i in data for i in node.input)
         if node.op_type in _KINDS or (from_data and node.op_type not in _SHAPE_RESULTS):
             data.update(node.output)
+    # What the model's output (the first graph output) is computed from; other outputs (final states,
+    # say) are not part of the function that is converted.
+    producers = {o: node for node in graph.node for o in node.output}
+    needed: set[str] = set()
+    pending = [graph.output[0].name] if graph.output else []
+    while pending:
+        name = pending.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        if name in producers:
+            pending.extend(i for i in producers[name].input if i)
+
+    selections, last_step = _step_selections(graph, values)
+
     def recorded_masking() -> None:
         """A Masking layer has no node of its own: the record of a graph written here places it."""
         while ours and len(layers) < len(names) and names[len(layers)].get("kind") == "masking":
@@ -496,7 +513,7 @@ def read(path: str | os.PathLike) -> Model:
     for node in graph.node:
         if node.name in taken and node.name:
             continue
-        if _own_plumbing(node, ours):
+        if _own_plumbing(node, ours) or (node.name and node.name in selections):
             continue
         recorded_masking()
         if node.op_type in _KINDS:
@@ -520,9 +537,9 @@ def read(path: str | os.PathLike) -> Model:
                     semantics["gates"] = {(i, "forward", g): v for (i, _, g), v in layer.gates.items()}
                     semantics["peepholes"] = {(i, "forward", g): v for (i, _, g), v in layer.peepholes.items()}
                 layer = dataclasses.replace(layer, **semantics)
-            elif not consumers.get(node.output[0]) and node.output[0] not in graph_outputs \
-                    and len(node.output) > 1 and consumers.get(node.output[1]):
-                layer = dataclasses.replace(layer, return_sequences=False)  # only Y_h, the last step, is used
+            elif node.name in last_step or (not consumers.get(node.output[0]) and node.output[0] not in graph_outputs
+                                            and len(node.output) > 1 and consumers.get(node.output[1])):
+                layer = dataclasses.replace(layer, return_sequences=False)  # only the last step is used
             layers.append(layer)
         elif node.op_type in ("MatMul", "Gemm") and _weight(node, values) is not None:
             name, config, src = name_for("dense")
@@ -543,16 +560,16 @@ def read(path: str | os.PathLike) -> Model:
         elif node.op_type not in _LAYOUT_OPS and node.op_type not in _DENSE_OPS.values():
             raise UnsupportedError(f"{path}: node {node.name or node.op_type} ({node.op_type}) is not a layer "
                                    "lstm_convert knows, nor layout between layers")
-        elif (node.op_type in _DENSE_OPS.values() or node.op_type in _ARITHMETIC) \
-                and any(i in data for i in node.input) and not _own_plumbing(node, ours):
+        elif node.op_type not in _DATA_PLUMBING and any(i in data for i in node.input) \
+                and any(o in needed for o in node.output):
             unaccounted.append(f"{node.name or node.op_type} ({node.op_type})")
     recorded_masking()
     if unaccounted:
         raise UnsupportedError(f"{path}: nodes {', '.join(unaccounted[:8])}"
                                + (f" and {len(unaccounted) - 8} more" if len(unaccounted) > 8 else "")
                                + " compute on the model's data outside any LSTM, GRU, RNN, Dense or Embedding "
-                               "layer (a cell written out as separate operators, say); the graph cannot be read "
-                               "without changing what it computes")
+                               "layer (a cell written out as separate operators, or steps picked from a sequence in "
+                               "a way not recognised); the graph cannot be read without changing what it computes")
     if not layers:
         raise FormatError(f"{path}: holds no LSTM, GRU, RNN, Dense or Embedding layer")
     seen: dict[int, str] = {}
@@ -739,7 +756,68 @@ def _read_dense(path: Path, node: Any, values: Mapping[str, np.ndarray], consume
 
 
 def _carries_weights(node: Any, values: Mapping[str, np.ndarray]) -> bool:
-    return any(i in values and values[i].dtype.kind == "f" and values[i].size > 1 for i in node.input)
+    """Whether a float tensor other than a scalar or zeros (an exporter's initial states) feeds ``node``."""
+    return any(i in values and values[i].dtype.kind == "f" and values[i].size > 1 and np.any(values[i])
+               for i in node.input)
+
+
+def _step_selections(graph: Any, values: Mapping[str, np.ndarray]) -> tuple[set[str], set[str]]:
+    """Where a one-direction recurrent node's output is cut down to its last step, as exporters write
+    ``fc(out[:, -1])`` and ``fc(h_n[-1])``: the Gather nodes that do it, and the recurrent nodes whose
+    last step alone is used.
+
+    Axes are followed by name from the operator's ``Y`` (time, direction, batch, hidden) and ``Y_h``
+    (direction, batch, hidden) through Transpose, Squeeze, Reshape and Identity, so that a Gather is
+    recognised only where the declared layout says it picks the last time step (or the one direction).
+    """
+    labels: dict[str, tuple[str, tuple[str, ...]]] = {}
+    chosen: set[str] = set()
+    last: set[str] = set()
+    for node in graph.node:
+        attrs = _attrs(node)
+        if node.op_type in _KINDS:
+            direction = attrs.get("direction", b"forward")
+            if (direction.decode() if isinstance(direction, bytes) else direction) == "bidirectional":
+                continue
+            labels[node.output[0]] = (node.name, ("T", "D", "B", "H"))
+            if len(node.output) > 1 and node.output[1]:
+                labels[node.output[1]] = (node.name, ("D", "B", "H"))
+            continue
+        if not node.input or node.input[0] not in labels or not node.output:
+            continue
+        owner, axes = labels[node.input[0]]
+        if node.op_type == "Identity":
+            pass
+        elif node.op_type == "Transpose":
+            perm = list(attrs.get("perm", range(len(axes) - 1, -1, -1)))
+            if sorted(perm) != list(range(len(axes))):
+                continue
+            axes = tuple(axes[p] for p in perm)
+        elif node.op_type == "Squeeze":
+            cut = values.get(node.input[1]) if len(node.input) > 1 else attrs.get("axes")
+            cut = [int(a) % len(axes) for a in np.atleast_1d(cut)] if cut is not None else []
+            if not cut or any(axes[a] != "D" for a in cut):
+                continue
+            axes = tuple(a for k, a in enumerate(axes) if k not in cut)
+        elif node.op_type == "Reshape":  # (..., D, H) -> (..., D*H): with one direction, H
+            shape = values.get(node.input[1]) if len(node.input) > 1 else None
+            if shape is None or shape.ndim != 1 or len(shape) != len(axes) - 1 or axes[-2:] != ("D", "H"):
+                continue
+            axes = axes[:-2] + ("H",)
+        elif node.op_type == "Gather":
+            index = values.get(node.input[1]) if len(node.input) > 1 else None
+            axis = int(attrs.get("axis", 0)) % len(axes)
+            if index is None or index.ndim != 0 or axes[axis] not in ("T", "D") or \
+                    (axes[axis] == "T" and int(index) != -1) or (axes[axis] == "D" and int(index) not in (0, -1)):
+                continue
+            chosen.add(node.name)
+            if axes[axis] == "T":
+                last.add(owner)
+            axes = tuple(a for k, a in enumerate(axes) if k != axis)
+        else:
+            continue
+        labels[node.output[0]] = (owner, axes)
+    return chosen, last
 
 
 # -- running ------------------------------------------------------------------------------------------
