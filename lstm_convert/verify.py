@@ -66,13 +66,18 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
             batch = dims[0] if dims and dims[0] else batch
             steps = dims[1] if len(dims) > 1 and dims[1] else steps
             fixed += [f"{Path(path).name} fixes the input at {dims}"] if any(dims[:2]) else []
-    for path, model in ((a, model_a), (b, model_b)):  # a model that fixes its length or batch takes only those
-        if model.input_shape and model.input_shape[0]:
-            steps = model.input_shape[0]
-            fixed.append(f"{Path(path).name} fixes the sequence length at {steps}")
-        if model.batch_size:
-            batch = model.batch_size
-            fixed.append(f"{Path(path).name} fixes the batch size at {batch}")
+    for what in ("sequence length", "batch size"):  # a model that fixes its length or batch takes only those
+        sizes = {Path(p).name: (m.input_shape[0] if m.input_shape else None) if what == "sequence length"
+                 else m.batch_size for p, m in ((a, model_a), (b, model_b))}
+        fixing = {name: size for name, size in sizes.items() if size}
+        if not fixing:
+            continue
+        if len(set(fixing.values())) > 1:
+            raise FormatError(f"the two files fix different {what}s: {fixing}")
+        size = next(iter(fixing.values()))
+        steps, batch = (size, batch) if what == "sequence length" else (steps, size)
+        who = "both files fix" if len(fixing) == 2 else f"{next(iter(fixing))} fixes"
+        fixed.append(f"{who} the {what} at {size}")
     rng = np.random.default_rng(seed)
     first = units[0]
     if isinstance(first, Embedding):  # index 0 is padding only where _padded puts it, when a side masks

@@ -17,6 +17,7 @@ def _blocks(language: str) -> list[str]:
 
 def test_api_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as running python in that folder: the generated module imports
     blocks = _blocks("python")
     assert blocks, "the README has no Python example"
     for block in blocks:
