@@ -179,6 +179,8 @@ def _inspect(args: argparse.Namespace) -> int:
         if "gates" in layer:
             _print_gates(layer["gates"])
     print(f"{'total':<16} {'':<10} {'':<44} {info['total_params']:>8}")
+    for entry in info.get("skipped", []):
+        print(f"note: skipped {entry}: the identity at inference")
     for name in info.get("non_finite", []):
         print(f"warning: {name} holds NaN or infinity")
     print()

@@ -25,6 +25,7 @@ def describe(model: Model, fmt: str, path: str = "") -> dict[str, Any]:
     return {"file": path, "format": fmt, "source": dict(model.source), "counted_as": framework,
             "layers": layers, "total_params": sum(layer["params"] for layer in layers),
             "semantics": model.semantics(), "input": model.input_spec(),
+            "skipped": list(model.config.get("keras", {}).get("skipped", [])),
             "conversions": model_conversions(model)}
 
 

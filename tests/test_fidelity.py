@@ -280,7 +280,7 @@ def test_stateful_keeps_its_batch_size_or_is_refused(tmp_path, rng, capsys):
 def test_files_written_here_read_back_without_flags(tmp_path, rng):
     path = _saved(_tagger(), rng, tmp_path / "tagger.keras")
     source = files.read(path)
-    for name in ("t.pt", "t.safetensors", "a.safetensors", "t.keras"):
+    for name in ("t.pt", "t.safetensors", "a.safetensors", "t.keras", "t.onnx"):
         files.convert(path, tmp_path / name, dst_format="torch" if name == "t.safetensors" else None)
         back = files.read(tmp_path / name)
         assert [(layer.name, layer.kind) for layer in back] == [(layer.name, layer.kind) for layer in source]
@@ -297,6 +297,22 @@ def test_skipped_identity_layers_are_named(tmp_path, rng, capsys):
     out = capsys.readouterr().out
     assert "note: skipped drop (Dropout): the identity at inference" in out
     assert "note: skipped noise (GaussianNoise): the identity at inference" in out
+    assert main(["inspect", str(path)]) == 0
+    assert "note: skipped drop (Dropout): the identity at inference" in capsys.readouterr().out
+
+
+def test_a_module_file_holds_no_code_from_the_source(tmp_path, rng):
+    import ast
+
+    from lstm_convert.adapters import torch_module
+
+    weights = lc.from_keras(randomize_keras(_seed_model(), rng))
+    hostile = lc.Model(weights.layers, source={"framework": 'x"""\nimport os; os.system("echo pwned")\n"""'})
+    text = torch_module.source(hostile, origin=hostile.source["framework"])
+    tree = ast.parse(text)
+    assert isinstance(tree.body[0], ast.Expr) and "pwned" in ast.get_docstring(tree)  # only ever inside the docstring
+    assert "os.system(" not in text and not any(isinstance(node, ast.Import) and node.names[0].name == "os"
+                                                for node in ast.walk(tree))
 
 
 def test_version_1_archives_still_load(tmp_path, rng):
