@@ -24,11 +24,18 @@ LSTM gates are ``input``, ``forget``, ``cell`` (the candidate) and
 Both biases are kept, so a PyTorch layer survives a trip bit for bit; a
 framework with a single bias (Keras) puts it in ``b_x`` and zeros in ``b_h``.
 
-A :class:`Model` is an ordered collection of named layers: recurrent layers,
-:class:`Dense` (weight ``(out, in)`` like ``nn.Linear``) and :class:`Embedding`
-(``(num_embeddings, embedding_dim)``). Everything is validated on
-construction, arrays are read-only, and equality is bit for bit, dtypes
-included.
+What a layer computes around its weights is part of it, whatever framework it
+came from: ``return_sequences`` (False: only the last step is returned),
+``return_state``, ``go_backwards``, ``stateful`` and, for masked input,
+``zero_output_for_mask``. A plain PyTorch module is the default: the whole
+sequence, no mask, from zero states.
+
+A :class:`Model` is an ordered chain of named layers: recurrent layers,
+:class:`Dense` (weight ``(out, in)`` like ``nn.Linear``), :class:`Embedding`
+(``(num_embeddings, embedding_dim)``, index 0 is padding with ``mask_zero``)
+and :class:`Masking`, with the model's input shape, dtype and fixed batch size.
+Everything is validated on construction, arrays are read-only, and equality
+is bit for bit, dtypes included.
 """
 
 from __future__ import annotations

@@ -1,12 +1,15 @@
-"""Run two model files on the same random input and initial states, and compare every layer's output.
+"""Run two model files on the same random input and compare what they compute: the model outputs
+first, then every layer's output as detail.
 
-Each side runs in its own framework when it is installed: a ``.keras`` file
-through ``keras.saving.load_model``, a PyTorch state dict through ``nn.LSTM``,
-``nn.Linear`` and ``nn.Embedding`` modules that ``load_state_dict(strict=True)``
-fills from ``torch.load`` or ``safetensors.torch.load_file``. A canonical
-archive and a legacy ``.h5`` (which Keras 3 cannot open) run through the
-float64 NumPy reference. Layers run one after the other; recurrent layers
-return full sequences, so whole outputs and final states are compared.
+Each side runs as its format defines the model, in its own framework when installed: a ``.keras``
+file through ``keras.saving.load_model`` (a legacy ``.h5``, or a ``.keras`` from tf.keras 2, through
+tf_keras), a PyTorch state dict through the module that :mod:`.adapters.torch_module` writes (from the
+file's model record when lstm_convert wrote it, else its layers one after the other over whole
+sequences), an ``.onnx`` file in onnxruntime, a canonical archive through the float64 reference.
+When either side masks, the input has padded steps at the end of some rows and in the middle of
+another; a stateful model runs two batches in turn. Different output shapes, or a mask one side
+does not apply, fail. The per-layer detail runs every layer over whole sequences from random
+initial states, where both sides can be run so.
 """
 
 from __future__ import annotations

@@ -14,19 +14,30 @@ PyTorch's and Keras' ``reset_after=True``).
 Writing: a self-contained model (weights as initializers) that takes
 batch-major input ``input`` of shape ``(batch, time, features)`` (integer
 indices ``(batch, time)`` when it starts with an Embedding), with dynamic batch
-and sequence length, and returns ``output`` ``(batch, time, size)``; every
-layer's own output is also a graph output named after the layer, and each
-recurrent layer's final states are outputs ``<layer>.h_n`` (and ``<layer>.c_n``).
-With ``initial_states=True`` the initial states are inputs ``<layer>.h_0``
-(and ``<layer>.c_0``), ``(directions, batch, H)``. Dense is MatMul + Add,
-Embedding is Gather. Weights are float32, what onnxruntime runs.
+and sequence length, and returns ``output`` with the source model's shape:
+``(batch, time, size)``, or ``(batch, size)`` once a layer returns its last step
+only (taken from ``Y_h``). Every layer's own output is also a graph output named
+after the layer, and each recurrent layer's final states are outputs
+``<layer>.h_n`` (and ``<layer>.c_n``). With ``initial_states=True`` the initial
+states are inputs ``<layer>.h_0`` (and ``<layer>.c_0``), ``(directions, batch,
+H)``. Dense is MatMul + Add, Embedding is Gather. Weights are float32, what
+onnxruntime runs. Masks (a Masking layer, an Embedding with ``mask_zero``) are
+computed in the graph and followed exactly as Keras does: each row's valid steps
+are moved to the front, the operator runs with ``sequence_lens``, and the outputs
+are gathered back (see :func:`_masked_recurrent`). What the layers compute is
+recorded in the model's metadata, so that the graph reads back as written.
 
 Reading: the recurrent operators, MatMul / Gemm (+ Add, + activation) and
 Gather nodes whose weights are initializers or constants, in graph order, as
 written by ``torch.onnx.export`` (both exporters), Keras' ``model.export(...,
-format="onnx")`` and this module. Nodes that only move data (Transpose,
-Reshape, Squeeze, Slice, Shape, ...) are taken as layout; any other node that
-carries weights is an error naming it. The ONNX file is read as protobuf data.
+format="onnx")`` and this module. On the way to the model's output (its first
+graph output), the data may only be moved between layers (Identity, Reshape,
+Transpose, Squeeze, Unsqueeze); a Gather that picks the last step of a
+one-direction layer (``fc(out[:, -1])``, ``fc(h_n[-1])``) is recognised by
+following the operator's declared axes and read as ``return_sequences=False``.
+Any other node that computes on the data, any node that carries weights outside
+a layer, computed ``sequence_lens`` and initial states fed by the data are
+refused, naming the nodes. The ONNX file is read as protobuf data.
 """
 
 from __future__ import annotations
