@@ -277,8 +277,12 @@ def test_stateful_keeps_its_batch_size_or_is_refused(tmp_path, rng, capsys):
         assert not (tmp_path / target).exists()
 
 
-def test_files_written_here_read_back_without_flags(tmp_path, rng):
-    path = _saved(_tagger(), rng, tmp_path / "tagger.keras")
+@pytest.mark.parametrize("build", [_tagger, lambda: keras.Sequential([
+    keras.Input((None, 5)), keras.layers.Masking(-1.0, name="masking"),
+    keras.layers.RNN(keras.layers.LSTMCell(3), return_sequences=True, name="cells"),
+    keras.layers.SimpleRNN(2, activation="relu", name="rnn")])], ids=["embedding", "masking"])
+def test_files_written_here_read_back_without_flags(tmp_path, rng, build):
+    path = _saved(build(), rng, tmp_path / "tagger.keras")
     source = files.read(path)
     for name in ("t.pt", "t.safetensors", "a.safetensors", "t.keras", "t.onnx"):
         files.convert(path, tmp_path / name, dst_format="torch" if name == "t.safetensors" else None)

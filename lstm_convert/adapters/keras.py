@@ -179,6 +179,8 @@ def layer_from_config(class_name: str, config: Mapping[str, Any], tensors: Mappi
 def layer_tensors(layer: Layer) -> dict[str, np.ndarray]:
     """The Keras variables of a canonical single-layer layer, by key (NumPy only)."""
     check_representable(layer)
+    if isinstance(layer, Masking):
+        return {}
     if isinstance(layer, Dense):
         out = {"kernel": np.ascontiguousarray(layer.weight.T)}
         if layer.bias is not None:
