@@ -411,3 +411,41 @@ def test_a_bidirectional_output_step_is_refused(tmp_path, rng):
         torch.onnx.export(module, (torch.randn(2, 5, 7),), tmp_path / "m.onnx", dynamo=False)
     with pytest.raises(lc.UnsupportedError, match=r"nodes .*\(Gather\) compute on the model's data outside any"):
         files.read(tmp_path / "m.onnx")
+
+
+def test_verify_of_a_keras_file_written_by_tf_keras(tmp_path, rng, capsys):
+    import tf_keras  # pip install --no-deps tf_keras (see README)
+
+    model = tf_keras.Sequential([tf_keras.layers.InputLayer((None, 7)),
+                                 tf_keras.layers.LSTM(3, return_sequences=True), tf_keras.layers.Dropout(0.2),
+                                 tf_keras.layers.GRU(2)])
+    for layer in model.layers:
+        layer.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in layer.get_weights()])
+    model.save(tmp_path / "old.keras")  # its LSTM config has time_major, which Keras 3 refuses
+    assert main(["convert", str(tmp_path / "old.keras"), str(tmp_path / "new.keras")]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(tmp_path / "old.keras"), str(tmp_path / "new.keras")]) == 0
+    out = capsys.readouterr().out
+    assert "A: " in out and "(run by tf_keras)" in out and "(run by keras)" in out
+    x = rng.normal(size=(2, 5, 7)).astype("float32")
+    np.testing.assert_allclose(np.asarray(keras.saving.load_model(tmp_path / "new.keras")(x)),
+                               np.asarray(model(x)), rtol=0, atol=1e-5)
+
+
+def test_a_layer_off_the_output_path_is_refused(tmp_path):
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRU(7, 3, batch_first=True)
+            self.head = torch.nn.Linear(3, 2)
+            self.aux = torch.nn.Linear(3, 4)
+
+        def forward(self, x):
+            y, _ = self.rnn(x)
+            return self.head(y), self.aux(y)  # a second output from another head
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TwoHeads().eval(), (torch.randn(2, 5, 7),), tmp_path / "m.onnx", dynamo=False)
+    with pytest.raises(lc.UnsupportedError, match=r"is a layer off the way to the model's output"):
+        files.read(tmp_path / "m.onnx")

@@ -527,6 +527,11 @@ def read(path: str | os.PathLike) -> Model:
         if _own_plumbing(node, ours) or (node.name and node.name in selections):
             continue
         recorded_masking()
+        if (node.op_type in _KINDS or (node.op_type in ("MatMul", "Gemm") and _weight(node, values) is not None)) \
+                and not any(o in needed for o in node.output):
+            raise UnsupportedError(f"{path}: node {node.name or node.op_type} ({node.op_type}) is a layer off the "
+                                   "way to the model's output (its first graph output); a model with several "
+                                   "branches cannot be read as one chain of layers")
         if node.op_type in _KINDS:
             index = len(layers)
             if len(node.input) > 4 and node.input[4] and not ours:
