@@ -711,7 +711,8 @@ def with_settings(model: Model, settings: Mapping[str, Mapping[str, Any]]) -> Mo
             if want is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
-                raise SettingError(f"setting {name}.{key}: expected {'true or false' if want is bool else want.__name__}, "
+                expected = "true or false" if want is bool else want.__name__
+                raise SettingError(f"setting {name}.{key}: expected {expected}, "
                                    f"got {value!r}")
     layers = []
     for layer in model.layers:

@@ -238,7 +238,8 @@ def _print_gates(rows: list[dict]) -> None:
             if stacked:
                 print(f"    layer {r['layer']} {r['direction']}")
             names = list(r["tensors"])
-            width = max(len(str(v)) for q in rows if (q["layer"], q["direction"]) == last for v in q["tensors"].values())
+            width = max(len(str(v)) for q in rows if (q["layer"], q["direction"]) == last
+                        for v in q["tensors"].values())
             print(f"    {'gate':<10} " + " ".join(f"{t:<{max(width, len(t))}}" for t in names) + "  W_x      W_h")
         label = f"{r['gate']} ({r['symbol']})"
         cells = " ".join(f"{r['tensors'][t]:<{max(width, len(t))}}" for t in names)

@@ -258,7 +258,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
 
 def _dropped(model: Model, fmt: str, path: Path, module: bool = False) -> list[str]:
     """What the written file does not compute by itself, and what it changes without changing the function."""
-    notes = [f"skipped {entry}: the identity at inference" for entry in model.config.get("keras", {}).get("skipped", [])]
+    skipped = model.config.get("keras", {}).get("skipped", [])
+    notes = [f"skipped {entry}: the identity at inference" for entry in skipped]
     semantics = model.semantics()
     if fmt == "torch" and semantics and not module:
         notes.append(f"the state dict keeps every weight exactly, but not what the model computes around them "

@@ -136,7 +136,8 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
                                f"{tuple(whole_b.shape)} (B)")
     else:
         diff = np.abs(whole_a.astype(np.float64) - whole_b.astype(np.float64))
-        result.rows.insert(0, {"layer": "model", "part": "output", "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+        largest = float(diff.max()) if diff.size else 0.0
+        result.rows.insert(0, {"layer": "model", "part": "output", "max_abs_diff": largest,
                                "ok": bool(np.all(diff <= atol + rtol * np.abs(whole_b.astype(np.float64)))),
                                "shapes": (list(whole_a.shape), list(whole_b.shape))})
     for name, (out_a, st_a), (out_b, st_b) in _aligned(model_a, run_a, model_b, run_b):

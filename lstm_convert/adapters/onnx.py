@@ -268,8 +268,8 @@ def _masked_recurrent(g: _Graph, unit: RecurrentLayer, x: str, mask: str, initia
 
     if unit.go_backwards:  # read from the end: input and mask reversed in time, outputs in the order computed
         big = np.iinfo(np.int64).max
-        bounds = [g.const(f"{n}/rev_starts", np.array([-1], np.int64)), g.const(f"{n}/rev_ends", np.array([-big], np.int64)),
-                  g.const(f"{n}/rev_axes", np.array([1], np.int64)), g.const(f"{n}/rev_steps", np.array([-1], np.int64))]
+        bounds = [g.const(f"{n}/rev_{what}", np.array([value], np.int64))
+                  for what, value in (("starts", -1), ("ends", -big), ("axes", 1), ("steps", -1))]
         x = g.node("Slice", [x, *bounds], f"{n}/reverse_input")
         mask = g.node("Slice", [mask, *bounds], f"{n}/reverse_mask")
     valid = g.node("Cast", [mask], f"{n}/valid", to=TensorProto.INT64)
@@ -290,10 +290,12 @@ def _masked_recurrent(g: _Graph, unit: RecurrentLayer, x: str, mask: str, initia
         # (batch, time, D, H); the operator may give fewer steps than the input has (the longest row's)
         y = g.node("Transpose", [y], f"{n}/batch_major_all", perm=[2, 0, 1, 3])
         shape = g.node("Concat", [g.node("Shape", [mask], f"{n}/mask_shape"),
-                                  g.const(f"{n}/units", np.array([unit.state_size], np.int64))], f"{n}/steps_shape", axis=0)
+                                  g.const(f"{n}/units", np.array([unit.state_size], np.int64))],
+                       f"{n}/steps_shape", axis=0)
         order = g.node("Where", [mask, order, c["zero"]], f"{n}/valid_order")  # masked steps are not looked up
         for d in range(unit.directions):
-            ys = g.node("Gather", [y, g.const(f"{n}/direction{d}", np.array(d, np.int64))], f"{n}/direction{d}_y", axis=2)
+            ys = g.node("Gather", [y, g.const(f"{n}/direction{d}", np.array(d, np.int64))], f"{n}/direction{d}_y",
+                        axis=2)
             if d == 0:  # the last valid output so far
                 seen = g.node("Max", [g.node("Sub", [done, c["one"]], f"{n}/last_seen"), c["zero"]], f"{n}/seen")
                 out = g.node("GatherElements", [ys, g.node("Expand", [unsqueeze(seen, 2, "seen_column"), shape],
@@ -310,7 +312,8 @@ def _masked_recurrent(g: _Graph, unit: RecurrentLayer, x: str, mask: str, initia
             parts.append(out)
     else:
         for d in range(unit.directions):
-            parts.append(g.node("Gather", [y_h, g.const(f"{n}/last{d}", np.array(d, np.int64))], f"{n}/last{d}", axis=0))
+            parts.append(g.node("Gather", [y_h, g.const(f"{n}/last{d}", np.array(d, np.int64))], f"{n}/last{d}",
+                                axis=0))
         if unit.directions == 1 and unit.zero_output_for_mask:  # a masked last step gives zeros
             last_mask = g.node("Gather", [mask, g.const(f"{n}/final_step", np.array(-1, np.int64))], f"{n}/last_mask",
                                axis=1)

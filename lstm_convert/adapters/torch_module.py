@@ -122,7 +122,10 @@ def _cell(cell, x, mask, *, size, sequences, zeros):
             out = new[0] if lstm else new
         else:
             keep = mask[:, t, None]
-            state = tuple(torch.where(keep, n, o) for n, o in zip(new, state)) if lstm else torch.where(keep, new, state)
+            if lstm:
+                state = tuple(torch.where(keep, n, o) for n, o in zip(new, state))
+            else:
+                state = torch.where(keep, new, state)
             out = torch.where(keep, new[0] if lstm else new, torch.zeros_like(out) if zeros else out)
         outputs.append(out)
     return torch.stack(outputs, 1) if sequences else out
