@@ -705,8 +705,8 @@ def with_settings(model: Model, settings: Mapping[str, Mapping[str, Any]]) -> Mo
         allowed = SETTABLE[type(by_name[name])]
         for key, value in changes.items():
             if key not in allowed:
-                raise SettingError(f"setting {name}.{key}: {name} is a {by_name[name].kind} layer, whose settings "
-                                   f"are {', '.join(allowed)}")
+                raise SettingError(f"setting {name}.{key}: {key!r} is not a setting of {by_name[name].kind} layers; "
+                                   f"they take {', '.join(allowed)}")
             want = allowed[key]
             if want is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)

@@ -214,7 +214,8 @@ def test_settings_for_keras_from_a_pytorch_source(tmp_path, rng, capsys):
     got = np.asarray(built(x))
     assert got.shape == last.shape == (2, 3)
     np.testing.assert_allclose(got, last, rtol=0, atol=1e-5)
-    with pytest.raises(lc.SettingError, match=r"setting lstm\.return_sequence: lstm is a lstm layer, whose settings"):
+    with pytest.raises(lc.SettingError, match=r"setting lstm\.return_sequence: 'return_sequence' is not a setting "
+                                              r"of lstm layers; they take"):
         lc.to_keras(model, settings={"lstm": {"return_sequence": False}})
     with pytest.raises(lc.SettingError, match=r"the model has no layer 'gru'"):
         lc.to_keras(model, settings={"gru": {"return_sequences": False}})
@@ -223,7 +224,7 @@ def test_settings_for_keras_from_a_pytorch_source(tmp_path, rng, capsys):
     np.testing.assert_allclose(np.asarray(keras.saving.load_model(tmp_path / "t.keras")(x)), last, rtol=0, atol=1e-5)
     capsys.readouterr()
     assert main(["convert", str(tmp_path / "t.pt"), str(tmp_path / "u.keras"), "--set", "lstm.units=4"]) == 1
-    assert "setting lstm.units: lstm is a lstm layer" in capsys.readouterr().err
+    assert "setting lstm.units: 'units' is not a setting of lstm layers" in capsys.readouterr().err
     assert not (tmp_path / "u.keras").exists()
 
 
