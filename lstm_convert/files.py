@@ -144,6 +144,10 @@ def write(model: Model, path: str | os.PathLike, fmt: str | None = None, *, over
             raise FormatError(f"{module}: a module file must end in .py")
     check(model, fmt, module=module is not None)
     report = Report(path, fmt, notes=_dropped(model, fmt, path, module is not None))
+    if module is not None:  # made before anything is written
+        from .adapters import torch_module
+
+        text = torch_module.source(model, origin=model.source.get("framework", ""))
     if fmt == "keras":
         from .adapters.keras_files import write_keras
         write_keras(model, path)
@@ -161,9 +165,7 @@ def write(model: Model, path: str | os.PathLike, fmt: str | None = None, *, over
         safetensors.write(model, path)
     if module is not None:
         from ._files import atomic_write
-        from .adapters import torch_module
 
-        text = torch_module.source(model, origin=model.source.get("framework", ""))
         atomic_write(module, lambda tmp: tmp.write_text(text, encoding="utf-8"), suffix=".py")
     return report
 

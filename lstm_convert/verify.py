@@ -88,7 +88,7 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
         x = rng.integers(low, first.num_embeddings, size=(batch, steps)).astype(np.int64)
     else:
         x = rng.normal(size=(batch, steps, first.input_size)).astype(np.float32)
-    model_x = _padded(x, model_a, model_b, rng)
+    model_x = _padded(x, model_a, model_b)
     # ONNX models take no initial states (their operators start from zero), so then neither side does.
     zero = "onnx" in (fmt_a, fmt_b)
     unit_states = []  # per single (unstacked) layer, its initial states
@@ -154,7 +154,7 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
     return result
 
 
-def _padded(x: np.ndarray, a: Model, b: Model, rng: np.random.Generator) -> np.ndarray:
+def _padded(x: np.ndarray, a: Model, b: Model) -> np.ndarray:
     """``x`` with padded steps when either model masks: zeros (indices) or the mask value at the end of
     some rows, and one masked step in the middle of another."""
     masking = next((layer for m in (a, b) for layer in m.layers if isinstance(layer, Masking)), None)
