@@ -660,6 +660,22 @@ class Model(_BitEqual):
         plain meaning of a PyTorch state dict), as ``layer: setting`` strings; empty for a plain chain."""
         return [f"{layer.name}: {text}" for layer in self.layers for text in layer.semantics()]
 
+    def check_chain(self) -> None:
+        """Raise UnsupportedError unless the layers run one after the other: each takes what the one before
+        gives, an Embedding or a Masking layer comes only first, and no recurrent layer follows one that
+        returns its last step only. Every target that writes a model runs this rule, then its own."""
+        for index, layer in enumerate(self.layers):
+            if isinstance(layer, (Embedding, Masking)) and index:
+                what = "an Embedding" if isinstance(layer, Embedding) else "a Masking layer"
+                raise UnsupportedError(f"{layer.name}: {what} can only be the first layer of a model")
+        for before, after in zip(self.layers, self.layers[1:]):
+            if before.output_size != after.input_size:
+                raise UnsupportedError(f"{after.name}: takes {after.input_size} features but {before.name} gives "
+                                       f"{before.output_size}; the layers do not form one chain")
+            if isinstance(before, RecurrentLayer) and not before.return_sequences and isinstance(after, RecurrentLayer):
+                raise UnsupportedError(f"{after.name}: follows {before.name}, which returns its last step only, "
+                                       "not a sequence")
+
     def input_spec(self) -> dict[str, Any]:
         return {"input_shape": None if self.input_shape is None else list(self.input_shape),
                 "input_dtype": self.input_dtype, "batch_size": self.batch_size}

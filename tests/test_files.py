@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import lstm_convert as lc
-from conftest import assert_same_weights, randomize_keras
+from conftest import assert_same_weights, randomize_keras, randomize_torch
 from lstm_convert import files
 from lstm_convert.cli import main
 
@@ -39,13 +39,6 @@ class Chain(torch.nn.Module):
 
     def forward(self, x):
         return self.head(self.encoder(x)[0])
-
-
-def _random_torch(module, rng):
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.from_numpy(rng.normal(0, 0.5, tuple(p.shape)).astype("float32")))
-    return module
 
 
 def _cli(*argv):
@@ -113,7 +106,7 @@ def test_keras_to_pt_and_verify(seed_keras, tmp_path, rng):
 
 
 def test_pt_to_keras_is_a_runnable_model(tmp_path, rng):
-    module = _random_torch(Chain(), rng)
+    module = randomize_torch(Chain(), rng)
     torch.save(module.state_dict(), tmp_path / "chain.pt")
     assert main(["convert", str(tmp_path / "chain.pt"), str(tmp_path / "chain.keras")]) == 0
     loaded = keras.saving.load_model(tmp_path / "chain.keras")
@@ -126,7 +119,7 @@ def test_pt_to_keras_is_a_runnable_model(tmp_path, rng):
 
 
 def test_torch_safetensors_both_ways(tmp_path, rng):
-    module = _random_torch(Chain(), rng)
+    module = randomize_torch(Chain(), rng)
     save_file(module.state_dict(), tmp_path / "plain.safetensors")  # as safetensors.torch writes it
     assert files.detect(tmp_path / "plain.safetensors") == "torch"
     files.convert(tmp_path / "plain.safetensors", tmp_path / "archive.safetensors")
@@ -143,7 +136,7 @@ def test_torch_safetensors_both_ways(tmp_path, rng):
 
 
 def test_single_module_keys_kept_exactly(tmp_path, rng):
-    module = _random_torch(torch.nn.LSTM(7, 3, num_layers=2), rng)
+    module = randomize_torch(torch.nn.LSTM(7, 3, num_layers=2), rng)
     torch.save(module.state_dict(), tmp_path / "lstm.pt")
     files.convert(tmp_path / "lstm.pt", tmp_path / "lstm.safetensors")
     files.convert(tmp_path / "lstm.safetensors", tmp_path / "back.pt")

@@ -424,7 +424,7 @@ def _check_target(keras, weights: Layer, target: Any) -> None:
 
 def _write_model(keras, model: Model) -> Any:
     layers_ = expand(model)
-    check_chain(layers_)
+    check_chain(model)
     check_model(model)
     recorded = model.config.get("keras", {})
     first = layers_[0]
@@ -441,21 +441,14 @@ def _write_model(keras, model: Model) -> Any:
 
 def check_model(model: Model) -> None:
     """Raise UnsupportedError unless a Keras Sequential computes what ``model`` computes."""
+    model.check_chain()
     layers_ = expand(model)
     for index, layer in enumerate(layers_):
-        if isinstance(layer, Masking) and index:
-            raise UnsupportedError(f"{layer.name}: a Masking layer after other layers is not supported; "
-                                   "it must come first")
         if isinstance(layer, RecurrentLayer) and layer.stateful and model.batch_size is None:
             raise UnsupportedError(f"{layer.name}: stateful=True needs the model's batch size, which is not known")
         if isinstance(layer, RecurrentLayer) and layer.return_state and index != len(layers_) - 1:
             raise UnsupportedError(f"{layer.name}: return_state=True gives several outputs, which the next layer "
                                    "of a sequential model cannot take")
-        if isinstance(layer, RecurrentLayer) and not layer.return_sequences and index != len(layers_) - 1:
-            after = layers_[index + 1]
-            if isinstance(after, RecurrentLayer):
-                raise UnsupportedError(f"{after.name}: follows {layer.name}, which returns its last step only, "
-                                       "not a sequence")
 
 
 def expand(model: Model) -> list[Layer]:
@@ -466,15 +459,9 @@ def expand(model: Model) -> list[Layer]:
     return out
 
 
-def check_chain(layers: Model | list[Layer]) -> None:
-    """Raise UnsupportedError unless the layers can run one after the other, as a Keras Sequential does."""
-    layers = expand(layers) if isinstance(layers, Model) else layers
-    for layer in layers:
+def check_chain(model: Model) -> None:
+    """Raise UnsupportedError unless Keras layers hold every layer and run one after the other, as a
+    Keras Sequential does."""
+    for layer in expand(model):
         check_representable(layer)
-    for before, after in zip(layers, layers[1:]):
-        if isinstance(after, Embedding):
-            raise UnsupportedError(f"{after.name}: an Embedding can only be the first layer of a sequential model")
-        if before.output_size != after.input_size:
-            raise UnsupportedError(
-                f"{after.name}: takes {after.input_size} features but {before.name} gives {before.output_size}; "
-                "the layers do not form one sequential chain")
+    model.check_chain()

@@ -124,19 +124,12 @@ def check_representable(layer: Layer) -> None:
 
 def check_model(model: Model) -> None:
     """Raise UnsupportedError unless the graph written here computes the whole model."""
-    units = [u for layer in model.layers for u in (layer.unstack() if isinstance(layer, RecurrentLayer) else [layer])]
-    for unit in units:
-        check_representable(unit)
-    for index, unit in enumerate(units):
-        if isinstance(unit, Masking) and index:
-            raise UnsupportedError(f"{unit.name}: a Masking layer after other layers is not supported")
-        if isinstance(unit, RecurrentLayer) and unit.backward and model.masked:
-            raise UnsupportedError(f"{unit.name}: an ONNX reverse-only layer behind a mask is not supported")
-    for before, after in zip(units, units[1:]):
-        if isinstance(after, Embedding) or before.output_size != after.input_size:
-            raise UnsupportedError(f"{after.name}: does not follow {before.name} in one chain of layers")
-        if isinstance(before, RecurrentLayer) and not before.return_sequences and isinstance(after, RecurrentLayer):
-            raise UnsupportedError(f"{after.name}: follows {before.name}, which returns its last step only")
+    for layer in model.layers:
+        for unit in layer.unstack() if isinstance(layer, RecurrentLayer) else [layer]:
+            check_representable(unit)
+            if isinstance(unit, RecurrentLayer) and unit.backward and model.masked:
+                raise UnsupportedError(f"{unit.name}: an ONNX reverse-only layer behind a mask is not supported")
+    model.check_chain()
 
 
 # -- writing ------------------------------------------------------------------------------------------

@@ -134,12 +134,8 @@ def _cell(cell, x, mask, *, size, sequences, zeros):
 
 def check(model: Model) -> None:
     """Raise UnsupportedError unless the generated module computes ``model`` exactly."""
-    for index, layer in enumerate(model.layers):
+    for layer in model.layers:
         torch_adapter.check_representable(layer)
-        if isinstance(layer, Masking) and index:
-            raise UnsupportedError(f"{layer.name}: a Masking layer after other layers is not supported")
-        if isinstance(layer, Embedding) and index:
-            raise UnsupportedError(f"{layer.name}: an Embedding can only be the first layer")
         if isinstance(layer, RecurrentLayer):
             if layer.stateful:
                 raise UnsupportedError(f"{layer.name}: stateful=True carries the final states of one call into the "
@@ -148,12 +144,7 @@ def check(model: Model) -> None:
             if layer.return_state:
                 raise UnsupportedError(f"{layer.name}: return_state=True (the final states as extra model outputs) "
                                        "is not written to a PyTorch module; set return_state=false")
-    for before, after in zip(model.layers, model.layers[1:]):
-        if before.output_size != after.input_size:
-            raise UnsupportedError(f"{after.name}: takes {after.input_size} features but {before.name} gives "
-                                   f"{before.output_size}; the layers do not form one chain")
-        if isinstance(before, RecurrentLayer) and not before.return_sequences and isinstance(after, RecurrentLayer):
-            raise UnsupportedError(f"{after.name}: follows {before.name}, which returns its last step only")
+    model.check_chain()
 
 
 def source(model: Model, *, origin: str = "") -> str:
