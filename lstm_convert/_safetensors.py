@@ -34,7 +34,6 @@ DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat1
           "BOOL": "bool"}
 CODES = {v: k for k, v in DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
-NON_FINITE = "non_finite"  # with digests: JSON list of the tensors that hold NaN or infinity
 
 
 class _Duplicate(Exception):
@@ -169,11 +168,12 @@ class File:
 
 
 def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndarray]]],
-          metadata: Mapping[str, str], digests: str | None = None) -> None:
+          metadata: Mapping[str, str], *, digests: str | None = None, non_finite: str | None = None) -> None:
     """Write ``(name, chunks)`` pairs: each tensor is its chunks one after the other (each C-ordered), whose
     leading axes concatenate; the dtype and trailing shape are the first chunk's.
 
-    With ``digests``, the metadata key under which the SHA-256 of every tensor is recorded (as JSON). The
+    With ``digests``, the metadata key under which the SHA-256 of every tensor is recorded (as JSON), and
+    ``non_finite``, the key under which the names of the tensors holding NaN or infinity are. The
     hashes are computed in a second thread while the data is written, and the header, whose length does
     not depend on them, is written again at the end.
     """
@@ -189,13 +189,14 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
         layout.append(chunks)
         offset += nbytes
     names = list(entries)
-    non_finite: list[str] = []
+    bad_names: list[str] = []
 
     def header(hashes: Mapping[str, str], bad: list[str], reserve: int = 0) -> bytes:
         meta = dict(metadata)
         if digests:
             meta[digests] = json.dumps(hashes, separators=(",", ":"))
-            meta[NON_FINITE] = json.dumps(bad[:100] + ([f"... {len(bad) - 100} more"] if len(bad) > 100 else []))
+        if non_finite:
+            meta[non_finite] = json.dumps(bad[:100] + ([f"... {len(bad) - 100} more"] if len(bad) > 100 else []))
         raw = json.dumps({"__metadata__": meta, **entries}, separators=(",", ":")).encode("utf-8")
         return raw + b" " * (reserve + (-(len(raw) + reserve) % 8))
 
@@ -207,8 +208,8 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
     def inspect(name: str, chunk: np.ndarray, raw: memoryview) -> None:
         hashers[name].update(raw)
         values = chunk.astype(np.float32) if chunk.dtype.name == "bfloat16" else chunk
-        if values.dtype.kind == "f" and not np.isfinite(values).all() and name not in non_finite:
-            non_finite.append(name)
+        if values.dtype.kind == "f" and not np.isfinite(values).all() and name not in bad_names:
+            bad_names.append(name)
     with open(path, "wb") as out, ThreadPoolExecutor(max_workers=1) as pool:
         out.write(len(placeholder).to_bytes(8, "little"))
         out.write(placeholder)
@@ -227,7 +228,7 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
         if pending is not None:
             pending.result()
         if digests:
-            final = header({name: hashers[name].hexdigest() for name in names}, non_finite)
+            final = header({name: hashers[name].hexdigest() for name in names}, bad_names)
             final = final.rstrip(b" ")
             final += b" " * (len(placeholder) - len(final))
             out.seek(8)

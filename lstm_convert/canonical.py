@@ -51,7 +51,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS
 from .errors import SettingError, ShapeError, UnsupportedError
-from .gates import GATES, layout
+from .gates import GATES, param_count
 
 DIRECTIONS = ("forward", "reverse")
 # How a bidirectional layer combines its two output sequences (as Keras' Bidirectional names them).
@@ -246,12 +246,7 @@ class RecurrentLayer(_BitEqual):
     def count_params(self, framework: str = "torch") -> int:
         """Parameters as ``framework`` counts them: PyTorch keeps two biases per
         gate, Keras one, so ``nn.LSTM(7, 2)`` has 88 and Keras ``LSTM(2)`` on 7 features 80."""
-        weights = sum(a.size for name, a in self.tensors() if not name.endswith(("b_x", "b_h", ".p")))
-        weights += sum(a.size for a in self.peepholes.values()) if framework == "onnx" else 0
-        biases = layout(framework, self.kind).biases if self.bias else 0
-        if framework == "keras" and self.kind == "gru" and self.bias:
-            biases = 2 if self.reset_after else 1  # Keras keeps the recurrent bias only after the reset
-        return weights + biases * self.hidden_size * len(self.gates)
+        return param_count(self, framework)
 
     @property
     def output_size(self) -> int:

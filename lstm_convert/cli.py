@@ -17,9 +17,8 @@ import threading
 from pathlib import Path
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, formats
 from .errors import LSTMConvertError
-from .files import FORMATS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,8 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("src")
     conv.add_argument("dst")
     _source_options(conv, "SRC's")
-    conv.add_argument("--to", dest="dst_format", choices=("keras", "torch", "archive", "onnx"),
-                      help="DST's format (default: by extension; .safetensors means the archive)")
+    writable = formats.writable()
+    conv.add_argument("--to", dest="dst_format", choices=[f.name for f in writable],
+                      help="DST's format (default: by extension: " + ", ".join(
+                          f"{'/'.join(f.suffixes)} {f.name}" for f in writable) + "; the first one listed wins)")
     conv.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     conv.add_argument("--strict", action="store_true", help="refuse weights that hold NaN or infinity")
     conv.add_argument("--check", action="store_true",
@@ -101,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _source_options(parser: argparse.ArgumentParser, whose: str) -> None:
-    parser.add_argument("--from", dest="src_format", choices=FORMATS, help=f"{whose} format (default: by extension)")
+    parser.add_argument("--from", dest="src_format", choices=formats.NAMES,
+                        help=f"{whose} format (default: by content and extension)")
     _kind_option(parser)
 
 
@@ -118,7 +120,7 @@ def _kind(text: str) -> tuple[str, str]:
     return prefix, kind
 
 
-_KINDS = ("embedding", "linear", "rnn_tanh", "rnn_relu")  # as adapters.torch.KINDS, without importing it
+_KINDS = formats.KINDS
 
 
 def _setting(text: str) -> tuple[str, str, object]:
@@ -188,9 +190,10 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_conversions(info: dict, targets: tuple[str, ...] = ("keras", "torch", "onnx", "archive")) -> None:
-    """Per layer and target: exact, weights only (*: a state dict keeps the weights, the model around them
-    needs --module), or impossible (!), with the reasons."""
+def _print_conversions(info: dict, targets: tuple[str, ...] | None = None) -> None:
+    """Per layer and target (every writable format unless given): exact, weights only (*: a state dict keeps
+    the weights, the model around them needs --module), or impossible (!), with the reasons."""
+    targets = targets or tuple(info["conversions"])
     print((f"{'conversion to':<16} " + " ".join(f"{t:<10}" for t in targets)).rstrip())
     notes = []
     for layer in info["layers"]:
@@ -202,8 +205,9 @@ def _print_conversions(info: dict, targets: tuple[str, ...] = ("keras", "torch",
                 notes.append(f"  ! {target}: {layer['name']}: {c['reason']}")
             elif c["verdict"] == "weights":
                 cells.append("weights*")
+                companion = "needs --module FILE.py" if formats.get(target).module_source else "is not kept"
                 notes.append(f"  * {target}: {layer['name']}: the state dict keeps the weights; "
-                             f"{', '.join(c['needs'])} needs --module FILE.py")
+                             f"{', '.join(c['needs'])} {companion}")
             else:
                 cells.append("exact")
         print(f"{layer['name']:<16} " + " ".join(f"{c:<10}" for c in cells).rstrip())
@@ -284,13 +288,14 @@ def _verify(args: argparse.Namespace) -> int:
 
     if args.b is None:
         from . import files
-        from .adapters import safetensors
 
-        if files.detect(args.a) != "archive":
-            raise LSTMConvertError(f"{args.a}: verify with one file checks an lstm_convert archive's SHA-256 "
-                                   "digests; give two files to compare their outputs")
-        safetensors.verify(args.a)
-        safetensors.read(args.a, check=False)  # and that it is a whole, consistent archive
+        fmt = formats.detect(args.a)
+        if fmt.integrity is None:
+            raise LSTMConvertError(f"{args.a}: verify with one file checks the SHA-256 digests an lstm_convert "
+                                   f"archive records, and a {fmt.title} file records none; give two files to "
+                                   "compare their outputs")
+        fmt.integrity(Path(args.a))
+        files.read(args.a, fmt.name, check=False)  # and that it is a whole, consistent file
         print(f"{args.a}: every tensor matches its SHA-256; the archive is intact")
         return 0
 

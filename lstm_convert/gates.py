@@ -1,14 +1,18 @@
-"""The one place that knows each framework's gate order, orientation and bias layout.
+"""The one place that knows each framework's gate order, orientation, bias storage, peephole order and
+activation slots.
 
 Canonical gates are named, never numbered. A framework stacks the gates of a
 layer into one tensor per role; a :class:`Layout` says in which order, along
-which axis, and how many bias vectors it keeps. Nothing else in the package
-hard-codes an order: adapters call :func:`split` and :func:`join`.
+which axis, how the two biases are stored, in which order the peepholes are and
+which activation each slot holds. Nothing else in the package hard-codes an
+order or slices a stacked tensor: adapters call :func:`split` / :func:`join`,
+:func:`split_bias` / :func:`join_bias`, :func:`split_peepholes` /
+:func:`join_peepholes` and :func:`activations`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +27,13 @@ GATES: dict[str, tuple[str, ...]] = {
 }
 
 
+# How a framework stores the two canonical biases of a gate (``b_x`` input-side, ``b_h`` recurrent-side):
+SUMMED = "summed"  # one vector holding b_x + b_h (Keras LSTM, SimpleRNN; a GRU with reset_after=False)
+SEPARATE = "separate"  # two tensors, input-side then recurrent-side (PyTorch bias_ih, bias_hh)
+ROWS = "rows"  # one (2, G*H) tensor: row 0 input-side, row 1 recurrent-side (Keras GRU, reset_after=True)
+HALVES = "halves"  # one (2*G*H,) vector: the input-side half, then the recurrent-side half (ONNX B)
+
+
 @dataclass(frozen=True)
 class Layout:
     """How one framework stores the stacked gate tensors of one kind of layer.
@@ -30,9 +41,13 @@ class Layout:
     ``order`` lists the canonical gates in the order of the framework's blocks,
     ``symbols`` the framework's own letters for them. A weight matrix is
     ``(input, G*H)`` when ``gate_axis`` is 1 (Keras: inputs times kernel) and
-    ``(G*H, input)`` when it is 0 (PyTorch: kernel times inputs); biases are
-    always ``(G*H,)``. ``biases`` is 1 for a single summed bias, 2 for separate
-    input-side and recurrent-side biases.
+    ``(G*H, input)`` when it is 0 (PyTorch: kernel times inputs). ``bias`` says how
+    the two canonical biases are stored (:data:`SUMMED`, :data:`SEPARATE`,
+    :data:`ROWS`, :data:`HALVES`). ``peepholes`` is the order of an LSTM's
+    peephole vectors where the framework has them; ``activation_slots`` names the
+    layer attribute each entry of the framework's activation list takes; with
+    ``direction_axis`` every tensor has a leading axis of directions (ONNX); with ``numbered`` each
+    stacked layer and direction has tensors of its own, named ``<tensor>_l<k>[_reverse]`` (PyTorch).
     """
 
     framework: str
@@ -40,47 +55,55 @@ class Layout:
     order: tuple[str, ...]
     symbols: tuple[str, ...]
     gate_axis: int
-    biases: int
+    bias: str
     tensors: tuple[str, ...]
+    peepholes: tuple[str, ...] = ()
+    activation_slots: tuple[str, ...] = ()
+    direction_axis: bool = False
+    numbered: bool = False
 
 
 # Keras 3 LSTM: kernel (input, 4H), recurrent_kernel (H, 4H), bias (4H,); blocks i, f, c, o.
 KERAS_LSTM = Layout(
     "keras", "lstm", ("input", "forget", "cell", "output"), ("i", "f", "c", "o"),
-    gate_axis=1, biases=1, tensors=("kernel", "recurrent_kernel", "bias"),
+    gate_axis=1, bias=SUMMED, tensors=("kernel", "recurrent_kernel", "bias"),
 )
 # PyTorch nn.LSTM: weight_ih (4H, input), weight_hh (4H, H), bias_ih and bias_hh (4H,); blocks i, f, g, o.
 TORCH_LSTM = Layout(
     "torch", "lstm", ("input", "forget", "cell", "output"), ("i", "f", "g", "o"),
-    gate_axis=0, biases=2, tensors=("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
+    gate_axis=0, bias=SEPARATE, tensors=("weight_ih", "weight_hh", "bias_ih", "bias_hh"), numbered=True,
 )
 
 # Keras 3 GRU: kernel (input, 3H), recurrent_kernel (H, 3H); blocks z, r, h. The bias is (2, 3H),
 # row 0 input-side and row 1 recurrent-side, with reset_after=True, and (3H,) without.
 KERAS_GRU = Layout(
     "keras", "gru", ("update", "reset", "candidate"), ("z", "r", "h"),
-    gate_axis=1, biases=1, tensors=("kernel", "recurrent_kernel", "bias"),
+    gate_axis=1, bias=ROWS, tensors=("kernel", "recurrent_kernel", "bias"),
 )
 # PyTorch nn.GRU: weight_ih (3H, input), weight_hh (3H, H), bias_ih and bias_hh (3H,); blocks r, z, n.
 TORCH_GRU = Layout(
     "torch", "gru", ("reset", "update", "candidate"), ("r", "z", "n"),
-    gate_axis=0, biases=2, tensors=("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
+    gate_axis=0, bias=SEPARATE, tensors=("weight_ih", "weight_hh", "bias_ih", "bias_hh"), numbered=True,
 )
 # Keras SimpleRNN: kernel (input, H), recurrent_kernel (H, H), bias (H,).
-KERAS_RNN = Layout("keras", "rnn", ("hidden",), ("h",), gate_axis=1, biases=1,
+KERAS_RNN = Layout("keras", "rnn", ("hidden",), ("h",), gate_axis=1, bias=SUMMED,
                    tensors=("kernel", "recurrent_kernel", "bias"))
 # PyTorch nn.RNN: weight_ih (H, input), weight_hh (H, H), bias_ih and bias_hh (H,).
-TORCH_RNN = Layout("torch", "rnn", ("hidden",), ("h",), gate_axis=0, biases=2,
-                   tensors=("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+TORCH_RNN = Layout("torch", "rnn", ("hidden",), ("h",), gate_axis=0, bias=SEPARATE,
+                   tensors=("weight_ih", "weight_hh", "bias_ih", "bias_hh"), numbered=True)
 
-# ONNX LSTM: W [D, 4H, input], R [D, 4H, H], B [D, 8H] = [Wb; Rb]; blocks i, o, f, c.
+# ONNX LSTM: W [D, 4H, input], R [D, 4H, H], B [D, 8H] = [Wb; Rb]; blocks i, o, f, c; P [D, 3H] = i, o, f;
+# activations f (the gates), g (the cell input), h (the output).
 ONNX_LSTM = Layout("onnx", "lstm", ("input", "output", "forget", "cell"), ("i", "o", "f", "c"),
-                   gate_axis=0, biases=2, tensors=("W", "R", "B"))
-# ONNX GRU: W [D, 3H, input], R [D, 3H, H], B [D, 6H]; blocks z, r, h (as Keras).
+                   gate_axis=0, bias=HALVES, tensors=("W", "R", "B"), peepholes=("input", "output", "forget"),
+                   activation_slots=("recurrent_activation", "activation", "activation"), direction_axis=True)
+# ONNX GRU: W [D, 3H, input], R [D, 3H, H], B [D, 6H]; blocks z, r, h (as Keras); activations f, g.
 ONNX_GRU = Layout("onnx", "gru", ("update", "reset", "candidate"), ("z", "r", "h"),
-                  gate_axis=0, biases=2, tensors=("W", "R", "B"))
-# ONNX RNN: W [D, H, input], R [D, H, H], B [D, 2H].
-ONNX_RNN = Layout("onnx", "rnn", ("hidden",), ("h",), gate_axis=0, biases=2, tensors=("W", "R", "B"))
+                  gate_axis=0, bias=HALVES, tensors=("W", "R", "B"),
+                  activation_slots=("recurrent_activation", "activation"), direction_axis=True)
+# ONNX RNN: W [D, H, input], R [D, H, H], B [D, 2H]; one activation.
+ONNX_RNN = Layout("onnx", "rnn", ("hidden",), ("h",), gate_axis=0, bias=HALVES, tensors=("W", "R", "B"),
+                  activation_slots=("activation",), direction_axis=True)
 
 LAYOUTS: dict[tuple[str, str], Layout] = {
     (lay.framework, lay.kind): lay for lay in (KERAS_LSTM, TORCH_LSTM, ONNX_LSTM, KERAS_GRU, TORCH_GRU, ONNX_GRU,
@@ -133,6 +156,119 @@ def join_chunks(lay: Layout, blocks: Mapping[str, np.ndarray]) -> list[np.ndarra
     if ordered[0].ndim == 1 or lay.gate_axis == 0:
         return ordered
     return [join(lay, blocks)]
+
+
+def bias_storage(lay: Layout, reset_after: bool = True) -> str:
+    """How ``lay`` stores a layer's biases: a Keras GRU without reset_after keeps one (summed) vector."""
+    return SUMMED if lay.bias == ROWS and not reset_after else lay.bias
+
+
+def split_bias(lay: Layout, stored: Sequence[np.ndarray], hidden: int, name: str, *,
+               reset_after: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The canonical per-gate ``(b_x, b_h)`` blocks of a framework's stored bias: ``stored`` is the two
+    tensors of a :data:`SEPARATE` layout, else the one tensor (a summed bias becomes ``b_x``, with zeros
+    in ``b_h``)."""
+    storage = bias_storage(lay, reset_after)
+    size = len(lay.order) * hidden
+    if storage == SEPARATE:
+        b_x, b_h = stored
+    else:
+        (one,) = stored
+        if storage == ROWS:
+            if one.ndim != 2 or one.shape[0] != 2:
+                raise ShapeError(f"{name}: expected two rows (input-side, recurrent-side), a (2, {size}) bias, "
+                                 f"got shape {tuple(one.shape)}")
+            b_x, b_h = one[0], one[1]
+        elif storage == HALVES:
+            if one.ndim != 1 or one.shape[0] != 2 * size:
+                raise ShapeError(f"{name}: expected {2 * size} values (input-side then recurrent-side halves of "
+                                 f"{len(lay.order)} gates x {hidden} units), got shape {tuple(one.shape)}")
+            b_x, b_h = one[:size], one[size:]
+        else:
+            b_x, b_h = one, np.zeros_like(one)
+    return split(lay, b_x, hidden, name), split(lay, b_h, hidden, name)
+
+
+def join_bias(lay: Layout, b_x: Mapping[str, np.ndarray], b_h: Mapping[str, np.ndarray], *,
+              reset_after: bool = True) -> list[np.ndarray]:
+    """The framework's stored bias from canonical per-gate blocks: two tensors for a :data:`SEPARATE`
+    layout, else one. A summed bias adds the two in float64 and rounds once to the weights' dtype."""
+    storage = bias_storage(lay, reset_after)
+    if storage == SUMMED:
+        return [join(lay, {g: (b_x[g].astype(np.float64) + b_h[g].astype(np.float64)).astype(b_x[g].dtype)
+                           for g in lay.order})]
+    pair = [join(lay, b_x), join(lay, b_h)]
+    if storage == SEPARATE:
+        return pair
+    return [np.stack(pair)] if storage == ROWS else [np.concatenate(pair)]
+
+
+def bias_vectors(lay: Layout, reset_after: bool = True) -> int:
+    """How many bias vectors per gate ``lay`` keeps (for parameter counts)."""
+    return 1 if bias_storage(lay, reset_after) == SUMMED else 2
+
+
+def split_peepholes(lay: Layout, stored: np.ndarray, hidden: int, name: str) -> dict[str, np.ndarray]:
+    """The per-gate peephole vectors of a framework's stacked peephole tensor, in :attr:`Layout.peepholes` order."""
+    if not lay.peepholes:
+        raise UnsupportedError(f"{name}: {lay.framework} {lay.kind} layers have no peepholes")
+    size = len(lay.peepholes) * hidden
+    if stored.ndim != 1 or stored.shape[0] != size:
+        raise ShapeError(f"{name}: expected {size} peephole values ({', '.join(lay.peepholes)} x {hidden} units), "
+                         f"got shape {tuple(stored.shape)}")
+    return {gate: stored[k * hidden:(k + 1) * hidden] for k, gate in enumerate(lay.peepholes)}
+
+
+def join_peepholes(lay: Layout, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
+    return np.concatenate([vectors[gate] for gate in lay.peepholes])
+
+
+def activations(lay: Layout, layer: object) -> list[str]:
+    """The layer's activations in the order of the framework's activation list."""
+    return [getattr(layer, attr) for attr in lay.activation_slots]
+
+
+def activation_attributes(lay: Layout, names: Sequence[str]) -> dict[str, str]:
+    """The layer attributes (``activation``, ``recurrent_activation``) of a framework's activation list;
+    UnsupportedError if one attribute would get two different activations."""
+    out: dict[str, str] = {}
+    for attr, name in zip(lay.activation_slots, names, strict=True):
+        if out.setdefault(attr, name) != name:
+            raise UnsupportedError(f"activations {list(names)}: the slots of {attr} hold {out[attr]!r} and {name!r}; "
+                                   "one layer has one of each")
+    return out
+
+
+def param_count(layer: object, framework: str) -> int:
+    """A recurrent layer's parameters as ``framework`` counts them: its weight matrices, its peepholes
+    where the framework has them, and the bias vectors its layout keeps."""
+    lay = layout(framework, layer.kind)
+    weights = sum(a.size for name, a in layer.tensors() if not name.endswith(("b_x", "b_h", ".p")))
+    weights += sum(a.size for a in layer.peepholes.values()) if lay.peepholes else 0
+    biases = bias_vectors(lay, layer.reset_after) if layer.bias else 0
+    return weights + biases * layer.hidden_size * len(layer.gates)
+
+
+def places(lay: Layout, layer: object, index: int, direction: str, gate: str) -> dict[str, str]:
+    """Where one gate of ``layer`` (stacked layer ``index``, ``direction``) sits in the framework's
+    tensors, by tensor name: ``{"weight_ih_l0": "[2:4]", ...}``."""
+    hidden = layer.hidden_size
+    k = lay.order.index(gate)
+    span = f"{k * hidden}:{(k + 1) * hidden}"
+    storage = bias_storage(lay, layer.reset_after)
+    lead = f"{layer.direction_names.index(direction)}, " if lay.direction_axis else ""
+    suffix = f"_l{index}{'_reverse' if direction == 'reverse' else ''}" if lay.numbered else ""
+    where = {}
+    for i, tensor in enumerate(lay.tensors if layer.bias else lay.tensors[:2]):
+        key = f"{tensor}{suffix}"
+        if i < 2:
+            where[key] = f"[:, {span}]" if lay.gate_axis == 1 else f"[{lead}{span}]"
+        elif storage == HALVES:
+            size = len(lay.order) * hidden
+            where[key] = f"[{lead}{span}] + [{lead}{k * hidden + size}:{(k + 1) * hidden + size}]"
+        else:
+            where[key] = f"[:, {span}]" if storage == ROWS else f"[{lead}{span}]"
+    return where
 
 
 def slice_text(lay: Layout, gate: str) -> str:

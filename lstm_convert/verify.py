@@ -1,11 +1,12 @@
 """Run two model files on the same random input and compare what they compute: the model outputs
 first, then every layer's output as detail.
 
-Each side runs as its format defines the model, in its own framework when installed: a ``.keras``
-file through ``keras.saving.load_model`` (a legacy ``.h5``, or a ``.keras`` from tf.keras 2, through
-tf_keras), a PyTorch state dict through the module that :mod:`.adapters.torch_module` writes (from the
-file's model record when lstm_convert wrote it, else its layers one after the other over whole
-sequences), an ``.onnx`` file in onnxruntime, a canonical archive through the float64 reference.
+Each side runs as its format defines the model, by the format's own runtime when installed (its
+``run`` and ``run_layers`` verbs, see :mod:`lstm_convert.formats`): a ``.keras`` file through
+``keras.saving.load_model`` (a legacy ``.h5``, or a ``.keras`` from tf.keras 2, through tf_keras), a
+PyTorch state dict through the module that :mod:`.adapters.torch_module` writes (from the file's model
+record when lstm_convert wrote it, else its layers one after the other over whole sequences), an
+``.onnx`` file in onnxruntime; a format without a runtime (the archive) through the float64 reference.
 When either side masks, the input has padded steps at the end of some rows and in the middle of
 another; a stateful model runs two batches in turn. Different output shapes, or a mask one side
 does not apply, fail. The per-layer detail runs every layer over whole sequences from random
@@ -14,7 +15,6 @@ initial states, where both sides can be run so.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from . import files, reference
-from .activations import ACTIVATIONS
-from .canonical import Dense, Embedding, Masking, Model, RecurrentLayer
-from .errors import FormatError, UnsupportedError
+from . import formats as registry
+from .canonical import Embedding, Masking, Model, RecurrentLayer
+from .errors import FormatError
 
 DEFAULT_ATOL = {"float64": 1e-9, "float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2}
 
@@ -57,15 +57,13 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
     ``num_layers=k`` against k Keras layers): outputs are compared where both
     sides end a layer, and final states over the whole span.
     """
-    fmt_a, fmt_b = files.detect(a, formats[0]), files.detect(b, formats[1])
-    model_a, model_b = files.read(a, fmt_a, kinds=kinds), files.read(b, fmt_b, kinds=kinds)
+    fmt_a, fmt_b = registry.detect(a, formats[0]), registry.detect(b, formats[1])
+    model_a, model_b = files.read(a, fmt_a.name, kinds=kinds), files.read(b, fmt_b.name, kinds=kinds)
     units = _same_structure(model_a, model_b)
     fixed = []
     for path, fmt in ((a, fmt_a), (b, fmt_b)):
-        if fmt == "onnx":  # an exporter may have fixed the batch size or the sequence length
-            from .adapters.onnx import input_dims
-
-            dims = input_dims(path)
+        if fmt.input_dims is not None:  # an exporter may have fixed the batch size or the sequence length
+            dims = fmt.input_dims(Path(path))
             batch = dims[0] if dims and dims[0] else batch
             steps = dims[1] if len(dims) > 1 and dims[1] else steps
             fixed += [f"{Path(path).name} fixes the input at {dims}"] if any(dims[:2]) else []
@@ -89,8 +87,8 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
     else:
         x = rng.normal(size=(batch, steps, first.input_size)).astype(np.float32)
     model_x = _padded(x, model_a, model_b)
-    # ONNX models take no initial states (their operators start from zero), so then neither side does.
-    zero = "onnx" in (fmt_a, fmt_b)
+    # A format whose models take no initial states (ONNX: its operators start from zero): then neither side does.
+    zero = not (fmt_a.initial_states and fmt_b.initial_states)
     unit_states = []  # per single (unstacked) layer, its initial states
     for unit in units:
         shapes = [(unit.directions, batch, unit.state_size if n == "h" else unit.hidden_size)
@@ -107,7 +105,8 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
     result = Comparison((name_a, name_b), atol, rtol)
     result.notes += [f"{n}; only the model outputs are compared" for n in detail]
     if zero:
-        result.notes.append("initial states are zero on both sides: ONNX models take none")
+        stateless = next(f for f in (fmt_a, fmt_b) if not f.initial_states)
+        result.notes.append(f"initial states are zero on both sides: {stateless.title}s take none")
     result.notes += fixed
     result.batch, result.steps = batch, steps
     result.masked = model_x is not x
@@ -118,17 +117,12 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
     whole_a, runner_a, how_a = _run_model(Path(a), fmt_a, model_a, calls)
     whole_b, runner_b, how_b = _run_model(Path(b), fmt_b, model_b, calls)
     result.runners = (runner_a, runner_b)
-    result.notes += [n for n in (how_a, how_b) if n]
+    result.notes += how_a + how_b
     if model_a.masked != model_b.masked:  # a mask one side ignores: the two compute different functions
         masking, other = ("A", "B") if model_a.masked else ("B", "A")
         what = "; ".join(t for m in (model_a, model_b) for t in m.semantics() if "mask" in t.lower())
         result.rows.insert(0, {"layer": "model", "part": "mask", "max_abs_diff": float("inf"), "ok": False})
         result.notes.insert(0, f"{masking} skips padded steps ({what}) and {other} does not")
-    for path, fmt, model in ((a, fmt_a, model_a), (b, fmt_b, model_b)):
-        if fmt == "torch" and model.source.get("model_record") != "lstm_convert":
-            result.notes.append(f"{Path(path).name}: a state dict without lstm_convert's model record says nothing "
-                                "of what is computed around its weights: its layers run one after the other over "
-                                "whole sequences")
     if whole_a.shape != whole_b.shape:
         result.rows.insert(0, {"layer": "model", "part": "output", "max_abs_diff": float("inf"), "ok": False,
                                "shapes": (list(whole_a.shape), list(whole_b.shape))})
@@ -176,74 +170,18 @@ def _stateful(model: Model) -> bool:
     return any(isinstance(layer, RecurrentLayer) and layer.stateful for layer in model.layers)
 
 
-def _run_model(path: Path, fmt: str, model: Model, calls: list[np.ndarray]) -> tuple[np.ndarray, str, str]:
+def _run_model(path: Path, fmt: registry.Format, model: Model, calls: list[np.ndarray]) -> tuple[np.ndarray, str, list]:
     """The model's outputs for each input of ``calls`` in turn (joined on the batch axis), as its file
-    defines the model; the runner's name, and a note when it is not the file's own framework."""
-    if fmt in ("keras", "h5"):
-        loaded, runner, why = _load_keras(path, fmt)
-        if loaded is not None:
-            return np.concatenate([np.asarray(loaded(x)) for x in calls]), runner, ""
-        return _reference(model, calls), "reference", f"{path.name}: {why}; run by the float64 reference"
-    if len(calls) > 1:
-        return _reference(model, calls), "reference", f"{path.name}: a stateful model is run by the reference"
-    (x,) = calls
-    if fmt == "torch" and importlib.util.find_spec("torch") is not None:
-        import torch
-
-        from .adapters import torch_module
-
-        try:
-            module = torch_module.build(model)
-        except UnsupportedError as exc:
-            return _reference(model, calls), "reference", f"{path.name}: {exc}; run by the reference"
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        module.load_state_dict(state, strict=True)
-        with torch.no_grad():
-            out = module(torch.from_numpy(x)).float().numpy()
-        note = "" if not model.semantics() else \
-            f"{path.name}: its model record says {'; '.join(model.semantics())}: run as the module of --module"
-        return out, "torch", note
-    if fmt == "onnx":
-        from .adapters.onnx import run
-
-        outputs = run(path, x)
-        return np.asarray(outputs.get("output", next(iter(outputs.values())))), "onnxruntime", ""
-    return _reference(model, calls), "reference", ""
-
-
-def _load_keras(path: Path, fmt: str) -> tuple[Any, str, str]:
-    """A loaded Keras model as a function of NumPy input, the loader's name, or why none could load it:
-    Keras 3 for ``.keras`` files, tf_keras (when installed) for legacy ``.h5`` files and for ``.keras``
-    files that tf.keras 2 wrote."""
-    why = []
-    if fmt == "keras" and importlib.util.find_spec("keras") is not None:
-        import keras
-
-        try:
-            loaded = keras.saving.load_model(path, compile=False)
-            return (lambda x: keras.ops.convert_to_numpy(loaded(x))), "keras", ""
-        except Exception as exc:  # noqa: BLE001 - Keras raises many types for files it cannot load
-            why.append(f"Keras 3 cannot load it ({_first_line(exc)})")
-    if importlib.util.find_spec("tf_keras") is not None:
-        import tf_keras
-
-        try:
-            loaded = tf_keras.models.load_model(path, compile=False)
-            return (lambda x: np.asarray(loaded(x))), "tf_keras", ""
-        except Exception as exc:  # noqa: BLE001 - as above
-            why.append(f"tf_keras cannot load it ({_first_line(exc)})")
-    else:
-        why.append("tf_keras, which loads it, is not installed" if fmt == "h5" else "")
-    return None, "", "; ".join(w for w in why if w) or "no Keras is installed"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:120] if text else type(exc).__name__
+    defines the model, by the format's own runtime; the runner's name, and notes (why the reference ran)."""
+    if len(calls) > 1 and not fmt.runs_stateful:
+        return _reference(model, calls), "reference", [f"{path.name}: a stateful model is run by the reference"]
+    run = fmt.run(path, model, calls) if fmt.run is not None else None
+    if run is None:
+        return _reference(model, calls), "reference", []
+    if run.output is None:
+        return _reference(model, calls), "reference", [f"{path.name}: {'; '.join(run.notes)}; run by the float64 "
+                                                       "reference"]
+    return run.output, run.runner, list(run.notes)
 
 
 def _reference(model: Model, calls: list[np.ndarray]) -> np.ndarray:
@@ -317,125 +255,10 @@ def _aligned(model_a: Model, run_a: list, model_b: Model, run_b: list):
             pending_a, pending_b = [], []
 
 
-def _run(path: Path, fmt: str, model: Model, x: np.ndarray, states: dict) -> tuple[Any, str]:
-    """Every layer's output and final states, layers run one after the other over whole sequences; or a
-    string saying why this file cannot be run so."""
-    if fmt == "keras" and importlib.util.find_spec("keras") is not None:
-        try:
-            return _run_keras(path, x, states), "keras"
-        except UnsupportedError as exc:
-            return str(exc), "keras"
-    if fmt == "torch" and importlib.util.find_spec("torch") is not None:
-        try:
-            return _run_torch(path, model, x, states), "torch"
-        except UnsupportedError as exc:
-            return str(exc), "torch"
-    if fmt == "onnx":
-        return _run_onnx(path, model, x), "onnxruntime"
-    return reference.run(model, x, states, sequences=True), "reference"
-
-
-def _run_keras(path: Path, x: np.ndarray, states: dict) -> list:
-    """Layer by layer through the model that ``keras.saving.load_model`` builds from the file."""
-    import keras
-
-    from .adapters.keras import INFERENCE_IDENTITY
-
-    try:
-        loaded = keras.saving.load_model(path, compile=False)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types for files it cannot load
-        raise UnsupportedError("Keras 3 cannot load it, so its layers are not run one by one") from exc
-    out = []
-    for layer in loaded.layers:
-        if type(layer).__name__ in ("InputLayer",) + INFERENCE_IDENTITY:
-            continue
-        if layer.name not in states:
-            x = keras.ops.convert_to_numpy(layer(x))
-            out.append((x, None))
-            continue
-        config = layer.get_config()
-        bidirectional = isinstance(layer, keras.layers.Bidirectional)
-        for inner in ([config["layer"]["config"], config["backward_layer"]["config"]] if bidirectional else [config]):
-            inner.update(return_sequences=True, return_state=True, stateful=False)
-        config["name"] = f"{layer.name}_verify"
-        runner = type(layer).from_config(config)
-        runner.build((None, None, x.shape[-1]))
-        runner.set_weights(layer.get_weights())
-        initial = states[layer.name]
-        directions = 2 if bidirectional else 1
-        flat = [s[d] for d in range(directions) for s in initial]  # Keras: forward states, then backward
-        result = [keras.ops.convert_to_numpy(t) for t in runner(x, initial_state=flat)]
-        x, rest = result[0], result[1:]
-        count = len(initial)
-        out.append((x, tuple(np.stack([rest[d * count + i] for d in range(directions)]) for i in range(count))))
-    return out
-
-
-def _run_torch(path: Path, model: Model, x: np.ndarray, states: dict) -> list:
-    """Layer by layer through PyTorch modules that ``load_state_dict(strict=True)`` fills from the file."""
-    import torch
-
-    from .adapters.torch import new_module
-
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    out = []
-    tensor = torch.from_numpy(x)
-    for layer in model.layers:
-        if isinstance(layer, Masking):
-            out.append((tensor.float().numpy(), None))
-            continue
-        prefix = layer.config.get("torch", {}).get("prefix", f"{layer.name}.")
-        own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and "." not in k[len(prefix):]}
-        module = new_module(torch, layer, batch_first=True)
-        module.load_state_dict(own, strict=True)
-        dtype = next(module.parameters()).dtype
-        with torch.no_grad():
-            if isinstance(layer, Embedding):
-                tensor = module(tensor)
-                out.append((tensor.float().numpy(), None))
-            elif isinstance(layer, Dense):
-                tensor = module(tensor.to(dtype))
-                if layer.activation != "linear":  # what the file records; a plain state dict has none
-                    values = ACTIVATIONS[layer.activation](tensor.double().numpy())
-                    tensor = torch.from_numpy(values).to(dtype)
-                out.append((tensor.float().numpy(), None))
-            else:
-                initial = [torch.from_numpy(s).to(dtype) for s in states[layer.name]]
-                tensor, finals = _torch_recurrent(torch, module, layer, tensor.to(dtype), initial)
-                out.append((tensor.float().numpy(), tuple(f.float().numpy() for f in finals)))
-    return out
-
-
-def _torch_recurrent(torch, module: Any, layer: RecurrentLayer, x: Any, initial: list) -> tuple:
-    lstm = layer.kind == "lstm"
-    if not layer.cell:
-        seq, finals = module(x, tuple(initial) if lstm else initial[0])
-        return seq, (finals if lstm else (finals,))
-    state = tuple(s[0] for s in initial) if lstm else initial[0][0]
-    outputs = []
-    for t in range(x.shape[1]):  # a cell takes one step at a time
-        state = module(x[:, t], state)
-        outputs.append(state[0] if lstm else state)
-    finals = tuple(s[None] for s in state) if lstm else (state[None],)
-    return torch.stack(outputs, 1), finals
-
-
-def _run_onnx(path: Path, model: Model, x: np.ndarray) -> list:
-    """Through onnxruntime: each layer's output where the graph shows it (files written here show all)."""
-    from .adapters.onnx import run
-
-    outputs = run(path, x)
-    first = next(iter(outputs.values()))
-    out = []
-    for i, layer in enumerate(model.layers):
-        last = i == len(model.layers) - 1
-        value = outputs.get(layer.name, outputs.get("output", first) if last else None)
-        finals = None
-        if isinstance(layer, RecurrentLayer) and f"{layer.name}.h_n" in outputs:
-            finals = tuple(outputs[f"{layer.name}.{n}_n"] for n in layer.state_names)
-        out.append((value, finals))
-    return out
+def _run(path: Path, fmt: registry.Format, model: Model, x: np.ndarray, states: dict) -> tuple[Any, str]:
+    """Every layer's output and final states, layers run one after the other over whole sequences (by the
+    format's runtime, else the reference); or a string saying why this file cannot be run so."""
+    runs = fmt.run_layers(path, model, x, states) if fmt.run_layers is not None else None
+    if runs is None:
+        return reference.run(model, x, states, sequences=True), "reference"
+    return runs, fmt.name

@@ -25,13 +25,13 @@ import json
 import os
 import re
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._files import atomic_write
+from .._atomic import atomic_write
 from .._optional import require
 from ..canonical import Model
 from ..errors import FormatError, LSTMConvertError, UnsupportedError
@@ -157,7 +157,7 @@ def read_h5(path: str | os.PathLike) -> Model:
         return _model(path, entries, config, version, source)
 
 
-def write_keras(model: Model, path: str | os.PathLike) -> Path:
+def write_keras(model: Model, path: str | os.PathLike, *, before_rename: Callable[[], None] | None = None) -> Path:
     """Write ``model`` as a ``.keras`` file through Keras (it loads with ``keras.saving.load_model``)."""
     require("keras")
     built = keras_adapter.write(model)
@@ -166,7 +166,7 @@ def write_keras(model: Model, path: str | os.PathLike) -> Path:
         built.save(tmp)
         _make_deterministic(tmp)
 
-    return atomic_write(path, save, suffix=".keras")
+    return atomic_write(path, save, suffix=".keras", before_rename=before_rename)
 
 
 def _make_deterministic(path: Path) -> None:

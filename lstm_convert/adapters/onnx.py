@@ -45,13 +45,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._files import atomic_write
+from .._atomic import atomic_write
 from .._optional import require
 from ..canonical import DIRECTIONS, MERGE_MODES, Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
 from ..errors import FormatError, ShapeError, UnsupportedError
@@ -135,13 +135,14 @@ def check_model(model: Model) -> None:
 # -- writing ------------------------------------------------------------------------------------------
 
 
-def write(weights: Layer | Model, path: str | os.PathLike, *, initial_states: bool = False) -> Path:
+def write(weights: Layer | Model, path: str | os.PathLike, *, initial_states: bool = False,
+          before_rename: Callable[[], None] | None = None) -> Path:
     """Write ``weights`` as a self-contained ONNX model (see the module docstring)."""
     onnx = require("onnx")
     model = weights if isinstance(weights, Model) else Model((weights,), source=weights.source)
     proto = build(onnx, model, initial_states=initial_states)
     data = proto.SerializeToString()
-    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data), before_rename=before_rename)
 
 
 def build(onnx, model: Model, *, initial_states: bool = False) -> Any:
@@ -453,6 +454,7 @@ def read(path: str | os.PathLike) -> Model:
     except Exception as exc:  # protobuf's DecodeError and friends
         raise FormatError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     graph = proto.graph
+    _check_names(path, proto)
     values: dict[str, np.ndarray] = {}
     for tensor in graph.initializer:
         if tensor.name in values:
@@ -612,6 +614,18 @@ _OWN_OPS = {"Transpose", "Squeeze", "Unsqueeze", "Reshape", "Slice", "ReduceSum"
             "ScatterElements", "Gather", "GatherElements", "Max", "Concat", "Identity"}
 
 
+def _check_names(path: Path, proto: Any) -> None:
+    """FormatError if a name in the graph is not text (protobuf hands back bytes for damaged UTF-8)."""
+    graph = proto.graph
+    names = [t.name for t in graph.initializer] + [v.name for v in (*graph.input, *graph.output)]
+    for node in graph.node:
+        names += [node.name, node.op_type, *node.input, *node.output, *(a.name for a in node.attribute)]
+    names += [p.key for p in proto.metadata_props] + [p.value for p in proto.metadata_props]
+    bad = next((n for n in names if not isinstance(n, str)), None)
+    if bad is not None:
+        raise FormatError(f"{path}: the name or text {bad[:40]!r} is not UTF-8; the file is damaged")
+
+
 def _own_plumbing(node: Any, ours: set[str]) -> bool:
     """Whether ``node`` is one that :func:`build` writes around a layer of a graph written here."""
     return bool(ours) and node.name.rpartition("/")[0] in ours and node.op_type in _OWN_OPS
@@ -629,7 +643,8 @@ def _recorded(meta: Mapping[str, str]) -> list[dict]:
 def _attrs(node: Any) -> dict[str, Any]:
     from onnx import helper
 
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return {name: value for name, value in values.items() if value is not None}  # None: an attribute of no type
 
 
 def _read_recurrent(path: Path, node: Any, values: Mapping[str, np.ndarray], name: str,

@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import _safetensors as st
-from .._files import atomic_write
+from .._atomic import atomic_write
 from ..canonical import LAYER_TYPES, Layer, Model
 from ..errors import FormatError, LSTMConvertError
 
@@ -47,9 +48,11 @@ FORMAT_VERSION = "2"
 # layer's ``config``; version 2 keeps it in fields of its own. Version 1 archives are read and upgraded.
 READABLE_VERSIONS = ("1", "2")
 DIGESTS = "sha256"  # metadata key: JSON object, tensor name -> SHA-256 of its bytes
+NON_FINITE = "non_finite"  # metadata key: JSON list of the tensors that hold NaN or infinity
 
 
-def write(weights: Layer | Model, path: str | os.PathLike) -> Path:
+def write(weights: Layer | Model, path: str | os.PathLike, *,
+          before_rename: Callable[[], None] | None = None) -> Path:
     """Save a layer or a model as a canonical archive at ``path`` (replaced atomically), tensor by tensor."""
     model = weights if isinstance(weights, Model) else None
     layers = list(model.layers) if model else [weights]
@@ -64,7 +67,8 @@ def write(weights: Layer | Model, path: str | os.PathLike) -> Path:
                             if model else {}, sort_keys=True),
         "source": source,
     }
-    return atomic_write(path, lambda tmp: st.write(tmp, tensors, metadata, digests=DIGESTS))
+    return atomic_write(path, lambda tmp: st.write(tmp, tensors, metadata, digests=DIGESTS, non_finite=NON_FINITE),
+                        before_rename=before_rename)
 
 
 def is_archive(metadata: dict[str, str] | None) -> bool:
@@ -72,7 +76,7 @@ def is_archive(metadata: dict[str, str] | None) -> bool:
     return bool(metadata) and metadata.get("format") == FORMAT
 
 
-def verify(path: str | os.PathLike) -> None:
+def check_digests(path: str | os.PathLike) -> None:
     """Check every tensor of an archive against the SHA-256 recorded when it was written; FormatError
     naming the tensors that differ."""
     path = Path(path)
@@ -94,7 +98,7 @@ def read(path: str | os.PathLike, *, header_only: bool = False, check: bool = Tr
 
     The arrays view the mapped file; every tensor is checked against its
     SHA-256 unless ``check`` is False (the caller then checks, see
-    :func:`verify`). With ``header_only`` the tensors are not read at all:
+    `check_digests`). With ``header_only`` the tensors are not read at all:
     every array is a read-only placeholder of the right shape and dtype that
     takes no memory (for ``inspect``).
     """
@@ -109,7 +113,7 @@ def read(path: str | os.PathLike, *, header_only: bool = False, check: bool = Tr
     if remaining:
         raise FormatError(f"{path}: tensors not described by the metadata: {sorted(remaining)}")
     if check and not header_only:
-        verify(path)
+        check_digests(path)
     if metadata.get("content") == "layer":
         if len(layers) != 1:
             raise FormatError(f"{path}: content 'layer' but {len(layers)} layers described")
@@ -129,6 +133,16 @@ def read(path: str | os.PathLike, *, header_only: bool = False, check: bool = Tr
                      input_dtype=model.get("input_dtype"), batch_size=model.get("batch_size"))
     except LSTMConvertError as exc:
         raise FormatError(f"{path}: {exc}") from None
+
+
+def recorded_non_finite(path: str | os.PathLike) -> list[str] | None:
+    """The tensors that held NaN or infinity when the archive was written, as its header records; None
+    when it records nothing readable."""
+    try:
+        recorded = json.loads(st.File(path).metadata.get(NON_FINITE, "null"))
+    except ValueError:
+        return None
+    return [str(name) for name in recorded] if isinstance(recorded, list) else None
 
 
 def _upgrade_spec(spec: dict[str, Any]) -> dict[str, Any]:

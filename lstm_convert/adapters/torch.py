@@ -40,6 +40,7 @@ import numpy as np
 from .._optional import require
 from ..canonical import DIRECTIONS, ROLES, Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
 from ..errors import FormatError, ShapeError, UnsupportedError
+from ..formats import KINDS  # what a caller may say about a module that its keys cannot tell
 from ..gates import join_chunks, layout, split
 
 _SUFFIX = {"forward": "", "reverse": "_reverse"}
@@ -48,8 +49,6 @@ _RECURRENT_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)(?
 _KIND_BY_GATES = {4: "lstm", 3: "gru", 1: "rnn"}
 _MODULES = {"lstm": ("LSTM", "LSTMCell"), "gru": ("GRU", "GRUCell"), "rnn": ("RNN", "RNNCell")}
 _MODULE_SETTINGS = ("batch_first", "dropout")
-# What a caller may say about a module that its keys cannot tell.
-KINDS = ("embedding", "linear", "rnn_tanh", "rnn_relu")
 
 
 # -- NumPy only -----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import _safetensors as st
 from .. import _torch_save
-from .._files import atomic_write
+from .._atomic import atomic_write
 from .._optional import require
 from ..canonical import LAYER_TYPES, Dense, Embedding, Layer, Masking, Model, RecurrentLayer
 from ..errors import FormatError, LSTMConvertError
@@ -56,13 +56,15 @@ def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None) 
     return _model(path, arrays, kinds, {"framework": "torch", "file_format": "pt"}, _pt_record(path))
 
 
-def write_pt(weights: Layer | Model, path: str | os.PathLike) -> Path:
+def write_pt(weights: Layer | Model, path: str | os.PathLike, *,
+             before_rename: Callable[[], None] | None = None) -> Path:
     """Write the PyTorch state dict of ``weights`` in ``torch.save``'s format, without PyTorch and tensor by
     tensor; ``torch.load(path, weights_only=True)`` reads it. What the model computes is kept beside it
     (:data:`MODEL_RECORD`), so that this tool reads the file back as it was written."""
     chunks = torch_adapter.state_chunks(weights)
     record = {MODEL_RECORD: _record(weights).encode("utf-8")}
-    return atomic_write(path, lambda tmp: _torch_save.write(tmp, chunks.items(), records=record))
+    return atomic_write(path, lambda tmp: _torch_save.write(tmp, chunks.items(), records=record),
+                        before_rename=before_rename)
 
 
 def _record(weights: Layer | Model) -> str:
@@ -112,7 +114,8 @@ def read_safetensors(path: str | os.PathLike, *, kinds: Mapping[str, str] | None
     return _model(path, arrays, kinds, {"framework": "torch", "file_format": "safetensors"}, record)
 
 
-def write_safetensors(weights: Layer | Model, path: str | os.PathLike) -> Path:
+def write_safetensors(weights: Layer | Model, path: str | os.PathLike, *,
+                      before_rename: Callable[[], None] | None = None) -> Path:
     """Write the PyTorch state dict of ``weights`` as safetensors (``{"format": "pt"}`` metadata), tensor by
     tensor: the gate blocks of a stacked tensor are written one after the other, never joined in memory."""
     chunks = torch_adapter.state_chunks(weights)
@@ -120,7 +123,7 @@ def write_safetensors(weights: Layer | Model, path: str | os.PathLike) -> Path:
     # what the keys cannot tell (an Embedding's lone weight, an nn.RNN's nonlinearity).
     metadata = {"format": "pt", ORDER_KEY: json.dumps(list(chunks)), KINDS_KEY: json.dumps(_kinds(weights)),
                 MODEL_KEY: _record(weights)}
-    return atomic_write(path, lambda tmp: st.write(tmp, chunks.items(), metadata))
+    return atomic_write(path, lambda tmp: st.write(tmp, chunks.items(), metadata), before_rename=before_rename)
 
 
 def _kinds(weights: Layer | Model) -> dict[str, str]:

@@ -1,0 +1,333 @@
+"""The file formats: one module per format, each declaring one :class:`Format`, collected by name.
+
+A format module (``lstm_convert/formats/<name>.py``) ends with ``FORMAT = Format(...)``: its name,
+suffixes, how its files are recognised by content, and the verbs
+
+- ``read(path, options) -> Model``,
+- ``write(model, path, before_rename)``: atomically, calling ``before_rename()`` last,
+- ``check_layer(layer, module) -> LayerVerdict`` and ``check_model(model, module)`` (raising
+  UnsupportedError): what the format can hold exactly, used by ``inspect``, ``convert --check`` and
+  before anything is written (:meth:`Format.check` combines them),
+- ``run(path, model, calls)`` and ``run_layers(path, model, x, states)``: the model, and its layers one
+  by one, computed by the format's own runtime where it is installed (for ``verify``),
+
+and what it records: the framework whose tensor layouts and parameter counts its files use, whether
+its files take initial states, a digest check, a companion module file. Everything else in the package
+(``files``, ``describe``, ``verify``, the command line, the README's format table, the conformance tests)
+iterates :func:`every`; nothing outside a format's module branches on its name.
+
+Modules are imported on first use, so naming the formats (for ``--help``) imports none of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import FormatError, LSTMConvertError, UnsupportedError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..canonical import Layer, Model
+
+# The registered formats, in the order a file is tried against them: modules lstm_convert.formats.<name>.
+NAMES = ("archive", "keras", "h5", "torch", "npz", "onnx")
+# What a state dict's keys cannot say, by module prefix (ReadOptions.kinds): a lone 2-D ``weight`` is an
+# Embedding or a Linear without bias, an nn.RNN's nonlinearity is tanh or relu.
+KINDS = ("embedding", "linear", "rnn_tanh", "rnn_relu")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What a reader may be told: ``kinds`` (what a PyTorch state dict cannot say, by module prefix),
+    ``header_only`` (placeholders instead of values, for ``inspect``), ``check`` (verify recorded digests)."""
+
+    kinds: Mapping[str, str] = field(default_factory=dict)
+    header_only: bool = False
+    check: bool = True
+
+
+@dataclass(frozen=True)
+class LayerVerdict:
+    """Whether a target holds one layer: ``exact``; ``weights`` (every weight exactly, but not ``needs``,
+    what the layer computes around them); or ``impossible`` (``reason``, and what to do instead)."""
+
+    verdict: str
+    reason: str = ""
+    needs: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    error: UnsupportedError | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.verdict == "impossible":
+            return {"exact": False, "verdict": "impossible", "reason": self.reason, "needs": []}
+        return {"exact": self.verdict == "exact", "verdict": self.verdict, "needs": list(self.needs),
+                "notes": list(self.notes)}
+
+
+EXACT = LayerVerdict("exact")
+
+
+def refused(error: UnsupportedError) -> LayerVerdict:
+    """The verdict of a layer that ``error`` refuses (its message without the layer's name)."""
+    return LayerVerdict("impossible", reason=str(error).split(": ", 1)[-1], error=error)
+
+
+def judged(check: Callable[[Layer], None], layer: Layer, notes: Sequence[str] = ()) -> LayerVerdict:
+    """``exact`` (with ``notes``) unless ``check(layer)`` raises UnsupportedError."""
+    try:
+        check(layer)
+    except UnsupportedError as exc:
+        return refused(exc)
+    return LayerVerdict("exact", notes=tuple(notes))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a target holds a whole model: per layer, and what stops the model beyond its layers."""
+
+    target: str
+    layers: Mapping[str, LayerVerdict]
+    model_error: UnsupportedError | None = None
+    model_notes: tuple[str, ...] = ()
+
+    @property
+    def verdict(self) -> str:
+        if self.error is not None:
+            return "impossible"
+        return "weights" if self.needs else "exact"
+
+    @property
+    def exact(self) -> bool:
+        return self.verdict == "exact"
+
+    @property
+    def reasons(self) -> list[str]:
+        layer_reasons = [f"{name}: {v.reason}" for name, v in self.layers.items() if v.verdict == "impossible"]
+        return layer_reasons or ([str(self.model_error)] if self.model_error is not None else [])
+
+    @property
+    def needs(self) -> list[str]:
+        return [f"{name}: {n}" for name, v in self.layers.items() for n in v.needs]
+
+    @property
+    def notes(self) -> list[str]:
+        return [*self.model_notes, *(f"{name}: {n}" for name, v in self.layers.items() for n in v.notes)]
+
+    @property
+    def error(self) -> UnsupportedError | None:
+        """What to raise: the model-level refusal (it names the first layer at fault), else a layer's."""
+        if self.model_error is not None:
+            return self.model_error
+        return next((v.error for v in self.layers.values() if v.error is not None), None)
+
+    def refuse(self) -> None:
+        """Raise the refusal, if any."""
+        if self.error is not None:
+            raise self.error
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"exact": self.exact, "verdict": self.verdict, "reasons": self.reasons, "needs": self.needs}
+
+
+@dataclass(frozen=True)
+class Run:
+    """A model computed by a format's runtime: its output, the runtime's name, and a note for the user."""
+
+    output: np.ndarray | None  # None: the runtime could not run it, and ``notes`` says why
+    runner: str
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Format:
+    """One file format: what it is called, how its files look, and its verbs (see the module docstring).
+
+    ``layouts`` names the framework whose stacked tensors and parameter counts the files use (``None``
+    for the canonical archive, which keeps one tensor per gate and role). ``initial_states`` is False
+    when the format's models take none (they start from zero); ``runs_stateful`` when ``run`` carries
+    states from one call to the next. ``integrity`` checks digests the file
+    records, and may run while a conversion's destination is written. ``module_source`` makes the text
+    of a Python module that computes the model from the written file (``--module``). ``notes`` says what a
+    written file does not keep or changes without changing the function.
+    """
+
+    name: str
+    title: str
+    suffixes: tuple[str, ...]
+    holds: str
+    recognise: Callable[[Path, bytes], bool]
+    layouts: str | None = None
+    read: Callable[[Path, ReadOptions], Model] | None = None
+    write: Callable[[Model, Path, Callable[[], None] | None], None] | None = None
+    check_layer: Callable[[Layer, bool], LayerVerdict] = lambda layer, module: EXACT
+    check_model: Callable[[Model, bool], None] = lambda model, module: None
+    run: Callable[[Path, Model, list], Run | None] | None = None
+    run_layers: Callable[[Path, Model, np.ndarray, dict], list | str] | None = None
+    input_dims: Callable[[Path], list] | None = None
+    initial_states: bool = True
+    integrity: Callable[[Path], None] | None = None
+    recorded_non_finite: Callable[[Path], list[str] | None] | None = None
+    module_source: Callable[[Model], str] | None = None
+    notes: Callable[[Model, bool], list[str]] = lambda model, module: []
+    runs_stateful: bool = False
+
+    @property
+    def reads(self) -> bool:
+        return self.read is not None
+
+    @property
+    def writes(self) -> bool:
+        return self.write is not None
+
+    def check(self, model: Model, *, module: bool = False) -> Verdict:
+        """Whether this format holds ``model`` exactly; with ``module``, with the module file of
+        :attr:`module_source` beside it."""
+        layers = {layer.name: self.check_layer(layer, module) for layer in model.layers}
+        error = None
+        try:
+            self.check_model(model, module)
+        except UnsupportedError as exc:
+            error = exc
+        return Verdict(self.name, layers, error, tuple(self.notes(model, module)))
+
+    def params(self, layer: Layer, model: Model | None = None) -> int:
+        """``layer``'s parameters as this format's framework counts them (for the archive: as the
+        framework the weights came from)."""
+        return layer.count_params(self.counted_as(model))
+
+    def counted_as(self, model: Model | None = None) -> str:
+        if self.layouts is not None:
+            return self.layouts
+        origin = model.source.get("framework") if model is not None else None
+        return origin if origin in _COUNTED else "torch"
+
+
+_COUNTED = ("keras", "torch")
+
+
+def get(name: str) -> Format:
+    """The format called ``name``; FormatError naming the known ones."""
+    if name not in NAMES:
+        raise FormatError(f"unknown format {name!r}; expected one of {', '.join(NAMES)}")
+    return importlib.import_module(f".{name}", __name__).FORMAT
+
+
+def every() -> list[Format]:
+    """Every registered format, in :data:`NAMES` order."""
+    return [get(name) for name in NAMES]
+
+
+def writable() -> list[Format]:
+    return [f for f in every() if f.writes]
+
+
+def detect(path: str | os.PathLike, declared: str | None = None) -> Format:
+    """The format of the file at ``path``: ``declared`` if given; else the format of its suffix that
+    recognises its content; else any format that recognises it (a renamed file is read as what it
+    holds); else the suffix's format, whose reader then says what is wrong."""
+    path = Path(path)
+    if declared is not None:
+        return get(declared)
+    suffix = path.suffix.lower()
+    readers = [f for f in every() if f.reads]
+    by_suffix = [f for f in readers if suffix in f.suffixes]
+    start = head(path)
+    if start is not None:
+        for fmt in by_suffix + [f for f in readers if f not in by_suffix]:
+            if fmt.recognise(path, start):
+                return fmt
+    if by_suffix:
+        return by_suffix[0]
+    suffixes = sorted({s for f in readers for s in f.suffixes})
+    what = "its content or " if start is not None else ""
+    raise FormatError(f"{path}: cannot tell the format from {what}the extension {path.suffix!r}; "
+                      f"use one of {', '.join(suffixes)}, or name the format ({', '.join(f.name for f in readers)})")
+
+
+def for_writing(path: str | os.PathLike, declared: str | None = None) -> Format:
+    """The format to write ``path`` in: ``declared`` if given, else the first writable format of its suffix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if declared is not None:
+        fmt = get(declared)
+        if not fmt.writes:
+            raise FormatError(f"{path}: cannot write format {fmt.name!r}; writable: "
+                              f"{', '.join(f.name for f in writable())}")
+        if suffix not in fmt.suffixes:
+            raise FormatError(f"{path}: format {fmt.name!r} is written to {' or '.join(fmt.suffixes)} files, "
+                              f"not {path.suffix!r}")
+        return fmt
+    fmt = next((f for f in writable() if suffix in f.suffixes), None)
+    if fmt is None:
+        suffixes = ", ".join(dict.fromkeys(s for f in writable() for s in f.suffixes))
+        raise FormatError(f"{path}: cannot tell the format to write from the extension {path.suffix!r}; "
+                          f"use {suffixes}, or name the format")
+    return fmt
+
+
+def head(path: Path, size: int = 64) -> bytes | None:
+    """The first bytes of a regular file, or None if there is none to read."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except (IsADirectoryError, FileNotFoundError, PermissionError, NotADirectoryError):
+        return None
+
+
+@contextlib.contextmanager
+def parsing(path: Path, what: str, documented: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """Within this block, the exceptions a parser documents for damaged input (``documented``) become one
+    FormatError naming the file; the library's own errors pass; anything else is a bug and is not hidden."""
+    try:
+        yield
+    except LSTMConvertError:
+        raise
+    except documented as exc:
+        text = str(exc).strip()
+        detail = f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+        raise FormatError(f"{path}: not a readable {what} ({detail})") from None
+
+
+# -- recognising files by content ---------------------------------------------------------------------
+
+def is_zip(head: bytes) -> bool:
+    return head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06")
+
+
+def zip_errors() -> tuple[type[BaseException], ...]:
+    """What zipfile and zlib document for a damaged zip: BadZipFile, NotImplementedError (an unknown
+    compression or version), RuntimeError (an encrypted member), zlib.error, EOFError, OSError."""
+    import zipfile
+    import zlib
+
+    return (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, zlib.error, EOFError,
+            OSError, ValueError)
+
+
+def zip_names(path: Path) -> list[str]:
+    """The member names of a zip file, or [] if it is not one that can be listed."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except zip_errors():
+        return []
+
+
+def is_safetensors(path: Path, head: bytes) -> bool:
+    """An 8-byte header length that fits the file, then a JSON object."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    size = int.from_bytes(head[:8], "little")
+    try:
+        return size + 8 <= path.stat().st_size
+    except OSError:
+        return False

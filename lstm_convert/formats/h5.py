@@ -1,0 +1,41 @@
+"""Legacy Keras ``.h5`` model files (tf.keras 2, Keras 3's legacy writer): read with h5py alone, run
+through tf_keras where it is installed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+from . import Format, ReadOptions, Run, parsing
+from .keras import PARSER_ERRORS
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _recognise(path: Path, head: bytes) -> bool:
+    return head.startswith(HDF5_SIGNATURE)
+
+
+def _read(path: Path, options: ReadOptions):
+    from ..adapters.keras_files import read_h5
+
+    with parsing(path, "legacy Keras .h5 file", PARSER_ERRORS):
+        return read_h5(path)
+
+
+def _run(path: Path, model, calls: list) -> Run:
+    import numpy as np
+
+    from .keras import load
+
+    loaded, runner, why = load(path, keras3=False)
+    if loaded is None:
+        return Run(None, "", (why,))
+    return Run(np.concatenate([np.asarray(loaded(x)) for x in calls]), runner)
+
+
+FORMAT = Format(
+    name="h5", title="legacy Keras model", suffixes=(".h5", ".hdf5"), layouts="keras",
+    holds="a tf.keras 2 / Keras 2 model file (model_config and model_weights), read only",
+    recognise=_recognise, read=_read, run=_run, runs_stateful=True,
+)

@@ -1,0 +1,107 @@
+"""NumPy ``.npz`` state dicts: PyTorch's key names and layouts, as ``np.savez(path, **state_dict)``
+writes them (``{k: v.numpy() for k, v in module.state_dict().items()}``), which several published models
+ship. Read with ``np.load(allow_pickle=False)``; written with ``np.savez``, one ``<key>.npy`` member per
+tensor in module order; run through PyTorch modules.
+
+An ``.npz`` has no place for anything but arrays: it keeps the weights, not what a model computes
+around them, nor what its keys cannot say (an Embedding's lone ``weight`` reads back as an Embedding
+only when ``kinds`` says so). NumPy has no bfloat16, so bfloat16 weights are refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+from . import Format, LayerVerdict, ReadOptions, is_zip, parsing, zip_errors, zip_names
+from . import torch as torch_format
+
+
+def _recognise(path: Path, head: bytes) -> bool:
+    names = zip_names(path) if is_zip(head) else []
+    return bool(names) and all(name.endswith(".npy") for name in names)
+
+
+def _read(path: Path, options: ReadOptions):
+    import numpy as np
+
+    from ..adapters.torch import model_from_state_arrays
+    from ..errors import FormatError, LSTMConvertError
+
+    with parsing(path, "NumPy .npz file", zip_errors()):
+        with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise FormatError(f"{path}: holds one array, not an .npz state dict")
+            arrays = {key: archive[key] for key in archive.files}
+    if not arrays:
+        raise FormatError(f"{path}: holds no arrays")
+    for key, array in arrays.items():
+        if array.dtype.kind != "f":
+            raise FormatError(f"{path}: array {key} has dtype {array.dtype}, expected floating-point weights")
+    try:
+        return model_from_state_arrays(arrays, kinds=options.kinds, where=str(path),
+                                       source={"framework": "torch", "file_format": "npz"})
+    except FormatError:
+        raise
+    except LSTMConvertError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+
+
+def _write(model, path: Path, before_rename) -> None:
+    import numpy as np
+
+    from .._atomic import atomic_write
+    from ..adapters.torch import state_arrays
+
+    arrays = state_arrays(model)
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "r+b") as handle:  # a file object, so that np.savez adds no suffix
+            np.savez(handle, **arrays)
+
+    atomic_write(path, save, suffix=".npz", before_rename=before_rename)
+
+
+def check_layer(layer, module: bool) -> LayerVerdict:
+    if layer.dtype == "bfloat16":
+        from ..errors import UnsupportedError
+
+        error = UnsupportedError(f"{layer.name}: NumPy has no bfloat16, so an .npz cannot hold these weights; "
+                                 "keep them in a safetensors archive or a PyTorch .safetensors or .pt file")
+        return LayerVerdict("impossible", reason=str(error).split(": ", 1)[1], error=error)
+    return torch_format.check_layer(layer, False)
+
+
+def check_model(model, module: bool) -> None:
+    torch_format.check_model(model, False)
+
+
+def _notes(model, module: bool) -> list[str]:
+    notes = []
+    if model.semantics():
+        notes.append(f"the .npz keeps every weight exactly, but not what the model computes around them "
+                     f"({'; '.join(model.semantics())})")
+    lone = [layer.name for layer in model.layers if layer.kind == "embedding"]
+    if lone:
+        notes.append(f"{', '.join(lone)}: an Embedding's lone weight reads back as an Embedding only when its "
+                     "kind is given (kinds=, --kind PREFIX=embedding)")
+    return notes
+
+
+def _state(path: Path) -> dict:
+    import numpy as np
+
+    import torch
+
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: torch.from_numpy(archive[key]) for key in archive.files}
+
+
+FORMAT = Format(
+    name="npz", title="NumPy .npz state dict", suffixes=(".npz",), layouts="torch",
+    holds="a PyTorch state dict as np.savez writes it: arrays only",
+    recognise=_recognise, read=_read, write=_write, check_layer=check_layer, check_model=check_model,
+    run=lambda path, model, calls: torch_format.run_state(path, model, calls, lambda: _state(path)),
+    run_layers=lambda path, model, x, states: torch_format.run_state_layers(model, x, states, lambda: _state(path)),
+    notes=_notes,
+)

@@ -1,0 +1,203 @@
+"""PyTorch state dicts: ``.pt`` / ``.pth`` (``torch.save``) and ``.safetensors`` in PyTorch's layout
+(:mod:`lstm_convert.adapters.torch_files`), run through PyTorch modules. Two biases per gate.
+
+A state dict keeps weights, not what a model computes around them (return_sequences, masks, reversed
+input): such layers are ``weights`` unless the module file of ``--module`` is written beside it, whose
+``Model`` computes the whole model (:mod:`lstm_convert.adapters.torch_module`). lstm_convert records
+what the model computes in the files it writes, so that ``verify`` and ``convert`` read it back.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+
+from . import Format, LayerVerdict, ReadOptions, Run, head, is_safetensors, is_zip, parsing, refused, zip_errors, zip_names
+
+# torch.load's own errors are turned into FormatError by the reader; these are what zipfile (the model
+# record of a .pt) and the safetensors header raise on damaged bytes.
+PARSER_ERRORS = (OSError, EOFError, ValueError, RecursionError)
+
+
+def _recognise(path: Path, head: bytes) -> bool:
+    if is_safetensors(path, head):
+        return True
+    if is_zip(head):  # torch.save's zip: <folder>/data.pkl
+        return any(name.endswith("/data.pkl") for name in zip_names(path))
+    return head[:1] == b"\x80"  # the legacy format starts with a pickle
+
+
+def _read(path: Path, options: ReadOptions):
+    from ..adapters import torch_files
+
+    with parsing(path, "PyTorch state dict", PARSER_ERRORS + zip_errors()):
+        if is_safetensors(path, head(path) or b""):
+            return torch_files.read_safetensors(path, kinds=options.kinds, header_only=options.header_only)
+        return torch_files.read_pt(path, kinds=options.kinds)
+
+
+def _write(model, path: Path, before_rename) -> None:
+    from ..adapters import torch_files
+
+    if path.suffix.lower() == ".safetensors":
+        torch_files.write_safetensors(model, path, before_rename=before_rename)
+    else:
+        torch_files.write_pt(model, path, before_rename=before_rename)
+
+
+def check_layer(layer, module: bool) -> LayerVerdict:
+    """Exact when PyTorch holds the weights and (``module``) the module file computes the layer;
+    ``weights`` when the state dict keeps the weights but not the layer's semantics."""
+    from ..adapters import torch as torch_adapter
+    from ..adapters import torch_module
+    from ..canonical import Model
+    from ..errors import UnsupportedError
+
+    try:
+        torch_adapter.check_representable(layer)
+    except UnsupportedError as exc:
+        return refused(exc)
+    if module or layer.semantics():
+        try:
+            torch_module.check(Model((layer,)))
+        except UnsupportedError as exc:
+            verdict = refused(exc)
+            if layer.semantics():
+                return LayerVerdict("impossible", f"the state dict keeps the weights, but the module cannot: "
+                                    f"{verdict.reason}", error=exc)
+            return verdict
+    needs = () if module else tuple(layer.semantics())
+    return LayerVerdict("weights" if needs else "exact", needs=needs)
+
+
+def check_model(model, module: bool) -> None:
+    from ..adapters import torch_module
+    from ..adapters.torch import state_chunks
+
+    state_chunks(model)  # refuses what no PyTorch module holds; joins nothing
+    if module:
+        torch_module.check(model)
+
+
+def _module_source(model) -> str:
+    from ..adapters import torch_module
+
+    return torch_module.source(model, origin=model.source.get("framework", ""))
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """The file's state dict as torch tensors."""
+    import torch
+
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def run_state(path: Path, model, calls: list, state: Callable[[], Mapping[str, Any]]) -> Run | None:
+    """The model computed by the module that :mod:`~lstm_convert.adapters.torch_module` generates, filled
+    from ``state()`` with ``load_state_dict(strict=True)``; None without PyTorch."""
+    if importlib.util.find_spec("torch") is None or len(calls) > 1:
+        return None
+    import torch
+
+    from ..adapters import torch_module
+    from ..errors import UnsupportedError
+
+    try:
+        module = torch_module.build(model)
+    except UnsupportedError as exc:
+        return Run(None, "", (str(exc),))
+    module.load_state_dict(state(), strict=True)
+    with torch.no_grad():
+        out = module(torch.from_numpy(calls[0])).float().numpy()
+    notes = []
+    if model.semantics():
+        notes.append(f"{path.name}: its model record says {'; '.join(model.semantics())}: run as the module of "
+                     "--module")
+    if model.source.get("model_record") != "lstm_convert":
+        notes.append(f"{path.name}: a state dict without lstm_convert's model record says nothing of what is "
+                     "computed around its weights: its layers run one after the other over whole sequences")
+    return Run(out, "torch", tuple(notes))
+
+
+def run_state_layers(model, x: np.ndarray, states: dict, state: Callable[[], Mapping[str, Any]]) -> list | str | None:
+    """Layer by layer through PyTorch modules that ``load_state_dict(strict=True)`` fills from ``state()``."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    from ..activations import ACTIVATIONS
+    from ..adapters.torch import new_module
+    from ..canonical import Dense, Embedding, Masking
+    from ..errors import UnsupportedError
+
+    tensors = state()
+    out = []
+    tensor = torch.from_numpy(x)
+    try:
+        for layer in model.layers:
+            if isinstance(layer, Masking):
+                out.append((tensor.float().numpy(), None))
+                continue
+            prefix = layer.config.get("torch", {}).get("prefix", f"{layer.name}.")
+            own = {k[len(prefix):]: v for k, v in tensors.items()
+                   if k.startswith(prefix) and "." not in k[len(prefix):]}
+            module = new_module(torch, layer, batch_first=True)
+            module.load_state_dict(own, strict=True)
+            dtype = next(module.parameters()).dtype
+            with torch.no_grad():
+                if isinstance(layer, Embedding):
+                    tensor = module(tensor)
+                    out.append((tensor.float().numpy(), None))
+                elif isinstance(layer, Dense):
+                    tensor = module(tensor.to(dtype))
+                    if layer.activation != "linear":  # what the file records; a plain state dict has none
+                        values = ACTIVATIONS[layer.activation](tensor.double().numpy())
+                        tensor = torch.from_numpy(values).to(dtype)
+                    out.append((tensor.float().numpy(), None))
+                else:
+                    initial = [torch.from_numpy(s).to(dtype) for s in states[layer.name]]
+                    tensor, finals = _recurrent(torch, module, layer, tensor.to(dtype), initial)
+                    out.append((tensor.float().numpy(), tuple(f.float().numpy() for f in finals)))
+    except UnsupportedError as exc:
+        return str(exc)
+    return out
+
+
+def _recurrent(torch, module: Any, layer, x: Any, initial: list) -> tuple:
+    lstm = layer.kind == "lstm"
+    if not layer.cell:
+        seq, finals = module(x, tuple(initial) if lstm else initial[0])
+        return seq, (finals if lstm else (finals,))
+    state = tuple(s[0] for s in initial) if lstm else initial[0][0]
+    outputs = []
+    for t in range(x.shape[1]):  # a cell takes one step at a time
+        state = module(x[:, t], state)
+        outputs.append(state[0] if lstm else state)
+    finals = tuple(s[None] for s in state) if lstm else (state[None],)
+    return torch.stack(outputs, 1), finals
+
+
+def _notes(model, module: bool) -> list[str]:
+    semantics = model.semantics()
+    if not semantics or module:
+        return []
+    return [f"the state dict keeps every weight exactly, but not what the model computes around them "
+            f"({'; '.join(semantics)}); pass --module FILE.py for a module that does (lstm_convert records it "
+            "in the file, so verify and convert read it back)"]
+
+
+FORMAT = Format(
+    name="torch", title="PyTorch state dict", suffixes=(".pt", ".pth", ".safetensors"), layouts="torch",
+    holds="a state dict (torch.save, or safetensors in PyTorch's layout): written without PyTorch",
+    recognise=_recognise, read=_read, write=_write, check_layer=check_layer, check_model=check_model,
+    run=lambda path, model, calls: run_state(path, model, calls, lambda: load_state(path)),
+    run_layers=lambda path, model, x, states: run_state_layers(model, x, states, lambda: load_state(path)),
+    module_source=_module_source, notes=_notes,
+)
