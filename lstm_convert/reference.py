@@ -13,7 +13,7 @@ import numpy as np
 from .activations import ACTIVATIONS
 from collections.abc import Mapping
 
-from .canonical import Dense, Embedding, Masking, Model, RecurrentLayer
+from .canonical import PEEPHOLE_GATES, Dense, Embedding, Masking, Model, RecurrentLayer
 from .errors import ShapeError
 
 State = tuple[np.ndarray, ...]
@@ -98,7 +98,7 @@ def _run_direction(layer, index, direction, x, mask, state, step, zeros):
               "act": ACTIVATIONS[layer.activation], "rec": ACTIVATIONS[layer.recurrent_activation],
               "reset_after": layer.reset_after, "clip": layer.clip, "input_forget": layer.input_forget,
               "peep": {g: layer.peepholes[(index, direction, g)].astype(np.float64)
-                       for g in ("input", "forget", "output")} if layer.peepholes else None,
+                       for g in PEEPHOLE_GATES} if layer.peepholes else None,
               "w_hr": layer.projections[(index, direction)].astype(np.float64) if layer.proj_size else None}
     out = np.empty(x.shape[:2] + (layer.state_size,))
     previous = np.zeros((x.shape[0], layer.state_size))

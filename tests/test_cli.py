@@ -53,10 +53,3 @@ def test_usage_errors_exit_2(capsys):
         assert exc.code == 2
     else:
         raise AssertionError("argparse accepted an unknown command")
-
-
-def test_kind_names_match_the_adapter():
-    from lstm_convert import cli
-    from lstm_convert.adapters import torch as torch_adapter
-
-    assert cli._KINDS == torch_adapter.KINDS

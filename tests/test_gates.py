@@ -48,3 +48,49 @@ def test_bad_size_is_named():
 def test_gate_table_lists_every_gate():
     table = gate_table()
     assert "| cell | c `[:, 2H:3H]` | g `[2H:3H]` |" in table
+
+
+@pytest.mark.parametrize("lay", list(LAYOUTS.values()), ids=lambda lay: f"{lay.framework}-{lay.kind}")
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_biases_are_stored_as_the_layout_says(lay, reset_after, rng):
+    from lstm_convert.gates import SEPARATE, SUMMED, bias_storage, join_bias, split_bias
+
+    hidden, count = 3, len(lay.order)
+    b_x = {g: rng.normal(size=hidden) for g in lay.order}
+    b_h = {g: rng.normal(size=hidden) for g in lay.order}
+    stored = join_bias(lay, b_x, b_h, reset_after=reset_after)
+    storage = bias_storage(lay, reset_after)
+    assert len(stored) == (2 if storage == SEPARATE else 1)
+    got_x, got_h = split_bias(lay, stored, hidden, "b", reset_after=reset_after)
+    for gate in lay.order:
+        if storage == SUMMED:  # one vector: the sum, read back as b_x with zeros in b_h
+            np.testing.assert_allclose(got_x[gate], b_x[gate] + b_h[gate], rtol=1e-15)
+            assert not got_h[gate].any()
+        else:
+            np.testing.assert_array_equal(got_x[gate], b_x[gate])
+            np.testing.assert_array_equal(got_h[gate], b_h[gate])
+    # Where the input-side bias of the first block sits, by the framework's own description.
+    first = lay.order[0]
+    if lay.framework == "onnx":  # B = [Wb; Rb]
+        assert stored[0].shape == (2 * count * hidden,)
+        np.testing.assert_array_equal(stored[0][count * hidden:count * hidden + hidden], b_h[first])
+    elif lay.framework == "keras" and lay.kind == "gru" and reset_after:  # rows: input-side, recurrent-side
+        assert stored[0].shape == (2, count * hidden)
+        np.testing.assert_array_equal(stored[0][1, :hidden], b_h[first])
+
+
+def test_onnx_peepholes_and_activation_slots():
+    from lstm_convert.gates import activation_attributes, join_peepholes, split_peepholes
+
+    lay = layout("onnx", "lstm")
+    stored = np.arange(6.0)  # P = [i, o, f], two units each
+    vectors = split_peepholes(lay, stored, 2, "P")
+    assert {g: list(v) for g, v in vectors.items()} == {"input": [0, 1], "output": [2, 3], "forget": [4, 5]}
+    np.testing.assert_array_equal(join_peepholes(lay, vectors), stored)
+    with pytest.raises(ShapeError, match="expected 6 peephole values"):
+        split_peepholes(lay, np.zeros(4), 2, "P")
+    # ONNX LSTM activations are f (the gates), g (the cell input), h (the output)
+    assert activation_attributes(lay, ["sigmoid", "tanh", "tanh"]) == {"recurrent_activation": "sigmoid",
+                                                                       "activation": "tanh"}
+    with pytest.raises(UnsupportedError, match="the slots of activation hold 'tanh' and 'relu'"):
+        activation_attributes(lay, ["sigmoid", "tanh", "relu"])

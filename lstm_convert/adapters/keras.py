@@ -32,7 +32,7 @@ from .._optional import require
 from ..activations import ACTIVATIONS
 from ..canonical import Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer, with_settings
 from ..errors import ShapeError, UnsupportedError
-from ..gates import join, layout, split
+from ..gates import join, join_bias, layout, split, split_bias
 
 RECURRENT = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn"}
 CELLS = {"LSTMCell": "lstm", "GRUCell": "gru", "SimpleRNNCell": "rnn"}
@@ -157,16 +157,8 @@ def layer_from_config(class_name: str, config: Mapping[str, Any], tensors: Mappi
         blocks = {"W_x": split(lay, tensors[f"{prefix}kernel"], hidden, f"{label}kernel"),
                   "W_h": split(lay, tensors[f"{prefix}recurrent_kernel"], hidden, f"{label}recurrent_kernel")}
         if f"{prefix}bias" in tensors:
-            bias = tensors[f"{prefix}bias"]
-            if kind == "gru" and reset_after:  # (2, 3H): input-side and recurrent-side rows
-                if bias.ndim != 2 or bias.shape[0] != 2:
-                    raise ShapeError(f"{label}bias: a GRU with reset_after=True has a (2, {3 * hidden}) bias, "
-                                     f"got {bias.shape}")
-                b_x, b_h = bias[0], bias[1]
-            else:
-                b_x, b_h = bias, np.zeros_like(bias)
-            blocks["b_x"] = split(lay, b_x, hidden, f"{label}bias")
-            blocks["b_h"] = split(lay, b_h, hidden, f"{label}bias")
+            blocks["b_x"], blocks["b_h"] = split_bias(lay, [tensors[f"{prefix}bias"]], hidden, f"{label}bias",
+                                                      reset_after=reset_after)
         for g in lay.order:
             gates[(0, direction, g)] = Gate(**{role: b[g] for role, b in blocks.items()})
     return RecurrentLayer(
@@ -199,12 +191,8 @@ def layer_tensors(layer: Layer) -> dict[str, np.ndarray]:
         out[prefix + "recurrent_kernel"] = join(lay, {g: v.W_h for g, v in gates.items()})
         if not layer.bias:
             continue
-        if layer.kind == "gru" and layer.reset_after:  # both biases, exactly
-            out[prefix + "bias"] = np.stack([join(lay, {g: v.b_x for g, v in gates.items()}),
-                                             join(lay, {g: v.b_h for g, v in gates.items()})])
-        else:
-            out[prefix + "bias"] = join(lay, {g: (v.b_x.astype(np.float64) + v.b_h.astype(np.float64))
-                                              .astype(v.b_x.dtype) for g, v in gates.items()})
+        (out[prefix + "bias"],) = join_bias(lay, {g: v.b_x for g, v in gates.items()},
+                                            {g: v.b_h for g, v in gates.items()}, reset_after=layer.reset_after)
     return out
 
 

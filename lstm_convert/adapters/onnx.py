@@ -55,7 +55,8 @@ from .._atomic import atomic_write
 from .._optional import require
 from ..canonical import DIRECTIONS, MERGE_MODES, Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
 from ..errors import FormatError, ShapeError, UnsupportedError
-from ..gates import join, layout, split
+from ..gates import (activation_attributes, activations, join, join_bias, join_peepholes, layout, split, split_bias,
+                     split_peepholes)
 
 OPSET = 17
 METADATA_KEY = "lstm_convert.layers"
@@ -358,8 +359,8 @@ def _operator(g: _Graph, unit: RecurrentLayer, x: str, initial_states: bool, len
     r = np.stack([join(lay, {n: unit.gates[(0, d, n)].W_h for n in lay.order}) for d in directions])
     inputs = [x, g.const(f"{unit.name}.W", w), g.const(f"{unit.name}.R", r)]
     if unit.bias:
-        b = np.stack([np.concatenate([join(lay, {n: getattr(unit.gates[(0, d, n)], role) for n in lay.order})
-                                      for role in ("b_x", "b_h")]) for d in directions])
+        b = np.stack([join_bias(lay, *({n: getattr(unit.gates[(0, d, n)], role) for n in lay.order}
+                                       for role in ("b_x", "b_h")))[0] for d in directions])
         inputs.append(g.const(f"{unit.name}.B", b))
     else:
         inputs.append("")
@@ -370,14 +371,12 @@ def _operator(g: _Graph, unit: RecurrentLayer, x: str, initial_states: bool, len
             g.inputs.append(g.helper.make_tensor_value_info(f"{unit.name}.{s}_0", TensorProto.FLOAT,
                                                             [unit.directions, "batch", unit.hidden_size]))
         inputs.append(f"{unit.name}.{s}_0" if initial_states else "")
-    if unit.peepholes:  # P is [i, o, f]
-        inputs.append(g.const(f"{unit.name}.P", np.stack([np.concatenate(
-            [unit.peepholes[(0, d, gate)] for gate in ("input", "output", "forget")]) for d in directions])))
+    if unit.peepholes:
+        inputs.append(g.const(f"{unit.name}.P", np.stack([join_peepholes(
+            lay, {gate: unit.peepholes[(0, d, gate)] for gate in lay.peepholes}) for d in directions])))
     while inputs[-1] == "":
         inputs.pop()
-    names = [_TO_ONNX[unit.recurrent_activation], _TO_ONNX[unit.activation], _TO_ONNX[unit.activation]] \
-        if unit.kind == "lstm" else ([_TO_ONNX[unit.recurrent_activation], _TO_ONNX[unit.activation]]
-                                     if unit.kind == "gru" else [_TO_ONNX[unit.activation]])
+    names = [_TO_ONNX[name] for name in activations(lay, unit)]
     attrs: dict[str, Any] = {"hidden_size": unit.hidden_size, "direction": direction}
     if unit.clip is not None:
         attrs["clip"] = float(unit.clip)
@@ -672,7 +671,7 @@ def _read_recurrent(path: Path, node: Any, values: Mapping[str, np.ndarray], nam
     hidden = int(attrs.get("hidden_size", r.shape[-1] if r is not None else 0))
     lay = layout("onnx", kind)
     size = len(lay.order) * hidden
-    want = {"W": (directions, size, None), "R": (directions, size, hidden), "B": (directions, 2 * size)}
+    want = {"W": (directions, size, None), "R": (directions, size, hidden), "B": (directions, None)}
     for what, array in (("W", w), ("R", r), ("B", b)):
         if array is None:
             continue
@@ -681,18 +680,17 @@ def _read_recurrent(path: Path, node: Any, values: Mapping[str, np.ndarray], nam
             raise ShapeError(f"{label}: {what} has shape {array.shape}, expected {shape} (None: any)")
     acts = attrs.get("activations")
     activation, recurrent = _activations(label, kind, acts, attrs, directions)
-    if peep is not None and peep.shape != (directions, 3 * hidden):
+    if peep is not None and (peep.ndim != 2 or peep.shape[0] != directions):
         raise ShapeError(f"{label}: P has shape {peep.shape}, expected {(directions, 3 * hidden)}")
     names = ("reverse",) if direction == "reverse" else DIRECTIONS[:directions]
     gates, peepholes = {}, {}
     for d, canonical in enumerate(names):
-        if peep is not None:  # P is [i, o, f]
-            for k, gate in enumerate(("input", "output", "forget")):
-                peepholes[(0, canonical, gate)] = peep[d, k * hidden:(k + 1) * hidden]
+        if peep is not None:
+            for gate, vector in split_peepholes(lay, peep[d], hidden, f"{label} P").items():
+                peepholes[(0, canonical, gate)] = vector
         blocks = {"W_x": split(lay, w[d], hidden, f"{label} W"), "W_h": split(lay, r[d], hidden, f"{label} R")}
         if b is not None:
-            blocks["b_x"] = split(lay, b[d, :size], hidden, f"{label} B")
-            blocks["b_h"] = split(lay, b[d, size:], hidden, f"{label} B")
+            blocks["b_x"], blocks["b_h"] = split_bias(lay, [b[d]], hidden, f"{label} B")
         for gate in lay.order:
             gates[(0, canonical, gate)] = Gate(**{role: v[gate] for role, v in blocks.items()})
     clip = attrs.get("clip")
@@ -726,9 +724,11 @@ def _activations(label: str, kind: str, acts: Any, attrs: Mapping[str, Any], dir
         if not match:
             raise UnsupportedError(f"{label}: activation {onnx_name} with these parameters is not supported")
         canonical.append(match[0])
-    if kind == "rnn":
-        return canonical[0], "sigmoid"
-    return canonical[1], canonical[0]
+    try:
+        named = activation_attributes(layout("onnx", kind), canonical)
+    except UnsupportedError as exc:  # an LSTM whose cell-input and output activations differ
+        raise UnsupportedError(f"{label}: {exc}") from None
+    return named["activation"], named.get("recurrent_activation", "sigmoid")
 
 
 def _weight(node: Any, values: Mapping[str, np.ndarray]) -> np.ndarray | None:

@@ -40,8 +40,7 @@ import numpy as np
 from .._optional import require
 from ..canonical import DIRECTIONS, ROLES, Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
 from ..errors import FormatError, ShapeError, UnsupportedError
-from ..formats import KINDS  # what a caller may say about a module that its keys cannot tell
-from ..gates import join_chunks, layout, split
+from ..gates import join_bias, join_chunks, layout, split, split_bias
 
 _SUFFIX = {"forward": "", "reverse": "_reverse"}
 _RECURRENT_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)(?:_l(\d+)(_reverse)?)?$")
@@ -149,9 +148,11 @@ def recurrent_from_state_arrays(arrays: Mapping[str, np.ndarray], *, name: str |
     gate_weights, projections = {}, {}
     for index in range(num_layers):
         for direction in DIRECTIONS[:directions]:
-            blocks = {role: split(lay, arrays[_key(tensor, index, direction, cell)], hidden,
-                                  f"{where}.{_key(tensor, index, direction, cell)}")
-                      for tensor, role in zip(lay.tensors, ROLES) if _key(tensor, index, direction, cell) in arrays}
+            keys = [_key(tensor, index, direction, cell) for tensor in lay.tensors]
+            blocks = {role: split(lay, arrays[key], hidden, f"{where}.{key}") for key, role in zip(keys[:2], ROLES)}
+            if bias:  # bias_ih and bias_hh, the two canonical biases as they are
+                blocks["b_x"], blocks["b_h"] = split_bias(lay, [arrays[key] for key in keys[2:]], hidden,
+                                                          f"{where}.{keys[2]}")
             for gate in lay.order:
                 gate_weights[(index, direction, gate)] = Gate(**{role: b[gate] for role, b in blocks.items()})
             if proj_size:
@@ -178,10 +179,12 @@ def layer_state_chunks(layer: Layer) -> dict[str, list[np.ndarray]]:
     for index in range(layer.num_layers):
         for direction in layer.direction_names:
             gates = {g: layer.gates[(index, direction, g)] for g in lay.order}
-            for tensor, role in zip(lay.tensors, ROLES):
-                if role in ("W_x", "W_h") or layer.bias:
-                    out[_key(tensor, index, direction, layer.cell)] = join_chunks(
-                        lay, {g: getattr(v, role) for g, v in gates.items()})
+            keys = [_key(tensor, index, direction, layer.cell) for tensor in lay.tensors]
+            for key, role in zip(keys[:2], ("W_x", "W_h")):  # written block by block, never joined in memory
+                out[key] = join_chunks(lay, {g: getattr(v, role) for g, v in gates.items()})
+            if layer.bias:
+                stored = join_bias(lay, *({g: getattr(v, role) for g, v in gates.items()} for role in ("b_x", "b_h")))
+                out.update({key: [array] for key, array in zip(keys[2:], stored, strict=True)})
             if layer.proj_size:
                 out[_key("weight_hr", index, direction, layer.cell)] = [layer.projections[(index, direction)]]
     return out

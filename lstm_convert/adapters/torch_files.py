@@ -28,6 +28,7 @@ from .._atomic import atomic_write
 from .._optional import require
 from ..canonical import LAYER_TYPES, Dense, Embedding, Layer, Masking, Model, RecurrentLayer
 from ..errors import FormatError, LSTMConvertError
+from ..formats import KINDS
 from . import torch as torch_adapter
 
 ORDER_KEY = "lstm_convert.key_order"
@@ -145,7 +146,7 @@ def _recorded_kinds(metadata: Mapping[str, str]) -> dict[str, str]:
         kinds = json.loads(metadata.get(KINDS_KEY, "{}"))
     except ValueError:
         return {}
-    return {k: v for k, v in kinds.items() if isinstance(k, str) and v in torch_adapter.KINDS} \
+    return {k: v for k, v in kinds.items() if isinstance(k, str) and v in KINDS} \
         if isinstance(kinds, dict) else {}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from . import Format, ReadOptions, Run, parsing
 from .keras import PARSER_ERRORS
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
-
+from typing import TYPE_CHECKING, Any
 
 from . import Format, LayerVerdict, ReadOptions, Run, is_zip, judged, parsing, zip_errors, zip_names
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # What zipfile, zlib, h5py and json raise on damaged bytes. h5py turns HDF5's errors into OSError (a
 # damaged file), KeyError (an object its index names but cannot open), TypeError (a dtype it cannot
@@ -41,7 +43,8 @@ def check_layer(layer, module: bool) -> LayerVerdict:
 
 
 def check_model(model, module: bool) -> None:
-    from ..adapters.keras import check_chain, check_model as check_keras_model
+    from ..adapters.keras import check_chain
+    from ..adapters.keras import check_model as check_keras_model
 
     check_chain(model)
     check_keras_model(model)

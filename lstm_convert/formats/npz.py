@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from . import Format, LayerVerdict, ReadOptions, is_zip, parsing, zip_errors, zip_names
 from . import torch as torch_format
 
@@ -90,7 +89,6 @@ def _notes(model, module: bool) -> list[str]:
 
 def _state(path: Path) -> dict:
     import numpy as np
-
     import torch
 
     with np.load(path, allow_pickle=False) as archive:

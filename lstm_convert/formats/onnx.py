@@ -5,9 +5,12 @@ onnxruntime runs recurrent operators in float32."""
 from __future__ import annotations
 
 from pathlib import Path
-
+from typing import TYPE_CHECKING
 
 from . import Format, LayerVerdict, ReadOptions, Run, judged, parsing
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # A ModelProto starts with field 1 (ir_version, a small varint), then another field's tag.
 _NEXT_TAGS = {0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42, 0x52, 0x5A, 0x62, 0x6A, 0x72, 0x7A}

@@ -12,10 +12,24 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import (
+    Format,
+    LayerVerdict,
+    ReadOptions,
+    Run,
+    head,
+    is_safetensors,
+    is_zip,
+    parsing,
+    refused,
+    zip_errors,
+    zip_names,
+)
 
-from . import Format, LayerVerdict, ReadOptions, Run, head, is_safetensors, is_zip, parsing, refused, zip_errors, zip_names
+if TYPE_CHECKING:
+    import numpy as np
 
 # torch.load's own errors are turned into FormatError by the reader; these are what zipfile (the model
 # record of a .pt) and the safetensors header raise on damaged bytes.
