@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .canonical import Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
-from .errors import (FormatError, LSTMConvertError, MissingDependencyError, SettingError, ShapeError,
+from .errors import (ConfigError, FormatError, LSTMConvertError, MissingDependencyError, SettingError, ShapeError,
                      UnsupportedError)
 
 __version__ = "0.1.0"
@@ -29,7 +29,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "from_keras", "from_torch", "to_keras", "to_torch", "save", "load",
     "RecurrentLayer", "Gate", "Dense", "Embedding", "Model",
-    "LSTMConvertError", "ShapeError", "FormatError", "UnsupportedError", "MissingDependencyError", "SettingError",
+    "LSTMConvertError", "ConfigError", "ShapeError", "FormatError", "UnsupportedError", "MissingDependencyError", "SettingError",
     "Masking",
 ]
 

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from .activations import ACTIVATIONS
-from .errors import SettingError, ShapeError, UnsupportedError
+from .errors import ConfigError, SettingError, ShapeError, UnsupportedError
 from .gates import GATES, param_count
 
 DIRECTIONS = ("forward", "reverse")
@@ -141,36 +141,37 @@ class RecurrentLayer(_BitEqual):
 
     def __post_init__(self) -> None:
         if self.kind not in GATES:
-            raise ShapeError(f"{self.name}: unknown layer kind {self.kind!r}, expected one of {sorted(GATES)}")
+            raise ConfigError(f"{self.name}: unknown layer kind {self.kind!r}, expected one of {sorted(GATES)}")
         for attr in ("input_size", "hidden_size", "num_layers"):
             value = getattr(self, attr)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ShapeError(f"{self.name}: {attr} must be a positive integer, got {value!r}")
+                raise ConfigError(f"{self.name}: {attr} must be a positive integer, got {value!r}")
         if self.directions not in (1, 2):
-            raise ShapeError(f"{self.name}: directions must be 1 or 2, got {self.directions!r}")
+            raise ConfigError(f"{self.name}: directions must be 1 or 2, got {self.directions!r}")
         for attr in ("activation", "recurrent_activation"):
             if getattr(self, attr) not in ACTIVATIONS:
-                raise ShapeError(f"{self.name}: {attr} {getattr(self, attr)!r} is not one of "
+                raise ConfigError(f"{self.name}: {attr} {getattr(self, attr)!r} is not one of "
                                  f"{sorted(ACTIVATIONS)}")
         if self.merge_mode not in MERGE_MODES or (self.directions == 1 and self.merge_mode != "concat"):
-            raise ShapeError(f"{self.name}: merge_mode must be one of {MERGE_MODES} (and 'concat' for one "
+            raise ConfigError(f"{self.name}: merge_mode must be one of {MERGE_MODES} (and 'concat' for one "
                              f"direction), got {self.merge_mode!r}")
         if self.kind != "gru" and not self.reset_after:
-            raise ShapeError(f"{self.name}: reset_after=False is a GRU variant, not {self.kind}")
+            raise ConfigError(f"{self.name}: reset_after=False is a GRU variant, not {self.kind}")
         if self.proj_size and (self.kind != "lstm" or not 0 < self.proj_size < self.hidden_size):
-            raise ShapeError(f"{self.name}: proj_size must be an LSTM's, between 1 and hidden_size - 1, "
+            raise ConfigError(f"{self.name}: proj_size must be an LSTM's, between 1 and hidden_size - 1, "
                              f"got {self.proj_size!r}")
         if self.backward and (self.directions != 1 or self.go_backwards):
-            raise ShapeError(f"{self.name}: backward=True is a single reverse direction (ONNX direction='reverse')")
+            raise ConfigError(f"{self.name}: backward=True is a single reverse direction; it takes neither "
+                              "directions=2 nor go_backwards")
         if (self.peepholes or self.clip is not None or self.input_forget) and self.kind != "lstm":
-            raise ShapeError(f"{self.name}: peepholes, clip and input_forget belong to an LSTM, not {self.kind}")
+            raise ConfigError(f"{self.name}: peepholes, clip and input_forget belong to an LSTM, not {self.kind}")
         if self.clip is not None and not (isinstance(self.clip, (int, float)) and self.clip > 0):
-            raise ShapeError(f"{self.name}: clip must be a positive number or None, got {self.clip!r}")
+            raise ConfigError(f"{self.name}: clip must be a positive number or None, got {self.clip!r}")
         if self.cell and (self.num_layers != 1 or self.directions != 1 or self.go_backwards or self.proj_size):
-            raise ShapeError(f"{self.name}: a single-step cell has one layer, one forward direction, no projection")
+            raise ConfigError(f"{self.name}: a single-step cell has one layer, one forward direction, no projection")
         for attr in ("return_sequences", "return_state", "zero_output_for_mask", "stateful"):
             if not isinstance(getattr(self, attr), bool):
-                raise ShapeError(f"{self.name}: {attr} must be True or False, got {getattr(self, attr)!r}")
+                raise ConfigError(f"{self.name}: {attr} must be True or False, got {getattr(self, attr)!r}")
         if self.directions == 2:  # as Keras' Bidirectional: masked steps give zeros exactly when it returns sequences
             object.__setattr__(self, "zero_output_for_mask", self.return_sequences)
         _freeze_common(self)
@@ -396,7 +397,7 @@ def _frozen_json(value: Mapping[str, Any], what: str) -> Mapping[str, Any]:
     try:
         copy = json.loads(json.dumps(dict(value), sort_keys=True, allow_nan=False))
     except (TypeError, ValueError) as exc:
-        raise ShapeError(f"{what} must be JSON-compatible: {exc}") from None
+        raise ConfigError(f"{what} must be JSON-compatible: {exc}") from None
     return MappingProxyType(copy)
 
 
@@ -427,7 +428,7 @@ class Dense(_BitEqual):
             object.__setattr__(self, "bias", _frozen_array(self.bias, (weight.shape[0],), weight.dtype,
                                                            f"{self.name}.bias"))
         if self.activation not in ACTIVATIONS:
-            raise ShapeError(f"{self.name}: activation {self.activation!r} is not one of {sorted(ACTIVATIONS)}")
+            raise ConfigError(f"{self.name}: activation {self.activation!r} is not one of {sorted(ACTIVATIONS)}")
         _freeze_common(self)
 
     in_features = property(lambda self: int(self.weight.shape[1]))
@@ -486,7 +487,7 @@ class Embedding(_BitEqual):
             raise ShapeError(f"{self.name}.weight: expected a 2-D (num_embeddings, embedding_dim) table, "
                              f"got shape {weight.shape}")
         if not isinstance(self.mask_zero, bool):
-            raise ShapeError(f"{self.name}: mask_zero must be True or False, got {self.mask_zero!r}")
+            raise ConfigError(f"{self.name}: mask_zero must be True or False, got {self.mask_zero!r}")
         object.__setattr__(self, "weight", _frozen_array(weight, weight.shape, None, f"{self.name}.weight"))
         _freeze_common(self)
 
@@ -540,10 +541,10 @@ class Masking(_BitEqual):
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
-            raise ShapeError(f"{self.name}: size must be a positive integer, got {self.size!r}")
+            raise ConfigError(f"{self.name}: size must be a positive integer, got {self.size!r}")
         if isinstance(self.mask_value, bool) or not isinstance(self.mask_value, (int, float)) \
                 or not np.isfinite(self.mask_value):
-            raise ShapeError(f"{self.name}: mask_value must be a finite number, got {self.mask_value!r}")
+            raise ConfigError(f"{self.name}: mask_value must be a finite number, got {self.mask_value!r}")
         object.__setattr__(self, "mask_value", float(self.mask_value))
         _freeze_common(self)
 
@@ -601,25 +602,25 @@ class Model(_BitEqual):
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
         if not layers:
-            raise ShapeError("a model needs at least one layer")
+            raise ConfigError("a model needs at least one layer")
         for layer in layers:
             if not isinstance(layer, (RecurrentLayer, Dense, Embedding, Masking)):
-                raise ShapeError(f"a model holds RecurrentLayer, Dense, Embedding and Masking layers, "
+                raise ConfigError(f"a model holds RecurrentLayer, Dense, Embedding and Masking layers, "
                                  f"got {type(layer).__name__}")
         if self.input_shape is not None:
             shape = tuple(self.input_shape)
             if not all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in shape):
-                raise ShapeError(f"model input_shape must hold positive integers or None, got {self.input_shape!r}")
+                raise ConfigError(f"model input_shape must hold positive integers or None, got {self.input_shape!r}")
             object.__setattr__(self, "input_shape", shape)
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
                                             or self.batch_size < 1):
-            raise ShapeError(f"model batch_size must be a positive integer or None, got {self.batch_size!r}")
+            raise ConfigError(f"model batch_size must be a positive integer or None, got {self.batch_size!r}")
         if self.input_dtype is not None and not isinstance(self.input_dtype, str):
-            raise ShapeError(f"model input_dtype must be a dtype name, got {self.input_dtype!r}")
+            raise ConfigError(f"model input_dtype must be a dtype name, got {self.input_dtype!r}")
         names = [layer.name for layer in layers]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ShapeError(f"layer names must be unique, got {duplicates} more than once")
+            raise ConfigError(f"layer names must be unique, got {duplicates} more than once")
         object.__setattr__(self, "layers", layers)
         _freeze_common(self)
 
@@ -687,7 +688,7 @@ def _freeze_common(obj: Any) -> None:
     """Check the name; copy ``config`` and ``source`` into read-only JSON-compatible mappings."""
     name = getattr(obj, "name", "model")
     if not isinstance(name, str) or not name:
-        raise ShapeError(f"a layer name must be a non-empty string, got {name!r}")
+        raise ConfigError(f"a layer name must be a non-empty string, got {name!r}")
     object.__setattr__(obj, "config", _frozen_json(obj.config, f"{name}: config"))
     object.__setattr__(obj, "source", _frozen_json({k: str(v) for k, v in obj.source.items()},
                                                    f"{name}: source"))
@@ -732,6 +733,6 @@ def with_settings(model: Model, settings: Mapping[str, Mapping[str, Any]]) -> Mo
             changes["mask_value"] = float(changes["mask_value"])
         try:
             layers.append(dataclasses.replace(layer, **changes) if changes else layer)
-        except ShapeError as exc:
+        except (ConfigError, ShapeError) as exc:
             raise SettingError(f"setting {layer.name}: {exc}") from None
     return dataclasses.replace(model, layers=tuple(layers))

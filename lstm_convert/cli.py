@@ -1,8 +1,9 @@
 """The command line: argv in, a library call, one-line errors and exit codes out.
 
 Exit status 0 on success, 1 when the library refuses or fails (one line on
-stderr naming the file, layer or tensor), 2 for usage errors. ``--debug``
-shows the traceback. This is the only module that prints.
+stderr naming the file, layer or tensor), 2 for usage errors, 3 for an internal
+error (a bug: anything that is not the library's own error, which asks for a
+report). ``--debug`` shows the traceback. This is the only module that prints.
 """
 
 from __future__ import annotations
@@ -40,11 +41,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LSTMConvertError, OSError) as exc:  # OSError: a path that cannot be read or written
         if args.debug:
             raise
-        print(f"lstm-convert: error: {exc}", file=sys.stderr)
+        text = exc.cli_text() if isinstance(exc, LSTMConvertError) else str(exc)
+        print(f"lstm-convert: error: {text}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("lstm-convert: interrupted; no partial file is left", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - not a refusal of the library: a bug, reported as one
+        if args.debug:
+            raise
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        print(f"lstm-convert: internal error ({type(exc).__name__}{': ' + text if text else ''}); this is a bug in "
+              "lstm-convert: please report it with the output of the same command run with --debug", file=sys.stderr)
+        return 3
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -279,7 +288,7 @@ def _convert(args: argparse.Namespace) -> int:
                            settings=_settings(args.settings), module=args.module)
     print(f"wrote {report.path} ({report.format})" + (f" and {args.module}" if args.module else ""))
     for note in report.notes:
-        print(f"note: {note}")
+        print(f"note: {getattr(note, 'cli', note)}")
     return 0
 
 

@@ -8,11 +8,35 @@ from __future__ import annotations
 
 
 class LSTMConvertError(Exception):
-    """Base class of every error this library raises on purpose."""
+    """Base class of every error this library raises on purpose.
+
+    ``remedy`` says what to do about it in the library's terms (``pass overwrite=True``) and ``hint`` the
+    same in the command line's (``pass --overwrite``): ``str()`` gives the message and the remedy, and the
+    command line shows the message and the hint (:meth:`cli_text`).
+    """
+
+    def __init__(self, message: str = "", *, remedy: str = "", hint: str = ""):
+        super().__init__(message)
+        self.message, self.remedy, self.hint = message, remedy, hint or remedy
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.remedy}" if self.remedy else self.message
+
+    def cli_text(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+    def prefixed(self, prefix: str) -> LSTMConvertError:
+        """The same error, its message prefixed (say with the file's name)."""
+        return type(self)(f"{prefix}: {self.message}", remedy=self.remedy, hint=self.hint)
 
 
 class ShapeError(LSTMConvertError, ValueError):
     """A tensor does not have the shape or dtype its layout requires."""
+
+
+class ConfigError(LSTMConvertError, ValueError):
+    """A layer's or model's configuration is not valid: a value out of range, a setting of another kind of
+    layer, names that collide."""
 
 
 class FormatError(LSTMConvertError, ValueError):

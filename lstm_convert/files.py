@@ -79,7 +79,8 @@ def _check_destinations(form: formats.Format, path: Path, module: str | os.PathL
                         overwrite: bool) -> None:
     for target in (path, *([Path(module)] if module is not None else [])):
         if target.exists() and not overwrite:
-            raise FormatError(f"{target}: already exists; pass --overwrite (overwrite=True) to replace it")
+            raise FormatError(f"{target}: already exists", remedy="pass overwrite=True to replace it",
+                              hint="pass --overwrite to replace it")
         if not target.parent.is_dir():
             raise FormatError(f"{target}: the directory {target.parent} does not exist")
     if module is not None:
@@ -148,7 +149,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
         raise FormatError(f"{dst}: is the source file; write to another path")
     form = formats.for_writing(dst, dst_format)
     if dst.exists() and not overwrite:
-        raise FormatError(f"{dst}: already exists; pass --overwrite to replace it")
+        raise FormatError(f"{dst}: already exists", remedy="pass overwrite=True to replace it",
+                          hint="pass --overwrite to replace it")
     source = formats.detect(src, src_format)
     model = read(src, source.name, kinds=kinds, check=source.integrity is None)
     if settings:
@@ -160,8 +162,9 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
     if strict:
         bad = non_finite(model)
         if bad:
-            raise FormatError(f"{src}: tensor {bad[0]} holds NaN or infinity"
-                              + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "") + "; refused by --strict")
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise FormatError(f"{src}: tensor {bad[0]} holds NaN or infinity{more}", remedy="refused by strict=True",
+                              hint="refused by --strict")
     if source.integrity is None:
         return _write(model, dst, form, verdict, module, None)
     # The source's digests are checked in another thread while the destination is written; the

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from lstm_convert import Gate, RecurrentLayer, ShapeError
+from lstm_convert import ConfigError, Gate, RecurrentLayer, ShapeError
 from lstm_convert.canonical import tensor_name
 
 GATES = ("input", "forget", "cell", "output")
@@ -62,7 +62,7 @@ def test_missing_gate_and_mixed_dtype_and_bias_mismatch(rng):
         dataclasses.replace(make(rng, bias=False), bias=True)
     with pytest.raises(ShapeError, match="expected a floating dtype"):
         make(rng, dtype="int32")
-    with pytest.raises(ShapeError, match="activation 'swish' is not one of"):
+    with pytest.raises(ConfigError, match="activation 'swish' is not one of"):
         make(rng, activation="swish")
 
 
@@ -99,7 +99,7 @@ def test_tensor_names_and_config_must_be_json(rng):
     assert tensor_name("enc", 1, "reverse", "forget", "W_h") == "enc.l1.reverse.forget.W_h"
     names = [name for name, _ in make(rng).tensors()]
     assert len(names) == 16 and names[0] == "lstm.l0.forward.input.W_x"
-    with pytest.raises(ShapeError, match="config must be JSON-compatible"):
+    with pytest.raises(ConfigError, match="config must be JSON-compatible"):
         make(rng, config={"bad": object()})
 
 
@@ -111,7 +111,7 @@ def test_dense_embedding_and_model(rng):
     assert (dense.in_features, dense.out_features, dense.count_params()) == (2, 5, 15)
     with pytest.raises(ShapeError, match=r"dense.bias: expected shape \(5,\), got \(4,\)"):
         Dense(name="dense", weight=dense.weight, bias=np.zeros(4, "float32"))
-    with pytest.raises(ShapeError, match="activation 'swish' is not one of"):
+    with pytest.raises(ConfigError, match="activation 'swish' is not one of"):
         Dense(name="dense", weight=dense.weight, activation="swish")
     table = Embedding(name="embed", weight=rng.normal(size=(10, 7)))
     assert (table.num_embeddings, table.embedding_dim) == (10, 7)
@@ -119,7 +119,7 @@ def test_dense_embedding_and_model(rng):
     assert model.count_params("keras") == 95 and model.count_params("torch") == 103
     assert model["dense"] is dense and [layer.name for layer in model] == ["lstm", "dense"]
     assert model == Model((model[0], dense)) and model != Model((model[0],))
-    with pytest.raises(ShapeError, match=r"layer names must be unique, got \['lstm'\] more than once"):
+    with pytest.raises(ConfigError, match=r"layer names must be unique, got \['lstm'\] more than once"):
         Model((make(rng), make(rng)))
-    with pytest.raises(ShapeError, match="a model needs at least one layer"):
+    with pytest.raises(ConfigError, match="a model needs at least one layer"):
         Model(())

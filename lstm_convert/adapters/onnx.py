@@ -54,7 +54,7 @@ import numpy as np
 from .._atomic import atomic_write
 from .._optional import require
 from ..canonical import DIRECTIONS, MERGE_MODES, Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
-from ..errors import FormatError, ShapeError, UnsupportedError
+from ..errors import ConfigError, FormatError, ShapeError, UnsupportedError
 from ..gates import (activation_attributes, activations, join, join_bias, join_peepholes, layout, split, split_bias,
                      split_peepholes)
 
@@ -514,7 +514,7 @@ def read(path: str | os.PathLike) -> Model:
             spec = names[len(layers)]
             try:
                 layers.append(Masking(name=spec["name"], size=spec["size"], mask_value=spec["mask_value"]))
-            except (KeyError, ShapeError) as exc:
+            except (KeyError, ConfigError, ShapeError) as exc:
                 raise FormatError(f"{path}: the recorded Masking layer {spec.get('name')!r} is malformed ({exc})") \
                     from None
 
@@ -603,7 +603,7 @@ def read(path: str | os.PathLike) -> Model:
         return Model(tuple(layers), source=source,
                      input_shape=tuple(shape) if isinstance(shape, list) else None,
                      input_dtype=recorded_input.get("input_dtype") if isinstance(recorded_input, dict) else None)
-    except ShapeError as exc:
+    except (ConfigError, ShapeError) as exc:
         raise FormatError(f"{path}: {exc}") from None
 
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from .._optional import require
 from ..canonical import DIRECTIONS, ROLES, Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
-from ..errors import FormatError, ShapeError, UnsupportedError
+from ..errors import ConfigError, FormatError, ShapeError, UnsupportedError
 from ..gates import join_bias, join_chunks, layout, split, split_bias
 
 _SUFFIX = {"forward": "", "reverse": "_reverse"}
@@ -86,8 +86,8 @@ def _module(prefix: str, params: dict[str, np.ndarray], kind: str | None, settin
         if kind == "embedding":
             return Embedding(name=prefix or "embedding", weight=params["weight"], config=config, source=source)
         raise FormatError(f"{where}: {keys[0]} alone may be nn.Embedding or nn.Linear(bias=False), and the keys "
-                          f"cannot tell which; say so with kinds={{'{prefix}': 'embedding'}} "
-                          f"(command line: --kind {prefix}=embedding or {prefix}=linear)")
+                          "cannot tell which", remedy=f"say so with kinds={{'{prefix}': 'embedding'}} (or 'linear')",
+                          hint=f"say so with --kind {prefix}=embedding or --kind {prefix}=linear")
     raise FormatError(f"{where}: cannot account for keys {keys}: they are not an LSTM, a Linear or an Embedding")
 
 
@@ -128,9 +128,9 @@ def recurrent_from_state_arrays(arrays: Mapping[str, np.ndarray], *, name: str |
         raise UnsupportedError(f"{where}: weight_ih{first} of shape {w_ih.shape} has {gates} gate blocks of "
                                f"{hidden}; known: 4 (LSTM), 3 (GRU), 1 (RNN)")
     if kind == "rnn" and activation is None:
-        raise FormatError(f"{where}: an nn.RNN's nonlinearity (tanh or relu) is not in its state dict; say "
-                          f"which with kinds={{'{name}': 'rnn_tanh'}} (command line: --kind {name}=rnn_tanh "
-                          "or rnn_relu)")
+        raise FormatError(f"{where}: an nn.RNN's nonlinearity (tanh or relu) is not in its state dict",
+                          remedy=f"say which with kinds={{'{name}': 'rnn_tanh'}} (or 'rnn_relu')",
+                          hint=f"say which with --kind {name}=rnn_tanh or --kind {name}=rnn_relu")
     num_layers = 1 + max(index for _, index, _, _ in parsed.values())
     directions = 2 if any(d == "reverse" for _, _, d, _ in parsed.values()) else 1
     bias = f"bias_ih{first}" in arrays
@@ -163,7 +163,7 @@ def recurrent_from_state_arrays(arrays: Mapping[str, np.ndarray], *, name: str |
             directions=directions, bias=bias, gates=gate_weights, name=name, activation=activation or "tanh",
             proj_size=proj_size, projections=projections, cell=cell,
             config={"torch": dict(settings or {})}, source=dict(source or {"framework": "torch"}))
-    except ShapeError as exc:
+    except (ConfigError, ShapeError) as exc:
         raise ShapeError(f"{where}: {exc}") from None
 
 

@@ -167,7 +167,7 @@ def _model(path: Path, arrays: dict[str, np.ndarray], kinds, source, record: dic
     except FormatError:
         raise
     except LSTMConvertError as exc:
-        raise type(exc)(f"{path}: {exc}") from None
+        raise exc.prefixed(str(path)) from None
     return model if record is None else _with_record(path, model, record)
 
 

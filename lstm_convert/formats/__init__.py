@@ -53,6 +53,17 @@ class ReadOptions:
     check: bool = True
 
 
+class Note(str):
+    """A note on a conversion in the library's terms; ``cli`` says the same in the command line's."""
+
+    cli: str
+
+    def __new__(cls, text: str, cli: str | None = None) -> Note:
+        note = super().__new__(cls, text)
+        note.cli = cli or text
+        return note
+
+
 @dataclass(frozen=True)
 class LayerVerdict:
     """Whether a target holds one layer: ``exact``; ``weights`` (every weight exactly, but not ``needs``,

@@ -43,7 +43,7 @@ def _read(path: Path, options: ReadOptions):
     except FormatError:
         raise
     except LSTMConvertError as exc:
-        raise type(exc)(f"{path}: {exc}") from None
+        raise exc.prefixed(str(path)) from None
 
 
 def _write(model, path: Path, before_rename) -> None:
@@ -83,7 +83,7 @@ def _notes(model, module: bool) -> list[str]:
     lone = [layer.name for layer in model.layers if layer.kind == "embedding"]
     if lone:
         notes.append(f"{', '.join(lone)}: an Embedding's lone weight reads back as an Embedding only when its "
-                     "kind is given (kinds=, --kind PREFIX=embedding)")
+                     "kind is given (kinds={prefix: 'embedding'})")
     return notes
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import (
     Format,
     LayerVerdict,
+    Note,
     ReadOptions,
     Run,
     head,
@@ -202,9 +203,11 @@ def _notes(model, module: bool) -> list[str]:
     semantics = model.semantics()
     if not semantics or module:
         return []
-    return [f"the state dict keeps every weight exactly, but not what the model computes around them "
-            f"({'; '.join(semantics)}); pass --module FILE.py for a module that does (lstm_convert records it "
-            "in the file, so verify and convert read it back)"]
+    kept = f"the state dict keeps every weight exactly, but not what the model computes around them " \
+        f"({'; '.join(semantics)})"
+    recorded = "(lstm_convert records it in the file, so verify and convert read it back)"
+    return [Note(f"{kept}; pass module= for a module file that does {recorded}",
+                 cli=f"{kept}; pass --module FILE.py for a module that does {recorded}")]
 
 
 FORMAT = Format(
