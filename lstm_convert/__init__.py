@@ -70,13 +70,13 @@ def to_torch(weights: Layer | Model, module: Any = None, *, state_dict: bool = F
 
 def save(weights: Layer | Model, path: str | os.PathLike) -> Path:
     """Write ``weights`` to a canonical safetensors archive; the file appears complete or not at all."""
-    from .adapters import safetensors
+    from .adapters import archive
 
-    return safetensors.write(weights, path)
+    return archive.write(weights, path)
 
 
 def load(path: str | os.PathLike) -> Layer | Model:
     """Read a canonical safetensors archive written by :func:`save`: the layer or model saved."""
-    from .adapters import safetensors
+    from .adapters import archive
 
-    return safetensors.read(path)
+    return archive.read(path)

@@ -193,17 +193,12 @@ class RecurrentLayer(_BitEqual):
         """Every (layer, direction, gate) in canonical order."""
         return gate_keys(self.kind, self.num_layers, self.directions, self.backward)
 
-    def onnx_features(self) -> list[str]:
-        """The features of this layer that only ONNX (and the archive) can hold."""
+    def cell_features(self) -> list[str]:
+        """What this layer's cells compute beyond the plain equations: peepholes, a clipped cell state,
+        coupled input and forget gates, a single reverse direction. Most targets have none of these."""
         return [name for name, present in (("peepholes (P)", bool(self.peepholes)), ("clip", self.clip is not None),
                                            ("input_forget", self.input_forget),
                                            ("a single reverse direction", self.backward)) if present]
-
-    def refuse_onnx_features(self, target: str) -> None:
-        """UnsupportedError if this layer has ONNX-only features, which ``target`` (say ``nn.LSTM``) lacks."""
-        if self.onnx_features():
-            raise UnsupportedError(f"{self.name}: {', '.join(self.onnx_features())} of this ONNX layer have no "
-                                   f"{target} equivalent; keep it in a safetensors archive, or keep it in ONNX")
 
     def semantics(self) -> list[str]:
         """What this layer computes beyond running its weights over the whole sequence from the start

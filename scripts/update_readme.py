@@ -4,7 +4,8 @@
 
 Runs ``lstm-convert demo --out demo`` in a temporary directory, then every
 ``$ lstm-convert ...`` line of the README's ``text`` blocks there, and the demo
-output under the Quick start. tests/test_cli.py checks that the outputs that
+output under the Quick start; writes the format table from the registry and the
+gate tables from gates.py. tests/test_cli.py checks that the outputs that
 hold no floating-point figures still match.
 """
 
@@ -15,6 +16,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from lstm_convert import formats
+from lstm_convert.gates import GATES, gate_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -41,6 +45,15 @@ def main() -> None:
             return "```text\n" + "\n".join(out) + "\n```"
 
         text = re.sub(r"```text\n(.*?)```", block, text, flags=re.S)
+    text = re.sub(r"^\| format \| files \| holds \|.*?(?=\n\n)", lambda _: formats.table(), text, flags=re.S | re.M)
+    head = re.escape(gate_table("lstm").split("\n", 1)[0])
+    first = {GATES[kind][0]: kind for kind in GATES}  # which table it is, by its first gate
+
+    def gates(match: re.Match) -> str:
+        gate = match.group(0).split("\n")[2].split("|")[1].strip()
+        return gate_table(first[gate])
+
+    text = re.sub(rf"^{head}\n.*?(?=\n\n)", gates, text, flags=re.S | re.M)  # the gate tables, from gates.py
     README.write_text(text, encoding="utf-8")
 
 

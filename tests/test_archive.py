@@ -189,3 +189,12 @@ def test_duplicate_names_are_refused(tmp_path, rng):
     (tmp_path / "dup.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + length:])
     with pytest.raises(lc.FormatError, match=r"dup.safetensors: the header names tensor lstm.l0.forward.input.W_x twice"):
         lc.load(tmp_path / "dup.safetensors")
+
+
+def sample(directory, rng):
+    """An archive as the conformance suite (test_formats.py) reads it: a bidirectional LSTM and a Dense."""
+    model = lc.Model((lc.from_torch(random_torch_lstm(rng, input_size=3, hidden_size=2, bidirectional=True),
+                                    name="lstm"),
+                      lc.Dense(name="dense", weight=rng.normal(size=(4, 4)).astype("float32"),
+                               bias=rng.normal(size=4).astype("float32"))))
+    return lc.save(model, directory / "sample.safetensors")

@@ -6,48 +6,38 @@ The number of examples per reader is bounded for CI; LSTM_CONVERT_FUZZ_EXAMPLES=
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_torch_lstm, randomize_keras
+from conftest import random_torch_lstm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lstm_convert as lc
-from lstm_convert import files
+from lstm_convert import files, formats
 from lstm_convert.describe import describe
 
 EXAMPLES = int(os.environ.get("LSTM_CONVERT_FUZZ_EXAMPLES", "25"))
 VALID: dict[str, tuple[bytes, str, str | None]] = {}
 
 
+CASES = (*formats.NAMES, "torch-safetensors")  # every registered format's sample, and a PyTorch .safetensors
+
+
 @pytest.fixture(scope="module", autouse=True)
 def valid_files(tmp_path_factory):
-    """One small valid file per reader, as bytes."""
-    import keras
-    import torch
-
+    """One small valid file per registered format (its test file's sample), as bytes."""
     work = tmp_path_factory.mktemp("valid")
-    rng = np.random.default_rng(3)
-    module = random_torch_lstm(rng, input_size=3, hidden_size=2)
-    weights = lc.Model((lc.from_torch(module),))
-    lc.save(weights, work / "a.safetensors")
-    files.write(weights, work / "t.safetensors", "torch")
-    torch.save(module.state_dict(), work / "m.pt")
-    files.write(weights, work / "m.onnx")
-    model = keras.Sequential([keras.Input((4, 3)), keras.layers.GRU(2, name="gru"), keras.layers.Dense(2, name="d")])
-    randomize_keras(model, rng)
-    model.save(work / "k.keras")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.save(work / "k.h5")
-    for name, fmt in (("a.safetensors", "archive"), ("t.safetensors", "torch"), ("m.pt", "torch"),
-                      ("m.onnx", "onnx"), ("k.keras", "keras"), ("k.h5", "h5")):
-        VALID[name] = ((work / name).read_bytes(), Path(name).suffix, fmt)
+    for name in formats.NAMES:
+        path = importlib.import_module(f"test_{name}").sample(work, np.random.default_rng(3))
+        VALID[name] = (path.read_bytes(), path.suffix, name)
+    module = random_torch_lstm(np.random.default_rng(3), input_size=3, hidden_size=2)
+    files.write(lc.Model((lc.from_torch(module),)), work / "t.safetensors", "torch")
+    VALID["torch-safetensors"] = ((work / "t.safetensors").read_bytes(), ".safetensors", "torch")
     yield
 
 
@@ -76,7 +66,7 @@ def _mutate(data: bytes, mutation: tuple) -> bytes:
     return data[:at] + mutation[2] + data[at:]
 
 
-@pytest.mark.parametrize("name", ["a.safetensors", "t.safetensors", "m.pt", "m.onnx", "k.keras", "k.h5"])
+@pytest.mark.parametrize("name", CASES)
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
           derandomize=not os.environ.get("LSTM_CONVERT_FUZZ_EXAMPLES"))
 @given(mutation=_mutations())
@@ -92,7 +82,7 @@ def test_readers_only_raise_their_own_errors(name, mutation):
             pass
 
 
-@pytest.mark.parametrize("name", ["a.safetensors", "t.safetensors", "m.pt", "m.onnx", "k.keras", "k.h5"])
+@pytest.mark.parametrize("name", CASES)
 def test_empty_truncated_and_wrong_magic_give_one_line(tmp_path, name):
     import subprocess
     import sys

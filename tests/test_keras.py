@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_run, inputs, random_keras_lstm, random_torch_lstm, run_keras, run_torch
+from conftest import (assert_same_run, inputs, random_keras_lstm, random_torch_lstm, randomize_keras, run_keras,
+                      run_torch)
 
 import lstm_convert as lc
 from lstm_convert import reference
@@ -162,3 +163,12 @@ def test_other_keras_backend(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"
+
+
+def sample(directory, rng):
+    """A .keras file as Keras saves it, for the conformance suite (test_formats.py)."""
+    model = keras.Sequential([keras.Input((4, 3)), keras.layers.LSTM(2, return_sequences=True, name="lstm"),
+                              keras.layers.Dense(2, name="dense")])
+    randomize_keras(model, rng)
+    model.save(directory / "sample.keras")
+    return directory / "sample.keras"

@@ -221,3 +221,12 @@ def test_pt_file_with_embedding_to_onnx_and_inspect(tmp_path, rng, capsys):
     assert "rnn              GRU" in text and "reset (r)  [0, 4:8]" in text
     assert main(["verify", str(tmp_path / "tagger.pt"), str(tmp_path / "tagger.onnx"), "--kind",
                  "embed=embedding"]) == 0
+
+
+def sample(directory, rng):
+    """An ONNX file of a GRU and a Dense (as this tool writes it), for the conformance suite (test_formats.py)."""
+    model = lc.Model((lc.from_torch(random_torch_lstm(rng, input_size=3, hidden_size=2, module="GRU"), name="gru"),
+                      lc.Dense(name="dense", weight=rng.normal(size=(4, 2)).astype("float32"),
+                               bias=rng.normal(size=4).astype("float32"))))
+    files.write(model, directory / "sample.onnx")
+    return directory / "sample.onnx"

@@ -30,6 +30,12 @@ def test_gate_tables_match_gates_module():
         assert gate_table(kind) in README, kind
 
 
+def test_format_table_is_the_registry():
+    from lstm_convert import formats
+
+    assert formats.table() in README
+
+
 def test_quick_start_is_two_commands_and_ci_runs_the_second():
     (commands,) = [b for b in _blocks("") if "pip install" in b]
     lines = [line for line in commands.splitlines() if line.strip()]

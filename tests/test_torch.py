@@ -109,3 +109,11 @@ def test_errors_name_the_keys(rng):
         lc.from_torch(state)
     with pytest.raises(lc.FormatError, match=r"cannot account for keys \['bias', 'weight'\]: they are not"):
         lc.from_torch(torch.nn.Conv1d(7, 3, 2))
+
+
+def sample(directory, rng):
+    """A state dict as torch.save writes it, for the conformance suite (test_formats.py)."""
+    module = torch.nn.Sequential()
+    module.add_module("lstm", random_torch_lstm(rng, input_size=3, hidden_size=2, num_layers=2))
+    torch.save(module.state_dict(), directory / "sample.pt")
+    return directory / "sample.pt"

@@ -1,1 +1,19 @@
 """One module per framework or file format, each a symmetric ``read`` / ``write`` pair."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import UnsupportedError
+
+if TYPE_CHECKING:
+    from ..canonical import RecurrentLayer
+
+
+def refuse_cell_features(layer: RecurrentLayer, target: str) -> None:
+    """UnsupportedError if ``layer`` has cell features (:meth:`RecurrentLayer.cell_features`: read from ONNX)
+    that ``target`` (say ``nn.LSTM``, or Keras) lacks."""
+    features = layer.cell_features()
+    if features:
+        raise UnsupportedError(f"{layer.name}: {', '.join(features)} of this ONNX layer have no {target} "
+                               "equivalent; keep it in a safetensors archive, or keep it in ONNX")

@@ -33,6 +33,7 @@ from ..activations import ACTIVATIONS
 from ..canonical import Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer, with_settings
 from ..errors import ShapeError, UnsupportedError
 from ..gates import join, join_bias, layout, split, split_bias
+from . import refuse_cell_features
 
 RECURRENT = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn"}
 CELLS = {"LSTMCell": "lstm", "GRUCell": "gru", "SimpleRNNCell": "rnn"}
@@ -201,7 +202,7 @@ def check_representable(layer: Layer) -> None:
     keep = "keep it in a safetensors archive"
     activations = [("activation", layer.activation)] if isinstance(layer, Dense) else []
     if isinstance(layer, RecurrentLayer):
-        layer.refuse_onnx_features("Keras")
+        refuse_cell_features(layer, "Keras")
         if layer.proj_size:
             raise UnsupportedError(f"{layer.name}: an LSTM with proj_size={layer.proj_size} (weight_hr) has no Keras "
                                    f"equivalent; {keep}")

@@ -55,8 +55,17 @@ from .._atomic import atomic_write
 from .._optional import require
 from ..canonical import DIRECTIONS, MERGE_MODES, Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
 from ..errors import ConfigError, FormatError, ShapeError, UnsupportedError
-from ..gates import (activation_attributes, activations, join, join_bias, join_peepholes, layout, split, split_bias,
-                     split_peepholes)
+from ..gates import (
+    activation_attributes,
+    activations,
+    join,
+    join_bias,
+    join_peepholes,
+    layout,
+    split,
+    split_bias,
+    split_peepholes,
+)
 
 OPSET = 17
 METADATA_KEY = "lstm_convert.layers"

@@ -41,6 +41,7 @@ from .._optional import require
 from ..canonical import DIRECTIONS, ROLES, Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
 from ..errors import ConfigError, FormatError, ShapeError, UnsupportedError
 from ..gates import join_bias, join_chunks, layout, split, split_bias
+from . import refuse_cell_features
 
 _SUFFIX = {"forward": "", "reverse": "_reverse"}
 _RECURRENT_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)(?:_l(\d+)(_reverse)?)?$")
@@ -227,7 +228,7 @@ def check_representable(layer: Layer) -> None:
         return
     keep = "Keep it in a safetensors archive"
     module = f"nn.{_MODULES[layer.kind][layer.cell]}"
-    layer.refuse_onnx_features(module)
+    refuse_cell_features(layer, module)
     # go_backwards and merge modes other than concat are not a module's, but its weights are an ordinary
     # module's: the state dict holds them, and the generated module (--module) reverses and merges.
     if layer.kind == "gru" and not layer.reset_after:

@@ -70,7 +70,13 @@ def write_pt(weights: Layer | Model, path: str | os.PathLike, *,
 
 def _record(weights: Layer | Model) -> str:
     model = weights if isinstance(weights, Model) else Model((weights,), source=weights.source)
-    return json.dumps({"format_version": 2, **model.spec()}, sort_keys=True)
+    spec = model.spec()
+    # Where the weights came from; not what this file is (file_format) or how it was read (model_record).
+    spec["source"] = {k: v for k, v in spec["source"].items() if k not in _FILE_KEYS}
+    return json.dumps({"format_version": 2, **spec}, sort_keys=True)
+
+
+_FILE_KEYS = ("file_format", "model_record")
 
 
 def _pt_record(path: Path) -> Any:
@@ -210,7 +216,9 @@ def _with_record(path: Path, model: Model, record: Mapping[str, Any]) -> Model:
         if built:
             raise FormatError(f"the state dict's modules {sorted(built)} are not in it")
         shape = record.get("input_shape")
-        source = {**record.get("source", {}), **model.source, "model_record": "lstm_convert"}
+        recorded = record.get("source", {}) if isinstance(record.get("source"), dict) else {}
+        source = {**model.source, **recorded, "file_format": model.source.get("file_format"),
+                  "model_record": "lstm_convert"}
         return Model(tuple(layers), config=record.get("config", {}), source=source,
                      input_shape=tuple(shape) if isinstance(shape, list) else shape,
                      input_dtype=record.get("input_dtype"), batch_size=record.get("batch_size"))

@@ -188,6 +188,7 @@ class Format:
     module_source: Callable[[Model], str] | None = None
     notes: Callable[[Model, bool], list[str]] = lambda model, module: []
     runs_stateful: bool = False
+    runtime: str = "the float64 reference"
 
     @property
     def reads(self) -> bool:
@@ -237,6 +238,15 @@ def every() -> list[Format]:
 
 def writable() -> list[Format]:
     return [f for f in every() if f.writes]
+
+
+def table() -> str:
+    """The README's format table, written from the registry."""
+    rows = ["| format | files | holds | read | write | `verify` runs it with |", "|---|---|---|---|---|---|"]
+    for f in every():
+        rows.append(f"| `{f.name}` | {', '.join(f'`{s}`' for s in f.suffixes)} | {f.holds} | "
+                    f"{'yes' if f.reads else 'no'} | {'yes' if f.writes else 'no'} | {f.runtime} |")
+    return "\n".join(rows)
 
 
 def detect(path: str | os.PathLike, declared: str | None = None) -> Format:

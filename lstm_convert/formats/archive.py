@@ -1,5 +1,5 @@
 """The canonical archive: one safetensors tensor per layer, direction, gate and role, the configuration
-and provenance in its metadata, a SHA-256 per tensor (the schema is :mod:`lstm_convert.adapters.safetensors`).
+and provenance in its metadata, a SHA-256 per tensor (the schema is :mod:`lstm_convert.adapters.archive`).
 It holds every layer exactly."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ def _recognise(path: Path, head: bytes) -> bool:
     if not is_safetensors(path, head):
         return False
     from .. import _safetensors
-    from ..adapters.safetensors import is_archive
+    from ..adapters.archive import is_archive
     from ..errors import LSTMConvertError
 
     try:
@@ -23,35 +23,36 @@ def _recognise(path: Path, head: bytes) -> bool:
 
 
 def _read(path: Path, options: ReadOptions):
-    from ..adapters import safetensors
+    from ..adapters import archive
     from ..canonical import Model
 
     with parsing(path, "safetensors file", (OSError, ValueError, RecursionError)):
-        loaded = safetensors.read(path, header_only=options.header_only, check=options.check)
+        loaded = archive.read(path, header_only=options.header_only, check=options.check)
     return loaded if isinstance(loaded, Model) else Model((loaded,), source=loaded.source)
 
 
 def _write(model, path: Path, before_rename) -> None:
-    from ..adapters import safetensors
+    from ..adapters import archive
 
-    safetensors.write(model, path, before_rename=before_rename)
+    archive.write(model, path, before_rename=before_rename)
 
 
 def _integrity(path: Path) -> None:
-    from ..adapters import safetensors
+    from ..adapters import archive
 
-    safetensors.check_digests(path)
+    archive.check_digests(path)
 
 
 def _recorded_non_finite(path: Path) -> list[str] | None:
-    from ..adapters import safetensors
+    from ..adapters import archive
 
-    return safetensors.recorded_non_finite(path)
+    return archive.recorded_non_finite(path)
 
 
 FORMAT = Format(
     name="archive", title="lstm_convert archive", suffixes=(".safetensors",),
-    holds="the canonical form: every layer exactly, with its configuration, semantics and SHA-256 digests",
+    holds="the canonical form: one tensor per gate and role, the configuration, what the model computes and "
+          "SHA-256 digests; holds every layer exactly",
     recognise=_recognise, read=_read, write=_write, integrity=_integrity,
     recorded_non_finite=_recorded_non_finite,
 )

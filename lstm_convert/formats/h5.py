@@ -35,6 +35,7 @@ def _run(path: Path, model, calls: list) -> Run:
 
 FORMAT = Format(
     name="h5", title="legacy Keras model", suffixes=(".h5", ".hdf5"), layouts="keras",
-    holds="a tf.keras 2 / Keras 2 model file (model_config and model_weights), read only",
+    holds="a tf.keras 2.x (or Keras 3 legacy-format) model file: read with h5py (no Keras)",
     recognise=_recognise, read=_read, run=_run, runs_stateful=True,
+    runtime="tf_keras' `load_model`, where installed",
 )

@@ -133,7 +133,8 @@ def _run_layers(path: Path, model, x: np.ndarray, states: dict) -> list | str | 
 
 FORMAT = Format(
     name="keras", title="Keras 3 model", suffixes=(".keras",), layouts="keras",
-    holds="a Keras model (config.json, model.weights.h5): read without Keras, written through Keras",
+    holds="a Keras 3 model: read with zipfile, json and h5py (no Keras), written through Keras",
     recognise=_recognise, read=_read, write=_write, check_layer=check_layer, check_model=check_model,
     run=run, run_layers=_run_layers, runs_stateful=True,
+    runtime="`keras.saving.load_model` (tf_keras for a `.keras` from tf.keras 2)",
 )

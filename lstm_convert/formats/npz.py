@@ -28,10 +28,12 @@ def _read(path: Path, options: ReadOptions):
     from ..errors import FormatError, LSTMConvertError
 
     with parsing(path, "NumPy .npz file", zip_errors()):
-        with np.load(path, allow_pickle=False) as archive:
+        with open(path, "rb") as handle:  # ours to close, also when np.load fails half-way
+            archive = np.load(handle, allow_pickle=False)
             if not isinstance(archive, np.lib.npyio.NpzFile):
                 raise FormatError(f"{path}: holds one array, not an .npz state dict")
-            arrays = {key: archive[key] for key in archive.files}
+            with archive:
+                arrays = {key: archive[key] for key in archive.files}
     if not arrays:
         raise FormatError(f"{path}: holds no arrays")
     for key, array in arrays.items():
@@ -91,15 +93,16 @@ def _state(path: Path) -> dict:
     import numpy as np
     import torch
 
-    with np.load(path, allow_pickle=False) as archive:
+    with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
         return {key: torch.from_numpy(archive[key]) for key in archive.files}
 
 
 FORMAT = Format(
     name="npz", title="NumPy .npz state dict", suffixes=(".npz",), layouts="torch",
-    holds="a PyTorch state dict as np.savez writes it: arrays only",
+    holds="a PyTorch state dict as `np.savez(**state_dict)` writes it, read with `np.load(allow_pickle=False)`: "
+          "arrays only",
     recognise=_recognise, read=_read, write=_write, check_layer=check_layer, check_model=check_model,
     run=lambda path, model, calls: torch_format.run_state(path, model, calls, lambda: _state(path)),
     run_layers=lambda path, model, x, states: torch_format.run_state_layers(model, x, states, lambda: _state(path)),
-    notes=_notes,
+    notes=_notes, runtime="PyTorch, as a state dict",
 )

@@ -212,9 +212,11 @@ def _notes(model, module: bool) -> list[str]:
 
 FORMAT = Format(
     name="torch", title="PyTorch state dict", suffixes=(".pt", ".pth", ".safetensors"), layouts="torch",
-    holds="a state dict (torch.save, or safetensors in PyTorch's layout): written without PyTorch",
+    holds="a state dict: `.pt` read with `torch.load(weights_only=True)` only and written in `torch.save`'s "
+          "format without PyTorch; `.safetensors` in PyTorch's layout, for `safetensors.torch.load_file`",
     recognise=_recognise, read=_read, write=_write, check_layer=check_layer, check_model=check_model,
     run=lambda path, model, calls: run_state(path, model, calls, lambda: load_state(path)),
     run_layers=lambda path, model, x, states: run_state_layers(model, x, states, lambda: load_state(path)),
     module_source=_module_source, notes=_notes,
+    runtime="PyTorch: the module `--module` writes, `load_state_dict(strict=True)`",
 )
