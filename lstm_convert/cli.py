@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     writable = formats.writable()
     conv.add_argument("--to", dest="dst_format", choices=[f.name for f in writable],
                       help="DST's format (default: by extension: " + ", ".join(
-                          f"{'/'.join(f.suffixes)} {f.name}" for f in writable) + "; the first one listed wins)")
+                          f"{'/'.join(f.suffixes)} {f.name}" for f in writable) + "; where two share an extension, the first")
     conv.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     conv.add_argument("--strict", action="store_true", help="refuse weights that hold NaN or infinity")
     conv.add_argument("--check", action="store_true",
@@ -319,7 +319,7 @@ def _verify(args: argparse.Namespace) -> int:
     for row in result.rows:
         print(f"{row['layer']:<16} {row['part']:<8} {row['max_abs_diff']:>12.3e}" + ("" if row["ok"] else "  MISMATCH"))
     for note in result.notes:
-        print(f"note: {note}")
+        print(f"note: {getattr(note, 'cli', note)}")
     if not result.ok:
         print("FAILED: outputs differ beyond tolerance")
     elif len(result.rows) > 1:

@@ -66,7 +66,8 @@ def test_what_an_npz_cannot_hold_is_said(tmp_path, rng, capsys):
     assert main(["convert", str(tmp_path / "m.keras"), str(tmp_path / "m.npz")]) == 0
     assert "the .npz keeps every weight exactly, but not what the model computes around them (lstm: " \
            "return_sequences=False)" in capsys.readouterr().out
-    assert main(["convert", str(tmp_path / "m.keras"), str(tmp_path / "x.npz"), "--module", str(tmp_path / "m.py")]) == 1
+    module = str(tmp_path / "m.py")
+    assert main(["convert", str(tmp_path / "m.keras"), str(tmp_path / "x.npz"), "--module", module]) == 1
     assert "a module file is written beside a PyTorch state dict, not beside NumPy .npz state dict files" in \
         capsys.readouterr().err
     assert not (tmp_path / "x.npz").exists() and not (tmp_path / "m.py").exists()

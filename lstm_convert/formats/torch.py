@@ -133,8 +133,9 @@ def run_state(path: Path, model, calls: list, state: Callable[[], Mapping[str, A
         out = module(torch.from_numpy(calls[0])).float().numpy()
     notes = []
     if model.semantics():
-        notes.append(f"{path.name}: its model record says {'; '.join(model.semantics())}: run as the module of "
-                     "--module")
+        said = f"{path.name}: its model record says {'; '.join(model.semantics())}"
+        notes.append(Note(f"{said}: run as the module that module= writes",
+                          cli=f"{said}: run as the module of --module"))
     if model.source.get("model_record") != "lstm_convert":
         notes.append(f"{path.name}: a state dict without lstm_convert's model record says nothing of what is "
                      "computed around its weights: its layers run one after the other over whole sequences")
