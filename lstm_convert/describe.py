@@ -22,7 +22,7 @@ def describe(model: Model, fmt: str, path: str = "") -> dict[str, Any]:
     """A JSON-compatible description of ``model`` as stored in a file of format ``fmt``."""
     form = formats.get(fmt)
     framework = form.counted_as(model)
-    layers = [_layer(layer, form.layouts, framework) for layer in model.layers]
+    layers = [_layer(layer, form.layouts, form.params(layer, model)) for layer in model.layers]
     return {"file": path, "format": fmt, "source": dict(model.source), "counted_as": framework,
             "layers": layers, "total_params": sum(layer["params"] for layer in layers),
             "semantics": model.semantics(), "input": model.input_spec(),
@@ -38,9 +38,9 @@ def model_conversions(model: Model, *, module: bool = False) -> dict[str, dict[s
     return {form.name: form.check(model, module=module).as_dict() for form in formats.writable()}
 
 
-def _layer(layer: Layer, layouts: str | None, framework: str) -> dict[str, Any]:
+def _layer(layer: Layer, layouts: str | None, params: int) -> dict[str, Any]:
     out: dict[str, Any] = {"name": layer.name, "type": _TYPE[layer.kind], "dtype": layer.dtype,
-                           "params": layer.count_params(framework)}
+                           "params": params}
     if isinstance(layer, Dense):
         out["sizes"] = {"in_features": layer.in_features, "out_features": layer.out_features}
         out["activation"] = layer.activation
