@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     ins = sub.add_parser("inspect", help="what a file holds: layers, sizes, parameters, gate by gate")
     ins.add_argument("file")
     _source_options(ins, "the file's")
+    _only_option(ins, "list")
     ins.add_argument("--json", action="store_true", help="print one JSON object")
     ins.set_defaults(run=_inspect)
 
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("src")
     conv.add_argument("dst")
     _source_options(conv, "SRC's")
+    _only_option(conv, "convert")
     writable = formats.writable()
     conv.add_argument("--to", dest="dst_format", choices=[f.name for f in writable],
                       help="DST's format (default: by extension: " + ", ".join(
@@ -114,6 +116,12 @@ def _source_options(parser: argparse.ArgumentParser, whose: str) -> None:
     parser.add_argument("--from", dest="src_format", choices=formats.NAMES,
                         help=f"{whose} format (default: by content and extension)")
     _kind_option(parser)
+
+
+def _only_option(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                        help=f"{verb} just the layers this shell-style pattern selects: Keras layer names, state-dict "
+                        "module prefixes, ONNX node or output names (repeatable; 'inspect' lists them)")
 
 
 def _kind_option(parser: argparse.ArgumentParser) -> None:
@@ -167,8 +175,9 @@ def _inspect(args: argparse.Namespace) -> int:
     from .describe import describe
 
     fmt = files.detect(args.file, args.src_format)
-    info = describe(files.read(args.file, fmt, kinds=dict(args.kind), header_only=True), fmt, str(args.file))
-    info["non_finite"] = files.non_finite_of(args.file, fmt, kinds=dict(args.kind))
+    model = files.read(args.file, fmt, kinds=dict(args.kind), header_only=True, only=args.only, inventory=True)
+    info = describe(model, fmt, str(args.file))
+    info["non_finite"] = files.non_finite_of(args.file, fmt, kinds=dict(args.kind), only=args.only, inventory=True)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -189,6 +198,11 @@ def _inspect(args: argparse.Namespace) -> int:
         print(f"{layer['name']:<16} {layer['type']:<10} {sizes:<44} {layer['params']:>8}")
         if "gates" in layer:
             _print_gates(layer["gates"])
+    for entry in info["unconverted"]:
+        shapes = ", ".join(f"{k} {tuple(v)}" for k, v in entry.get("tensors", {}).items())
+        print(f"{entry['name']:<16} {entry['type']:<10} {'not converted: ' + entry['why']:<44}")
+        if shapes:
+            print(f"    {shapes}")
     print(f"{'total':<16} {'':<10} {'':<44} {info['total_params']:>8}")
     for entry in info.get("skipped", []):
         print(f"note: skipped {entry}: the identity at inference")
@@ -220,10 +234,13 @@ def _print_conversions(info: dict, targets: tuple[str, ...] | None = None) -> No
             else:
                 cells.append("exact")
         print(f"{layer['name']:<16} " + " ".join(f"{c:<10}" for c in cells).rstrip())
+    shared = [r for r in info["conversions"][targets[0]]["reasons"]
+              if len(targets) > 1 and all(r in info["conversions"][t]["reasons"] for t in targets)]
+    notes += [f"  ! every target: {r}" for r in shared]
     for target in targets:
         model = info["conversions"][target]
         layer_reasons = {f"{layer['name']}: {layer['conversions'][target].get('reason')}" for layer in info["layers"]}
-        notes += [f"  ! {target}: {r}" for r in model["reasons"] if r not in layer_reasons]
+        notes += [f"  ! {target}: {r}" for r in model["reasons"] if r not in layer_reasons and r not in shared]
     for note in notes:
         print(note)
 
@@ -270,7 +287,8 @@ def _convert(args: argparse.Namespace) -> int:
 
         fmt = files.target_format(args.dst, args.dst_format)
         src_fmt = files.detect(args.src, args.src_format)
-        model = with_settings(files.read(args.src, src_fmt, kinds=dict(args.kind)), _settings(args.settings))
+        model = with_settings(files.read(args.src, src_fmt, kinds=dict(args.kind), only=args.only),
+                              _settings(args.settings))
         info = describe(model, src_fmt, str(args.src))
         if args.module:
             info["conversions"] = model_conversions(model, module=True)
@@ -285,7 +303,7 @@ def _convert(args: argparse.Namespace) -> int:
 
     report = files.convert(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
                            overwrite=args.overwrite, kinds=dict(args.kind), strict=args.strict,
-                           settings=_settings(args.settings), module=args.module)
+                           settings=_settings(args.settings), module=args.module, only=args.only)
     print(f"wrote {report.path} ({report.format})" + (f" and {args.module}" if args.module else ""))
     for note in report.notes:
         print(f"note: {getattr(note, 'cli', note)}")

@@ -27,6 +27,7 @@ def describe(model: Model, fmt: str, path: str = "") -> dict[str, Any]:
             "layers": layers, "total_params": sum(layer["params"] for layer in layers),
             "semantics": model.semantics(), "input": model.input_spec(),
             "skipped": list(model.config.get("keras", {}).get("skipped", [])),
+            "unconverted": [dict(entry) for entry in model.config.get("unconverted", [])],
             "conversions": model_conversions(model)}
 
 
@@ -35,7 +36,14 @@ def model_conversions(model: Model, *, module: bool = False) -> dict[str, dict[s
     model's function, ``weights`` when a state dict keeps every weight exactly but what the model computes
     around them needs the module that ``--module`` writes (``module=True`` asks about that), and
     ``impossible`` with the reasons."""
-    return {form.name: form.check(model, module=module).as_dict() for form in formats.writable()}
+    out = {form.name: form.check(model, module=module).as_dict() for form in formats.writable()}
+    unconverted = model.config.get("unconverted", [])
+    if unconverted:  # the file holds more than these layers: converting it whole is refused
+        reason = (f"the file holds what lstm_convert does not convert ({', '.join(e['name'] for e in unconverted)}); "
+                  "select the layers to convert (only=, --only PATTERN)")
+        for verdict in out.values():
+            verdict.update(exact=False, verdict="impossible", reasons=[reason, *verdict["reasons"]])
+    return out
 
 
 def _layer(layer: Layer, layouts: str | None, params: int) -> dict[str, Any]:

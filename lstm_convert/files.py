@@ -9,7 +9,7 @@ damaged bytes into :class:`FormatError`; anything else is a bug of this library 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,12 +31,15 @@ def target_format(path: str | os.PathLike, declared: str | None = None) -> str:
 
 
 def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str, str] | None = None,
-         header_only: bool = False, check: bool = True) -> Model:
+         header_only: bool = False, check: bool = True, only: Sequence[str] = (), inventory: bool = False) -> Model:
     """Read any supported file into a :class:`Model`.
 
     ``header_only`` (for ``inspect``): safetensors files are not read past their
     header, and the arrays are placeholders with the right shapes and dtypes.
     An archive's tensors are checked against their SHA-256 unless ``check`` is False.
+    ``only`` (shell-style patterns on Keras layer names, state-dict module prefixes, ONNX node or output
+    names, archive layer names) reads just the layers they select; what the tool does not convert is
+    refused all together unless ``inventory`` (for ``inspect``) lists it in ``model.config["unconverted"]``.
     """
     path = Path(path)
     form = formats.detect(path, fmt)
@@ -44,7 +47,8 @@ def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str,
         raise FormatError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     if form.read is None:
         raise FormatError(f"{path}: format {form.name!r} is written, not read")
-    options = formats.ReadOptions(kinds=dict(kinds or {}), header_only=header_only, check=check)
+    options = formats.ReadOptions(kinds=dict(kinds or {}), header_only=header_only, check=check, only=tuple(only),
+                                  inventory=inventory)
     try:
         return form.read(path, options)
     except OSError as exc:  # the file itself cannot be read (permissions, a device error)
@@ -125,25 +129,27 @@ def non_finite(model: Model) -> list[str]:
     return bad
 
 
-def non_finite_of(path: str | os.PathLike, fmt: str, *, kinds: Mapping[str, str] | None = None) -> list[str]:
+def non_finite_of(path: str | os.PathLike, fmt: str, *, kinds: Mapping[str, str] | None = None,
+                  only: Sequence[str] = (), inventory: bool = False) -> list[str]:
     """The tensors of a file that hold NaN or infinity: from its header where the format records them
     (the archive), else from the values."""
     form = formats.get(fmt)
     recorded = form.recorded_non_finite(Path(path)) if form.recorded_non_finite is not None else None
     if recorded is not None:
         return recorded
-    return non_finite(read(path, fmt, kinds=kinds, check=False))
+    return non_finite(read(path, fmt, kinds=kinds, check=False, only=only, inventory=inventory))
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str | None = None,
             dst_format: str | None = None, overwrite: bool = False,
             kinds: Mapping[str, str] | None = None, strict: bool = False,
             settings: Mapping[str, Mapping[str, object]] | None = None,
-            module: str | os.PathLike | None = None) -> Report:
+            module: str | os.PathLike | None = None, only: Sequence[str] = ()) -> Report:
     """Read ``src`` and write it to ``dst``; the source is never modified. ``strict`` refuses weights
     that hold NaN or infinity; ``settings`` states what the source cannot say (``{"lstm":
     {"return_sequences": False}}``, see :func:`lstm_convert.canonical.with_settings`); ``module`` also
-    writes a PyTorch module file (see :func:`write`)."""
+    writes a PyTorch module file (see :func:`write`); ``only`` converts just the layers it selects (see
+    :func:`read`)."""
     src, dst = Path(src), Path(dst)
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
         raise FormatError(f"{dst}: is the source file; write to another path")
@@ -152,7 +158,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
         raise FormatError(f"{dst}: already exists", remedy="pass overwrite=True to replace it",
                           hint="pass --overwrite to replace it")
     source = formats.detect(src, src_format)
-    model = read(src, source.name, kinds=kinds, check=source.integrity is None)
+    model = read(src, source.name, kinds=kinds, check=source.integrity is None, only=only)
     if settings:
         from .canonical import with_settings
         model = with_settings(model, settings)

@@ -33,6 +33,8 @@ def main() -> None:
     text = README.read_text(encoding="utf-8")
     with tempfile.TemporaryDirectory() as tmp:
         demo = run("lstm-convert demo --out demo", tmp)
+        for code in re.findall(r"```python\n(.*?)```", text, re.S):  # the files the examples make, as the test does
+            subprocess.run([sys.executable, "-c", code], cwd=tmp, capture_output=True, text=True)
 
         def block(match: re.Match) -> str:
             lines = match.group(1).splitlines()

@@ -25,7 +25,7 @@ import json
 import os
 import re
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +35,17 @@ from .._atomic import atomic_write
 from .._optional import require
 from ..canonical import Model
 from ..errors import FormatError, LSTMConvertError, UnsupportedError
+from ..formats import check_selection, selects, unconverted_error
 from . import keras as keras_adapter
 
 _MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
 _SKIPPED = ("InputLayer",) + keras_adapter.INFERENCE_IDENTITY
 
 
-def read_keras(path: str | os.PathLike) -> Model:
-    """Read a Keras 3 ``.keras`` file into a :class:`Model`, without importing Keras."""
+def read_keras(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: bool = False) -> Model:
+    """Read a Keras 3 ``.keras`` file into a :class:`Model`, without importing Keras: the layers that the
+    shell-style patterns ``only`` select (all without), refusing all at once what the tool does not convert
+    unless ``inventory`` lists it in ``model.config["unconverted"]``."""
     h5py = require("h5py")
     path = Path(path)
     try:
@@ -70,26 +73,35 @@ def read_keras(path: str | os.PathLike) -> Model:
     except OSError as exc:
         raise FormatError(f"{path}: model.weights.h5 is not a readable HDF5 file ({exc})") from None
     with store, weights:
-        entries = []
+        entries, unknown = [], []
         used: dict[str, int] = {}
-        for class_name, layer_config in _chain(path, config):
+        for class_name, layer_config, inbound in _chain(path, config, strict=not only):
             group_name = _unique(_snake_case(class_name), used)
             if class_name in _SKIPPED:
-                entries.append((class_name, layer_config, None))
+                entries.append((class_name, layer_config, None, inbound))
+                continue
+            if not selects(only, layer_config["name"]):
+                entries.append((class_name, layer_config, _UNSELECTED, inbound))
                 continue
             group = store.get(f"layers/{group_name}")
-            if group is None and keras_adapter.variables(class_name, layer_config):
+            places = _variables(class_name, layer_config, unknown, lambda: _shapes(group))
+            if places is None:
+                continue
+            if group is None and places:
                 raise FormatError(f"{path}: layer {layer_config.get('name')!r} ({class_name}) has no weights "
                                   f"group layers/{group_name} in model.weights.h5")
-            tensors = _positional(path, group, layer_config, keras_adapter.variables(class_name, layer_config),
+            tensors = _positional(path, group, layer_config, places,
                                   weights if isinstance(weights, _Window) else None) if group is not None else {}
-            entries.append((class_name, layer_config, tensors))
-        return _model(path, entries, config, version, source)
+            entries.append((class_name, layer_config, tensors, inbound))
+        return _model(path, _selected(path, entries, only, unknown, inventory), config, version, source, unknown,
+                      first=_first_selected(entries))
 
 
-def _model(path: Path, entries: list, config: Mapping[str, Any], version: str, source: Mapping[str, str]) -> Model:
-    """The model of a file's layers, ``(class name, config, tensors or None when skipped)`` in order."""
-    shape, dtype = _input(config)
+def _model(path: Path, entries: list, config: Mapping[str, Any], version: str, source: Mapping[str, str],
+           unknown: list | None = None, first: bool = True) -> Model:
+    """The model of a file's layers, ``(class name, config, tensors or None when skipped)`` in order; the
+    model's input is the file's when ``first`` (the selection starts at the first layer)."""
+    shape, dtype = _input(config) if first else (None, None)
     layers: list = []
     for class_name, layer_config, tensors in reversed(entries):  # a Masking layer takes the next one's size
         if tensors is None:
@@ -101,15 +113,17 @@ def _model(path: Path, entries: list, config: Mapping[str, Any], version: str, s
     if skipped:
         settings["skipped"] = skipped
     try:
-        return Model(tuple(layers), config={"keras": settings}, source=source,
+        return Model(tuple(layers), config={"keras": settings, **({"unconverted": unknown} if unknown else {})},
+                     source=source,
                      input_shape=tuple(shape[1:]) if shape else None, batch_size=shape[0] if shape else None,
                      input_dtype=dtype)
     except LSTMConvertError as exc:
         raise FormatError(f"{path}: {exc}") from None
 
 
-def read_h5(path: str | os.PathLike) -> Model:
-    """Read a legacy Keras ``.h5`` model file (tf.keras 2.x, or Keras 3's legacy writer)."""
+def read_h5(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: bool = False) -> Model:
+    """Read a legacy Keras ``.h5`` model file (tf.keras 2.x, or Keras 3's legacy writer); ``only`` and
+    ``inventory`` as :func:`read_keras` takes them."""
     h5py = require("h5py")
     path = Path(path)
     try:
@@ -125,15 +139,21 @@ def read_h5(path: str | os.PathLike) -> Model:
         source = {"framework": "keras", "framework_version": version, "file_format": "h5"}
         weights = store["model_weights"]
         saved = [_text(n) for n in weights.attrs.get("layer_names", [])]
-        entries = []
-        for class_name, layer_config in _chain(path, config):
+        entries, unknown = [], []
+        for class_name, layer_config, inbound in _chain(path, config, strict=not only):
             if class_name in _SKIPPED:
-                entries.append((class_name, layer_config, None))
-                continue
-            if not keras_adapter.variables(class_name, layer_config):
-                entries.append((class_name, layer_config, {}))
+                entries.append((class_name, layer_config, None, inbound))
                 continue
             name = layer_config["name"]
+            if not selects(only, name):
+                entries.append((class_name, layer_config, _UNSELECTED, inbound))
+                continue
+            places = _variables(class_name, layer_config, unknown, lambda: _shapes(weights.get(name)))
+            if places is None:
+                continue
+            if not places:
+                entries.append((class_name, layer_config, {}, inbound))
+                continue
             if name not in saved or name not in weights:
                 raise FormatError(f"{path}: layer {name!r} ({class_name}) has no weights group model_weights/{name}")
             group = weights[name]
@@ -153,8 +173,9 @@ def read_h5(path: str | os.PathLike) -> Model:
             if set(tensors) != set(expected):
                 raise FormatError(f"{path}: layer {name!r} ({class_name}) holds weights {sorted(tensors)}, "
                                   f"expected {list(expected)}")
-            entries.append((class_name, layer_config, tensors))
-        return _model(path, entries, config, version, source)
+            entries.append((class_name, layer_config, tensors, inbound))
+        return _model(path, _selected(path, entries, only, unknown, inventory), config, version, source, unknown,
+                      first=_first_selected(entries))
 
 
 def write_keras(model: Model, path: str | os.PathLike, *, before_rename: Callable[[], None] | None = None) -> Path:
@@ -313,8 +334,9 @@ def _array(path: Path, dataset: Any, label: str, window: _Window | None = None) 
     return dataset[()]
 
 
-def _chain(path: Path, config: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The layers of a Sequential or single-chain functional model, in order."""
+def _chain(path: Path, config: Mapping[str, Any], strict: bool = True) -> Iterator[tuple[str, dict[str, Any], list]]:
+    """The layers of a Sequential or single-chain functional model, in order, each with the layers it takes
+    its input from. Without ``strict`` a functional model may be any graph (a selection of it is checked)."""
     inner = config.get("config") if isinstance(config, dict) else None
     layers = inner.get("layers") if isinstance(inner, dict) else None
     if not isinstance(layers, list):
@@ -326,14 +348,86 @@ def _chain(path: Path, config: Mapping[str, Any]) -> Iterator[tuple[str, dict[st
         class_name = entry.get("class_name")
         layer_config = dict(entry["config"])
         layer_config.setdefault("name", entry.get("name", class_name))
+        inbound = [previous] if previous is not None else []
         if config.get("class_name") != "Sequential" and class_name != "InputLayer":
             inbound = _inbound(entry.get("inbound_nodes"))
-            if inbound != [previous]:
+            if strict and inbound != [previous]:
                 raise UnsupportedError(f"{path}: layer {layer_config['name']!r} takes {inbound or 'no'} input(s), "
                                        f"not just the previous layer {previous!r}; only a single chain of layers "
                                        "is supported")
         previous = layer_config["name"]
-        yield class_name, layer_config
+        yield class_name, layer_config, inbound
+
+
+_UNSELECTED = "unselected"  # an entry's tensors when ``only`` does not select the layer
+
+
+def _variables(class_name: str, config: Mapping[str, Any], unknown: list, shapes) -> dict[str, str] | None:
+    """The variables of a layer the tool converts; None (and an entry in ``unknown``) for one it does not."""
+    try:
+        return keras_adapter.variables(class_name, config)
+    except UnsupportedError:
+        unknown.append({"name": config.get("name"), "type": class_name, "why": "not a layer lstm_convert converts",
+                        "tensors": shapes()})
+        return None
+
+
+def _shapes(group: Any) -> dict[str, list[int]]:
+    """The shapes of the datasets under an HDF5 group, by path below it."""
+    import h5py
+
+    found: dict[str, list[int]] = {}
+
+    def visit(name: str, item: Any) -> None:  # returns None: visititems stops at the first other value
+        if isinstance(item, h5py.Dataset):
+            found[name] = list(item.shape)
+
+    if isinstance(group, h5py.Group):
+        group.visititems(visit)
+    return found
+
+
+def _first_selected(entries: list) -> bool:
+    """Whether the first layer after the input is selected, so that the model's input is the file's."""
+    real = [e for e in entries if e[0] != "InputLayer"]
+    return bool(real) and real[0][2] is not _UNSELECTED
+
+
+def _selected(path: Path, entries: list, only: Sequence[str], unknown: list, inventory: bool) -> list:
+    """The entries ``(class name, config, tensors)`` of the selected layers, which must follow one another
+    and must not take a mask from a layer that is not selected; what the tool does not convert is refused
+    (all of it, in one message) unless ``inventory``."""
+    real = [e for e in entries if e[2] is not _UNSELECTED and e[0] != "InputLayer"]
+    if only:
+        check_selection(str(path), only, [e[1]["name"] for e in entries if e[0] != "InputLayer"]
+                        + [u["name"] for u in unknown])
+    if unknown and not (inventory and any(e[2] is not None for e in real)):
+        raise unconverted_error(str(path), unknown, "Keras")
+    chosen, last, gap, masker, previous = [], None, None, None, None
+    for class_name, config, tensors, inbound in entries:
+        name = config["name"]
+        if class_name == "InputLayer":
+            continue
+        if tensors is _UNSELECTED:
+            if last is not None:
+                gap = gap or name
+            elif class_name == "Masking" or (class_name == "Embedding" and config.get("mask_zero")):
+                masker = name
+            continue
+        if only and tensors is None and last is None:
+            continue  # an identity layer before the selection: not part of it
+        if only and tensors is not None:
+            if last is not None and (gap is not None or inbound != [previous]):
+                raise UnsupportedError(f"{path}: the selected layers {last!r} and {name!r} do not follow one another"
+                                       + (f" ({gap!r} lies between them)" if gap else f" ({name!r} takes {inbound})")
+                                       + "; select one run of layers, each taking the previous one's output")
+            if last is None and masker is not None:
+                raise UnsupportedError(f"{path}: {name!r} takes the mask that {masker!r} makes, which is not selected",
+                                       remedy=f"select {masker!r} too", hint=f"select {masker!r} too (--only)")
+            last = name
+        chosen.append((class_name, config, tensors))
+        previous = name
+    return chosen
 
 
 def _inbound(nodes: Any) -> list[str]:

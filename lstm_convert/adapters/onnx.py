@@ -45,7 +45,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from .._atomic import atomic_write
 from .._optional import require
 from ..canonical import DIRECTIONS, MERGE_MODES, Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
 from ..errors import ConfigError, FormatError, ShapeError, UnsupportedError
+from ..formats import check_selection, selects
 from ..gates import (
     activation_attributes,
     activations,
@@ -449,8 +450,15 @@ def _merge(g: _Graph, unit: RecurrentLayer, y: str, axis: int) -> str:
 # -- reading ------------------------------------------------------------------------------------------
 
 
-def read(path: str | os.PathLike) -> Model:
-    """Read the recurrent, Dense and Embedding layers of an ONNX model, in graph order."""
+def read(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: bool = False) -> Model:
+    """Read the recurrent, Dense and Embedding layers of an ONNX model, in graph order.
+
+    ``only`` (shell-style patterns on node or output names) reads just the operators they select, each as
+    the layer it is (a recurrent operator returns its whole output sequence), which must follow one another
+    through data plumbing alone; nothing else in the graph is checked. With ``inventory`` (``inspect``), a
+    graph that cannot be read whole is read as its layer operators, and the nodes that carry other weights
+    are listed in ``model.config["unconverted"]``.
+    """
     onnx = require("onnx")
     from onnx import numpy_helper
 
@@ -479,21 +487,8 @@ def read(path: str | os.PathLike) -> Model:
     names = _recorded(meta)
     graph_outputs = {o.name for o in graph.output}
     source = {"framework": "onnx", "file_format": "onnx", "producer": f"{proto.producer_name} {proto.producer_version}".strip()}
-    layers: list[Layer] = []
-    unaccounted: list[str] = []
     # What this module's writer puts around a layer (merging directions, say) is named after the layer.
     ours = {spec["name"] for spec in names} if proto.producer_name == "lstm_convert" else set()
-    counters: dict[str, int] = {}
-    taken: set[str] = set()  # nodes folded into a Dense layer
-
-    def name_for(kind: str) -> tuple[str, dict, dict]:
-        index = len(layers)
-        if index < len(names):
-            spec = names[index]
-            return spec["name"], spec.get("config", {}), spec.get("source", {})
-        count = counters.get(kind, 0)
-        counters[kind] = count + 1
-        return (kind if count == 0 else f"{kind}_{count}"), {}, {}
 
     # Tensors computed from the model's data (not weights, not shapes): a node that is not part of a layer
     # and computes on them would change the output, and is refused.
@@ -514,6 +509,43 @@ def read(path: str | os.PathLike) -> Model:
         needed.add(name)
         if name in producers:
             pending.extend(i for i in producers[name].input if i)
+
+    if only or inventory:
+        try:
+            if not only:
+                return _read_whole(path, proto, graph, values, consumers, meta, names, graph_outputs, source, ours,
+                                   data, needed)
+        except UnsupportedError as exc:
+            refusal = exc
+        else:
+            refusal = None
+        layers, unconverted = _read_selected(path, graph, values, consumers, only or ("*",), source, data)
+        if refusal is not None:
+            unconverted = [{"name": "(the graph)", "type": "graph", "why": refusal.message, "tensors": {}},
+                           *unconverted]
+        try:
+            return Model(tuple(layers), source=source, config={"unconverted": unconverted} if inventory else {})
+        except (ConfigError, ShapeError) as exc:
+            raise FormatError(f"{path}: {exc}") from None
+    return _read_whole(path, proto, graph, values, consumers, meta, names, graph_outputs, source, ours, data, needed)
+
+
+def _read_whole(path: Path, proto: Any, graph: Any, values: dict, consumers: dict, meta: dict, names: list,
+                graph_outputs: set, source: dict, ours: set, data: set, needed: set) -> Model:
+    """The whole graph as one chain of layers (see :func:`read`)."""
+    layers: list[Layer] = []
+    unaccounted: list[str] = []
+    counters: dict[str, int] = {}
+    taken: set[str] = set()  # nodes folded into a Dense layer
+
+    def name_for(kind: str) -> tuple[str, dict, dict]:
+        index = len(layers)
+        if index < len(names):
+            spec = names[index]
+            return spec["name"], spec.get("config", {}), spec.get("source", {})
+        count = counters.get(kind, 0)
+        counters[kind] = count + 1
+        return (kind if count == 0 else f"{kind}_{count}"), {}, {}
 
     selections, last_step = _step_selections(graph, values)
 
@@ -577,7 +609,7 @@ def read(path: str | os.PathLike) -> Model:
             raise UnsupportedError(f"{path}: node {node.name or node.op_type} is a {node.op_type}: a recurrent layer "
                                    "exported as a loop rather than an LSTM, GRU or RNN operator cannot be read")
         elif _carries_weights(node, values):
-            raise FormatError(f"{path}: node {node.name or node.op_type} ({node.op_type}) carries weights that are "
+            raise UnsupportedError(f"{path}: node {node.name or node.op_type} ({node.op_type}) carries weights that are "
                               "not part of an LSTM, GRU, RNN, Dense or Embedding layer")
         elif node.op_type not in _LAYOUT_OPS and node.op_type not in _DENSE_OPS.values():
             raise UnsupportedError(f"{path}: node {node.name or node.op_type} ({node.op_type}) is not a layer "
@@ -620,6 +652,85 @@ def read(path: str | os.PathLike) -> Model:
 _OWN_OPS = {"Transpose", "Squeeze", "Unsqueeze", "Reshape", "Slice", "ReduceSum", "ReduceMean", "ReduceProd",
             "ReduceMax", "Equal", "Not", "Cast", "Greater", "Mul", "Add", "Sub", "CumSum", "Where", "Expand", "Shape",
             "ScatterElements", "Gather", "GatherElements", "Max", "Concat", "Identity"}
+
+
+def _layer_node(node: Any, values: Mapping[str, np.ndarray]) -> str | None:
+    """The kind of layer an operator is on its own (``lstm``, ``dense``, ``embedding``, ...), or None."""
+    if node.op_type in _KINDS:
+        return _KINDS[node.op_type]
+    if node.op_type in ("MatMul", "Gemm") and _weight(node, values) is not None:
+        return "dense"
+    if node.op_type == "Gather" and node.input and node.input[0] in values and values[node.input[0]].ndim == 2 \
+            and values[node.input[0]].dtype.kind == "f":
+        return "embedding"
+    return None
+
+
+def _read_selected(path: Path, graph: Any, values: Mapping[str, np.ndarray], consumers: Mapping[str, list],
+                   only: Sequence[str], source: Mapping[str, str], data: set[str]) -> tuple[list[Layer], list[dict]]:
+    """The layer operators that ``only`` selects (by node or output name), each read as the layer it is,
+    and the nodes that carry weights but are no layer. Each selected operator must take the previous one's
+    output through data plumbing (Identity, Transpose, Reshape, Squeeze, Unsqueeze) alone."""
+    producers = {o: node for node in graph.node for o in node.output}
+    candidates = [node for node in graph.node if _layer_node(node, values)]
+    labels = [x for node in candidates for x in (node.name, *node.output) if x]
+    check_selection(str(path), only, labels)
+    taken: set[str] = set()
+    layers: list[Layer] = []
+    used: set[str] = set()
+    previous = None
+    for node in candidates:
+        if not any(selects(only, x) for x in (node.name, *node.output) if x):
+            continue
+        label = f"{path}: node {node.name or node.op_type}"
+        if previous is not None:
+            upstream = _upstream(producers, node.input[0] if node.op_type != "Gather" else node.input[1], taken, values)
+            if upstream is not previous:
+                raise UnsupportedError(f"{label} does not take the output of the selected node before it "
+                                       f"({previous.name or previous.op_type}) through data plumbing alone; select "
+                                       "one run of layer operators")
+        name = _unique_name((node.name or node.output[0]).strip("/").replace("/", ".") or node.op_type, used)
+        kind = _layer_node(node, values)
+        if kind in _OPS:
+            if len(node.input) > 4 and node.input[4] and node.input[4] not in values:
+                raise UnsupportedError(f"{label} takes sequence_lens computed in the graph (a mask), which is not read")
+            if any(len(node.input) > slot and node.input[slot] in data for slot in (5, 6)):
+                raise UnsupportedError(f"{label} takes its initial states from the model's data, which a layer "
+                                       "cannot hold")
+            layers.append(_read_recurrent(path, node, values, name, {}, source))
+        elif kind == "dense":
+            layers.append(_read_dense(path, node, values, consumers, taken, name, {}, source))
+        else:
+            layers.append(Embedding(name=name, weight=values[node.input[0]], source=source))
+        previous = node
+    unconverted = []
+    for node in graph.node:
+        if _layer_node(node, values) or node.name in taken or not _carries_weights(node, values):
+            continue
+        unconverted.append({"name": node.name or node.output[0], "type": node.op_type,
+                            "why": "not a layer lstm_convert converts",
+                            "tensors": {i: list(values[i].shape) for i in node.input if i in values}})
+    if not layers:
+        raise FormatError(f"{path}: the selection holds no LSTM, GRU, RNN, Dense or Embedding operator")
+    return layers, unconverted
+
+
+def _upstream(producers: Mapping[str, Any], name: str, taken: set[str], values: Mapping[str, np.ndarray]) -> Any:
+    """The layer operator whose output ``name`` is, through data plumbing and the nodes folded into a Dense
+    (its Add and activation); another node that computes, or None for a graph input."""
+    node = producers.get(name)
+    while node is not None and not _layer_node(node, values) and node.input \
+            and (node.op_type in _DATA_PLUMBING or (node.name and node.name in taken)):
+        node = producers.get(node.input[0])
+    return node
+
+
+def _unique_name(name: str, used: set[str]) -> str:
+    candidate, k = name, 1
+    while candidate in used:
+        candidate, k = f"{name}_{k}", k + 1
+    used.add(candidate)
+    return candidate
 
 
 def _check_names(path: Path, proto: Any) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ import numpy as np
 from .._optional import require
 from ..canonical import DIRECTIONS, ROLES, Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
 from ..errors import ConfigError, FormatError, ShapeError, UnsupportedError
+from ..formats import check_selection, selects, unconverted_error
 from ..gates import join_bias, join_chunks, layout, split, split_bias
 from . import refuse_cell_features
 
@@ -56,22 +57,41 @@ _MODULE_SETTINGS = ("batch_first", "dropout")
 
 def model_from_state_arrays(arrays: Mapping[str, np.ndarray], *, kinds: Mapping[str, str] | None = None,
                             settings: Mapping[str, Mapping[str, Any]] | None = None,
-                            source: Mapping[str, str] | None = None, where: str = "state dict") -> Model:
-    """Split a PyTorch state dict (NumPy arrays) into canonical layers, one per module prefix."""
+                            source: Mapping[str, str] | None = None, where: str = "state dict",
+                            only: Sequence[str] = (), inventory: bool = False) -> Model:
+    """Split a PyTorch state dict (NumPy arrays) into canonical layers, one per module prefix.
+
+    ``only`` (shell-style patterns on module prefixes) reads just the modules it selects. Modules that are
+    not an LSTM, GRU, RNN, Linear or Embedding are refused all together in one message, or with
+    ``inventory`` listed in the model's ``config["unconverted"]``.
+    """
     groups: dict[str, dict[str, np.ndarray]] = {}
     for key, array in arrays.items():
         prefix, _, param = key.rpartition(".")
         groups.setdefault(prefix, {})[param] = array
+    check_selection(where, only, [prefix or "(no prefix)" for prefix in groups])
     kinds = dict(kinds or {})  # a kind for a prefix that is not here is ignored: one may name several files' modules
     source = dict(source or {"framework": "torch"})
-    layers = []
+    layers, unknown = [], []
     for prefix, params in groups.items():
-        layers.append(_module(prefix, params, kinds.get(prefix), (settings or {}).get(prefix, {}), source, where))
-    return Model(tuple(layers), source=source)
+        if not selects(only, prefix):
+            continue
+        layer = _module(prefix, params, kinds.get(prefix), (settings or {}).get(prefix, {}), source, where)
+        if layer is None:
+            unknown.append({"name": prefix or "(no prefix)", "type": "module", "why": _NOT_CONVERTED,
+                            "tensors": {param: list(array.shape) for param, array in params.items()}})
+        else:
+            layers.append(layer)
+    if unknown and not (inventory and layers):
+        raise unconverted_error(where, unknown, "PyTorch")
+    return Model(tuple(layers), source=source, config={"unconverted": unknown} if unknown else {})
+
+
+_NOT_CONVERTED = "not an LSTM, GRU, RNN, Linear or Embedding"
 
 
 def _module(prefix: str, params: dict[str, np.ndarray], kind: str | None, settings: Mapping[str, Any],
-            source: Mapping[str, str], where: str) -> Layer:
+            source: Mapping[str, str], where: str) -> Layer | None:
     keys = sorted(f"{prefix}.{p}" if prefix else p for p in params)
     config = {"torch": {"prefix": f"{prefix}." if prefix else "", **settings}}
     if any(_RECURRENT_KEY.match(p) for p in params):
@@ -89,7 +109,7 @@ def _module(prefix: str, params: dict[str, np.ndarray], kind: str | None, settin
         raise FormatError(f"{where}: {keys[0]} alone may be nn.Embedding or nn.Linear(bias=False), and the keys "
                           "cannot tell which", remedy=f"say so with kinds={{'{prefix}': 'embedding'}} (or 'linear')",
                           hint=f"say so with --kind {prefix}=embedding or --kind {prefix}=linear")
-    raise FormatError(f"{where}: cannot account for keys {keys}: they are not an LSTM, a Linear or an Embedding")
+    return None  # not a module this tool converts
 
 
 def recurrent_from_state_arrays(arrays: Mapping[str, np.ndarray], *, name: str | None = None,
@@ -374,15 +394,17 @@ def _check_module(torch, weights: Layer | Model, module: Any) -> None:
                              f"expected {attr}={value!r}")
 
 
-def to_numpy(torch, key: str, value: Any) -> np.ndarray:
-    """A NumPy copy of a tensor; bfloat16 through ml_dtypes."""
+def to_numpy(torch, key: str, value: Any, *, floating: bool = True) -> np.ndarray:
+    """A NumPy copy of a tensor; bfloat16 through ml_dtypes. With ``floating``, FormatError unless it holds
+    floating-point values (a state dict's integer buffers, such as BatchNorm's ``num_batches_tracked``,
+    are read as they are without it, and refused where they would be weights)."""
     if not isinstance(value, torch.Tensor):
         raise FormatError(f"{key}: expected a tensor, got {type(value).__name__}")
     value = value.detach().cpu()
     if value.dtype == torch.bfloat16:
         bfloat16 = require("ml_dtypes").bfloat16
         return value.view(torch.int16).numpy().copy().view(bfloat16)
-    if not value.is_floating_point():
+    if floating and not value.is_floating_point():
         raise FormatError(f"{key}: expected floating-point weights, got {value.dtype}")
     return value.numpy().copy()
 

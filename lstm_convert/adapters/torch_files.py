@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from .._atomic import atomic_write
 from .._optional import require
 from ..canonical import LAYER_TYPES, Dense, Embedding, Layer, Masking, Model, RecurrentLayer
 from ..errors import FormatError, LSTMConvertError
-from ..formats import KINDS
+from ..formats import KINDS, selects
 from . import torch as torch_adapter
 
 ORDER_KEY = "lstm_convert.key_order"
@@ -39,8 +39,10 @@ MODEL_KEY = "lstm_convert.model"
 MODEL_RECORD = "lstm_convert.model.json"
 
 
-def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None) -> Model:
-    """Read a state dict saved with ``torch.save`` into a :class:`Model`."""
+def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None, only: Sequence[str] = (),
+            inventory: bool = False) -> Model:
+    """Read a state dict saved with ``torch.save`` into a :class:`Model` (``only`` and ``inventory`` as
+    :func:`~lstm_convert.adapters.torch.model_from_state_arrays` takes them)."""
     torch = require("torch")
     path = Path(path)
     try:
@@ -52,9 +54,10 @@ def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None) 
         raise FormatError(f"{path}: not a PyTorch state dict that loads with weights_only=True ({message})") from None
     if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
         raise FormatError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(state).__name__}")
-    arrays = {key: torch_adapter.to_numpy(torch, key, value) for key, value in state.items()}
+    arrays = {key: torch_adapter.to_numpy(torch, key, value, floating=False) for key, value in state.items()}
     # The file does not say which torch version wrote it.
-    return _model(path, arrays, kinds, {"framework": "torch", "file_format": "pt"}, _pt_record(path))
+    return _model(path, arrays, kinds, {"framework": "torch", "file_format": "pt"}, _pt_record(path), only,
+                  inventory)
 
 
 def write_pt(weights: Layer | Model, path: str | os.PathLike, *,
@@ -104,7 +107,7 @@ def _parse_record(path: Path, raw: bytes | str) -> dict:
 
 
 def read_safetensors(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None,
-                     header_only: bool = False) -> Model:
+                     header_only: bool = False, only: Sequence[str] = (), inventory: bool = False) -> Model:
     """Read a PyTorch state dict stored as safetensors (no framework needed): arrays view the mapped
     file, or with ``header_only`` are placeholders with the tensors' shapes and dtypes."""
     path = Path(path)
@@ -113,12 +116,10 @@ def read_safetensors(path: str | os.PathLike, *, kinds: Mapping[str, str] | None
     order = _module_order(handle.metadata, handle.keys())
     if not order:
         raise FormatError(f"{path}: holds no tensors")
+    # Arrays view the mapped file: a tensor of a module that is not selected is never read.
     arrays = {key: handle.placeholder(key) if header_only else handle.array(key) for key in order}
-    for key, array in arrays.items():
-        if array.dtype.kind != "f" and array.dtype.name != "bfloat16":
-            raise FormatError(f"{path}: tensor {key} has dtype {array.dtype}, expected floating-point weights")
     record = _parse_record(path, handle.metadata[MODEL_KEY]) if MODEL_KEY in handle.metadata else None
-    return _model(path, arrays, kinds, {"framework": "torch", "file_format": "safetensors"}, record)
+    return _model(path, arrays, kinds, {"framework": "torch", "file_format": "safetensors"}, record, only, inventory)
 
 
 def write_safetensors(weights: Layer | Model, path: str | os.PathLike, *,
@@ -165,15 +166,21 @@ def _module_order(metadata: Mapping[str, str], keys: list[str]) -> list[str]:
     return order if isinstance(order, list) and sorted(order) == sorted(keys) else list(keys)
 
 
-def _model(path: Path, arrays: dict[str, np.ndarray], kinds, source, record: dict | None = None) -> Model:
+def _model(path: Path, arrays: dict[str, np.ndarray], kinds, source, record: dict | None = None,
+           only: Sequence[str] = (), inventory: bool = False) -> Model:
     if record is not None:
         kinds = {**_record_kinds(record), **(kinds or {})}
     try:
-        model = torch_adapter.model_from_state_arrays(arrays, kinds=kinds, source=source, where=str(path))
+        model = torch_adapter.model_from_state_arrays(arrays, kinds=kinds, source=source, where=str(path), only=only,
+                                                      inventory=inventory)
     except FormatError:
         raise
     except LSTMConvertError as exc:
         raise exc.prefixed(str(path)) from None
+    if record is not None and only:  # the record of the selected layers; the model's input only if the first is
+        specs = [spec for spec in record["layers"] if selects(only, _prefix(spec))]
+        first = bool(specs) and specs[0] is record["layers"][0]
+        record = {**record, "layers": specs, **({} if first else {"input_shape": None, "input_dtype": None})}
     return model if record is None else _with_record(path, model, record)
 
 

@@ -46,11 +46,16 @@ KINDS = ("embedding", "linear", "rnn_tanh", "rnn_relu")
 @dataclass(frozen=True)
 class ReadOptions:
     """What a reader may be told: ``kinds`` (what a PyTorch state dict cannot say, by module prefix),
-    ``header_only`` (placeholders instead of values, for ``inspect``), ``check`` (verify recorded digests)."""
+    ``header_only`` (placeholders instead of values, for ``inspect``), ``check`` (verify recorded digests),
+    ``only`` (shell-style patterns: read just the layers, modules or nodes they select, see :func:`selects`),
+    ``inventory`` (for ``inspect``: content the tool does not convert is listed in the model's
+    ``config["unconverted"]`` instead of refused)."""
 
     kinds: Mapping[str, str] = field(default_factory=dict)
     header_only: bool = False
     check: bool = True
+    only: tuple[str, ...] = ()
+    inventory: bool = False
 
 
 class Note(str):
@@ -300,6 +305,68 @@ def head(path: Path, size: int = 64) -> bytes | None:
             return handle.read(size)
     except (IsADirectoryError, FileNotFoundError, PermissionError, NotADirectoryError):
         return None
+
+
+def selects(patterns: Sequence[str], name: str) -> bool:
+    """Whether shell-style ``patterns`` select the layer, module or node ``name`` (every name when there are
+    none): a pattern selects the names it matches and everything under a dotted or slashed prefix it matches
+    (``decoder`` selects ``decoder.rnn``)."""
+    if not patterns:
+        return True
+    import fnmatch
+
+    prefixes = [name[:i] for i, ch in enumerate(name) if ch in "./"] + [name]
+    return any(fnmatch.fnmatchcase(prefix, pattern) for pattern in patterns for prefix in prefixes)
+
+
+def check_selection(where: str, patterns: Sequence[str], names: Sequence[str]) -> None:
+    """FormatError if a pattern selects none of ``names`` (what the file holds)."""
+    for pattern in patterns:
+        if not any(selects([pattern], name) for name in names):
+            shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+            raise FormatError(f"{where}: the pattern {pattern!r} selects nothing; it holds {shown}",
+                              remedy="select with only= patterns on these names",
+                              hint="select with --only patterns on these names (lstm-convert inspect lists them)")
+
+
+def select_layers(model: Model, only: Sequence[str], where: str) -> Model:
+    """The layers of ``model`` that ``only`` selects by name, which must follow one another and must not
+    take a mask from a layer left out; the model's input stays only when the selection starts at the first."""
+    if not only:
+        return model
+    import dataclasses
+
+    names = [layer.name for layer in model.layers]
+    check_selection(where, only, names)
+    picked = [i for i, name in enumerate(names) if selects(only, name)]
+    gap = next((names[i] for i in range(picked[0], picked[-1] + 1) if i not in picked), None)
+    if gap is not None:
+        raise UnsupportedError(f"{where}: the selected layers do not follow one another ({gap!r} lies between "
+                               "them); select one run of layers")
+    before = model.layers[:picked[0]]
+    masker = next((layer.name for layer in before if layer.kind == "masking" or getattr(layer, "mask_zero", False)),
+                  None)
+    if masker is not None:
+        raise UnsupportedError(f"{where}: {names[picked[0]]!r} takes the mask that {masker!r} makes, which is not "
+                               "selected", remedy=f"select {masker!r} too", hint=f"select {masker!r} too (--only)")
+    layers = tuple(model.layers[i] for i in picked)
+    if picked[0] == 0:
+        return dataclasses.replace(model, layers=layers)
+    return dataclasses.replace(model, layers=layers, input_shape=None, input_dtype=None)
+
+
+def unconverted_error(where: str, entries: Sequence[Mapping[str, Any]], framework: str) -> UnsupportedError:
+    """One refusal of everything a file holds that the tool does not convert, grouped by module or layer."""
+    parts = []
+    for entry in entries:
+        tensors = ", ".join(f"{k} {tuple(v)}" for k, v in entry.get("tensors", {}).items())
+        kind = entry["type"] if entry["type"] != "module" else ""
+        parts.append(f"{entry['name']} ({kind}{': ' if kind and tensors else ''}{tensors})" if kind or tensors
+                     else entry["name"])
+    return UnsupportedError(f"{where}: holds what lstm_convert does not convert: {'; '.join(parts)}",
+                            remedy=f"select the recurrent layers with only=[...], or keep the rest in {framework}",
+                            hint=f"select the recurrent layers with --only PATTERN (lstm-convert inspect lists "
+                                 f"them), or keep the rest in {framework}")
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import Format, ReadOptions, is_safetensors, parsing
+from . import Format, ReadOptions, is_safetensors, parsing, select_layers
 
 
 def _recognise(path: Path, head: bytes) -> bool:
@@ -28,7 +28,8 @@ def _read(path: Path, options: ReadOptions):
 
     with parsing(path, "safetensors file", (OSError, ValueError, RecursionError)):
         loaded = archive.read(path, header_only=options.header_only, check=options.check)
-    return loaded if isinstance(loaded, Model) else Model((loaded,), source=loaded.source)
+    model = loaded if isinstance(loaded, Model) else Model((loaded,), source=loaded.source)
+    return select_layers(model, options.only, str(path))
 
 
 def _write(model, path: Path, before_rename) -> None:

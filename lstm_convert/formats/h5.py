@@ -19,7 +19,7 @@ def _read(path: Path, options: ReadOptions):
     from ..adapters.keras_files import read_h5
 
     with parsing(path, "legacy Keras .h5 file", PARSER_ERRORS):
-        return read_h5(path)
+        return read_h5(path, only=options.only, inventory=options.inventory)
 
 
 def _run(path: Path, model, calls: list) -> Run:

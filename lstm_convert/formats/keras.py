@@ -27,7 +27,7 @@ def _read(path: Path, options: ReadOptions):
     from ..adapters.keras_files import read_keras
 
     with parsing(path, "Keras file", PARSER_ERRORS + zip_errors()):
-        return read_keras(path)
+        return read_keras(path, only=options.only, inventory=options.inventory)
 
 
 def _write(model, path: Path, before_rename) -> None:

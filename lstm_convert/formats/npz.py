@@ -36,12 +36,9 @@ def _read(path: Path, options: ReadOptions):
                 arrays = {key: archive[key] for key in archive.files}
     if not arrays:
         raise FormatError(f"{path}: holds no arrays")
-    for key, array in arrays.items():
-        if array.dtype.kind != "f":
-            raise FormatError(f"{path}: array {key} has dtype {array.dtype}, expected floating-point weights")
     try:
-        return model_from_state_arrays(arrays, kinds=options.kinds, where=str(path),
-                                       source={"framework": "torch", "file_format": "npz"})
+        return model_from_state_arrays(arrays, kinds=options.kinds, where=str(path), only=options.only,
+                                       inventory=options.inventory, source={"framework": "torch", "file_format": "npz"})
     except FormatError:
         raise
     except LSTMConvertError as exc:

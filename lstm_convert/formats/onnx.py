@@ -26,7 +26,7 @@ def _read(path: Path, options: ReadOptions):
     from ..adapters import onnx
 
     with parsing(path, "ONNX file", (DecodeError, OSError, ValueError, RecursionError)):
-        return onnx.read(path)
+        return onnx.read(path, only=options.only, inventory=options.inventory)
 
 
 def _write(model, path: Path, before_rename) -> None:

@@ -50,8 +50,9 @@ def _read(path: Path, options: ReadOptions):
 
     with parsing(path, "PyTorch state dict", PARSER_ERRORS + zip_errors()):
         if is_safetensors(path, head(path) or b""):
-            return torch_files.read_safetensors(path, kinds=options.kinds, header_only=options.header_only)
-        return torch_files.read_pt(path, kinds=options.kinds)
+            return torch_files.read_safetensors(path, kinds=options.kinds, header_only=options.header_only,
+                                                only=options.only, inventory=options.inventory)
+        return torch_files.read_pt(path, kinds=options.kinds, only=options.only, inventory=options.inventory)
 
 
 def _write(model, path: Path, before_rename) -> None:

@@ -1,0 +1,152 @@
+"""Converting part of a model (``only=``, ``--only``): whole models built with the real frameworks, layers the
+tool does not convert listed and refused all at once, the selected layers converted and checked against the
+source framework on the same inputs."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import torch
+from conftest import random_torch_lstm, randomize_keras
+
+import lstm_convert as lc
+from lstm_convert import files
+from lstm_convert.cli import main
+
+
+def _cnn_lstm(rng, path):
+    """A Keras CNN + LSTM: Conv1D and BatchNormalization (not converted) in front of an LSTM and a Dense."""
+    model = keras.Sequential([keras.Input((10, 4)), keras.layers.Conv1D(6, 3, name="conv"),
+                              keras.layers.BatchNormalization(name="norm"),
+                              keras.layers.LSTM(5, return_sequences=True, name="lstm"),
+                              keras.layers.Dense(3, name="head")])
+    randomize_keras(model, rng)
+    norm = model.get_layer("norm")  # a variance must stay positive
+    gamma, beta, mean, variance = norm.get_weights()
+    norm.set_weights([gamma, beta, mean, np.abs(variance) + 0.5])
+    model.save(path)
+    return model
+
+
+def test_unconverted_layers_are_refused_all_at_once(tmp_path, rng, capsys):
+    _cnn_lstm(rng, tmp_path / "cnn.keras")
+    with pytest.raises(lc.UnsupportedError) as err:
+        files.read(tmp_path / "cnn.keras")
+    message = str(err.value)
+    assert "does not convert: conv (Conv1D: " in message and "; norm (BatchNormalization: " in message
+    assert "select the recurrent layers with only=" in message
+    assert main(["convert", str(tmp_path / "cnn.keras"), str(tmp_path / "x.pt")]) == 1
+    err_text = capsys.readouterr().err
+    assert err_text.count("\n") == 1 and "--only PATTERN" in err_text and "conv (Conv1D" in err_text
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_inspect_lists_everything_in_the_file(tmp_path, rng, capsys):
+    _cnn_lstm(rng, tmp_path / "cnn.keras")
+    assert main(["inspect", str(tmp_path / "cnn.keras"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [layer["name"] for layer in info["layers"]] == ["lstm", "head"]
+    unconverted = {entry["name"]: entry for entry in info["unconverted"]}
+    assert unconverted["conv"]["type"] == "Conv1D" and unconverted["conv"]["tensors"]["vars/0"] == [3, 4, 6]
+    assert unconverted["norm"]["type"] == "BatchNormalization" and len(unconverted["norm"]["tensors"]) == 4
+    assert unconverted["conv"]["why"] == "not a layer lstm_convert converts"
+    assert all(v["verdict"] == "impossible" for v in info["conversions"].values())  # the whole file is not
+    assert main(["inspect", str(tmp_path / "cnn.keras")]) == 0
+    text = capsys.readouterr().out
+    assert "conv             Conv1D     not converted: not a layer lstm_convert converts" in text
+    assert "  ! every target: the file holds what lstm_convert does not convert (conv, norm)" in text
+
+
+def test_selected_layers_compute_what_keras_computes(tmp_path, rng, capsys):
+    model = _cnn_lstm(rng, tmp_path / "cnn.keras")
+    assert main(["convert", str(tmp_path / "cnn.keras"), str(tmp_path / "part.pt"), "--only", "lstm",
+                 "--only", "head"]) == 0
+    capsys.readouterr()
+    part = files.read(tmp_path / "part.pt")
+    assert [layer.name for layer in part.layers] == ["lstm", "head"] and part.input_shape is None
+    x = rng.normal(size=(3, 10, 4)).astype("float32")
+    features = keras.Model(model.inputs[0], model.get_layer("norm").output)(x)  # what reaches the LSTM
+    want = keras.ops.convert_to_numpy(model(x))
+    with torch.no_grad():
+        got = lc.to_torch(part)(torch.from_numpy(keras.ops.convert_to_numpy(features))).numpy()
+    assert got.shape == want.shape == (3, 8, 3)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_selection_must_be_one_run_of_layers(tmp_path, rng):
+    model = keras.Sequential([keras.Input((6, 4)), keras.layers.LSTM(5, return_sequences=True, name="lstm_a"),
+                              keras.layers.Conv1D(4, 2, name="conv"), keras.layers.LSTM(3, name="lstm_b")])
+    randomize_keras(model, rng)
+    model.save(tmp_path / "gap.keras")
+    with pytest.raises(lc.UnsupportedError, match=r"'lstm_a' and 'lstm_b' do not follow one another \('conv' lies"):
+        files.read(tmp_path / "gap.keras", only=["lstm_*"])
+    assert [layer.name for layer in files.read(tmp_path / "gap.keras", only=["lstm_b"]).layers] == ["lstm_b"]
+    with pytest.raises(lc.FormatError, match=r"the pattern 'decoder\*' selects nothing; it holds lstm_a, conv, lstm_b"):
+        files.read(tmp_path / "gap.keras", only=["decoder*"])
+
+
+def test_a_mask_from_a_layer_left_out_is_refused(tmp_path, rng):
+    model = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(9, 4, mask_zero=True,
+                                                                                       name="embed"),
+                              keras.layers.LSTM(3, name="lstm")])
+    randomize_keras(model, rng)
+    model.save(tmp_path / "masked.keras")
+    with pytest.raises(lc.UnsupportedError, match="'lstm' takes the mask that 'embed' makes, which is not selected"):
+        files.read(tmp_path / "masked.keras", only=["lstm"])
+    assert len(files.read(tmp_path / "masked.keras", only=["embed", "lstm"]).layers) == 2
+
+
+class _Front(torch.nn.Module):
+    """A conv front end with normalisation, an LSTM and a head, as published speech models have."""
+
+    def __init__(self, rng):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(4, 6, 3)
+        self.norm = torch.nn.BatchNorm1d(6)
+        self.rnn = random_torch_lstm(rng, input_size=6, hidden_size=5, batch_first=True)
+        self.fc = torch.nn.Linear(5, 2)
+
+    def forward(self, x):
+        y = self.norm(self.conv(x.transpose(1, 2))).transpose(1, 2)
+        out, _ = self.rnn(y)
+        return self.fc(out)
+
+
+def test_state_dict_modules_selected_by_prefix(tmp_path, rng, capsys):
+    module = _Front(rng).eval()
+    torch.save(module.state_dict(), tmp_path / "front.pt")
+    with pytest.raises(lc.UnsupportedError, match=r"does not convert: conv \(weight \(6, 4, 3\), bias \(6,\)\); "
+                                                   r"norm \(weight \(6,\), bias \(6,\), running_mean"):
+        files.read(tmp_path / "front.pt")
+    assert main(["inspect", str(tmp_path / "front.pt")]) == 0
+    assert "num_batches_tracked ()" in capsys.readouterr().out
+    assert main(["convert", str(tmp_path / "front.pt"), str(tmp_path / "rnn.keras"), "--only", "rnn"]) == 0
+    capsys.readouterr()
+    loaded = keras.saving.load_model(tmp_path / "rnn.keras", compile=False)
+    x = torch.from_numpy(rng.normal(size=(2, 7, 6)).astype("float32"))
+    with torch.no_grad():
+        want = module.rnn(x)[0].numpy()
+    got = keras.ops.convert_to_numpy(loaded(x.numpy()))
+    assert got.shape == want.shape == (2, 7, 5)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_onnx_export_operators_selected_by_name(tmp_path, rng):
+    module = _Front(rng).eval()
+    x = torch.from_numpy(rng.normal(size=(2, 7, 4)).astype("float32"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), tmp_path / "front.onnx", dynamo=False, input_names=["x"])
+    with pytest.raises(lc.LSTMConvertError, match="front.onnx: node .*Conv"):
+        files.read(tmp_path / "front.onnx")
+    listed = files.read(tmp_path / "front.onnx", inventory=True)
+    assert [layer.kind for layer in listed.layers] == ["lstm", "dense"]
+    assert any(entry["type"] == "Conv" for entry in listed.config["unconverted"])
+    (lstm,) = files.read(tmp_path / "front.onnx", only=["*LSTM*"]).layers
+    direct = lc.from_torch(module.rnn)
+    for (name, a), (_, b) in zip(lstm.tensors(), direct.tensors(), strict=True):
+        assert a.shape == b.shape and np.array_equal(a, b), name
