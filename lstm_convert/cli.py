@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("a")
     ver.add_argument("b", nargs="?", help="without B: check archive A against the SHA-256 of its tensors")
     _kind_option(ver)
+    _only_option(ver, "compare")
     ver.add_argument("--atol", type=float, help="absolute tolerance (default 1e-5 for float32)")
     ver.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0)")
     ver.add_argument("--batch", type=_positive, default=3, help="batch size (default 3)")
@@ -327,7 +328,7 @@ def _verify(args: argparse.Namespace) -> int:
         return 0
 
     result = verify(args.a, args.b, atol=args.atol, rtol=args.rtol, batch=args.batch, steps=args.steps,
-                    seed=args.seed, kinds=dict(args.kind))
+                    seed=args.seed, kinds=dict(args.kind), only=args.only)
     print(f"A: {args.a} (run by {result.runners[0]})")
     print(f"B: {args.b} (run by {result.runners[1]})")
     print(f"random input: batch {result.batch}, {result.steps} steps, seed {args.seed}"

@@ -50,9 +50,14 @@ def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str,
     options = formats.ReadOptions(kinds=dict(kinds or {}), header_only=header_only, check=check, only=tuple(only),
                                   inventory=inventory)
     try:
-        return form.read(path, options)
+        model = form.read(path, options)
     except OSError as exc:  # the file itself cannot be read (permissions, a device error)
         raise FormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if only:  # what the layers were selected by: runners compute just these layers of the file
+        import dataclasses
+
+        model = dataclasses.replace(model, config={**model.config, "selected": list(only)})
+    return model
 
 
 @dataclass

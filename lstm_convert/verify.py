@@ -15,7 +15,7 @@ initial states, where both sides can be run so.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ class Comparison:
 
 def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: float = 0.0, batch: int = 3,
            steps: int = 5, seed: int = 0, formats: tuple[str | None, str | None] = (None, None),
-           kinds: Mapping[str, str] | None = None) -> Comparison:
+           kinds: Mapping[str, str] | None = None, only: Sequence[str] = ()) -> Comparison:
     """Compare the files ``a`` and ``b`` layer by layer; see the module docstring.
 
     A stacked layer on one side may be several layers on the other (PyTorch
@@ -58,11 +58,12 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
     sides end a layer, and final states over the whole span.
     """
     fmt_a, fmt_b = registry.detect(a, formats[0]), registry.detect(b, formats[1])
-    model_a, model_b = files.read(a, fmt_a.name, kinds=kinds), files.read(b, fmt_b.name, kinds=kinds)
+    model_a, model_b = (files.read(a, fmt_a.name, kinds=kinds, only=only),
+                        files.read(b, fmt_b.name, kinds=kinds, only=only))
     units = _same_structure(model_a, model_b)
     fixed = []
     for path, fmt in ((a, fmt_a), (b, fmt_b)):
-        if fmt.input_dims is not None:  # an exporter may have fixed the batch size or the sequence length
+        if fmt.input_dims is not None and not only:  # an exporter may have fixed the batch or the sequence length
             dims = fmt.input_dims(Path(path))
             batch = dims[0] if dims and dims[0] else batch
             steps = dims[1] if len(dims) > 1 and dims[1] else steps

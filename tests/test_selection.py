@@ -75,6 +75,12 @@ def test_selected_layers_compute_what_keras_computes(tmp_path, rng, capsys):
         got = lc.to_torch(part)(torch.from_numpy(keras.ops.convert_to_numpy(features))).numpy()
     assert got.shape == want.shape == (3, 8, 3)
     np.testing.assert_allclose(got, want, atol=1e-5)
+    # verify runs the selected layers of the .keras file through Keras, and the state dict through PyTorch
+    assert main(["verify", str(tmp_path / "cnn.keras"), str(tmp_path / "part.pt"), "--only", "lstm",
+                 "--only", "head"]) == 0
+    out = capsys.readouterr().out
+    assert "A: " in out and "(run by keras)" in out and "(run by torch)" in out
+    assert "model            output" in out and "MISMATCH" not in out
 
 
 def test_a_selection_must_be_one_run_of_layers(tmp_path, rng):
@@ -133,6 +139,8 @@ def test_state_dict_modules_selected_by_prefix(tmp_path, rng, capsys):
     got = keras.ops.convert_to_numpy(loaded(x.numpy()))
     assert got.shape == want.shape == (2, 7, 5)
     np.testing.assert_allclose(got, want, atol=1e-5)
+    assert main(["verify", str(tmp_path / "front.pt"), str(tmp_path / "rnn.keras"), "--only", "rnn"]) == 0
+    assert "(run by torch)" in capsys.readouterr().out
 
 
 def test_onnx_export_operators_selected_by_name(tmp_path, rng):

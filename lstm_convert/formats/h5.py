@@ -27,7 +27,7 @@ def _run(path: Path, model, calls: list) -> Run:
 
     from .keras import load
 
-    loaded, runner, why = load(path, keras3=False)
+    loaded, runner, why = load(path, keras3=False, model=model)
     if loaded is None:
         return Run(None, "", (why,))
     return Run(np.concatenate([np.asarray(loaded(x)) for x in calls]), runner)

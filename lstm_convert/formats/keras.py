@@ -50,9 +50,11 @@ def check_model(model, module: bool) -> None:
     check_keras_model(model)
 
 
-def load(path: Path, *, keras3: bool = True) -> tuple[Any, str, str]:
+def load(path: Path, *, keras3: bool = True, model=None) -> tuple[Any, str, str]:
     """A Keras model loaded from ``path`` as a function of NumPy input, the loader's name, or why none
-    could load it: Keras 3 (with ``keras3``), then tf_keras (legacy ``.h5``, ``.keras`` from tf.keras 2)."""
+    could load it: Keras 3 (with ``keras3``), then tf_keras (legacy ``.h5``, ``.keras`` from tf.keras 2).
+    When ``model`` holds a selection of the file's layers (``config["selected"]``), the function is those
+    layers of the loaded model, one after the other (masks included: they are joined in a Sequential)."""
     import numpy as np
 
     why = []
@@ -60,7 +62,7 @@ def load(path: Path, *, keras3: bool = True) -> tuple[Any, str, str]:
         import keras
 
         try:
-            loaded = keras.saving.load_model(path, compile=False)
+            loaded = _part(keras, keras.saving.load_model(path, compile=False), model)
             return (lambda x: keras.ops.convert_to_numpy(loaded(x))), "keras", ""
         except Exception as exc:  # noqa: BLE001 - Keras raises many types for files it cannot load
             why.append(f"Keras 3 cannot load it ({_first_line(exc)})")
@@ -68,13 +70,28 @@ def load(path: Path, *, keras3: bool = True) -> tuple[Any, str, str]:
         import tf_keras
 
         try:
-            loaded = tf_keras.models.load_model(path, compile=False)
+            loaded = _part(tf_keras, tf_keras.models.load_model(path, compile=False), model)
             return (lambda x: np.asarray(loaded(x))), "tf_keras", ""
         except Exception as exc:  # noqa: BLE001 - as above
             why.append(f"tf_keras cannot load it ({_first_line(exc)})")
     elif not keras3:
         why.append("tf_keras, which loads it, is not installed")
     return None, "", "; ".join(why) or "no Keras is installed"
+
+
+def _part(keras, loaded: Any, model) -> Any:
+    """The loaded model, or the selected layers of it (``model.config["selected"]``) in a new Sequential."""
+    if model is None or not model.config.get("selected"):
+        return loaded
+    from ..canonical import Embedding
+
+    names = [layer.name for layer in model.layers]
+    start = [layer.name for layer in loaded.layers].index(names[0])
+    end = [layer.name for layer in loaded.layers].index(names[-1])
+    first = model.layers[0]
+    shape = (None,) if isinstance(first, Embedding) else (None, first.input_size)
+    inputs = keras.Input(shape=shape, dtype="int32" if isinstance(first, Embedding) else "float32")
+    return keras.Sequential([inputs, *loaded.layers[start:end + 1]])
 
 
 def _first_line(exc: BaseException) -> str:
@@ -85,7 +102,7 @@ def _first_line(exc: BaseException) -> str:
 def run(path: Path, model, calls: list) -> Run | None:
     import numpy as np
 
-    loaded, runner, why = load(path)
+    loaded, runner, why = load(path, model=model)
     if loaded is None:
         return Run(None, "", (why,))
     return Run(np.concatenate([np.asarray(loaded(x)) for x in calls]), runner)
@@ -106,8 +123,9 @@ def _run_layers(path: Path, model, x: np.ndarray, states: dict) -> list | str | 
     except Exception:  # noqa: BLE001 - Keras raises many types for files it cannot load
         return "Keras 3 cannot load it, so its layers are not run one by one"
     out = []
+    wanted = {layer.name for layer in model.layers}
     for layer in loaded.layers:
-        if type(layer).__name__ in ("InputLayer",) + INFERENCE_IDENTITY:
+        if type(layer).__name__ in ("InputLayer",) + INFERENCE_IDENTITY or layer.name not in wanted:
             continue
         if layer.name not in states:
             x = keras.ops.convert_to_numpy(layer(x))

@@ -48,20 +48,24 @@ def check_model(model, module: bool) -> None:
     check_onnx_model(model)
 
 
-def _run(path: Path, model, calls: list) -> Run:
+def _run(path: Path, model, calls: list) -> Run | None:
     import numpy as np
 
     from ..adapters.onnx import run
 
+    if model.config.get("selected"):  # a selection of the graph's operators is not a graph onnxruntime runs
+        return Run(None, "", ("its selected operators are not a graph that onnxruntime runs",))
     outputs = run(path, calls[0])
     return Run(np.asarray(outputs.get("output", next(iter(outputs.values())))), "onnxruntime")
 
 
-def _run_layers(path: Path, model, x: np.ndarray, states: dict) -> list:
+def _run_layers(path: Path, model, x: np.ndarray, states: dict) -> list | None:
     """Through onnxruntime: each layer's output where the graph shows it (files written here show all)."""
     from ..adapters.onnx import run
     from ..canonical import RecurrentLayer
 
+    if model.config.get("selected"):
+        return None
     outputs = run(path, x)
     first = next(iter(outputs.values()))
     out = []

@@ -129,7 +129,9 @@ def run_state(path: Path, model, calls: list, state: Callable[[], Mapping[str, A
         module = torch_module.build(model)
     except UnsupportedError as exc:
         return Run(None, "", (str(exc),))
-    module.load_state_dict(state(), strict=True)
+    prefixes = [layer.config.get("torch", {}).get("prefix", f"{layer.name}.") for layer in model.layers]
+    tensors = {k: v for k, v in state().items() if not model.config.get("selected") or k.startswith(tuple(prefixes))}
+    module.load_state_dict(tensors, strict=True)  # every key of the (selected) modules, no other
     with torch.no_grad():
         out = module(torch.from_numpy(calls[0])).float().numpy()
     notes = []
