@@ -230,3 +230,65 @@ def sample(directory, rng):
                                bias=rng.normal(size=4).astype("float32"))))
     files.write(model, directory / "sample.onnx")
     return directory / "sample.onnx"
+
+
+def test_weights_computed_from_initializers_are_read(tmp_path, rng):
+    """Exporters split, join, reorder and retype weights between an initializer and the operator: W made by
+    Concat + Unsqueeze of two halves, R by Transpose, B by Slice of a longer vector, all read at read time."""
+    hidden, features = 3, 4
+    w = rng.normal(size=(4 * hidden, features)).astype("float32")
+    r = rng.normal(size=(4 * hidden, hidden)).astype("float32")
+    b = rng.normal(size=8 * hidden + 5).astype("float32")
+    inits = [numpy_helper.from_array(w[:2 * hidden], "w_top"), numpy_helper.from_array(w[2 * hidden:], "w_bottom"),
+             numpy_helper.from_array(np.ascontiguousarray(r.T), "r_t"), numpy_helper.from_array(b, "b_long"),
+             numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+             numpy_helper.from_array(np.array([0], np.int64), "start"),
+             numpy_helper.from_array(np.array([8 * hidden], np.int64), "end")]
+    nodes = [helper.make_node("Concat", ["w_top", "w_bottom"], ["w_2d"], axis=0),
+             helper.make_node("Unsqueeze", ["w_2d", "axis0"], ["W"]),
+             helper.make_node("Transpose", ["r_t"], ["r_2d"], perm=[1, 0]),
+             helper.make_node("Unsqueeze", ["r_2d", "axis0"], ["R"]),
+             helper.make_node("Slice", ["b_long", "start", "end"], ["b_1d"]),
+             helper.make_node("Unsqueeze", ["b_1d", "axis0"], ["B"]),
+             helper.make_node("LSTM", ["x", "W", "R", "B"], ["Y", "Y_h", "Y_c"], hidden_size=hidden, name="lstm")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 2, features])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [5, 1, 2, hidden])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "folded.onnx")
+    (layer,) = files.read(tmp_path / "folded.onnx").layers
+    # ONNX blocks i, o, f, c: the forget gate is block 2, the input-side bias the first half of B
+    np.testing.assert_array_equal(layer.gate("forget").W_x, w[2 * hidden:3 * hidden])
+    np.testing.assert_array_equal(layer.gate("output").W_h, r[hidden:2 * hidden])
+    np.testing.assert_array_equal(layer.gate("cell").b_h, b[4 * hidden + 3 * hidden:8 * hidden])
+    x = rng.normal(size=(5, 2, features)).astype("float32")
+    want = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    got, _ = reference.forward(layer, x.transpose(1, 0, 2))
+    assert got.shape == (2, 5, hidden)
+    np.testing.assert_allclose(got, want[:, 0].transpose(1, 0, 2), atol=1e-5)
+
+
+def test_batch_major_operators_are_read(tmp_path, rng):
+    """layout=1: X (batch, time, features) and Y (batch, time, directions, hidden), as Keras and
+    batch_first=True keep the data; the weights are laid out as with layout=0."""
+    hidden, features = 3, 4
+    w, r = rng.normal(size=(1, 3 * hidden, features)), rng.normal(size=(1, 3 * hidden, hidden))
+    b = rng.normal(size=(1, 6 * hidden))
+    inits = [numpy_helper.from_array(a.astype("float32"), n) for a, n in ((w, "W"), (r, "R"), (b, "B"))]
+    inits.append(numpy_helper.from_array(np.array([2], np.int64), "axis2"))
+    nodes = [helper.make_node("GRU", ["x", "W", "R", "B"], ["Y"], hidden_size=hidden, layout=1,
+                              linear_before_reset=1, name="gru"),
+             helper.make_node("Squeeze", ["Y", "axis2"], ["out"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, features])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 5, hidden])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "batch_major.onnx")
+    (layer,) = files.read(tmp_path / "batch_major.onnx").layers
+    x = rng.normal(size=(2, 5, features)).astype("float32")
+    want = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    got, _ = reference.forward(layer, x)
+    assert got.shape == want.shape == (2, 5, hidden)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    files.write(files.read(tmp_path / "batch_major.onnx"), tmp_path / "written.onnx")  # written with layout=0
+    assert all(a.name != "layout" for n in onnx.load(tmp_path / "written.onnx").graph.node for a in n.attribute)

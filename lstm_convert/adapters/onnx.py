@@ -479,6 +479,7 @@ def read(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: bool =
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    folded = _fold_constants(path, graph, values)
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:
@@ -514,12 +515,12 @@ def read(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: bool =
         try:
             if not only:
                 return _read_whole(path, proto, graph, values, consumers, meta, names, graph_outputs, source, ours,
-                                   data, needed)
+                                   data, needed, folded)
         except UnsupportedError as exc:
             refusal = exc
         else:
             refusal = None
-        layers, unconverted = _read_selected(path, graph, values, consumers, only or ("*",), source, data)
+        layers, unconverted = _read_selected(path, graph, values, consumers, only or ("*",), source, data, folded)
         if refusal is not None:
             unconverted = [{"name": "(the graph)", "type": "graph", "why": refusal.message, "tensors": {}},
                            *unconverted]
@@ -527,11 +528,12 @@ def read(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: bool =
             return Model(tuple(layers), source=source, config={"unconverted": unconverted} if inventory else {})
         except (ConfigError, ShapeError) as exc:
             raise FormatError(f"{path}: {exc}") from None
-    return _read_whole(path, proto, graph, values, consumers, meta, names, graph_outputs, source, ours, data, needed)
+    return _read_whole(path, proto, graph, values, consumers, meta, names, graph_outputs, source, ours, data, needed,
+                       folded)
 
 
 def _read_whole(path: Path, proto: Any, graph: Any, values: dict, consumers: dict, meta: dict, names: list,
-                graph_outputs: set, source: dict, ours: set, data: set, needed: set) -> Model:
+                graph_outputs: set, source: dict, ours: set, data: set, needed: set, folded: set[str]) -> Model:
     """The whole graph as one chain of layers (see :func:`read`)."""
     layers: list[Layer] = []
     unaccounted: list[str] = []
@@ -560,7 +562,7 @@ def _read_whole(path: Path, proto: Any, graph: Any, values: dict, consumers: dic
                     from None
 
     for node in graph.node:
-        if node.name in taken and node.name:
+        if (node.name in taken and node.name) or (node.output and all(o in folded for o in node.output)):
             continue
         if _own_plumbing(node, ours) or (node.name and node.name in selections):
             continue
@@ -667,7 +669,8 @@ def _layer_node(node: Any, values: Mapping[str, np.ndarray]) -> str | None:
 
 
 def _read_selected(path: Path, graph: Any, values: Mapping[str, np.ndarray], consumers: Mapping[str, list],
-                   only: Sequence[str], source: Mapping[str, str], data: set[str]) -> tuple[list[Layer], list[dict]]:
+                   only: Sequence[str], source: Mapping[str, str], data: set[str],
+                   folded: set[str] = frozenset()) -> tuple[list[Layer], list[dict]]:
     """The layer operators that ``only`` selects (by node or output name), each read as the layer it is,
     and the nodes that carry weights but are no layer. Each selected operator must take the previous one's
     output through data plumbing (Identity, Transpose, Reshape, Squeeze, Unsqueeze) alone."""
@@ -705,7 +708,8 @@ def _read_selected(path: Path, graph: Any, values: Mapping[str, np.ndarray], con
         previous = node
     unconverted = []
     for node in graph.node:
-        if _layer_node(node, values) or node.name in taken or not _carries_weights(node, values):
+        if _layer_node(node, values) or node.name in taken or not _carries_weights(node, values) \
+                or (node.output and all(o in folded for o in node.output)):
             continue
         unconverted.append({"name": node.name or node.output[0], "type": node.op_type,
                             "why": "not a layer lstm_convert converts",
@@ -783,8 +787,9 @@ def _read_recurrent(path: Path, node: Any, values: Mapping[str, np.ndarray], nam
 
     w, r, b = weight(1, "W"), weight(2, "R"), weight(3, "B")
     peep = weight(7, "P") if kind == "lstm" else None
-    if attrs.get("layout", 0) != 0:
-        raise UnsupportedError(f"{label}: layout=1 (batch-major operator) is not supported")
+    if attrs.get("layout", 0) not in (0, 1):
+        raise UnsupportedError(f"{label}: layout={attrs.get('layout')} is not an ONNX layout (0 or 1)")
+    # layout=1 (batch-major X, Y, Y_h) moves the data's axes, not the weights': they are read the same.
     direction = attrs.get("direction", b"forward")
     direction = direction.decode() if isinstance(direction, bytes) else direction
     directions = 2 if direction == "bidirectional" else 1
@@ -902,6 +907,72 @@ def _read_dense(path: Path, node: Any, values: Mapping[str, np.ndarray], consume
     return Dense(name=name, weight=weight, bias=bias, activation=activation, config=config, source=source)
 
 
+# Nodes that exporters put between an initializer and the operator that uses it (to split, join, reorder or
+# retype weights); with constant inputs only, they are computed when the file is read.
+_CONSTANT_OPS = {"Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Slice", "Gather"}
+
+
+def _fold_constants(path: Path, graph: Any, values: dict[str, np.ndarray]) -> set[str]:
+    """Compute, in graph order, every node of :data:`_CONSTANT_OPS` whose inputs are all constants, adding its
+    output to ``values``; the names of the outputs computed so."""
+    from onnx import helper
+
+    folded: set[str] = set()
+    for node in graph.node:
+        inputs = [i for i in node.input if i]
+        if node.op_type not in _CONSTANT_OPS or not inputs or not all(i in values for i in inputs) \
+                or len(node.output) != 1 or node.output[0] in values:
+            continue
+        attrs = _attrs(node)
+        args = [values[i] if i else None for i in node.input]
+        try:
+            out = _constant_op(node.op_type, args, attrs, helper)
+        except (ValueError, IndexError, TypeError, KeyError) as exc:  # what NumPy raises on inconsistent shapes
+            raise FormatError(f"{path}: node {node.name or node.op_type} ({node.op_type}) cannot be computed from "
+                              f"its constant inputs ({exc})") from None
+        values[node.output[0]] = out
+        folded.add(node.output[0])
+    return folded
+
+
+def _constant_op(op: str, args: list, attrs: Mapping[str, Any], helper: Any) -> np.ndarray:
+    """One ONNX operator on NumPy constants (the subset of :data:`_CONSTANT_OPS`, as the operators define it)."""
+    x = args[0]
+    if op == "Identity":
+        return x
+    if op == "Cast":
+        return x.astype(helper.tensor_dtype_to_np_dtype(int(attrs["to"])))
+    if op == "Transpose":
+        return np.transpose(x, attrs.get("perm", list(range(x.ndim))[::-1]))
+    if op == "Reshape":
+        shape = [int(d) for d in args[1]]
+        if not attrs.get("allowzero", 0):
+            shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+        return x.reshape(shape)
+    if op in ("Squeeze", "Unsqueeze"):
+        axes = args[1] if len(args) > 1 and args[1] is not None else attrs.get("axes")
+        if op == "Squeeze":
+            return np.squeeze(x, axis=None if axes is None else tuple(int(a) % x.ndim for a in np.atleast_1d(axes)))
+        rank = x.ndim + len(np.atleast_1d(axes))
+        out = x
+        for axis in sorted(int(a) % rank for a in np.atleast_1d(axes)):
+            out = np.expand_dims(out, axis)
+        return out
+    if op == "Concat":
+        return np.concatenate(args, axis=int(attrs["axis"]))
+    if op == "Gather":
+        return np.take(x, args[1], axis=int(attrs.get("axis", 0)))
+    # Slice: starts, ends, axes, steps as inputs (opset 10 on) or attributes (before)
+    starts = args[1] if len(args) > 1 else attrs["starts"]
+    ends = args[2] if len(args) > 2 else attrs["ends"]
+    axes = args[3] if len(args) > 3 and args[3] is not None else attrs.get("axes", range(len(starts)))
+    steps = args[4] if len(args) > 4 and args[4] is not None else [1] * len(starts)
+    index = [slice(None)] * x.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        index[int(axis) % x.ndim] = slice(int(start), int(end), int(step))
+    return x[tuple(index)]
+
+
 def _carries_weights(node: Any, values: Mapping[str, np.ndarray]) -> bool:
     """Whether a float tensor other than a scalar or zeros (an exporter's initial states) feeds ``node``."""
     return any(i in values and values[i].dtype.kind == "f" and values[i].size > 1 and np.any(values[i])
@@ -926,9 +997,10 @@ def _step_selections(graph: Any, values: Mapping[str, np.ndarray]) -> tuple[set[
             direction = attrs.get("direction", b"forward")
             if (direction.decode() if isinstance(direction, bytes) else direction) == "bidirectional":
                 continue
-            labels[node.output[0]] = (node.name, ("T", "D", "B", "H"))
+            batch_major = attrs.get("layout", 0) == 1  # Y (B, T, D, H) and Y_h (B, D, H)
+            labels[node.output[0]] = (node.name, ("B", "T", "D", "H") if batch_major else ("T", "D", "B", "H"))
             if len(node.output) > 1 and node.output[1]:
-                labels[node.output[1]] = (node.name, ("D", "B", "H"))
+                labels[node.output[1]] = (node.name, ("B", "D", "H") if batch_major else ("D", "B", "H"))
             continue
         if not node.input or node.input[0] not in labels or not node.output:
             continue
