@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import lstm_convert as lc
-from lstm_convert import files, reference
+from lstm_convert import describe, files, reference
 from lstm_convert.adapters import onnx as onnx_adapter
 from lstm_convert.cli import main
 
@@ -292,3 +292,49 @@ def test_batch_major_operators_are_read(tmp_path, rng):
     np.testing.assert_allclose(got, want, atol=1e-5)
     files.write(files.read(tmp_path / "batch_major.onnx"), tmp_path / "written.onnx")  # written with layout=0
     assert all(a.name != "layout" for n in onnx.load(tmp_path / "written.onnx").graph.node for a in n.attribute)
+
+
+def _reverse_graph(rng, path, *, last_only):
+    hidden, features = 3, 4
+    inits = [numpy_helper.from_array(rng.normal(size=shape).astype("float32"), name) for name, shape in
+             (("W", (1, 4 * hidden, features)), ("R", (1, 4 * hidden, hidden)), ("B", (1, 8 * hidden)))]
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "axis0"))
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+             helper.make_node("LSTM", ["xt", "W", "R", "B"], ["Y", "Y_h"], hidden_size=hidden, direction="reverse",
+                              name="lstm")]
+    if last_only:
+        nodes.append(helper.make_node("Squeeze", ["Y_h", "axis0"], ["out"]))
+        shape = [2, hidden]
+    else:
+        nodes += [helper.make_node("Squeeze", ["Y", "axis1"], ["ys"]),
+                  helper.make_node("Transpose", ["ys"], ["out"], perm=[1, 0, 2])]
+        shape = [2, 5, hidden]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, features])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return model
+
+
+def test_reverse_only_last_step_becomes_keras_go_backwards(tmp_path, rng):
+    graph = _reverse_graph(rng, tmp_path / "rev.onnx", last_only=True)
+    (layer,) = files.read(tmp_path / "rev.onnx").layers
+    assert layer.backward and not layer.return_sequences
+    assert describe.conversions(layer)["keras"]["verdict"] == "exact"
+    files.convert(tmp_path / "rev.onnx", tmp_path / "rev.keras")
+    loaded = keras.saving.load_model(tmp_path / "rev.keras", compile=False)
+    assert loaded.layers[-1].go_backwards
+    x = rng.normal(size=(2, 5, 4)).astype("float32")
+    want = ReferenceEvaluator(graph).run(None, {"x": x})[0]
+    got = keras.ops.convert_to_numpy(loaded(x))
+    assert got.shape == want.shape == (2, 3)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_reverse_only_whole_sequence_is_refused_towards_keras(tmp_path, rng):
+    _reverse_graph(rng, tmp_path / "rev_seq.onnx", last_only=False)
+    with pytest.raises(lc.UnsupportedError, match="lstm: a reverse-only ONNX layer whose whole output sequence is used"):
+        files.convert(tmp_path / "rev_seq.onnx", tmp_path / "rev_seq.keras")
+    assert not (tmp_path / "rev_seq.keras").exists()

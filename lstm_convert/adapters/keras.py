@@ -172,6 +172,7 @@ def layer_from_config(class_name: str, config: Mapping[str, Any], tensors: Mappi
 def layer_tensors(layer: Layer) -> dict[str, np.ndarray]:
     """The Keras variables of a canonical single-layer layer, by key (NumPy only)."""
     check_representable(layer)
+    layer = keras_form(layer)
     if isinstance(layer, Masking):
         return {}
     if isinstance(layer, Dense):
@@ -197,9 +198,30 @@ def layer_tensors(layer: Layer) -> dict[str, np.ndarray]:
     return out
 
 
+def keras_form(layer: Layer) -> Layer:
+    """``layer`` as Keras holds it. A reverse-only layer (ONNX ``direction='reverse'``) whose last step only
+    is used is a Keras ``go_backwards=True`` layer: both read the sequence from its end, and the last step
+    of the one is the final state of the other. (Its whole output sequence is not: Keras returns it in
+    reading order, ONNX in time order.)"""
+    if not isinstance(layer, RecurrentLayer) or not layer.backward or layer.return_sequences:
+        return layer
+    import dataclasses
+
+    return dataclasses.replace(layer, backward=False, go_backwards=True,
+                               gates={(i, "forward", g): v for (i, _, g), v in layer.gates.items()},
+                               peepholes={(i, "forward", g): v for (i, _, g), v in layer.peepholes.items()})
+
+
 def check_representable(layer: Layer) -> None:
     """Raise UnsupportedError unless Keras layers can compute ``layer`` exactly."""
     keep = "keep it in a safetensors archive"
+    if isinstance(layer, RecurrentLayer) and layer.return_sequences and layer.cell_features() == [
+            "a single reverse direction"]:
+        raise UnsupportedError(f"{layer.name}: a reverse-only ONNX layer whose whole output sequence is used has no "
+                               "Keras equivalent: go_backwards=True returns the sequence in reading order, ONNX in "
+                               "time order (it is exact when only the last step is used: return_sequences=false); "
+                               f"{keep}, or keep it in ONNX")
+    layer = keras_form(layer)
     activations = [("activation", layer.activation)] if isinstance(layer, Dense) else []
     if isinstance(layer, RecurrentLayer):
         refuse_cell_features(layer, "Keras")
@@ -339,6 +361,7 @@ def new_layer(keras, weights: Layer, *, in_model: bool = False, **settings: Any)
         return keras.layers.Embedding(weights.num_embeddings, weights.embedding_dim, name=weights.name,
                                       dtype=weights.dtype, **{"mask_zero": weights.mask_zero, **recorded, **settings})
     check_representable(weights)
+    weights = keras_form(weights)
     layer_class, cell_class = (getattr(keras.layers, c) for c in _CLASSES[weights.kind])
     options: dict[str, Any] = {"use_bias": weights.bias, "dtype": weights.dtype,
                                "activation": keras_activation(weights.activation)}
