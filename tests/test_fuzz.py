@@ -9,10 +9,12 @@ from __future__ import annotations
 import importlib
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import random_torch_lstm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -96,3 +98,29 @@ def test_empty_truncated_and_wrong_magic_give_one_line(tmp_path, name):
         done = subprocess.run([sys.executable, "-m", "lstm_convert", "inspect", str(path), "--from", fmt],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("LSTM_CONVERT_FUZZ_EXAMPLES"))
+@given(mutation=_mutations())
+def test_torchscript_reader_only_raises_its_own_errors(mutation):
+    """The TorchScript data.pkl, mutated, read by the restricted unpickler inside an intact zip."""
+    import io
+    import zipfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "ts.pt"
+        module = random_torch_lstm(np.random.default_rng(5), input_size=3, hidden_size=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.save(torch.jit.script(module), source)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(source) as original, zipfile.ZipFile(buffer, "w") as out:
+            for info in original.infolist():
+                data = original.read(info)
+                out.writestr(info.filename, _mutate(data, mutation) if info.filename.endswith("data.pkl") else data)
+        path = Path(tmp) / "fuzz.pt"
+        path.write_bytes(buffer.getvalue())
+        try:
+            files.read(path)
+        except lc.LSTMConvertError:
+            pass

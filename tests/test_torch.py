@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -119,3 +121,62 @@ def sample(directory, rng):
     module.add_module("lstm", random_torch_lstm(rng, input_size=3, hidden_size=2, num_layers=2))
     torch.save(module.state_dict(), directory / "sample.pt")
     return directory / "sample.pt"
+
+
+class _Tagger(torch.nn.Module):
+    """A conv front end, a GRU, a head and an embedding table, as TorchScript models are published."""
+
+    def __init__(self, rng):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(4, 6, 3)
+        self.rnn = random_torch_lstm(rng, input_size=6, hidden_size=5, module="GRU", batch_first=True)
+        self.fc = torch.nn.Linear(5, 2, bias=False)
+        self.emb = torch.nn.Embedding(7, 4)
+
+    def forward(self, x):
+        return self.fc(self.rnn(self.conv(x.transpose(1, 2)).transpose(1, 2))[0])
+
+
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_torchscript_parameters_are_read_as_data(tmp_path, rng, how):
+    from lstm_convert import files
+
+    module = _Tagger(rng).eval()
+    x = torch.from_numpy(rng.normal(size=(2, 6, 4)).astype("float32"))
+    with warnings.catch_warnings():  # torch.jit is deprecated, and its files are everywhere
+        warnings.simplefilter("ignore")  # deprecation, and the tracer's own warnings
+        scripted = torch.jit.script(module) if how == "script" else torch.jit.trace(module, (x,))
+        torch.jit.save(scripted, tmp_path / "tagger.pt")
+    with pytest.raises(lc.UnsupportedError, match=r"tagger.pt: holds what lstm_convert does not convert: conv "
+                                                   r"\(weight \(6, 4, 3\), bias \(6,\)\)"):
+        files.read(tmp_path / "tagger.pt")
+    model = files.read(tmp_path / "tagger.pt", only=["rnn", "fc", "emb"])
+    assert [(layer.name, layer.kind) for layer in model.layers] == [("rnn", "gru"), ("fc", "dense"),
+                                                                     ("emb", "embedding")]
+    assert model.source["file_format"] == "torchscript"
+    state = module.state_dict()
+    direct = lc.from_torch({k: v for k, v in state.items() if not k.startswith("conv.")},
+                           kinds={"fc": "linear", "emb": "embedding"})
+    for (name, a), (other, b) in zip(model.tensors(), direct.tensors(), strict=True):
+        assert name == other and a.shape == b.shape and np.array_equal(a, b), name
+
+
+def test_torchscript_that_is_more_than_data_is_refused_with_the_route(tmp_path):
+    import pickle
+    import zipfile
+
+    from lstm_convert import files
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    with zipfile.ZipFile(tmp_path / "evil.pt", "w") as archive:
+        archive.writestr("evil/data.pkl", pickle.dumps(Evil(), protocol=2))
+        archive.writestr("evil/constants.pkl", pickle.dumps((), protocol=2))
+        archive.writestr("evil/code/__torch__/m.py", "")
+        archive.writestr("evil/version", "3\n")
+    with pytest.raises(lc.FormatError, match=r"evil.pt: a TorchScript archive whose parameters cannot be read as "
+                                             r"data \(the archive's data.pkl names __builtin__.print, which is not "
+                                             r"data\); for a file you trust, .*torch.jit.load"):
+        files.read(tmp_path / "evil.pt")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import _safetensors as st
-from .. import _torch_save
+from .. import _torch_save, _torchscript
 from .._atomic import atomic_write
 from .._optional import require
 from ..canonical import LAYER_TYPES, Dense, Embedding, Layer, Masking, Model, RecurrentLayer
@@ -43,8 +43,13 @@ def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None, 
             inventory: bool = False) -> Model:
     """Read a state dict saved with ``torch.save`` into a :class:`Model` (``only`` and ``inventory`` as
     :func:`~lstm_convert.adapters.torch.model_from_state_arrays` takes them)."""
-    torch = require("torch")
     path = Path(path)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if _torchscript.is_torchscript(names):
+            return _read_torchscript(path, kinds, only, inventory)
+    torch = require("torch")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -58,6 +63,42 @@ def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None, 
     # The file does not say which torch version wrote it.
     return _model(path, arrays, kinds, {"framework": "torch", "file_format": "pt"}, _pt_record(path), only,
                   inventory)
+
+
+def _read_torchscript(path: Path, kinds: Mapping[str, str] | None, only: Sequence[str], inventory: bool) -> Model:
+    """The parameters of a TorchScript archive, read as data (see :mod:`lstm_convert._torchscript`); the module
+    classes it names say what a lone weight is and an nn.RNN's nonlinearity. (``batch_first`` is compiled
+    into the archive's code, which is not read: the layers are the weights, whatever the layout of the data.)"""
+    import pickle
+
+    try:
+        arrays, classes, settings = _torchscript.read(path)
+    except pickle.UnpicklingError as exc:
+        raise FormatError(f"{path}: a TorchScript archive whose parameters cannot be read as data ({exc})",
+                          remedy=_torchscript.TRUSTED_ROUTE.replace("FILE", str(path))) from None
+    # What pickle documents besides UnpicklingError for damaged data, a storage member that is missing, and a
+    # memo index so large that pickle fails to allocate it (MemoryError, raised before anything is held).
+    except (EOFError, AttributeError, ImportError, IndexError, TypeError, KeyError, ValueError, MemoryError,
+            OverflowError, RecursionError) as exc:
+        raise FormatError(f"{path}: a damaged TorchScript archive ({type(exc).__name__}: {exc})") from None
+    said = {}
+    for prefix, cls in classes.items():
+        if cls == "Embedding":
+            said[prefix] = "embedding"
+        elif cls == "Linear":
+            said[prefix] = "linear"
+        elif cls == "RNN" and settings.get(prefix, {}).get("nonlinearity") in ("tanh", "relu"):
+            said[prefix] = f"rnn_{settings[prefix]['nonlinearity']}"
+    module_settings = {prefix: {k: v for k, v in plain.items() if k == "batch_first"}
+                       for prefix, plain in settings.items()}
+    source = {"framework": "torch", "file_format": "torchscript"}
+    try:
+        return torch_adapter.model_from_state_arrays(arrays, kinds={**said, **(kinds or {})}, settings=module_settings,
+                                                      source=source, where=str(path), only=only, inventory=inventory)
+    except FormatError:
+        raise
+    except LSTMConvertError as exc:
+        raise exc.prefixed(str(path)) from None
 
 
 def write_pt(weights: Layer | Model, path: str | os.PathLike, *,
