@@ -257,7 +257,8 @@ def places(lay: Layout, layer: object, index: int, direction: str, gate: str) ->
     span = f"{k * hidden}:{(k + 1) * hidden}"
     storage = bias_storage(lay, layer.reset_after)
     lead = f"{layer.direction_names.index(direction)}, " if lay.direction_axis else ""
-    suffix = f"_l{index}{'_reverse' if direction == 'reverse' else ''}" if lay.numbered else ""
+    numbered = lay.numbered and not getattr(layer, "cell", False)  # a single-step cell's tensors have no suffix
+    suffix = f"_l{index}{'_reverse' if direction == 'reverse' else ''}" if numbered else ""
     where = {}
     for i, tensor in enumerate(lay.tensors if layer.bias else lay.tensors[:2]):
         key = f"{tensor}{suffix}"

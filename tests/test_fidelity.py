@@ -240,7 +240,12 @@ def test_exported_lstm_cell_graph_is_refused_naming_its_nodes(tmp_path, rng, cap
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "(Sigmoid)" in err and "(Mul)" in err and "outside any LSTM, GRU, RNN, Dense or Embedding layer" in err
     assert not (tmp_path / "cell.pt").exists()
-    assert main(["inspect", str(tmp_path / "cell.onnx")]) == 1
+    # inspect lists what the file holds: its two Gemm operators, and the graph around them, not converted
+    assert main(["inspect", str(tmp_path / "cell.onnx"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    (graph,) = [e for e in info["unconverted"] if e["type"] == "graph"]
+    assert "(Sigmoid)" in graph["why"] and "outside any LSTM, GRU, RNN, Dense or Embedding layer" in graph["why"]
+    assert all(v["verdict"] == "impossible" for v in info["conversions"].values())
 
 
 def test_inspect_text_of_stacked_and_bidirectional_state_dicts(tmp_path, capsys):

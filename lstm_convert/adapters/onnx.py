@@ -472,16 +472,18 @@ def read(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: bool =
     graph = proto.graph
     _check_names(path, proto)
     values: dict[str, np.ndarray] = {}
-    for tensor in graph.initializer:
-        if tensor.name in values:
-            raise FormatError(f"{path}: initializer {tensor.name} appears twice")
-        values[tensor.name] = numpy_helper.to_array(tensor)
-    for node in graph.node:
+    every = _all_nodes(graph)  # with the nodes of If / Loop / Scan bodies, each after the node that holds it
+    for sub in _all_graphs(graph):
+        for tensor in sub.initializer:
+            if tensor.name in values:
+                raise FormatError(f"{path}: initializer {tensor.name} appears twice")
+            values[tensor.name] = numpy_helper.to_array(tensor)
+    for node in every:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    folded = _fold_constants(path, graph, values)
+    folded = _fold_constants(path, every, values)
     consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
+    for node in every:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     meta = {p.key: p.value for p in proto.metadata_props}
@@ -520,7 +522,10 @@ def read(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: bool =
             refusal = exc
         else:
             refusal = None
-        layers, unconverted = _read_selected(path, graph, values, consumers, only or ("*",), source, data, folded)
+        layers, unconverted = _read_selected(path, every, values, consumers, only or ("*",), source, folded,
+                                             chain=bool(only))
+        if not layers and refusal is not None:
+            raise refusal
         if refusal is not None:
             unconverted = [{"name": "(the graph)", "type": "graph", "why": refusal.message, "tensors": {}},
                            *unconverted]
@@ -668,15 +673,19 @@ def _layer_node(node: Any, values: Mapping[str, np.ndarray]) -> str | None:
     return None
 
 
-def _read_selected(path: Path, graph: Any, values: Mapping[str, np.ndarray], consumers: Mapping[str, list],
-                   only: Sequence[str], source: Mapping[str, str], data: set[str],
-                   folded: set[str] = frozenset()) -> tuple[list[Layer], list[dict]]:
-    """The layer operators that ``only`` selects (by node or output name), each read as the layer it is,
-    and the nodes that carry weights but are no layer. Each selected operator must take the previous one's
-    output through data plumbing (Identity, Transpose, Reshape, Squeeze, Unsqueeze) alone."""
-    producers = {o: node for node in graph.node for o in node.output}
-    candidates = [node for node in graph.node if _layer_node(node, values)]
+def _read_selected(path: Path, nodes: list[Any], values: Mapping[str, np.ndarray], consumers: Mapping[str, list],
+                   only: Sequence[str], source: Mapping[str, str], folded: set[str] = frozenset(), *,
+                   chain: bool = True) -> tuple[list[Layer], list[dict]]:
+    """The layer operators that ``only`` selects (by node or output name, in If / Loop bodies too), each read
+    as the layer it is, and the nodes that carry weights but are no layer. With ``chain``, each selected
+    operator must take the previous one's output through data plumbing (Identity, Transpose, Reshape,
+    Squeeze, Unsqueeze) alone. Initial states and sequence lengths that the graph feeds an operator are
+    what a call of the layer takes, as in every framework: the layer is its weights and equations."""
+    producers = {o: node for node in nodes for o in node.output}
+    candidates = [node for node in nodes if _layer_node(node, values)]
     labels = [x for node in candidates for x in (node.name, *node.output) if x]
+    if not candidates:
+        return [], []
     check_selection(str(path), only, labels)
     taken: set[str] = set()
     layers: list[Layer] = []
@@ -686,7 +695,7 @@ def _read_selected(path: Path, graph: Any, values: Mapping[str, np.ndarray], con
         if not any(selects(only, x) for x in (node.name, *node.output) if x):
             continue
         label = f"{path}: node {node.name or node.op_type}"
-        if previous is not None:
+        if previous is not None and chain:
             upstream = _upstream(producers, node.input[0] if node.op_type != "Gather" else node.input[1], taken, values)
             if upstream is not previous:
                 raise UnsupportedError(f"{label} does not take the output of the selected node before it "
@@ -695,11 +704,6 @@ def _read_selected(path: Path, graph: Any, values: Mapping[str, np.ndarray], con
         name = _unique_name((node.name or node.output[0]).strip("/").replace("/", ".") or node.op_type, used)
         kind = _layer_node(node, values)
         if kind in _OPS:
-            if len(node.input) > 4 and node.input[4] and node.input[4] not in values:
-                raise UnsupportedError(f"{label} takes sequence_lens computed in the graph (a mask), which is not read")
-            if any(len(node.input) > slot and node.input[slot] in data for slot in (5, 6)):
-                raise UnsupportedError(f"{label} takes its initial states from the model's data, which a layer "
-                                       "cannot hold")
             layers.append(_read_recurrent(path, node, values, name, {}, source))
         elif kind == "dense":
             layers.append(_read_dense(path, node, values, consumers, taken, name, {}, source))
@@ -707,7 +711,7 @@ def _read_selected(path: Path, graph: Any, values: Mapping[str, np.ndarray], con
             layers.append(Embedding(name=name, weight=values[node.input[0]], source=source))
         previous = node
     unconverted = []
-    for node in graph.node:
+    for node in nodes:
         if _layer_node(node, values) or node.name in taken or not _carries_weights(node, values) \
                 or (node.output and all(o in folded for o in node.output)):
             continue
@@ -912,13 +916,39 @@ def _read_dense(path: Path, node: Any, values: Mapping[str, np.ndarray], consume
 _CONSTANT_OPS = {"Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Slice", "Gather"}
 
 
-def _fold_constants(path: Path, graph: Any, values: dict[str, np.ndarray]) -> set[str]:
+def _all_graphs(graph: Any) -> list[Any]:
+    """The graph and every graph in its nodes' attributes (If branches, Loop and Scan bodies), depth first."""
+    from onnx import AttributeProto
+
+    out = [graph]
+    for node in graph.node:
+        for attr in node.attribute:
+            subs = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)
+            for sub in subs:
+                out += _all_graphs(sub)
+    return out
+
+
+def _all_nodes(graph: Any) -> list[Any]:
+    """Every node, those of a node's subgraphs right after it, in order."""
+    from onnx import AttributeProto
+
+    out = []
+    for node in graph.node:
+        out.append(node)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)):
+                out += _all_nodes(sub)
+    return out
+
+
+def _fold_constants(path: Path, nodes: list[Any], values: dict[str, np.ndarray]) -> set[str]:
     """Compute, in graph order, every node of :data:`_CONSTANT_OPS` whose inputs are all constants, adding its
     output to ``values``; the names of the outputs computed so."""
     from onnx import helper
 
     folded: set[str] = set()
-    for node in graph.node:
+    for node in nodes:
         inputs = [i for i in node.input if i]
         if node.op_type not in _CONSTANT_OPS or not inputs or not all(i in values for i in inputs) \
                 or len(node.output) != 1 or node.output[0] in values:
