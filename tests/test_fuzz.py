@@ -77,11 +77,12 @@ def test_readers_only_raise_their_own_errors(name, mutation):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"fuzz{suffix}"
         path.write_bytes(_mutate(data, mutation))
-        try:
-            model = files.read(path, fmt)
-            describe(model, fmt, str(path))
-        except lc.LSTMConvertError:
-            pass
+        for inventory in (False, True):  # converting it, and listing everything for inspect
+            try:
+                model = files.read(path, fmt, inventory=inventory)
+                describe(model, fmt, str(path))
+            except lc.LSTMConvertError:
+                pass
 
 
 @pytest.mark.parametrize("name", CASES)

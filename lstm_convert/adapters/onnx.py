@@ -82,6 +82,9 @@ _TO_ONNX = {"sigmoid": ("Sigmoid", None, None), "tanh": ("Tanh", None, None), "r
             "elu": ("Elu", 1.0, None), "linear": ("Affine", 1.0, 0.0),
             "hard_sigmoid_keras2": ("HardSigmoid", 0.2, 0.5), "hard_sigmoid_keras3": ("HardSigmoid", 1 / 6, 0.5)}
 # ONNX's defaults per operator: LSTM f, g, h; GRU f, g; RNN f.
+# What to do when the graph as a whole cannot be read: take its recurrent operators alone.
+_SELECT = {"remedy": "select the recurrent operators with only=[...]",
+           "hint": "select the recurrent operators with --only PATTERN (lstm-convert inspect lists them)"}
 _DEFAULT_ACTIVATIONS = {"lstm": ["Sigmoid", "Tanh", "Tanh"], "gru": ["Sigmoid", "Tanh"], "rnn": ["Tanh"]}
 # Dense activations as ONNX nodes.
 _DENSE_OPS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softsign": "Softsign", "softplus": "Softplus",
@@ -489,7 +492,8 @@ def read(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: bool =
     meta = {p.key: p.value for p in proto.metadata_props}
     names = _recorded(meta)
     graph_outputs = {o.name for o in graph.output}
-    source = {"framework": "onnx", "file_format": "onnx", "producer": f"{proto.producer_name} {proto.producer_version}".strip()}
+    producer = f"{proto.producer_name} {proto.producer_version}".strip()
+    source = {"framework": "onnx", "file_format": "onnx", "producer": producer}
     # What this module's writer puts around a layer (merging directions, say) is named after the layer.
     ours = {spec["name"] for spec in names} if proto.producer_name == "lstm_convert" else set()
 
@@ -612,15 +616,19 @@ def _read_whole(path: Path, proto: Any, graph: Any, values: dict, consumers: dic
             mask_zero = bool(ours) and index < len(names) and names[index].get("mask_zero") is True
             layers.append(Embedding(name=name, weight=values[node.input[0]], config=config, source={**source, **src},
                                     mask_zero=mask_zero))
-        elif node.op_type in ("Loop", "Scan", "If"):
+        elif node.op_type == "If":
+            raise UnsupportedError(f"{path}: node {node.name or 'If'} is an If: the graph chooses between branches "
+                                   "at run time, which one chain of layers cannot express", **_SELECT)
+        elif node.op_type in ("Loop", "Scan"):
             raise UnsupportedError(f"{path}: node {node.name or node.op_type} is a {node.op_type}: a recurrent layer "
-                                   "exported as a loop rather than an LSTM, GRU or RNN operator cannot be read")
+                                   "exported as a loop rather than an LSTM, GRU or RNN operator cannot be read",
+                                   **_SELECT)
         elif _carries_weights(node, values):
-            raise UnsupportedError(f"{path}: node {node.name or node.op_type} ({node.op_type}) carries weights that are "
-                              "not part of an LSTM, GRU, RNN, Dense or Embedding layer")
+            raise UnsupportedError(f"{path}: node {node.name or node.op_type} ({node.op_type}) carries weights that "
+                                   "are not part of an LSTM, GRU, RNN, Dense or Embedding layer", **_SELECT)
         elif node.op_type not in _LAYOUT_OPS and node.op_type not in _DENSE_OPS.values():
             raise UnsupportedError(f"{path}: node {node.name or node.op_type} ({node.op_type}) is not a layer "
-                                   "lstm_convert knows, nor layout between layers")
+                                   "lstm_convert knows, nor layout between layers", **_SELECT)
         elif node.op_type not in _DATA_PLUMBING and any(i in data for i in node.input) \
                 and any(o in needed for o in node.output):
             unaccounted.append(f"{node.name or node.op_type} ({node.op_type})")
@@ -630,7 +638,8 @@ def _read_whole(path: Path, proto: Any, graph: Any, values: dict, consumers: dic
                                + (f" and {len(unaccounted) - 8} more" if len(unaccounted) > 8 else "")
                                + " compute on the model's data outside any LSTM, GRU, RNN, Dense or Embedding "
                                "layer (a cell written out as separate operators, or steps picked from a sequence in "
-                               "a way not recognised); the graph cannot be read without changing what it computes")
+                               "a way not recognised); the graph cannot be read without changing what it computes",
+                               **_SELECT)
     if not layers:
         raise FormatError(f"{path}: holds no LSTM, GRU, RNN, Dense or Embedding layer")
     seen: dict[int, str] = {}
