@@ -11,6 +11,7 @@ from conftest import (assert_same_run, inputs, random_keras_lstm, random_torch_l
 
 import lstm_convert as lc
 from lstm_convert import reference
+from lstm_convert.cli import main
 
 
 def test_seed_case():
@@ -172,3 +173,33 @@ def sample(directory, rng):
     randomize_keras(model, rng)
     model.save(directory / "sample.keras")
     return directory / "sample.keras"
+
+
+def test_time_distributed_dense_is_a_dense_on_every_step(tmp_path, rng):
+    import warnings
+
+    from lstm_convert import files
+    from lstm_convert.verify import verify
+
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4, return_sequences=True, name="lstm"),
+                              keras.layers.TimeDistributed(keras.layers.Dense(2, activation="tanh"), name="td")])
+    randomize_keras(model, rng)
+    model.save(tmp_path / "td.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save(tmp_path / "td.h5")
+    for name in ("td.keras", "td.h5"):
+        read = files.read(tmp_path / name)
+        dense = read.layers[1]
+        kernel, bias = model.get_layer("td").get_weights()
+        assert (dense.kind, dense.name, dense.activation) == ("dense", "td", "tanh")
+        np.testing.assert_array_equal(dense.weight, kernel.T)
+        np.testing.assert_array_equal(dense.bias, bias)
+    files.convert(tmp_path / "td.keras", tmp_path / "td.pt", module=tmp_path / "td.py")
+    result = verify(tmp_path / "td.keras", tmp_path / "td.pt")
+    assert result.ok and result.runners == ("keras", "torch"), result.notes
+    wrapped = keras.Sequential([keras.Input((5, 2, 3)), keras.layers.TimeDistributed(keras.layers.LSTM(2), name="tl")])
+    wrapped.save(tmp_path / "wrapped.keras")
+    with pytest.raises(lc.UnsupportedError, match=r"does not convert: tl \(TimeDistributed: layer/cell/vars/0"):
+        files.read(tmp_path / "wrapped.keras")
+    assert main(["inspect", str(tmp_path / "wrapped.keras")]) == 1  # nothing in it converts

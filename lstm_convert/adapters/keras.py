@@ -48,7 +48,7 @@ SETTINGS = {"Dense": (), "Embedding": (), "RNN": _RECURRENT_SETTINGS,
 # Layers without weights that compute the identity at inference; files may contain them.
 INFERENCE_IDENTITY = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "ActivityRegularization")
 SUPPORTED = ("LSTM", "GRU", "SimpleRNN", "LSTMCell", "GRUCell", "SimpleRNNCell", "RNN", "Bidirectional",
-             "Dense", "Embedding", "Masking")
+             "Dense", "TimeDistributed", "Embedding", "Masking")
 
 
 def variables(class_name: str, config: Mapping[str, Any]) -> dict[str, str]:
@@ -57,6 +57,9 @@ def variables(class_name: str, config: Mapping[str, Any]) -> dict[str, str]:
     Keys are the variable names (``kernel``, ...), prefixed by ``forward/`` or
     ``backward/`` inside a Bidirectional.
     """
+    if class_name == "TimeDistributed":
+        inner_class, inner = _time_distributed(config)
+        return {key: f"layer/{place}" for key, place in variables(inner_class, inner).items()}
     if class_name == "Dense":
         return {t: f"vars/{i}" for i, t in enumerate(("kernel", "bias")[: 2 if config.get("use_bias", True) else 1])}
     if class_name == "Masking":
@@ -70,6 +73,16 @@ def variables(class_name: str, config: Mapping[str, Any]) -> dict[str, str]:
                 for i, t in enumerate(names)}
     where = "vars" if wrapper == "cell" else "cell/vars"
     return {t: f"{where}/{i}" for i, t in enumerate(names)}
+
+
+def _time_distributed(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The Dense inside a ``TimeDistributed`` (named as the wrapper); UnsupportedError for any other layer."""
+    inner = config.get("layer")
+    inner_class = inner.get("class_name") if isinstance(inner, dict) else None
+    if inner_class != "Dense" or not isinstance(inner.get("config"), dict):
+        raise UnsupportedError(f"{config.get('name')}: TimeDistributed of {inner_class or 'an unknown layer'} is not "
+                               "supported (a TimeDistributed(Dense) is)")
+    return "Dense", {**inner["config"], "name": config.get("name")}
 
 
 def _recurrent(class_name: str, config: Mapping[str, Any]) -> tuple[str, Mapping[str, Any], str | None]:
@@ -97,6 +110,8 @@ def layer_from_config(class_name: str, config: Mapping[str, Any], tensors: Mappi
     ``features`` is the size of the layer's input where the variables cannot tell it (a Masking layer).
     """
     name = config["name"]
+    if class_name == "TimeDistributed":  # a Dense on every step is what a Dense computes on a sequence
+        class_name, config = _time_distributed(config)
     expected = variables(class_name, config)
     if set(tensors) != set(expected):
         raise ShapeError(f"{name}: expected Keras variables {list(expected)}, got {sorted(tensors)}")

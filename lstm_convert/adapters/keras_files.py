@@ -366,9 +366,10 @@ def _variables(class_name: str, config: Mapping[str, Any], unknown: list, shapes
     """The variables of a layer the tool converts; None (and an entry in ``unknown``) for one it does not."""
     try:
         return keras_adapter.variables(class_name, config)
-    except UnsupportedError:
-        unknown.append({"name": config.get("name"), "type": class_name, "why": "not a layer lstm_convert converts",
-                        "tensors": shapes()})
+    except UnsupportedError as exc:  # a wrapper of what is not converted says so; another layer is not converted
+        why = str(exc).split(": ", 1)[-1] if class_name in keras_adapter.SUPPORTED else \
+            "not a layer lstm_convert converts"
+        unknown.append({"name": config.get("name"), "type": class_name, "why": why, "tensors": shapes()})
         return None
 
 
