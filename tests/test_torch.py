@@ -148,7 +148,7 @@ def test_torchscript_parameters_are_read_as_data(tmp_path, rng, how):
         scripted = torch.jit.script(module) if how == "script" else torch.jit.trace(module, (x,))
         torch.jit.save(scripted, tmp_path / "tagger.pt")
     with pytest.raises(lc.UnsupportedError, match=r"tagger.pt: holds what lstm_convert does not convert: conv "
-                                                   r"\(weight \(6, 4, 3\), bias \(6,\)\)"):
+                                                   r"\(Conv1d: weight \(6, 4, 3\), bias \(6,\)\)"):
         files.read(tmp_path / "tagger.pt")
     model = files.read(tmp_path / "tagger.pt", only=["rnn", "fc", "emb"])
     assert [(layer.name, layer.kind) for layer in model.layers] == [("rnn", "gru"), ("fc", "dense"),

@@ -58,12 +58,14 @@ _MODULE_SETTINGS = ("batch_first", "dropout")
 def model_from_state_arrays(arrays: Mapping[str, np.ndarray], *, kinds: Mapping[str, str] | None = None,
                             settings: Mapping[str, Mapping[str, Any]] | None = None,
                             source: Mapping[str, str] | None = None, where: str = "state dict",
-                            only: Sequence[str] = (), inventory: bool = False) -> Model:
+                            only: Sequence[str] = (), inventory: bool = False,
+                            classes: Mapping[str, str] | None = None) -> Model:
     """Split a PyTorch state dict (NumPy arrays) into canonical layers, one per module prefix.
 
     ``only`` (shell-style patterns on module prefixes) reads just the modules it selects. Modules that are
     not an LSTM, GRU, RNN, Linear or Embedding are refused all together in one message, or with
-    ``inventory`` listed in the model's ``config["unconverted"]``.
+    ``inventory`` listed in the model's ``config["unconverted"]`` (as ``classes`` names them, where the file
+    says which module class each prefix is).
     """
     groups: dict[str, dict[str, np.ndarray]] = {}
     for key, array in arrays.items():
@@ -78,7 +80,8 @@ def model_from_state_arrays(arrays: Mapping[str, np.ndarray], *, kinds: Mapping[
             continue
         layer = _module(prefix, params, kinds.get(prefix), (settings or {}).get(prefix, {}), source, where)
         if layer is None:
-            unknown.append({"name": prefix or "(no prefix)", "type": "module", "why": _NOT_CONVERTED,
+            unknown.append({"name": prefix or "(no prefix)", "type": (classes or {}).get(prefix, "module"),
+                            "why": _NOT_CONVERTED,
                             "tensors": {param: list(array.shape) for param, array in params.items()}})
         else:
             layers.append(layer)

@@ -94,7 +94,8 @@ def _read_torchscript(path: Path, kinds: Mapping[str, str] | None, only: Sequenc
     source = {"framework": "torch", "file_format": "torchscript"}
     try:
         return torch_adapter.model_from_state_arrays(arrays, kinds={**said, **(kinds or {})}, settings=module_settings,
-                                                      source=source, where=str(path), only=only, inventory=inventory)
+                                                      source=source, where=str(path), only=only, inventory=inventory,
+                                                      classes=classes)
     except FormatError:
         raise
     except LSTMConvertError as exc:
