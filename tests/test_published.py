@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(DATA is None, reason="silero-vad (a test depende
 
 def test_the_three_files_hold_the_same_lstm():
     jit = files.read(DATA / "silero_vad.jit", only=["_model.decoder.rnn"])
-    onnx = files.read(DATA / "silero_vad.onnx", only=["If_0_then_branch__Inline_0__/decoder/rnn/LSTM"])
+    onnx = files.read(DATA / "silero_vad.onnx", only=["If_0_then_branch__Inline_0__.decoder.rnn.LSTM"])  # as listed
     (lstm,) = jit.layers
     assert (lstm.kind, lstm.cell, lstm.input_size, lstm.hidden_size) == ("lstm", True, 128, 128)
     for (name, a), (_, b) in zip(jit.tensors(), onnx.tensors(), strict=True):  # two readers, one model

@@ -143,18 +143,47 @@ def test_state_dict_modules_selected_by_prefix(tmp_path, rng, capsys):
     assert "(run by torch)" in capsys.readouterr().out
 
 
-def test_onnx_export_operators_selected_by_name(tmp_path, rng):
+@pytest.mark.parametrize("dynamo, lstm, dense", [(False, "*LSTM*", "*MatMul*"), (True, "node_lstm*", "node_MatMul*")],
+                         ids=["torchscript-exporter", "dynamo-exporter"])
+def test_onnx_export_operators_selected_by_name(tmp_path, rng, dynamo, lstm, dense):
     module = _Front(rng).eval()
     x = torch.from_numpy(rng.normal(size=(2, 7, 4)).astype("float32"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (x,), tmp_path / "front.onnx", dynamo=False, input_names=["x"])
+        torch.onnx.export(module, (x,), tmp_path / "front.onnx", dynamo=dynamo, input_names=["x"])
     with pytest.raises(lc.LSTMConvertError, match="front.onnx: node .*Conv"):
         files.read(tmp_path / "front.onnx")
     listed = files.read(tmp_path / "front.onnx", inventory=True)
     assert [layer.kind for layer in listed.layers] == ["lstm", "dense"]
     assert any(entry["type"] == "Conv" for entry in listed.config["unconverted"])
-    (lstm,) = files.read(tmp_path / "front.onnx", only=["*LSTM*"]).layers
-    direct = lc.from_torch(module.rnn)
-    for (name, a), (_, b) in zip(lstm.tensors(), direct.tensors(), strict=True):
+    rnn, fc = files.read(tmp_path / "front.onnx", only=[lstm, dense]).layers  # the LSTM and the Linear after it
+    for (name, a), (_, b) in zip(rnn.tensors(), lc.from_torch(module.rnn).tensors(), strict=True):
         assert a.shape == b.shape and np.array_equal(a, b), name
+    assert np.array_equal(fc.weight, module.fc.weight.detach().numpy())
+    assert np.array_equal(fc.bias, module.fc.bias.detach().numpy())
+
+
+def test_keras_onnx_export_of_a_cnn_lstm(tmp_path, rng):
+    """Keras' own ONNX export (through tf2onnx) of the CNN + LSTM: the LSTM and its head are selected by node name
+    and compute what Keras computes from the features that reach the LSTM."""
+    pytest.importorskip("tf2onnx")
+    from lstm_convert import reference
+
+    model = _cnn_lstm(rng, tmp_path / "cnn.keras")
+    x = rng.normal(size=(2, 10, 4)).astype("float32")
+    model(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.export(str(tmp_path / "cnn.onnx"), format="onnx", verbose=False)
+    listed = files.read(tmp_path / "cnn.onnx", inventory=True)
+    kinds = [layer.kind for layer in listed.layers]
+    assert "lstm" in kinds and listed.config["unconverted"]
+    names = [layer.name for layer in listed.layers]
+    start = kinds.index("lstm")
+    part = files.read(tmp_path / "cnn.onnx", only=names[start:start + 2])  # the names inspect shows
+    assert [layer.kind for layer in part.layers] == ["lstm", "dense"]
+    features = keras.ops.convert_to_numpy(keras.Model(model.inputs[0], model.get_layer("norm").output)(x))
+    got = reference.run(part, features)[-1][0]
+    want = keras.ops.convert_to_numpy(model(x))
+    assert got.shape == want.shape == (2, 8, 3)
+    np.testing.assert_allclose(got, want, atol=1e-5)

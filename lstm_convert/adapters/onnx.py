@@ -692,7 +692,7 @@ def _read_selected(path: Path, nodes: list[Any], values: Mapping[str, np.ndarray
     what a call of the layer takes, as in every framework: the layer is its weights and equations."""
     producers = {o: node for node in nodes for o in node.output}
     candidates = [node for node in nodes if _layer_node(node, values)]
-    labels = [x for node in candidates for x in (node.name, *node.output) if x]
+    labels = [x for node in candidates for x in _labels(node) if x]
     if not candidates:
         return [], []
     check_selection(str(path), only, labels)
@@ -701,7 +701,7 @@ def _read_selected(path: Path, nodes: list[Any], values: Mapping[str, np.ndarray
     used: set[str] = set()
     previous = None
     for node in candidates:
-        if not any(selects(only, x) for x in (node.name, *node.output) if x):
+        if not any(selects(only, x) for x in _labels(node) if x):
             continue
         label = f"{path}: node {node.name or node.op_type}"
         if previous is not None and chain:
@@ -710,7 +710,7 @@ def _read_selected(path: Path, nodes: list[Any], values: Mapping[str, np.ndarray
                 raise UnsupportedError(f"{label} does not take the output of the selected node before it "
                                        f"({previous.name or previous.op_type}) through data plumbing alone; select "
                                        "one run of layer operators")
-        name = _unique_name((node.name or node.output[0]).strip("/").replace("/", ".") or node.op_type, used)
+        name = _unique_name(_labels(node)[-1] or node.op_type, used)
         kind = _layer_node(node, values)
         if kind in _OPS:
             layers.append(_read_recurrent(path, node, values, name, {}, source))
@@ -730,6 +730,12 @@ def _read_selected(path: Path, nodes: list[Any], values: Mapping[str, np.ndarray
     if not layers:
         raise FormatError(f"{path}: the selection holds no LSTM, GRU, RNN, Dense or Embedding operator")
     return layers, unconverted
+
+
+def _labels(node: Any) -> list[str]:
+    """What selects an operator: its node name, its output names, and the layer name made of its node name
+    (``/decoder/rnn/LSTM`` becomes ``decoder.rnn.LSTM``), which ``inspect`` shows."""
+    return [node.name, *node.output, (node.name or node.output[0]).strip("/").replace("/", ".")]
 
 
 def _upstream(producers: Mapping[str, Any], name: str, taken: set[str], values: Mapping[str, np.ndarray]) -> Any:

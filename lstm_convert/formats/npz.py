@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import Format, LayerVerdict, ReadOptions, is_zip, parsing, zip_errors, zip_names
+from . import Format, LayerVerdict, ReadOptions, is_zip, parsing, refused, zip_errors, zip_names
 from . import torch as torch_format
 
 
@@ -66,7 +66,7 @@ def check_layer(layer, module: bool) -> LayerVerdict:
 
         error = UnsupportedError(f"{layer.name}: NumPy has no bfloat16, so an .npz cannot hold these weights; "
                                  "keep them in a safetensors archive or a PyTorch .safetensors or .pt file")
-        return LayerVerdict("impossible", reason=str(error).split(": ", 1)[1], error=error)
+        return refused(error)
     return torch_format.check_layer(layer, False)
 
 
