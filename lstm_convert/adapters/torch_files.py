@@ -51,7 +51,10 @@ def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None, 
             return _read_torchscript(path, kinds, only, inventory)
     torch = require("torch")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # a zip written by torch.save (or here) is mapped: only the tensors that are used are read
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # a legacy (pre-zip) file, which cannot be mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FormatError(f"{path}: no such file") from None
     except Exception as exc:  # torch raises many types for a bad or unsafe pickle
@@ -59,10 +62,18 @@ def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None, 
         raise FormatError(f"{path}: not a PyTorch state dict that loads with weights_only=True ({message})") from None
     if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
         raise FormatError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(state).__name__}")
-    arrays = {key: torch_adapter.to_numpy(torch, key, value, floating=False) for key, value in state.items()}
+    # Tensors of modules that are not selected keep their shapes only (a zero-memory placeholder).
+    arrays = {key: torch_adapter.to_numpy(torch, key, value, floating=False) if selects(only, key.rpartition(".")[0])
+              else _placeholder(key, value) for key, value in state.items()}
     # The file does not say which torch version wrote it.
     return _model(path, arrays, kinds, {"framework": "torch", "file_format": "pt"}, _pt_record(path), only,
                   inventory)
+
+
+def _placeholder(key: str, value: Any) -> np.ndarray:
+    """A read-only array of ``value``'s shape that takes no memory (for what a selection leaves out)."""
+    shape = tuple(value.shape) if hasattr(value, "shape") else ()
+    return np.broadcast_to(np.zeros((), np.float32), shape)
 
 
 def _read_torchscript(path: Path, kinds: Mapping[str, str] | None, only: Sequence[str], inventory: bool) -> Model:
