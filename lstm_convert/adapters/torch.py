@@ -97,6 +97,9 @@ def _module(prefix: str, params: dict[str, np.ndarray], kind: str | None, settin
             source: Mapping[str, str], where: str) -> Layer | None:
     keys = sorted(f"{prefix}.{p}" if prefix else p for p in params)
     config = {"torch": {"prefix": f"{prefix}." if prefix else "", **settings}}
+    if any(_RECURRENT_KEY.match(p) for p in params) or (set(params) <= {"weight", "bias"} and "weight" in params
+                                                           and params["weight"].ndim == 2):
+        params = {k: np.asarray(v) for k, v in params.items()}  # a module this tool converts: read its values
     if any(_RECURRENT_KEY.match(p) for p in params):
         activation = {"rnn_tanh": "tanh", "rnn_relu": "relu"}.get(kind or "")
         return recurrent_from_state_arrays(params, name=prefix or None, settings=config["torch"], source=source,

@@ -62,12 +62,28 @@ def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None, 
         raise FormatError(f"{path}: not a PyTorch state dict that loads with weights_only=True ({message})") from None
     if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
         raise FormatError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(state).__name__}")
-    # Tensors of modules that are not selected keep their shapes only (a zero-memory placeholder).
-    arrays = {key: torch_adapter.to_numpy(torch, key, value, floating=False) if selects(only, key.rpartition(".")[0])
-              else _placeholder(key, value) for key, value in state.items()}
+    # A tensor is copied out of the mapped file only when a layer is built from it: not for a module that is
+    # not selected, nor for one that is not converted (whose shapes inspect lists).
+    arrays = {key: _Lazy(torch, key, value) if selects(only, key.rpartition(".")[0]) else _placeholder(key, value)
+              for key, value in state.items()}
     # The file does not say which torch version wrote it.
     return _model(path, arrays, kinds, {"framework": "torch", "file_format": "pt"}, _pt_record(path), only,
                   inventory)
+
+
+class _Lazy:
+    """A tensor of a state dict that becomes a NumPy copy (``np.asarray``) only when it is used."""
+
+    def __init__(self, torch: Any, key: str, value: Any):
+        if not isinstance(value, torch.Tensor):
+            raise FormatError(f"{key}: expected a tensor, got {type(value).__name__}")
+        self.torch, self.key, self.value = torch, key, value
+        self.shape = tuple(value.shape)
+        self.ndim = len(self.shape)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        array = torch_adapter.to_numpy(self.torch, self.key, self.value, floating=False)
+        return array if dtype is None else array.astype(dtype)
 
 
 def _placeholder(key: str, value: Any) -> np.ndarray:
