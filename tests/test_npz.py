@@ -84,3 +84,16 @@ def test_pickled_arrays_are_refused(tmp_path):
     np.savez(tmp_path / "p.npz", weight=np.array([{"not": "an array"}], dtype=object))
     with pytest.raises(lc.FormatError, match="p.npz: not a readable NumPy .npz file"):
         files.read(tmp_path / "p.npz")
+
+
+def test_selection_reads_only_the_selected_arrays(tmp_path, rng):
+    module = _module(rng)
+    state = {k: v.numpy() for k, v in module.state_dict().items()}
+    state["conv.weight"] = rng.normal(size=(6, 5, 3)).astype("float32")  # not converted, listed by its shape
+    np.savez(tmp_path / "c.npz", **state)
+    with pytest.raises(lc.UnsupportedError, match=r"does not convert: conv \(weight \(6, 5, 3\)\)"):
+        files.read(tmp_path / "c.npz")
+    model = files.read(tmp_path / "c.npz", only=["rnn"])
+    assert [layer.name for layer in model.layers] == ["rnn"]
+    listed = files.read(tmp_path / "c.npz", inventory=True)
+    assert listed.config["unconverted"][0]["tensors"] == {"weight": [6, 5, 3]}

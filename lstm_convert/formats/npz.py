@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import Format, LayerVerdict, ReadOptions, is_zip, parsing, refused, zip_errors, zip_names
+from . import Format, LayerVerdict, ReadOptions, is_zip, parsing, refused, selects, zip_errors, zip_names
 from . import torch as torch_format
 
 
@@ -32,8 +32,9 @@ def _read(path: Path, options: ReadOptions):
             archive = np.load(handle, allow_pickle=False)
             if not isinstance(archive, np.lib.npyio.NpzFile):
                 raise FormatError(f"{path}: holds one array, not an .npz state dict")
-            with archive:
-                arrays = {key: archive[key] for key in archive.files}
+            with archive:  # an array of a module that is not selected keeps its shape only, read from its header
+                arrays = {key: archive[key] if selects(options.only, key.rpartition(".")[0])
+                          else _shape_only(archive, key) for key in archive.files}
     if not arrays:
         raise FormatError(f"{path}: holds no arrays")
     try:
@@ -43,6 +44,19 @@ def _read(path: Path, options: ReadOptions):
         raise
     except LSTMConvertError as exc:
         raise exc.prefixed(str(path)) from None
+
+
+def _shape_only(archive, key: str):
+    """A zero-memory array of the shape that the ``.npy`` header of member ``key`` declares."""
+    import numpy as np
+
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    with archive.zip.open(f"{key}.npy") as member:
+        reader = readers.get(np.lib.format.read_magic(member))
+        shape = reader(member)[0] if reader is not None else None
+    if shape is None:  # a header version without a public reader: the array itself says
+        shape = archive[key].shape
+    return np.broadcast_to(np.zeros((), np.float32), shape)
 
 
 def _write(model, path: Path, before_rename) -> None:
