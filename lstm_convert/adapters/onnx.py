@@ -576,8 +576,7 @@ def _read_whole(path: Path, proto: Any, graph: Any, values: dict, consumers: dic
         if _own_plumbing(node, ours) or (node.name and node.name in selections):
             continue
         recorded_masking()
-        if (node.op_type in _KINDS or (node.op_type in ("MatMul", "Gemm") and _weight(node, values) is not None)) \
-                and not any(o in needed for o in node.output):
+        if _layer_node(node, values) in (*_OPS, "dense") and not any(o in needed for o in node.output):
             raise UnsupportedError(f"{path}: node {node.name or node.op_type} ({node.op_type}) is a layer off the "
                                    "way to the model's output (its first graph output); a model with several "
                                    "branches cannot be read as one chain of layers")

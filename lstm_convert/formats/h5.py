@@ -23,14 +23,9 @@ def _read(path: Path, options: ReadOptions):
 
 
 def _run(path: Path, model, calls: list) -> Run:
-    import numpy as np
+    from .keras import run
 
-    from .keras import load
-
-    loaded, runner, why = load(path, keras3=False, model=model)
-    if loaded is None:
-        return Run(None, "", (why,))
-    return Run(np.concatenate([np.asarray(loaded(x)) for x in calls]), runner)
+    return run(path, model, calls, keras3=False)  # Keras 3 cannot load a tf.keras 2 file; tf_keras can
 
 
 FORMAT = Format(

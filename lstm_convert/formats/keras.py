@@ -99,10 +99,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:120] if text else type(exc).__name__
 
 
-def run(path: Path, model, calls: list) -> Run | None:
+def run(path: Path, model, calls: list, *, keras3: bool = True) -> Run | None:
+    """The model, or its selected layers, on each input of ``calls`` in turn, by Keras 3 (``keras3``) or tf_keras."""
     import numpy as np
 
-    loaded, runner, why = load(path, model=model)
+    loaded, runner, why = load(path, keras3=keras3, model=model)
     if loaded is None:
         return Run(None, "", (why,))
     return Run(np.concatenate([np.asarray(loaded(x)) for x in calls]), runner)
