@@ -159,6 +159,12 @@ def test_torchscript_parameters_are_read_as_data(tmp_path, rng, how):
                            kinds={"fc": "linear", "emb": "embedding"})
     for (name, a), (other, b) in zip(model.tensors(), direct.tensors(), strict=True):
         assert name == other and a.shape == b.shape and np.array_equal(a, b), name
+    # verify runs the selected modules of the archive in PyTorch, from its parameters read as data
+    from lstm_convert.verify import verify
+
+    files.convert(tmp_path / "tagger.pt", tmp_path / "rnn.safetensors", only=["rnn"])
+    result = verify(tmp_path / "tagger.pt", tmp_path / "rnn.safetensors", only=["rnn"])
+    assert result.ok and result.runners == ("torch", "reference"), result.notes
 
 
 def test_torchscript_that_is_more_than_data_is_refused_with_the_route(tmp_path):

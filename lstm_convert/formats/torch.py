@@ -105,13 +105,24 @@ def _module_source(model) -> str:
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """The file's state dict as torch tensors."""
+    """The file's state dict as torch tensors (by its content, as it was read: a renamed file too)."""
     import torch
 
-    if path.suffix.lower() == ".safetensors":
+    if is_safetensors(path, head(path) or b""):
         from safetensors.torch import load_file
 
         return load_file(path)
+    import zipfile
+
+    from .. import _torchscript
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            scripted = _torchscript.is_torchscript(archive.namelist())
+        if scripted:  # its parameters as data, as it was read; its code is never run
+            from ..adapters.torch import from_numpy
+
+            return {key: from_numpy(torch, array) for key, array in _torchscript.read(path)[0].items()}
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
