@@ -11,7 +11,8 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
-from .canonical import Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
+from .canonical import (Activation, BatchNorm, Conv1D, Dense, Embedding, Flatten, Gate, Layer, LayerNorm, Masking,
+                        Model, Pooling, RecurrentLayer)
 from .errors import (ConfigError, FormatError, LSTMConvertError, MissingDependencyError, SettingError, ShapeError,
                      UnsupportedError)
 
@@ -30,7 +31,7 @@ __all__ = [
     "from_keras", "from_torch", "to_keras", "to_torch", "save", "load",
     "RecurrentLayer", "Gate", "Dense", "Embedding", "Model",
     "LSTMConvertError", "ConfigError", "ShapeError", "FormatError", "UnsupportedError", "MissingDependencyError", "SettingError",
-    "Masking",
+    "Masking", "Conv1D", "BatchNorm", "LayerNorm", "Activation", "Flatten", "Pooling",
 ]
 
 

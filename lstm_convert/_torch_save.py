@@ -29,7 +29,7 @@ import numpy as np
 from ._safetensors import _contiguous
 
 _STORAGES = {"float32": "FloatStorage", "float64": "DoubleStorage", "float16": "HalfStorage",
-             "bfloat16": "BFloat16Storage"}
+             "bfloat16": "BFloat16Storage", "int64": "LongStorage"}  # int64: BatchNorm's num_batches_tracked
 _ALIGN = 64
 
 

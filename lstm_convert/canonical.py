@@ -569,9 +569,338 @@ class Masking(_BitEqual):
         return f"Masking(name={self.name!r}, size={self.size}, mask_value={self.mask_value!r})"
 
 
-Layer = RecurrentLayer | Dense | Embedding | Masking
+class _Plain(_BitEqual):
+    """What the layers around recurrent ones share: named array fields (``_ARRAYS``, None when absent),
+    settings (``_SETTINGS``, JSON values), and a spec that lists both."""
+
+    _ARRAYS: tuple[str, ...] = ()
+    _SETTINGS: tuple[str, ...] = ()
+
+    def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
+        for attr in self._ARRAYS:
+            array = getattr(self, attr)
+            if array is not None:
+                yield f"{self.name}.{attr}", array
+
+    def count_params(self, framework: str = "torch") -> int:
+        return sum(a.size for _, a in self.tensors())
+
+    @property
+    def dtype(self) -> str | None:
+        return next((str(a.dtype) for _, a in self.tensors()), None)
+
+    def semantics(self) -> list[str]:
+        return []
+
+    def spec(self) -> dict[str, Any]:
+        settings = {key: list(v) if isinstance(v := getattr(self, key), tuple) else v for key in self._SETTINGS}
+        return {"name": self.name, "kind": self.kind, **settings, "dtype": self.dtype,
+                "arrays": [attr for attr in self._ARRAYS if getattr(self, attr) is not None],
+                "config": dict(self.config), "source": dict(self.source)}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], fetch: Callable[[str], np.ndarray]) -> Any:
+        arrays = spec["arrays"]
+        if not isinstance(arrays, list) or not set(arrays) <= set(cls._ARRAYS):
+            raise ConfigError(f"{spec['name']}: arrays must list some of {cls._ARRAYS}, got {arrays!r}")
+        settings = {key: tuple(v) if isinstance(v := spec[key], list) else v for key in cls._SETTINGS}
+        return cls(name=spec["name"], **settings, **{a: fetch(f"{spec['name']}.{a}") for a in arrays},
+                   config=spec["config"], source=spec["source"])
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{key}={getattr(self, key)!r}" for key in self._SETTINGS)
+        return f"{type(self).__name__}(name={self.name!r}, {shown}, dtype={self.dtype!r})"
+
+    def _vector(self, attr: str, size: int, dtype: Any) -> np.dtype | None:
+        """Freeze the (size,) array ``attr`` if present; return its dtype (or ``dtype``)."""
+        value = getattr(self, attr)
+        if value is None:
+            return dtype
+        array = _frozen_array(value, (size,), dtype, f"{self.name}.{attr}")
+        object.__setattr__(self, attr, array)
+        return array.dtype
+
+
+def _positive(obj: Any, *attrs: str) -> None:
+    for attr in attrs:
+        value = getattr(obj, attr)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{obj.name}: {attr} must be a positive integer, got {value!r}")
+
+
+def _small_positive(obj: Any, attr: str) -> None:
+    value = getattr(obj, attr)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ConfigError(f"{obj.name}: {attr} must be a number between 0 and 1, got {value!r}")
+    object.__setattr__(obj, attr, float(value))
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Conv1D(_Plain):
+    """A convolution over time: ``weight`` is ``(out_channels, in_channels // groups, kernel_size)``, as
+    ``nn.Conv1d`` holds it (a Keras ``Conv1D`` kernel is ``(kernel_size, in // groups, out)``).
+
+    Its input and output are sequences ``(batch, time, channels)``. ``padding`` is the zeros added before
+    and after the sequence, ``(left, right)`` (Keras ``valid`` is ``(0, 0)``, ``causal`` ``((k - 1) * dilation,
+    0)``, and ``same`` with stride 1 splits ``(k - 1) * dilation`` with the odd one on the right, as PyTorch's
+    ``same`` does), or ``"same"`` for Keras' ``same`` with a stride above 1, which pads by the input's
+    length: ``max((ceil(L / stride) - 1) * stride + (k - 1) * dilation + 1 - L, 0)`` in all, the odd one on
+    the right. ``activation`` is applied after the bias. It takes no mask: a mask before it ends there.
+    """
+
+    name: str
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+    stride: int = 1
+    dilation: int = 1
+    groups: int = 1
+    padding: tuple[int, int] | str = (0, 0)
+    activation: str = "linear"
+    config: Mapping[str, Any] = field(default_factory=dict)
+    source: Mapping[str, str] = field(default_factory=dict)
+
+    kind = "conv1d"
+    _ARRAYS = ("weight", "bias")
+    _SETTINGS = ("stride", "dilation", "groups", "padding", "activation")
+
+    def __post_init__(self) -> None:
+        weight = np.asarray(self.weight)
+        if weight.ndim != 3:
+            raise ShapeError(f"{self.name}.weight: expected a 3-D (out_channels, in_channels // groups, "
+                             f"kernel_size) array, got shape {weight.shape}")
+        _positive(self, "stride", "dilation", "groups")
+        if weight.shape[0] % self.groups:
+            raise ShapeError(f"{self.name}.weight: {weight.shape[0]} output channels do not split into "
+                             f"groups={self.groups}")
+        padding = self.padding
+        if isinstance(padding, list):
+            padding = tuple(padding)
+        if padding != "same" and not (isinstance(padding, tuple) and len(padding) == 2 and all(
+                isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in padding)):
+            raise ConfigError(f"{self.name}: padding must be (left, right) non-negative integers or 'same', "
+                              f"got {self.padding!r}")
+        object.__setattr__(self, "padding", padding)
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"{self.name}: activation {self.activation!r} is not one of {sorted(ACTIVATIONS)}")
+        object.__setattr__(self, "weight", _frozen_array(weight, weight.shape, None, f"{self.name}.weight"))
+        self._vector("bias", weight.shape[0], weight.dtype)
+        _freeze_common(self)
+
+    out_channels = property(lambda self: int(self.weight.shape[0]))
+    in_channels = property(lambda self: int(self.weight.shape[1]) * self.groups)
+    kernel_size = property(lambda self: int(self.weight.shape[2]))
+    input_size = in_channels
+    output_size = out_channels
+
+    def pads(self, length: int) -> tuple[int, int]:
+        """The zeros added (before, after) to a sequence of ``length`` steps."""
+        if self.padding != "same":
+            return self.padding  # type: ignore[return-value]
+        total = max((-(-length // self.stride) - 1) * self.stride + (self.kernel_size - 1) * self.dilation + 1
+                    - length, 0)
+        return total // 2, total - total // 2
+
+    def output_length(self, length: int) -> int:
+        left, right = self.pads(length)
+        return max((length + left + right - self.dilation * (self.kernel_size - 1) - 1) // self.stride + 1, 0)
+
+    def semantics(self) -> list[str]:
+        """The activation, and a padding that an ``nn.Conv1d`` cannot hold (other zeros at each end, or by the
+        input's length)."""
+        out = [f"activation={self.activation!r}"] if self.activation != "linear" else []
+        if self.padding == "same" or self.padding[0] != self.padding[1]:
+            out.append(f"padding={self.padding if self.padding == 'same' else list(self.padding)!r}")
+        return out
+
+    @staticmethod
+    def padding_of(value: Any, kernel_size: int, dilation: int = 1, stride: int = 1) -> tuple[int, int] | str:
+        """The canonical padding for a framework's: ``valid``, ``causal``, ``same`` (Keras, PyTorch), an
+        integer (PyTorch's zeros on both sides) or a pair. ConfigError for anything else."""
+        span = (kernel_size - 1) * dilation
+        if value == "valid":
+            return (0, 0)
+        if value == "causal":
+            return (span, 0)
+        if value == "same":
+            return (span // 2, span - span // 2) if stride == 1 else "same"
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return (value, value)
+        if isinstance(value, (list, tuple)) and len(value) == 1:
+            return Conv1D.padding_of(value[0], kernel_size, dilation, stride)
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return tuple(value)  # type: ignore[return-value]  # checked by the layer
+        raise ConfigError(f"padding {value!r} is not 'valid', 'causal', 'same', an integer or a (left, right) pair")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class BatchNorm(_Plain):
+    """Batch normalisation at inference, per feature: ``(x - mean) / sqrt(variance + epsilon) * scale + offset``
+    (Keras ``gamma`` / ``beta``, PyTorch ``weight`` / ``bias``; None when the layer has none).
+
+    ``momentum`` is the weight of a new batch's statistics in the running averages, as PyTorch counts it
+    (Keras' ``momentum`` is ``1 - momentum``; None is PyTorch's cumulative average). It and ``batches_tracked``
+    (PyTorch's ``num_batches_tracked``) only matter when training goes on; they are kept for that.
+    """
+
+    name: str
+    mean: np.ndarray
+    variance: np.ndarray
+    scale: np.ndarray | None = None
+    offset: np.ndarray | None = None
+    epsilon: float = 1e-5
+    momentum: float | None = 0.1
+    batches_tracked: int | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    source: Mapping[str, str] = field(default_factory=dict)
+
+    kind = "batch_norm"
+    _ARRAYS = ("scale", "offset", "mean", "variance")
+    _SETTINGS = ("epsilon", "momentum", "batches_tracked")
+
+    def __post_init__(self) -> None:
+        mean = np.asarray(self.mean)
+        if mean.ndim != 1:
+            raise ShapeError(f"{self.name}.mean: expected a 1-D (features,) array, got shape {mean.shape}")
+        dtype = self._vector("mean", mean.shape[0], None)
+        for attr in ("variance", "scale", "offset"):
+            self._vector(attr, mean.shape[0], dtype)
+        _small_positive(self, "epsilon")
+        if self.momentum is not None:
+            _small_positive(self, "momentum")
+        if self.batches_tracked is not None and (isinstance(self.batches_tracked, bool)
+                                                 or not isinstance(self.batches_tracked, int)
+                                                 or self.batches_tracked < 0):
+            raise ConfigError(f"{self.name}: batches_tracked must be a non-negative integer or None, "
+                              f"got {self.batches_tracked!r}")
+        _freeze_common(self)
+
+    size = property(lambda self: int(self.mean.shape[0]))
+    input_size = size
+    output_size = size
+
+    def count_params(self, framework: str = "torch") -> int:
+        """PyTorch's parameters are the scale and offset (the running statistics are buffers); Keras counts
+        the moving statistics too, as non-trainable weights."""
+        kept = ("scale", "offset") if framework == "torch" else self._ARRAYS
+        return sum(getattr(self, a).size for a in kept if getattr(self, a) is not None)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class LayerNorm(_Plain):
+    """Layer normalisation over the features of each step: ``(x - mean) / sqrt(variance + epsilon) * scale +
+    offset`` with the mean and the (biased) variance of that step's features; ``scale`` and ``offset`` are
+    ``(size,)`` or None."""
+
+    name: str
+    size: int
+    scale: np.ndarray | None = None
+    offset: np.ndarray | None = None
+    epsilon: float = 1e-5
+    config: Mapping[str, Any] = field(default_factory=dict)
+    source: Mapping[str, str] = field(default_factory=dict)
+
+    kind = "layer_norm"
+    _ARRAYS = ("scale", "offset")
+    _SETTINGS = ("size", "epsilon")
+
+    def __post_init__(self) -> None:
+        _positive(self, "size")
+        dtype = self._vector("scale", self.size, None)
+        self._vector("offset", self.size, dtype)
+        _small_positive(self, "epsilon")
+        _freeze_common(self)
+
+    input_size = property(lambda self: self.size)
+    output_size = input_size
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Activation(_Plain):
+    """An activation on every feature (``size`` of them) of every step, such as Keras ``Activation("relu")``
+    or ``nn.ReLU()``."""
+
+    name: str
+    activation: str
+    size: int
+    config: Mapping[str, Any] = field(default_factory=dict)
+    source: Mapping[str, str] = field(default_factory=dict)
+
+    kind = "activation"
+    _SETTINGS = ("activation", "size")
+
+    def __post_init__(self) -> None:
+        _positive(self, "size")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"{self.name}: activation {self.activation!r} is not one of {sorted(ACTIVATIONS)}")
+        _freeze_common(self)
+
+    input_size = property(lambda self: self.size)
+    output_size = input_size
+
+    def semantics(self) -> list[str]:
+        return [f"activation={self.activation!r}"]
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Flatten(_Plain):
+    """A sequence of ``steps`` steps of ``size`` features as one vector of ``steps * size``, step after step
+    (Keras ``Flatten`` on ``(batch, time, features)``). It takes no mask."""
+
+    name: str
+    steps: int
+    size: int
+    config: Mapping[str, Any] = field(default_factory=dict)
+    source: Mapping[str, str] = field(default_factory=dict)
+
+    kind = "flatten"
+    _SETTINGS = ("steps", "size")
+
+    def __post_init__(self) -> None:
+        _positive(self, "steps", "size")
+        _freeze_common(self)
+
+    input_size = property(lambda self: self.size)
+    output_size = property(lambda self: self.steps * self.size)
+
+
+POOLING_MODES = ("average", "max")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Pooling(_Plain):
+    """Global pooling over time: the average or the maximum of each feature over the steps (Keras
+    ``GlobalAveragePooling1D`` / ``GlobalMaxPooling1D``). The average takes a mask, as Keras' does, and
+    averages the unmasked steps; the maximum takes none (every step counts, a masked one as zeros)."""
+
+    name: str
+    mode: str
+    size: int
+    config: Mapping[str, Any] = field(default_factory=dict)
+    source: Mapping[str, str] = field(default_factory=dict)
+
+    kind = "pooling"
+    _SETTINGS = ("mode", "size")
+
+    def __post_init__(self) -> None:
+        _positive(self, "size")
+        if self.mode not in POOLING_MODES:
+            raise ConfigError(f"{self.name}: mode must be one of {POOLING_MODES}, got {self.mode!r}")
+        _freeze_common(self)
+
+    input_size = property(lambda self: self.size)
+    output_size = input_size
+
+    def semantics(self) -> list[str]:
+        return [f"global {self.mode} over time"]
+
+
+# The layers around recurrent ones that have weights of their own or change the data's shape.
+AROUND = (Conv1D, BatchNorm, LayerNorm, Activation, Flatten, Pooling)
+Layer = RecurrentLayer | Dense | Embedding | Masking | Conv1D | BatchNorm | LayerNorm | Activation | Flatten | Pooling
 LAYER_TYPES: dict[str, type] = {"dense": Dense, "embedding": Embedding, "masking": Masking,
-                                **{k: RecurrentLayer for k in GATES}}
+                                **{cls.kind: cls for cls in AROUND}, **{k: RecurrentLayer for k in GATES}}
+# Whether a layer takes a sequence (batch, time, features) and gives one; None: either, as it is given.
+TAKES_SEQUENCE = {"conv1d": True, "flatten": True, "pooling": True, "lstm": True, "gru": True, "rnn": True}
 
 
 @dataclass(frozen=True, eq=False)
@@ -599,9 +928,9 @@ class Model(_BitEqual):
         if not layers:
             raise ConfigError("a model needs at least one layer")
         for layer in layers:
-            if not isinstance(layer, (RecurrentLayer, Dense, Embedding, Masking)):
-                raise ConfigError(f"a model holds RecurrentLayer, Dense, Embedding and Masking layers, "
-                                 f"got {type(layer).__name__}")
+            if not isinstance(layer, (RecurrentLayer, Dense, Embedding, Masking, *AROUND)):
+                raise ConfigError(f"a model holds RecurrentLayer, Dense, Embedding, Masking, "
+                                  f"{', '.join(c.__name__ for c in AROUND)} layers, got {type(layer).__name__}")
         if self.input_shape is not None:
             shape = tuple(self.input_shape)
             if not all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in shape):
@@ -653,8 +982,10 @@ class Model(_BitEqual):
 
     def check_chain(self) -> None:
         """Raise UnsupportedError unless the layers run one after the other: each takes what the one before
-        gives, an Embedding or a Masking layer comes only first, and no recurrent layer follows one that
-        returns its last step only. Every target that writes a model runs this rule, then its own."""
+        gives (its features, and a sequence where it needs one: no recurrent layer, convolution, Flatten or
+        pooling after a layer that returns one vector per sequence), an Embedding or a Masking layer comes
+        only first, and a Flatten gets the number of steps it was built for. Every target that writes a
+        model runs this rule, then its own."""
         for index, layer in enumerate(self.layers):
             if isinstance(layer, (Embedding, Masking)) and index:
                 what = "an Embedding" if isinstance(layer, Embedding) else "a Masking layer"
@@ -663,9 +994,27 @@ class Model(_BitEqual):
             if before.output_size != after.input_size:
                 raise UnsupportedError(f"{after.name}: takes {after.input_size} features but {before.name} gives "
                                        f"{before.output_size}; the layers do not form one chain")
-            if isinstance(before, RecurrentLayer) and not before.return_sequences and isinstance(after, RecurrentLayer):
-                raise UnsupportedError(f"{after.name}: follows {before.name}, which returns its last step only, "
-                                       "not a sequence")
+        for layer, (sequence, steps) in zip(self.layers, self.shapes()):
+            if TAKES_SEQUENCE.get(layer.kind) and not sequence:
+                raise UnsupportedError(f"{layer.name}: takes a sequence, but the layer before it returns one "
+                                       "vector per sequence (its last step only, a Flatten or a pooling)")
+            if isinstance(layer, Flatten) and steps is not None and steps != layer.steps:
+                raise UnsupportedError(f"{layer.name}: a Flatten built for {layer.steps} steps, but the model gives it "
+                                       f"{steps}")
+
+    def shapes(self) -> list[tuple[bool, int | None]]:
+        """For each layer, what it is given: whether a sequence, and how many steps (None when not known)."""
+        steps = self.input_shape[0] if self.input_shape else None
+        sequence = True
+        out = []
+        for layer in self.layers:
+            out.append((sequence, steps if sequence else None))
+            if isinstance(layer, Conv1D) and steps is not None:
+                steps = layer.output_length(steps)
+            elif isinstance(layer, (Flatten, Pooling)) or (isinstance(layer, RecurrentLayer)
+                                                            and not layer.return_sequences):
+                sequence = False
+        return out
 
     def input_spec(self) -> dict[str, Any]:
         return {"input_shape": None if self.input_shape is None else list(self.input_shape),
@@ -696,6 +1045,12 @@ SETTABLE: dict[type, dict[str, type]] = {
     Embedding: {"mask_zero": bool},
     Dense: {"activation": str},
     Masking: {"mask_value": float},
+    Conv1D: {"activation": str, "stride": int, "dilation": int, "groups": int, "padding": object},
+    BatchNorm: {"epsilon": float, "momentum": float},
+    LayerNorm: {"epsilon": float},
+    Activation: {"activation": str},
+    Flatten: {"steps": int},
+    Pooling: {"mode": str},
 }
 
 
@@ -717,6 +1072,8 @@ def with_settings(model: Model, settings: Mapping[str, Mapping[str, Any]]) -> Mo
             want = allowed[key]
             if want is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
+            if want is object:  # a padding: checked by the layer
+                continue
             if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
                 expected = "true or false" if want is bool else want.__name__
                 raise SettingError(f"setting {name}.{key}: expected {expected}, "
@@ -727,6 +1084,10 @@ def with_settings(model: Model, settings: Mapping[str, Mapping[str, Any]]) -> Mo
         if isinstance(layer, Masking) and "mask_value" in changes:
             changes["mask_value"] = float(changes["mask_value"])
         try:
+            if isinstance(layer, Conv1D) and "padding" in changes:
+                changes["padding"] = Conv1D.padding_of(changes["padding"], layer.kernel_size,
+                                                       changes.get("dilation", layer.dilation),
+                                                       changes.get("stride", layer.stride))
             layers.append(dataclasses.replace(layer, **changes) if changes else layer)
         except (ConfigError, ShapeError) as exc:
             raise SettingError(f"setting {layer.name}: {exc}") from None

@@ -186,7 +186,8 @@ def _inspect(args: argparse.Namespace) -> int:
     origin = " ".join(v for v in (source.get("framework"), source.get("framework_version")) if v)
     print(f"{info['file']}: {info['format']} file" + (f", weights from {origin}" if origin else ""))
     print(f"parameters counted as {_FRAMEWORK_TITLE[info['counted_as']]} counts them\n")
-    print(f"{'layer':<16} {'type':<10} {'sizes':<44} {'params':>8}")
+    w = _name_width([layer["name"] for layer in info["layers"]] + [e["name"] for e in info["unconverted"]])
+    print(f"{'layer':<{w}} {'type':<10} {'sizes':<44} {'params':>8}")
     for layer in info["layers"]:
         sizes = ", ".join(f"{k} {v}" for k, v in layer["sizes"].items()
                           if not (k in ("num_layers", "directions") and v == 1))
@@ -196,15 +197,15 @@ def _inspect(args: argparse.Namespace) -> int:
         if layer.get("bias") is False:
             extra.append("no bias")
         sizes = "; ".join([sizes, *extra])
-        print(f"{layer['name']:<16} {layer['type']:<10} {sizes:<44} {layer['params']:>8}")
+        print(f"{layer['name']:<{w}} {layer['type']:<10} {sizes:<44} {layer['params']:>8}")
         if "gates" in layer:
             _print_gates(layer["gates"])
     for entry in info["unconverted"]:
         shapes = ", ".join(f"{k} {tuple(v)}" for k, v in entry.get("tensors", {}).items())
-        print(f"{entry['name']:<16} {entry['type']:<10} {'not converted: ' + entry['why']:<44}")
+        print(f"{entry['name']:<{w}} {entry['type']:<10} {'not converted: ' + entry['why']:<44}")
         if shapes:
             print(f"    {shapes}")
-    print(f"{'total':<16} {'':<10} {'':<44} {info['total_params']:>8}")
+    print(f"{'total':<{w}} {'':<10} {'':<44} {info['total_params']:>8}")
     for entry in info.get("skipped", []):
         print(f"note: skipped {entry}: the identity at inference")
     for name in info.get("non_finite", []):
@@ -214,11 +215,17 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _name_width(names: list[str]) -> int:
+    """The width of a table's first column: 16, or wider for longer layer names."""
+    return max([16, *(len(n) + 1 for n in names)])
+
+
 def _print_conversions(info: dict, targets: tuple[str, ...] | None = None) -> None:
     """Per layer and target (every writable format unless given): exact, weights only (*: a state dict keeps
     the weights, the model around them needs --module), or impossible (!), with the reasons."""
     targets = targets or tuple(info["conversions"])
-    print((f"{'conversion to':<16} " + " ".join(f"{t:<10}" for t in targets)).rstrip())
+    w = _name_width([layer["name"] for layer in info["layers"]])
+    print((f"{'conversion to':<{w}} " + " ".join(f"{t:<10}" for t in targets)).rstrip())
     notes = []
     for layer in info["layers"]:
         cells = []
@@ -234,7 +241,7 @@ def _print_conversions(info: dict, targets: tuple[str, ...] | None = None) -> No
                              f"{', '.join(c['needs'])} {companion}")
             else:
                 cells.append("exact")
-        print(f"{layer['name']:<16} " + " ".join(f"{c:<10}" for c in cells).rstrip())
+        print(f"{layer['name']:<{w}} " + " ".join(f"{c:<10}" for c in cells).rstrip())
     shared = [r for r in info["conversions"][targets[0]]["reasons"]
               if len(targets) > 1 and all(r in info["conversions"][t]["reasons"] for t in targets)]
     notes += [f"  ! every target: {r}" for r in shared]
@@ -334,9 +341,10 @@ def _verify(args: argparse.Namespace) -> int:
     print(f"random input: batch {result.batch}, {result.steps} steps, seed {args.seed}"
           + (", with padded (masked) steps" if result.masked else "")
           + f"; atol {result.atol:g}, rtol {result.rtol:g}")
-    print(f"{'layer':<16} {'output':<8} {'max |A - B|':>12}")
+    w = _name_width([row["layer"] for row in result.rows])
+    print(f"{'layer':<{w}} {'output':<8} {'max |A - B|':>12}")
     for row in result.rows:
-        print(f"{row['layer']:<16} {row['part']:<8} {row['max_abs_diff']:>12.3e}" + ("" if row["ok"] else "  MISMATCH"))
+        print(f"{row['layer']:<{w}} {row['part']:<8} {row['max_abs_diff']:>12.3e}" + ("" if row["ok"] else "  MISMATCH"))
     for note in result.notes:
         print(f"note: {getattr(note, 'cli', note)}")
     if not result.ok:

@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from . import formats
-from .canonical import ROLES, Dense, Embedding, Layer, Masking, Model, RecurrentLayer, tensor_name
+from .canonical import AROUND, ROLES, Conv1D, Dense, Embedding, Layer, Masking, Model, RecurrentLayer, tensor_name
 from .gates import layout, places
 
 _TYPE = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN", "dense": "Dense", "embedding": "Embedding",
-         "masking": "Masking"}
+         "masking": "Masking", "conv1d": "Conv1D", "batch_norm": "BatchNorm", "layer_norm": "LayerNorm",
+         "activation": "Activation", "flatten": "Flatten", "pooling": "Pooling"}
 
 
 def describe(model: Model, fmt: str, path: str = "") -> dict[str, Any]:
@@ -57,6 +58,17 @@ def _layer(layer: Layer, layouts: str | None, params: int) -> dict[str, Any]:
         out["sizes"] = {"num_embeddings": layer.num_embeddings, "embedding_dim": layer.embedding_dim}
     elif isinstance(layer, Masking):
         out["sizes"] = {"features": layer.size, "mask_value": layer.mask_value}
+    elif isinstance(layer, AROUND):
+        out["sizes"] = {"in": layer.input_size, "out": layer.output_size}
+        for key in layer._SETTINGS:
+            value = getattr(layer, key)
+            if key not in ("size", "activation") and value is not None:
+                out["sizes"][key] = list(value) if isinstance(value, tuple) else value
+        if isinstance(layer, Conv1D):
+            out["sizes"]["kernel_size"] = layer.kernel_size
+        if "activation" in layer._SETTINGS:
+            out["activation"] = layer.activation
+        out["tensors"] = {name: list(array.shape) for name, array in layer.tensors()}
     else:
         out["sizes"] = {"input_size": layer.input_size, "hidden_size": layer.hidden_size,
                         "num_layers": layer.num_layers, "directions": layer.directions}

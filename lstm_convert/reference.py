@@ -13,7 +13,20 @@ import numpy as np
 from .activations import ACTIVATIONS
 from collections.abc import Mapping
 
-from .canonical import PEEPHOLE_GATES, Dense, Embedding, Masking, Model, RecurrentLayer
+from .canonical import (
+    PEEPHOLE_GATES,
+    Activation,
+    BatchNorm,
+    Conv1D,
+    Dense,
+    Embedding,
+    Flatten,
+    LayerNorm,
+    Masking,
+    Model,
+    Pooling,
+    RecurrentLayer,
+)
 from .errors import ShapeError
 
 State = tuple[np.ndarray, ...]
@@ -189,10 +202,66 @@ def run(model: Model, x: np.ndarray, initial_states: Mapping[str, State] | None 
                 x = x + layer.bias.astype(np.float64)
             x = ACTIVATIONS[layer.activation](x)
             outputs.append((x, None))
-        else:
+        elif isinstance(layer, RecurrentLayer):
             x, state = forward(layer, x, (initial_states or {}).get(layer.name), mask=mask,
                                sequences=True if sequences else None)
             if x.ndim == 2:
                 mask = None
             outputs.append((x, state))
+        else:
+            x, mask = around(layer, np.asarray(x, dtype=np.float64), mask)
+            outputs.append((x, None))
     return outputs
+
+
+def around(layer: Conv1D | BatchNorm | LayerNorm | Activation | Flatten | Pooling, x: np.ndarray,
+           mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """One of the layers around recurrent ones on ``x`` (float64), and the mask it passes on (as Keras
+    does: normalisations and activations pass it, the others end it)."""
+    if isinstance(layer, Activation):
+        return ACTIVATIONS[layer.activation](x), mask
+    if isinstance(layer, (BatchNorm, LayerNorm)):
+        if isinstance(layer, BatchNorm):
+            mean, variance = layer.mean.astype(np.float64), layer.variance.astype(np.float64)
+        else:
+            mean, variance = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
+        y = (x - mean) / np.sqrt(variance + layer.epsilon)
+        if layer.scale is not None:
+            y = y * layer.scale.astype(np.float64)
+        if layer.offset is not None:
+            y = y + layer.offset.astype(np.float64)
+        return y, mask
+    if x.ndim != 3 or x.shape[2] != layer.input_size:
+        raise ShapeError(f"{layer.name}: expected a sequence (batch, time, {layer.input_size}), got {x.shape}")
+    if isinstance(layer, Flatten):
+        if x.shape[1] != layer.steps:
+            raise ShapeError(f"{layer.name}: built for {layer.steps} steps, got {x.shape[1]}")
+        return x.reshape(x.shape[0], -1), None
+    if isinstance(layer, Pooling):
+        if layer.mode == "max":
+            return x.max(axis=1), None
+        if mask is None:
+            return x.mean(axis=1), None
+        weights = mask[..., None].astype(np.float64)
+        return (np.where(mask[..., None], x, 0.0)).sum(axis=1) / weights.sum(axis=1), None
+    return _conv1d(layer, x), None
+
+
+def _conv1d(layer: Conv1D, x: np.ndarray) -> np.ndarray:
+    left, right = layer.pads(x.shape[1])
+    x = np.pad(x, ((0, 0), (left, right), (0, 0)))
+    steps = layer.output_length(x.shape[1] - left - right)
+    k, dilation, stride = layer.kernel_size, layer.dilation, layer.stride
+    weight = layer.weight.astype(np.float64)  # (out, in / groups, k)
+    per_in, per_out = layer.in_channels // layer.groups, layer.out_channels // layer.groups
+    y = np.zeros((x.shape[0], steps, layer.out_channels))
+    for group in range(layer.groups):
+        xs = x[..., group * per_in:(group + 1) * per_in]
+        ws = weight[group * per_out:(group + 1) * per_out]
+        for tap in range(k):
+            start = tap * dilation
+            taken = xs[:, start:start + stride * (steps - 1) + 1:stride]  # (batch, steps, per_in)
+            y[..., group * per_out:(group + 1) * per_out] += taken @ ws[:, :, tap].T
+    if layer.bias is not None:
+        y = y + layer.bias.astype(np.float64)
+    return ACTIVATIONS[layer.activation](y)

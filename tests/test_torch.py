@@ -111,8 +111,8 @@ def test_errors_name_the_keys(rng):
     state["weight_ih_l0"] = state["weight_ih_l0"][:10]
     with pytest.raises(lc.ShapeError, match=r"state dict: weight_ih_l0 has shape \(10, 7\), expected G\*H rows like weight_hh_l0 \(12, 3\) \(H = 3\)"):
         lc.from_torch(state)
-    with pytest.raises(lc.UnsupportedError, match=r"does not convert: \(no prefix\) \(weight \(3, 7, 2\), bias"):
-        lc.from_torch(torch.nn.Conv1d(7, 3, 2))
+    with pytest.raises(lc.UnsupportedError, match=r"does not convert: \(no prefix\) \(weight \(7, 3, 2\), bias"):
+        lc.from_torch(torch.nn.ConvTranspose1d(7, 3, 2))
 
 
 def sample(directory, rng):
@@ -128,7 +128,7 @@ class _Tagger(torch.nn.Module):
 
     def __init__(self, rng):
         super().__init__()
-        self.conv = torch.nn.Conv1d(4, 6, 3)
+        self.conv = torch.nn.ConvTranspose1d(4, 6, 3)  # a module the tool does not convert
         self.rnn = random_torch_lstm(rng, input_size=6, hidden_size=5, module="GRU", batch_first=True)
         self.fc = torch.nn.Linear(5, 2, bias=False)
         self.emb = torch.nn.Embedding(7, 4)
@@ -148,7 +148,7 @@ def test_torchscript_parameters_are_read_as_data(tmp_path, rng, how):
         scripted = torch.jit.script(module) if how == "script" else torch.jit.trace(module, (x,))
         torch.jit.save(scripted, tmp_path / "tagger.pt")
     with pytest.raises(lc.UnsupportedError, match=r"tagger.pt: holds what lstm_convert does not convert: conv "
-                                                   r"\(Conv1d: weight \(6, 4, 3\), bias \(6,\)\)"):
+                                                   r"\(ConvTranspose1d: weight \(4, 6, 3\), bias \(6,\)\)"):
         files.read(tmp_path / "tagger.pt")
     model = files.read(tmp_path / "tagger.pt", only=["rnn", "fc", "emb"])
     assert [(layer.name, layer.kind) for layer in model.layers] == [("rnn", "gru"), ("fc", "dense"),

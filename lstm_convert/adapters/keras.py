@@ -8,6 +8,11 @@ Keras stores the layers this adapter knows as (``H`` = units)::
     SimpleRNN  kernel (input, H), recurrent_kernel (H, H), bias (H,)
     Dense      kernel (in, out), bias (out,)
     Embedding  embeddings (input_dim, output_dim)
+    Conv1D     kernel (kernel_size, in // groups, filters), bias (filters,)
+    BatchNormalization  gamma, beta, moving_mean, moving_variance (features,)
+    LayerNormalization  gamma, beta (features,)
+
+``Activation``, ``Flatten``, ``GlobalAveragePooling1D`` and ``GlobalMaxPooling1D`` hold none.
 
 Recurrent layers may also come as cells (``LSTMCell``, ``GRUCell``,
 ``SimpleRNNCell``), as a cell inside ``keras.layers.RNN``, or wrapped in
@@ -23,15 +28,30 @@ on live Keras objects through public API only, so any backend works.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .._optional import require
 from ..activations import ACTIVATIONS
-from ..canonical import Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer, with_settings
-from ..errors import ShapeError, UnsupportedError
+from ..canonical import (
+    Activation,
+    BatchNorm,
+    Conv1D,
+    Dense,
+    Embedding,
+    Flatten,
+    Gate,
+    Layer,
+    LayerNorm,
+    Masking,
+    Model,
+    Pooling,
+    RecurrentLayer,
+    with_settings,
+)
+from ..errors import ConfigError, ShapeError, UnsupportedError
 from ..gates import join, join_bias, layout, split, split_bias
 from . import refuse_cell_features
 
@@ -47,8 +67,17 @@ SETTINGS = {"Dense": (), "Embedding": (), "RNN": _RECURRENT_SETTINGS,
             **{c: _RECURRENT_SETTINGS for c in RECURRENT}, **{c: ("dropout", "recurrent_dropout") for c in CELLS}}
 # Layers without weights that compute the identity at inference; files may contain them.
 INFERENCE_IDENTITY = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "ActivityRegularization")
+# The layers around recurrent ones, by class name: their variables (key -> the config flag that makes it,
+# or None when always there), in the order Keras saves them.
+AROUND = {"Conv1D": {"kernel": None, "bias": "use_bias"},
+          "BatchNormalization": {"gamma": "scale", "beta": "center", "moving_mean": None, "moving_variance": None},
+          "LayerNormalization": {"gamma": "scale", "beta": "center"},
+          "Activation": {}, "Flatten": {}, "GlobalAveragePooling1D": {}, "GlobalMaxPooling1D": {}}
+# Canonical kind -> Keras class, for writing.
+_AROUND_CLASS = {"conv1d": "Conv1D", "batch_norm": "BatchNormalization", "layer_norm": "LayerNormalization",
+                 "activation": "Activation", "flatten": "Flatten"}
 SUPPORTED = ("LSTM", "GRU", "SimpleRNN", "LSTMCell", "GRUCell", "SimpleRNNCell", "RNN", "Bidirectional",
-             "Dense", "TimeDistributed", "Embedding", "Masking")
+             "Dense", "TimeDistributed", "Embedding", "Masking", *AROUND)
 
 
 def variables(class_name: str, config: Mapping[str, Any]) -> dict[str, str]:
@@ -64,6 +93,9 @@ def variables(class_name: str, config: Mapping[str, Any]) -> dict[str, str]:
         return {t: f"vars/{i}" for i, t in enumerate(("kernel", "bias")[: 2 if config.get("use_bias", True) else 1])}
     if class_name == "Masking":
         return {}
+    if class_name in AROUND:
+        present = [key for key, flag in AROUND[class_name].items() if flag is None or config.get(flag, True)]
+        return {key: f"vars/{i}" for i, key in enumerate(present)}
     if class_name == "Embedding":
         return {"embeddings": "vars/0"}
     kind, inner, wrapper = _recurrent(class_name, config)
@@ -104,10 +136,12 @@ def _recurrent(class_name: str, config: Mapping[str, Any]) -> tuple[str, Mapping
 
 
 def layer_from_config(class_name: str, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray], *,
-                      keras_version: str, source: Mapping[str, str], features: int | None = None) -> Layer:
+                      keras_version: str, source: Mapping[str, str], features: int | None = None,
+                      steps: int | None = None) -> Layer:
     """A canonical layer from a Keras layer's config and its variables by key (NumPy only).
 
-    ``features`` is the size of the layer's input where the variables cannot tell it (a Masking layer).
+    ``features`` is the size of the layer's input where the variables cannot tell it (a Masking layer, an
+    activation, a pooling), ``steps`` the length of its input sequence (a Flatten needs it).
     """
     name = config["name"]
     if class_name == "TimeDistributed":  # a Dense on every step is what a Dense computes on a sequence
@@ -124,6 +158,8 @@ def layer_from_config(class_name: str, config: Mapping[str, Any], tensors: Mappi
             raise UnsupportedError(f"{name}: a Masking layer must be followed by a layer whose input size is known")
         return Masking(name=name, size=features, mask_value=float(config.get("mask_value", 0.0)), config=settings,
                        source=source)
+    if class_name in AROUND:
+        return _around(class_name, config, tensors, keras_version, settings, source, features, steps)
     if class_name == "Dense":
         activation = _activation(name, "activation", config.get("activation", "linear"), keras_version)
         kernel = tensors["kernel"]
@@ -184,6 +220,107 @@ def layer_from_config(class_name: str, config: Mapping[str, Any], tensors: Mappi
         config=settings, source=source, **activations, **semantics)
 
 
+def _one(config: Mapping[str, Any], key: str, default: Any) -> Any:
+    """A Keras setting that is a 1-tuple for 1-D layers (``kernel_size``, ``strides``), as a single value."""
+    value = config.get(key, default)
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        return value[0]
+    return value
+
+
+def _around(class_name: str, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray], keras_version: str,
+            settings: dict, source: Mapping[str, str], features: int | None, steps: int | None) -> Layer:
+    """A layer around the recurrent ones (see :data:`AROUND`)."""
+    name = config["name"]
+
+    def refuse(what: str) -> UnsupportedError:
+        return UnsupportedError(f"{name}: {class_name} with {what} is not supported; keep it in Keras, or select the "
+                                "layers around it with --only")
+
+    if config.get("data_format", "channels_last") != "channels_last":
+        raise refuse(f"data_format={config.get('data_format')!r} (only channels_last, the Keras default)")
+    if class_name == "Conv1D":
+        kernel = tensors["kernel"]
+        size, stride, dilation = (_one(config, k, 1) for k in ("kernel_size", "strides", "dilation_rate"))
+        if kernel.ndim != 3 or kernel.shape[0] != size or kernel.shape[2] != config.get("filters"):
+            raise ShapeError(f"{name}.kernel: expected shape ({size}, in, {config.get('filters')}), got {kernel.shape}")
+        if stride != 1 and dilation != 1:
+            raise refuse(f"strides={stride} and dilation_rate={dilation} together (Keras refuses it too)")
+        try:
+            padding = Conv1D.padding_of(config.get("padding", "valid"), int(size), int(dilation), int(stride))
+            return Conv1D(name=name, weight=np.transpose(kernel, (2, 1, 0)), bias=tensors.get("bias"),
+                          stride=int(stride), dilation=int(dilation), groups=int(config.get("groups", 1)),
+                          padding=padding, config=settings, source=source,
+                          activation=_activation(name, "activation", config.get("activation", "linear"),
+                                                 keras_version))
+        except ConfigError as exc:
+            raise refuse(str(exc).split(": ", 1)[-1]) from None
+    if class_name in ("BatchNormalization", "LayerNormalization"):
+        axis = config.get("axis", -1)
+        if axis not in (-1, [-1], (-1,)):
+            raise refuse(f"axis={axis!r} (only the last axis, the features)")
+        for flag in ("renorm", "rms_scaling"):
+            if config.get(flag):
+                raise refuse(f"{flag}=True")
+        epsilon = float(config.get("epsilon", 1e-3))
+        roles = {"scale": tensors.get("gamma"), "offset": tensors.get("beta")}
+        if class_name == "LayerNormalization":
+            size = next((a.shape[0] for a in roles.values() if a is not None and a.ndim == 1), features)
+            if size is None:
+                raise UnsupportedError(f"{name}: the size of a LayerNormalization without gamma and beta is not known")
+            return LayerNorm(name=name, size=int(size), epsilon=epsilon, config=settings, source=source, **roles)
+        return BatchNorm(name=name, mean=tensors["moving_mean"], variance=tensors["moving_variance"],
+                         epsilon=epsilon, momentum=1.0 - float(config.get("momentum", 0.99)), config=settings,
+                         source=source, **roles)
+    if features is None:
+        raise UnsupportedError(f"{name}: the size of the input of a {class_name} is not known (it must follow a "
+                               "layer, or the model's input, whose size is)")
+    if class_name == "Activation":
+        return Activation(name=name, size=features, config=settings, source=source,
+                          activation=_activation(name, "activation", config.get("activation"), keras_version))
+    if config.get("keepdims"):
+        raise refuse("keepdims=True")
+    if class_name == "Flatten":
+        if steps is None:
+            raise UnsupportedError(f"{name}: a Flatten needs the number of steps, and the model's input length is "
+                                   "not fixed")
+        return Flatten(name=name, steps=steps, size=features, config=settings, source=source)
+    mode = "average" if class_name == "GlobalAveragePooling1D" else "max"
+    return Pooling(name=name, mode=mode, size=features, config=settings, source=source)
+
+
+def chain(entries: list[tuple[str, Mapping[str, Any], Mapping[str, np.ndarray]]], shape: Sequence | None,
+          build: Callable[..., Layer]) -> list[Layer]:
+    """Build a model's layers from ``(class name, config, tensors)`` in order, with ``build(class name, config,
+    tensors, features, steps)``; ``shape`` is the model's input without the batch (None when not known).
+    A layer's input size and length are the model's input's for the first, the layer before's output
+    after it; a weightless layer whose input is not known that way takes the next layer's input size."""
+    features = int(shape[-1]) if shape and len(shape) >= 2 and shape[-1] is not None else None
+    steps = shape[0] if shape else None
+    layers: list[Layer | None] = []
+    deferred = []
+    for index, (class_name, config, tensors) in enumerate(entries):
+        if features is None and not tensors and class_name not in ("Embedding",):
+            layers.append(None)
+            deferred.append(index)
+            continue
+        layer = build(class_name, config, tensors, features, steps)
+        layers.append(layer)
+        features = layer.output_size
+        if isinstance(layer, Conv1D) and steps is not None:
+            steps = layer.output_length(steps)
+        elif isinstance(layer, (Flatten, Pooling)) or (isinstance(layer, RecurrentLayer)
+                                                        and not layer.return_sequences):
+            steps = None
+    following = None
+    for index in range(len(entries) - 1, -1, -1):
+        if layers[index] is None:
+            class_name, config, tensors = entries[index]
+            layers[index] = build(class_name, config, tensors, following, None)
+        following = getattr(layers[index], "input_size", None)
+    return layers  # type: ignore[return-value]
+
+
 def layer_tensors(layer: Layer) -> dict[str, np.ndarray]:
     """The Keras variables of a canonical single-layer layer, by key (NumPy only)."""
     check_representable(layer)
@@ -197,6 +334,17 @@ def layer_tensors(layer: Layer) -> dict[str, np.ndarray]:
         return out
     if isinstance(layer, Embedding):
         return {"embeddings": np.asarray(layer.weight)}
+    if isinstance(layer, Conv1D):
+        out = {"kernel": np.ascontiguousarray(np.transpose(layer.weight, (2, 1, 0)))}
+        return out | ({"bias": np.asarray(layer.bias)} if layer.bias is not None else {})
+    if isinstance(layer, (BatchNorm, LayerNorm)):
+        out = {key: np.asarray(value) for key, value in (("gamma", layer.scale), ("beta", layer.offset))
+               if value is not None}
+        if isinstance(layer, BatchNorm):
+            out |= {"moving_mean": np.asarray(layer.mean), "moving_variance": np.asarray(layer.variance)}
+        return out
+    if not isinstance(layer, RecurrentLayer):
+        return {}
     if layer.num_layers != 1:
         raise UnsupportedError(f"{layer.name}: unstack() a stacked layer into Keras layers first")
     lay = layout("keras", layer.kind)
@@ -237,7 +385,12 @@ def check_representable(layer: Layer) -> None:
                                "time order (it is exact when only the last step is used: return_sequences=false); "
                                f"{keep}, or keep it in ONNX")
     layer = keras_form(layer)
-    activations = [("activation", layer.activation)] if isinstance(layer, Dense) else []
+    activations = [("activation", layer.activation)] if isinstance(layer, (Dense, Conv1D, Activation)) else []
+    if isinstance(layer, Conv1D):
+        _keras_padding(layer)
+        if layer.stride != 1 and layer.dilation != 1:
+            raise UnsupportedError(f"{layer.name}: a convolution with stride {layer.stride} and dilation "
+                                   f"{layer.dilation} has no Keras Conv1D (it takes one or the other); {keep}")
     if isinstance(layer, RecurrentLayer):
         refuse_cell_features(layer, "Keras")
         if layer.proj_size:
@@ -250,6 +403,19 @@ def check_representable(layer: Layer) -> None:
         if value == "hard_sigmoid_keras2":
             raise UnsupportedError(f"{layer.name}: {attr} is Keras 2's hard_sigmoid (0.2x + 0.5), which Keras 3 "
                                    f"no longer has (its hard_sigmoid is x/6 + 0.5); {keep}")
+
+
+def _keras_padding(layer: Conv1D) -> str:
+    """Keras' name for the convolution's padding; UnsupportedError when Keras has none."""
+    span = (layer.kernel_size - 1) * layer.dilation
+    names = {(0, 0): "valid", (span, 0): "causal", (span // 2, span - span // 2): "same"}
+    if layer.padding == "same":
+        return "same"
+    if layer.padding in names and (layer.stride == 1 or names[layer.padding] == "valid"):  # type: ignore[index]
+        return names[layer.padding]  # type: ignore[index]
+    raise UnsupportedError(f"{layer.name}: padding {layer.padding} (zeros before, after) with kernel size "
+                           f"{layer.kernel_size}, dilation {layer.dilation} and stride {layer.stride} is none of "
+                           "Keras' valid, same and causal; keep it in a safetensors archive or PyTorch")
 
 
 def keras_activation(value: str) -> str:
@@ -281,10 +447,11 @@ def read(obj: Any) -> Layer | Model:
                    if type(layer).__name__ in INFERENCE_IDENTITY]
         kept = [layer for layer in kept if type(layer).__name__ not in INFERENCE_IDENTITY]
         shape = [None if d is None else int(d) for d in obj.inputs[0].shape] if obj.inputs else None
-        layers: list[Layer] = []
-        for index in range(len(kept) - 1, -1, -1):  # from the end: a Masking layer takes the next one's size
-            following = layers[0].input_size if layers else None
-            layers.insert(0, _read_layer(keras, kept[index], source, features=following))
+        by_name = {layer.name: layer for layer in kept}
+        entries = [(layer.name, {}, _layer_has_weights(keras, layer)) for layer in kept]
+        layers = chain(entries, shape[1:] if shape else None,
+                       lambda name, _config, _tensors, features, steps: _read_layer(
+                           keras, by_name[name], source, features=features, steps=steps))
         config = {"keras": {"name": obj.name, **({"skipped": skipped} if skipped else {})}}
         return Model(tuple(layers), config=config, source=source,
                      input_shape=tuple(shape[1:]) if shape else None, batch_size=shape[0] if shape else None,
@@ -303,12 +470,18 @@ def _owners(layer: Any, class_name: str) -> dict[str, Any]:
     """The objects holding the variables, by key prefix."""
     if class_name == "Bidirectional":
         return {"forward/": layer.forward_layer.cell, "backward/": layer.backward_layer.cell}
-    if class_name in CELLS or class_name in ("Dense", "Embedding", "Masking"):
+    if class_name in CELLS or class_name in ("Dense", "Embedding", "Masking", *AROUND):
         return {"": layer}
     return {"": layer.cell}
 
 
-def _read_layer(keras, layer: Any, source: Mapping[str, str], features: int | None = None) -> Layer:
+def _layer_has_weights(keras, layer: Any) -> dict[str, bool]:
+    """A stand-in for the tensors :func:`chain` asks about: empty when the layer holds no variables."""
+    return {"weights": True} if layer.weights else {}
+
+
+def _read_layer(keras, layer: Any, source: Mapping[str, str], features: int | None = None,
+                steps: int | None = None) -> Layer:
     name = getattr(layer, "name", type(layer).__name__)
     class_name = _class_name(keras, layer)
     config = layer.get_config() if hasattr(layer, "get_config") else {"name": name}
@@ -323,7 +496,7 @@ def _read_layer(keras, layer: Any, source: Mapping[str, str], features: int | No
         owner = owners[prefix + "/" if prefix else ""]
         tensors[key] = np.array(keras.ops.convert_to_numpy(getattr(owner, tensor)), copy=True)
     return layer_from_config(class_name, config, tensors, keras_version=keras.__version__, source=source,
-                             features=features)
+                             features=features, steps=steps)
 
 
 def write(weights: Layer | Model, target: Any = None, *, settings: Mapping[str, Mapping[str, Any]] | None = None,
@@ -375,6 +548,9 @@ def new_layer(keras, weights: Layer, *, in_model: bool = False, **settings: Any)
     if isinstance(weights, Embedding):
         return keras.layers.Embedding(weights.num_embeddings, weights.embedding_dim, name=weights.name,
                                       dtype=weights.dtype, **{"mask_zero": weights.mask_zero, **recorded, **settings})
+    if not isinstance(weights, RecurrentLayer):
+        check_representable(weights)
+        return _new_around(keras, weights, settings)
     check_representable(weights)
     weights = keras_form(weights)
     layer_class, cell_class = (getattr(keras.layers, c) for c in _CLASSES[weights.kind])
@@ -402,6 +578,32 @@ def new_layer(keras, weights: Layer, *, in_model: bool = False, **settings: Any)
         return keras.layers.Bidirectional(inner, merge_mode=weights.merge_mode, name=weights.name)
     return layer_class(weights.hidden_size, name=weights.name, go_backwards=weights.go_backwards,
                        **options, **layer_options)
+
+
+def _new_around(keras, weights: Layer, settings: Mapping[str, Any]) -> Any:
+    """An unbuilt Keras layer for one of the layers around the recurrent ones."""
+    options: dict[str, Any] = {"name": weights.name, **settings}
+    if weights.dtype is not None:
+        options["dtype"] = weights.dtype
+    if isinstance(weights, Conv1D):
+        return keras.layers.Conv1D(weights.out_channels, weights.kernel_size, strides=weights.stride,
+                                   padding=_keras_padding(weights), dilation_rate=weights.dilation,
+                                   groups=weights.groups, activation=keras_activation(weights.activation),
+                                   use_bias=weights.bias is not None, **options)
+    if isinstance(weights, BatchNorm):
+        return keras.layers.BatchNormalization(epsilon=weights.epsilon, center=weights.offset is not None,
+                                               scale=weights.scale is not None,
+                                               momentum=0.99 if weights.momentum is None else 1.0 - weights.momentum,
+                                               **options)
+    if isinstance(weights, LayerNorm):
+        return keras.layers.LayerNormalization(epsilon=weights.epsilon, center=weights.offset is not None,
+                                               scale=weights.scale is not None, **options)
+    if isinstance(weights, Activation):
+        return keras.layers.Activation(keras_activation(weights.activation), **options)
+    if isinstance(weights, Flatten):
+        return keras.layers.Flatten(**options)
+    pooling = keras.layers.GlobalAveragePooling1D if weights.mode == "average" else keras.layers.GlobalMaxPooling1D
+    return pooling(**options)
 
 
 def assign(keras, name: str, target: Any, values: Mapping[str, np.ndarray]) -> None:

@@ -102,12 +102,10 @@ def _model(path: Path, entries: list, config: Mapping[str, Any], version: str, s
     """The model of a file's layers, ``(class name, config, tensors or None when skipped)`` in order; the
     model's input is the file's when ``first`` (the selection starts at the first layer)."""
     shape, dtype = _input(config) if first else (None, None)
-    layers: list = []
-    for class_name, layer_config, tensors in reversed(entries):  # a Masking layer takes the next one's size
-        if tensors is None:
-            continue
-        features = layers[0].input_size if layers else (shape[-1] if shape else None)
-        layers.insert(0, _layer(path, class_name, layer_config, tensors, version, source, features))
+    kept = [(class_name, layer_config, tensors) for class_name, layer_config, tensors in entries if tensors is not None]
+    layers = keras_adapter.chain(kept, shape[1:] if shape else None,
+                                 lambda class_name, layer_config, tensors, features, steps: _layer(
+                                     path, class_name, layer_config, tensors, version, source, features, steps))
     skipped = [f"{c.get('name')} ({n})" for n, c, t in entries if t is None and n != "InputLayer"]
     settings = {"name": config.get("config", {}).get("name")}
     if skipped:
@@ -293,10 +291,10 @@ class _Window(io.RawIOBase):
 
 
 def _layer(path: Path, class_name: str, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
-           version: str, source: Mapping[str, str], features: int | None):
+           version: str, source: Mapping[str, str], features: int | None, steps: int | None = None):
     try:
         return keras_adapter.layer_from_config(class_name, config, tensors, keras_version=version, source=source,
-                                               features=features)
+                                               features=features, steps=steps)
     except UnsupportedError as exc:
         raise UnsupportedError(f"{path}: {exc}") from None
     except LSTMConvertError as exc:

@@ -53,7 +53,25 @@ import numpy as np
 
 from .._atomic import atomic_write
 from .._optional import require
-from ..canonical import DIRECTIONS, MERGE_MODES, Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
+from ..canonical import (
+    AROUND,
+    DIRECTIONS,
+    LAYER_TYPES,
+    MERGE_MODES,
+    Activation,
+    BatchNorm,
+    Conv1D,
+    Dense,
+    Embedding,
+    Flatten,
+    Gate,
+    Layer,
+    LayerNorm,
+    Masking,
+    Model,
+    Pooling,
+    RecurrentLayer,
+)
 from ..errors import ConfigError, FormatError, ShapeError, UnsupportedError
 from ..formats import check_selection, selects
 from ..gates import (
@@ -113,12 +131,12 @@ def check_representable(layer: Layer) -> None:
     if layer.dtype == "float64":
         raise UnsupportedError(f"{layer.name}: float64 weights; onnxruntime runs recurrent operators in float32 "
                                "only, so an ONNX model would round them. Keep it in a safetensors archive")
-    if isinstance(layer, Dense):
+    if isinstance(layer, (Dense, Conv1D, Activation)):
         if layer.activation not in _DENSE_OPS and layer.activation not in ("linear", "silu") \
                 and not layer.activation.startswith("hard_sigmoid"):
-            raise UnsupportedError(f"{layer.name}: Dense activation {layer.activation!r} has no ONNX operator here")
+            raise UnsupportedError(f"{layer.name}: activation {layer.activation!r} has no ONNX operator here")
         return
-    if isinstance(layer, Embedding):
+    if isinstance(layer, (Embedding, *AROUND)):
         return
     keep = "Keep it in a safetensors archive"
     if layer.stateful:
@@ -173,6 +191,7 @@ def build(onnx, model: Model, *, initial_states: bool = False) -> Any:
         g.inputs.append(helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", "time", first.input_size]))
     x = "input"
     time_major = False
+    steps = "time"  # the sequence length, named anew after each convolution
     sequence = True  # False once a layer returns its last step only: (batch, size) from there on
     mask = None  # (batch, time) bool, once a Masking layer or an Embedding with mask_zero made one
     for unit in units:
@@ -185,6 +204,15 @@ def build(onnx, model: Model, *, initial_states: bool = False) -> Any:
             x, mask = _masking(g, unit, x)
         elif isinstance(unit, Dense):
             x = _dense(g, unit, x)
+        elif isinstance(unit, AROUND):
+            if time_major:
+                x = g.node("Transpose", [x], f"{unit.name}/from_time_major", perm=[1, 0, 2])
+                time_major = False
+            x, mask = _around(g, unit, x, mask)
+            if isinstance(unit, Conv1D):
+                steps = f"time_{len(g.outputs)}"  # another length from here on
+            elif isinstance(unit, (Flatten, Pooling)):
+                sequence = False
         elif mask is not None:
             if time_major:
                 x = g.node("Transpose", [x], f"{unit.name}/from_time_major", perm=[1, 0, 2])
@@ -200,7 +228,7 @@ def build(onnx, model: Model, *, initial_states: bool = False) -> Any:
             if not unit.return_sequences:
                 sequence, time_major = False, False
         batch_major = g.node("Transpose", [x], f"{unit.name}/batch_major", perm=[1, 0, 2]) if time_major else x
-        shape = ["batch", "time", unit.output_size] if sequence else ["batch", unit.output_size]
+        shape = ["batch", steps, unit.output_size] if sequence else ["batch", unit.output_size]
         g.outputs.append(helper.make_tensor_value_info(unit.name, TensorProto.FLOAT, shape))
         g.nodes.append(helper.make_node("Identity", [batch_major], [unit.name], name=f"{unit.name}/output"))
     g.nodes.append(helper.make_node("Identity", [units[-1].name], ["output"], name="output"))
@@ -208,7 +236,8 @@ def build(onnx, model: Model, *, initial_states: bool = False) -> Any:
     graph = helper.make_graph(g.nodes, "lstm_convert", g.inputs, g.outputs, g.initializers)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="lstm_convert")
     proto.ir_version = 8
-    specs = [{"name": u.name, "kind": u.kind, "config": dict(u.config), "source": dict(u.source),
+    specs = [u.spec() if isinstance(u, AROUND) else
+             {"name": u.name, "kind": u.kind, "config": dict(u.config), "source": dict(u.source),
               **{k: getattr(u, k) for k in _RECORDED if hasattr(u, k)}} for u in units]
     helper.set_model_props(proto, {METADATA_KEY: json.dumps(specs, sort_keys=True),
                                    MODEL_KEY: json.dumps(model.input_spec(), sort_keys=True)})
@@ -341,6 +370,64 @@ def _dense(g: _Graph, unit: Dense, x: str) -> str:
     y = g.node("MatMul", [x, g.const(f"{unit.name}.kernel", unit.weight.T)], f"{unit.name}/MatMul")
     if unit.bias is not None:
         y = g.node("Add", [y, g.const(f"{unit.name}.bias", unit.bias)], f"{unit.name}/Add")
+    return _activation(g, unit, y)
+
+
+def _around(g: _Graph, unit: Layer, x: str, mask: str | None) -> tuple[str, str | None]:
+    """One of the layers around the recurrent ones on batch-major ``x``: the result, and the mask it passes
+    on (see :func:`lstm_convert.reference.around`). Initializers are the canonical arrays by their names
+    (``<layer>.weight``, ...); nodes are named ``<layer>/...``."""
+    name = unit.name
+    arrays = {attr: g.const(label, array) for label, array in unit.tensors() for attr in [label.rpartition(".")[2]]}
+    if isinstance(unit, Activation):
+        return _activation(g, unit, x), mask
+    if isinstance(unit, BatchNorm):
+        eps = g.const(f"{name}/epsilon", np.array(unit.epsilon, np.float32))
+        std = g.node("Sqrt", [g.node("Add", [arrays["variance"], eps], f"{name}/Add")], f"{name}/Sqrt")
+        y = g.node("Div", [g.node("Sub", [x, arrays["mean"]], f"{name}/Sub"), std], f"{name}/Div")
+        if "scale" in arrays:
+            y = g.node("Mul", [y, arrays["scale"]], f"{name}/Scale")
+        if "offset" in arrays:
+            y = g.node("Add", [y, arrays["offset"]], f"{name}/Offset")
+        return y, mask
+    if isinstance(unit, LayerNorm):
+        scale = arrays.get("scale") or g.const(f"{name}/ones", np.ones(unit.size, np.float32))
+        inputs = [x, scale] + ([arrays["offset"]] if "offset" in arrays else [])
+        return g.node("LayerNormalization", inputs, f"{name}/LayerNormalization", axis=-1,
+                      epsilon=unit.epsilon), mask
+    if isinstance(unit, Flatten):
+        shape = g.const(f"{name}/shape", np.array([0, -1], np.int64))
+        return g.node("Reshape", [x, shape], f"{name}/Reshape"), None
+    if isinstance(unit, Pooling):
+        if unit.mode == "max":
+            return g.node("ReduceMax", [x], f"{name}/ReduceMax", axes=[1], keepdims=0), None
+        if mask is None:
+            return g.node("ReduceMean", [x], f"{name}/ReduceMean", axes=[1], keepdims=0), None
+        from onnx import TensorProto
+
+        weights = g.node("Unsqueeze", [g.node("Cast", [mask], f"{name}/Cast", to=TensorProto.FLOAT),
+                                       g.const(f"{name}/last", np.array([2], np.int64))], f"{name}/Unsqueeze")
+        axis = g.const(f"{name}/time", np.array([1], np.int64))
+        total = g.node("ReduceSum", [g.node("Mul", [x, weights], f"{name}/Mul"), axis], f"{name}/ReduceSum",
+                       keepdims=0)
+        count = g.node("ReduceSum", [weights, axis], f"{name}/Count", keepdims=0)
+        return g.node("Div", [total, count], f"{name}/Div"), None
+    conv: Conv1D = unit  # type: ignore[assignment]
+    options: dict[str, Any] = {"strides": [conv.stride], "dilations": [conv.dilation], "group": conv.groups,
+                               "kernel_shape": [conv.kernel_size]}
+    if conv.padding == "same":
+        options["auto_pad"] = "SAME_UPPER"  # the odd zero at the end, as Keras pads
+    else:
+        options["pads"] = list(conv.padding)
+    channels_first = g.node("Transpose", [x], f"{name}/channels_first", perm=[0, 2, 1])
+    inputs = [channels_first, arrays["weight"]] + ([arrays["bias"]] if "bias" in arrays else [])
+    y = g.node("Conv", inputs, f"{name}/Conv", **options)
+    y = g.node("Transpose", [y], f"{name}/channels_last", perm=[0, 2, 1])
+    return _activation(g, conv, y), None
+
+
+def _activation(g: _Graph, unit: Dense | Conv1D | Activation, y: str) -> str:
+    """``unit.activation`` applied to ``y``, as nodes named after the unit."""
     act = unit.activation
     if act == "silu":
         return g.node("Mul", [y, g.node("Sigmoid", [y], f"{unit.name}/Sigmoid")], f"{unit.name}/silu")
@@ -560,15 +647,28 @@ def _read_whole(path: Path, proto: Any, graph: Any, values: dict, consumers: dic
 
     selections, last_step = _step_selections(graph, values)
 
+    around_kinds = {cls.kind for cls in AROUND}
+
     def recorded_masking() -> None:
-        """A Masking layer has no node of its own: the record of a graph written here places it."""
-        while ours and len(layers) < len(names) and names[len(layers)].get("kind") == "masking":
+        """A Masking layer has no node of its own, and the nodes of the layers around recurrent ones are this
+        module's own plumbing: the record of a graph written here places them, with their initializers."""
+        while ours and len(layers) < len(names) and names[len(layers)].get("kind") in ("masking", *around_kinds):
             spec = names[len(layers)]
+
+            def fetch(label: str) -> np.ndarray:
+                if label not in values:
+                    raise FormatError(f"{path}: initializer {label} of the recorded layer is missing")
+                return values[label]
+
             try:
-                layers.append(Masking(name=spec["name"], size=spec["size"], mask_value=spec["mask_value"]))
-            except (KeyError, ConfigError, ShapeError) as exc:
-                raise FormatError(f"{path}: the recorded Masking layer {spec.get('name')!r} is malformed ({exc})") \
-                    from None
+                if spec["kind"] == "masking":
+                    layers.append(Masking(name=spec["name"], size=spec["size"], mask_value=spec["mask_value"]))
+                else:
+                    layers.append(LAYER_TYPES[spec["kind"]].from_spec({**spec, "source": {**source, **spec.get(
+                        "source", {})}}, fetch))
+            except (KeyError, TypeError, ConfigError, ShapeError) as exc:
+                raise FormatError(f"{path}: the recorded {spec.get('kind')} layer {spec.get('name')!r} is malformed "
+                                  f"({exc})") from None
 
     for node in graph.node:
         if (node.name in taken and node.name) or (node.output and all(o in folded for o in node.output)):
@@ -665,6 +765,8 @@ def _read_whole(path: Path, proto: Any, graph: Any, values: dict, consumers: dic
 
 # What build() writes around a layer to move, mask, select and merge its data, named "<layer>/...".
 _OWN_OPS = {"Transpose", "Squeeze", "Unsqueeze", "Reshape", "Slice", "ReduceSum", "ReduceMean", "ReduceProd",
+            "Conv", "LayerNormalization", "Sqrt", "Div", "Relu", "Sigmoid", "Tanh", "Softsign", "Softplus", "Elu",
+            "Softmax", "HardSigmoid",
             "ReduceMax", "Equal", "Not", "Cast", "Greater", "Mul", "Add", "Sub", "CumSum", "Where", "Expand", "Shape",
             "ScatterElements", "Gather", "GatherElements", "Max", "Concat", "Identity"}
 

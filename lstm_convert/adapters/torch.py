@@ -12,6 +12,9 @@ bidirectional module)::
     weight_hr_l{k}{s}  (P, H)         LSTM with proj_size only
     Linear     weight (out, in), bias (out,)
     Embedding  weight (num_embeddings, embedding_dim)
+    Conv1d     weight (out, in // groups, kernel_size), bias (out,)
+    BatchNorm1d  weight, bias, running_mean, running_var (features,), num_batches_tracked ()
+    LayerNorm  weight, bias (features,)
 
 Cells (``nn.LSTMCell``, ``nn.GRUCell``, ``nn.RNNCell``) have the same tensors
 without ``_l{k}``. ``fan_in`` is ``input_size`` for layer 0 and
@@ -38,7 +41,21 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
-from ..canonical import DIRECTIONS, ROLES, Dense, Embedding, Gate, Layer, Masking, Model, RecurrentLayer
+from ..canonical import (
+    AROUND,
+    DIRECTIONS,
+    ROLES,
+    BatchNorm,
+    Conv1D,
+    Dense,
+    Embedding,
+    Gate,
+    Layer,
+    LayerNorm,
+    Masking,
+    Model,
+    RecurrentLayer,
+)
 from ..errors import ConfigError, FormatError, ShapeError, UnsupportedError
 from ..formats import check_selection, selects, unconverted_error
 from ..gates import join_bias, join_chunks, layout, split, split_bias
@@ -81,8 +98,9 @@ def model_from_state_arrays(arrays: Mapping[str, np.ndarray], *, kinds: Mapping[
         layer = _module(prefix, params, kinds.get(prefix), (settings or {}).get(prefix, {}), source, where)
         if layer is None:
             unknown.append({"name": prefix or "(no prefix)", "type": (classes or {}).get(prefix, "module"),
-                            "why": _NOT_CONVERTED,
-                            "tensors": {param: list(array.shape) for param, array in params.items()}})
+                            "why": _why(prefix, params),
+                            "tensors": {param: list(array.shape) for param, array in params.items()},
+                            **({"kind": _suggested(params)} if _suggested(params) and prefix else {})})
         else:
             layers.append(layer)
     if unknown and not (inventory and layers):
@@ -90,7 +108,69 @@ def model_from_state_arrays(arrays: Mapping[str, np.ndarray], *, kinds: Mapping[
     return Model(tuple(layers), source=source, config={"unconverted": unknown} if unknown else {})
 
 
-_NOT_CONVERTED = "not an LSTM, GRU, RNN, Linear or Embedding"
+_NOT_CONVERTED = "not an LSTM, GRU, RNN, Linear, Embedding, Conv1d, BatchNorm1d or LayerNorm"
+_BATCH_NORM = {"running_mean", "running_var", "num_batches_tracked"}
+# What a state dict does not hold, and what is taken instead (PyTorch's defaults), by kind.
+_DEFAULTS = {"conv1d": {"stride": 1, "padding": 0, "dilation": 1, "groups": 1},
+             "batch_norm": {"eps": 1e-5, "momentum": 0.1}, "layer_norm": {"eps": 1e-5}}
+
+
+def _suggested(params: Mapping[str, np.ndarray]) -> str | None:
+    """The kind a module's keys suggest but cannot prove (a 3-D weight: nn.Conv1d or nn.ConvTranspose1d; a 1-D
+    weight: nn.LayerNorm or nn.GroupNorm), for the user to confirm with ``kinds``; None otherwise."""
+    weight = params.get("weight")
+    if set(params) <= {"weight", "bias"} and weight is not None and weight.ndim in (1, 3):
+        return "conv1d" if weight.ndim == 3 else "layer_norm"
+    return None
+
+
+def _why(prefix: str, params: Mapping[str, np.ndarray]) -> str:
+    """Why a module is not converted, and what to say if it is one that is."""
+    kind = _suggested(params)
+    if kind is not None:
+        module = "nn.Conv1d" if kind == "conv1d" else "nn.LayerNorm"
+        return (f"its keys do not say which module it is; if it is an {module}, say so with --kind "
+                f"{prefix}={kind} (its {', '.join(_DEFAULTS[kind])} are not in a state dict either: PyTorch's "
+                "defaults are taken unless set with --set)")
+    return _NOT_CONVERTED
+
+
+def _around(prefix: str, params: dict[str, Any], kind: str | None, settings: Mapping[str, Any],
+            source: Mapping[str, str], where: str) -> Layer | None:
+    """An nn.Conv1d, nn.BatchNorm1d or nn.LayerNorm; its settings are the module's (``settings``) or, from a
+    state dict alone, PyTorch's defaults, recorded in ``config["torch"]["assumed"]``."""
+    keys = set(params)
+    weight = params.get("weight")
+    if _BATCH_NORM <= keys <= _BATCH_NORM | {"weight", "bias"}:
+        kind = "batch_norm"
+    elif kind not in ("conv1d", "layer_norm") or not keys <= {"weight", "bias"} or weight is None \
+            or weight.ndim != (3 if kind == "conv1d" else 1):
+        return None
+    own = {k: v for k, v in settings.items() if k in _DEFAULTS[kind]}
+    assumed = {k: v for k, v in _DEFAULTS[kind].items() if k not in own}
+    values = {**assumed, **own}
+    config = {"torch": {"prefix": f"{prefix}." if prefix else "",
+                        **({"assumed": sorted(assumed)} if assumed else {})}}
+    name = prefix or kind
+    arrays = {k: np.asarray(v) for k, v in params.items()}
+    label = f"{where}: {prefix}" if prefix else where
+    try:
+        if kind == "conv1d":
+            padding = Conv1D.padding_of(values["padding"], int(weight.shape[2]), values["dilation"], values["stride"])
+            return Conv1D(name=name, weight=arrays["weight"], bias=arrays.get("bias"), stride=values["stride"],
+                          dilation=values["dilation"], groups=values["groups"], padding=padding, config=config,
+                          source=source)
+        if kind == "layer_norm":
+            return LayerNorm(name=name, size=int(weight.shape[0]), scale=arrays["weight"], offset=arrays.get("bias"),
+                             epsilon=values["eps"], config=config, source=source)
+        tracked = arrays["num_batches_tracked"]
+        if tracked.shape != () or tracked.dtype.kind not in "iu":
+            raise ShapeError(f"num_batches_tracked: expected a 0-D integer tensor, got {tracked.dtype} {tracked.shape}")
+        return BatchNorm(name=name, mean=arrays["running_mean"], variance=arrays["running_var"],
+                         scale=arrays.get("weight"), offset=arrays.get("bias"), epsilon=values["eps"],
+                         momentum=values["momentum"], batches_tracked=int(tracked), config=config, source=source)
+    except (ConfigError, ShapeError) as exc:
+        raise ShapeError(f"{label}: {exc}") from None
 
 
 def _module(prefix: str, params: dict[str, np.ndarray], kind: str | None, settings: Mapping[str, Any],
@@ -115,7 +195,7 @@ def _module(prefix: str, params: dict[str, np.ndarray], kind: str | None, settin
         raise FormatError(f"{where}: {keys[0]} alone may be nn.Embedding or nn.Linear(bias=False), and the keys "
                           "cannot tell which", remedy=f"say so with kinds={{'{prefix}': 'embedding'}} (or 'linear')",
                           hint=f"say so with --kind {prefix}=embedding or --kind {prefix}=linear")
-    return None  # not a module this tool converts
+    return _around(prefix, params, kind, settings, source, where)  # or None: not a module this tool converts
 
 
 def recurrent_from_state_arrays(arrays: Mapping[str, np.ndarray], *, name: str | None = None,
@@ -201,6 +281,21 @@ def layer_state_chunks(layer: Layer) -> dict[str, list[np.ndarray]]:
         return {}
     if isinstance(layer, (Dense, Embedding)):
         return {name.rpartition(".")[2]: [array] for name, array in layer.tensors()}
+    if isinstance(layer, AROUND):
+        names = {"scale": "weight", "offset": "bias", "mean": "running_mean", "variance": "running_var"}
+        out = {names.get(attr, attr): [array] for label, array in layer.tensors()
+               for attr in [label.rpartition(".")[2]]}
+        # A normalisation with an offset and no scale (Keras scale=False) is an affine PyTorch module whose
+        # weight is ones: the same function exactly (x * 1 == x). The reverse needs no zeros: bias=False.
+        if isinstance(layer, (BatchNorm, LayerNorm)) and layer.scale is None and layer.offset is not None:
+            out = {"weight": [np.ones(layer.size, dtype=layer.offset.dtype)], **out}
+        if isinstance(layer, BatchNorm) and layer.scale is not None and layer.offset is None:
+            out["bias"] = [np.zeros(layer.size, dtype=layer.scale.dtype)]
+        if isinstance(layer, BatchNorm):
+            out = {key: out[key] for key in ("weight", "bias") if key in out} | {
+                "running_mean": out["running_mean"], "running_var": out["running_var"],
+                "num_batches_tracked": [np.array(layer.batches_tracked or 0, dtype=np.int64)]}
+        return out
     lay = layout("torch", layer.kind)
     out = {}
     for index in range(layer.num_layers):
@@ -250,9 +345,9 @@ def _joined(chunks: list[np.ndarray]) -> np.ndarray:
 def check_representable(layer: Layer) -> None:
     """Raise UnsupportedError unless PyTorch modules hold ``layer``'s weights and compute its cells exactly
     (what the layer does around them, such as reversing its input, is :meth:`Layer.semantics`)."""
+    keep = "Keep it in a safetensors archive"
     if not isinstance(layer, RecurrentLayer):
         return
-    keep = "Keep it in a safetensors archive"
     module = f"nn.{_MODULES[layer.kind][layer.cell]}"
     refuse_cell_features(layer, module)
     # go_backwards and merge modes other than concat are not a module's, but its weights are an ordinary
@@ -315,18 +410,47 @@ def read(obj: Any, *, name: str | None = None, kinds: Mapping[str, str] | None =
                 found[prefix] = "embedding"
             elif isinstance(module, torch.nn.Linear):
                 found[prefix] = "linear"
+            elif isinstance(module, (torch.nn.Conv1d, torch.nn.BatchNorm1d, torch.nn.LayerNorm)):
+                found[prefix], settings[prefix] = _around_settings(torch, prefix, module)
         state = obj.state_dict()
         kinds = {**found, **(kinds or {})}
     elif isinstance(obj, Mapping):
         state = obj
     else:
         raise UnsupportedError(f"expected an nn.Module or a state dict, got {type(obj).__name__}")
-    arrays = {key: to_numpy(torch, key, value) for key, value in state.items()}
+    # Integer buffers (BatchNorm's num_batches_tracked) as they are: a layer refuses integer weights itself.
+    arrays = {key: to_numpy(torch, key, value, floating=False) for key, value in state.items()}
     model = model_from_state_arrays(arrays, kinds=kinds, settings=settings, source=source)
     if {key.rpartition(".")[0] for key in arrays} == {""}:  # a single module's own state dict
         layer = model.layers[0]
         return dataclasses.replace(layer, name=name) if name else layer
     return model
+
+
+def _around_settings(torch, prefix: str, module: Any) -> tuple[str, dict[str, Any]]:
+    """The kind and settings of an nn.Conv1d, nn.BatchNorm1d or nn.LayerNorm; UnsupportedError for what the
+    canonical layers do not compute."""
+    name = prefix or type(module).__name__
+
+    def refuse(what: str) -> UnsupportedError:
+        return UnsupportedError(f"{name}: {type(module).__name__} with {what} is not supported; keep it in "
+                                "PyTorch, or select the layers around it with --only")
+
+    if isinstance(module, torch.nn.Conv1d):
+        if module.padding_mode != "zeros":
+            raise refuse(f"padding_mode={module.padding_mode!r} (only zeros)")
+        padding = module.padding if isinstance(module.padding, str) else module.padding[0]
+        return "conv1d", {"stride": module.stride[0], "dilation": module.dilation[0], "groups": module.groups,
+                          "padding": padding}
+    if isinstance(module, torch.nn.LayerNorm):
+        if len(module.normalized_shape) != 1:
+            raise refuse(f"normalized_shape={tuple(module.normalized_shape)} (only the last axis, the features)")
+        if not module.elementwise_affine:
+            raise refuse("elementwise_affine=False (no weight: the keys cannot say its size)")
+        return "layer_norm", {"eps": module.eps}
+    if not module.track_running_stats:
+        raise refuse("track_running_stats=False (it normalises with each batch's own statistics)")
+    return "batch_norm", {"eps": module.eps, "momentum": module.momentum}
 
 
 def write(weights: Layer | Model, module: Any = None, *, state_dict: bool = False,
@@ -362,6 +486,8 @@ def new_module(torch, layer: Layer, *, batch_first: bool | None = None) -> Any:
         return torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, dtype=dtype)
     if isinstance(layer, Embedding):
         return torch.nn.Embedding(layer.num_embeddings, layer.embedding_dim, dtype=dtype)
+    if isinstance(layer, AROUND):
+        return _new_around(torch, layer, dtype)
     check_single_module(layer)
     cls = getattr(torch.nn, _MODULES[layer.kind][layer.cell])
     options: dict[str, Any] = {"bias": layer.bias, "dtype": dtype}
@@ -377,6 +503,26 @@ def new_module(torch, layer: Layer, *, batch_first: bool | None = None) -> Any:
         options["proj_size"] = layer.proj_size
     return cls(layer.input_size, layer.hidden_size, num_layers=layer.num_layers,
                bidirectional=layer.directions == 2, **options, **settings)
+
+
+def _new_around(torch, layer: Layer, dtype: Any) -> Any:
+    """The PyTorch module of a Conv1D, BatchNorm or LayerNorm (what ``eval()`` computes, on (batch, channels,
+    time) for the first two); UnsupportedError for the layers that have none."""
+    if isinstance(layer, Conv1D):
+        if layer.padding == "same" or layer.padding[0] != layer.padding[1] or layer.activation != "linear":
+            raise UnsupportedError(f"{layer.name}: an nn.Conv1d pads both ends alike and has no activation; this "
+                                   f"convolution (padding {layer.padding}, activation {layer.activation!r}) needs the "
+                                   "module of a whole model (--module), which pads and activates around it")
+        return torch.nn.Conv1d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                               padding=layer.padding[0], dilation=layer.dilation, groups=layer.groups,
+                               bias=layer.bias is not None, dtype=dtype)
+    if isinstance(layer, BatchNorm):
+        return torch.nn.BatchNorm1d(layer.size, eps=layer.epsilon, momentum=layer.momentum,
+                                    affine=layer.scale is not None or layer.offset is not None, dtype=dtype)
+    if isinstance(layer, LayerNorm) and (layer.scale is not None or layer.offset is not None):
+        return torch.nn.LayerNorm(layer.size, eps=layer.epsilon, bias=layer.offset is not None, dtype=dtype)
+    raise UnsupportedError(f"{layer.name}: a {layer.kind} layer holds no weights and has no module of its own here; "
+                           "convert the whole model (--module)")
 
 
 def _check_module(torch, weights: Layer | Model, module: Any) -> None:

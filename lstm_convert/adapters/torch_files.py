@@ -26,7 +26,7 @@ from .. import _safetensors as st
 from .. import _torch_save, _torchscript
 from .._atomic import atomic_write
 from .._optional import require
-from ..canonical import LAYER_TYPES, Dense, Embedding, Layer, Masking, Model, RecurrentLayer
+from ..canonical import AROUND, LAYER_TYPES, Dense, Embedding, Layer, Masking, Model, RecurrentLayer
 from ..errors import FormatError, LSTMConvertError
 from ..formats import KINDS, selects
 from . import torch as torch_adapter
@@ -114,6 +114,8 @@ def _read_torchscript(path: Path, kinds: Mapping[str, str] | None, only: Sequenc
             said[prefix] = "embedding"
         elif cls == "Linear":
             said[prefix] = "linear"
+        elif cls in ("Conv1d", "LayerNorm"):  # their settings are compiled into the code: PyTorch's defaults
+            said[prefix] = {"Conv1d": "conv1d", "LayerNorm": "layer_norm"}[cls]
         elif cls == "RNN" and settings.get(prefix, {}).get("nonlinearity") in ("tanh", "relu"):
             said[prefix] = f"rnn_{settings[prefix]['nonlinearity']}"
     module_settings = {prefix: {k: v for k, v in plain.items() if k == "batch_first"}
@@ -214,6 +216,8 @@ def _kinds(weights: Layer | Model) -> dict[str, str]:
             out[prefix.rstrip(".")] = "linear"
         elif isinstance(layer, RecurrentLayer) and layer.kind == "rnn":
             out[prefix.rstrip(".")] = f"rnn_{layer.activation}"
+        elif layer.kind in ("conv1d", "layer_norm"):
+            out[prefix.rstrip(".")] = layer.kind
     return out
 
 
@@ -268,6 +272,8 @@ def _record_kinds(record: Mapping[str, Any]) -> dict[str, str]:
             kinds[_prefix(spec)] = "linear"
         elif spec.get("kind") == "rnn" and spec.get("activation") in ("tanh", "relu"):
             kinds[_prefix(spec)] = f"rnn_{spec['activation']}"
+        elif spec.get("kind") in ("conv1d", "layer_norm"):
+            kinds[_prefix(spec)] = spec["kind"]
     return kinds
 
 
@@ -281,8 +287,8 @@ def _with_record(path: Path, model: Model, record: Mapping[str, Any]) -> Model:
             cls = LAYER_TYPES.get(spec.get("kind"))
             if cls is None:
                 raise FormatError(f"unknown layer kind {spec.get('kind')!r}")
-            if cls is Masking:
-                layers.append(Masking.from_spec(spec, lambda name: None))
+            if cls is Masking or (cls in AROUND and spec.get("arrays") == []):  # nothing in the state dict
+                layers.append(cls.from_spec(spec, lambda name: None))
                 continue
             layer = built.pop(_prefix(spec), None)
             if layer is None or layer.kind != spec["kind"]:

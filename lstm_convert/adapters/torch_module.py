@@ -10,7 +10,8 @@ what ``lc.to_torch(model)`` runs and what ``lstm-convert convert SRC DST.pt --mo
     m.load_state_dict(torch.load("DST.pt", weights_only=True))
     y = m(x)          # x: (batch, time, features) float, or (batch, time) integer indices
 
-The module's ``state_dict()`` keys are exactly the ``.pt`` file's. Recurrent modules are
+The module's ``state_dict()`` keys are exactly the ``.pt`` file's; it starts in ``eval()`` mode, so that
+batch normalisation uses its running statistics (call ``train()`` to train it). Recurrent modules are
 ``batch_first=True`` (the model takes batch-major input) and start from zero states, as a Keras model
 does. Masks follow Keras: at a masked step the states carry over and the output is the previous
 step's, or zeros (``zero_output_for_mask``; a Bidirectional layer returning sequences). Masked inputs
@@ -24,7 +25,19 @@ import re
 from typing import Any
 
 from .. import __version__
-from ..canonical import Dense, Embedding, Masking, Model, RecurrentLayer
+from ..canonical import (
+    Activation,
+    BatchNorm,
+    Conv1D,
+    Dense,
+    Embedding,
+    Flatten,
+    LayerNorm,
+    Masking,
+    Model,
+    Pooling,
+    RecurrentLayer,
+)
 from ..errors import UnsupportedError
 from . import torch as torch_adapter
 
@@ -107,6 +120,20 @@ def _recurrent(rnn, x, mask, *, size, directions, cell, go_backwards, merge, seq
     return (parts[0] + parts[1]) / 2
 
 
+def _same(x, kernel, stride, dilation):
+    """Keras' padding='same' with a stride: the zeros (before, after) for this length, the odd one after."""
+    steps = x.shape[1]
+    total = max((-(-steps // stride) - 1) * stride + (kernel - 1) * dilation + 1 - steps, 0)
+    return total // 2, total - total // 2
+
+
+def _conv(conv, x, pads):
+    """``conv`` (an nn.Conv1d without padding of its own) on batch-major ``x``, with ``pads`` zeros before and
+    after the sequence."""
+    x = nn.functional.pad(x.transpose(1, 2), pads)
+    return conv(x).transpose(1, 2)
+
+
 def _cell(cell, x, mask, *, size, sequences, zeros):
     """A single-step cell over the sequence, one step at a time, with Keras' masking."""
     batch = x.shape[0]
@@ -154,6 +181,7 @@ def source(model: Model, *, origin: str = "") -> str:
     takes = "(batch, time) integer indices" if isinstance(first, Embedding) else \
         f"(batch, time, {first.input_size}) floating-point features"
     init, body = [], ["        mask = None"]
+    sequence = True
     for layer in model.layers:
         prefix = layer.config.get("torch", {}).get("prefix", f"{layer.name}.")
         where = repr(prefix[:-1] if prefix.endswith(".") else prefix)
@@ -161,7 +189,8 @@ def source(model: Model, *, origin: str = "") -> str:
             body += [f"        mask = (x != {layer.mask_value!r}).any(-1)  # {layer.name}",
                      "        x = x * mask[..., None].to(x.dtype)"]
             continue
-        init.append(f"        _place(self, {where}, {_module_text(layer)})")
+        if layer.count_params():  # a module with weights: nn.Linear, nn.LSTM, nn.Conv1d, ...
+            init.append(f"        _place(self, {where}, {_module_text(layer)})")
         if isinstance(layer, Embedding):
             if layer.mask_zero:
                 body.append("        mask = x != 0")
@@ -170,6 +199,10 @@ def source(model: Model, *, origin: str = "") -> str:
             body.append(f"        x = _get(self, {where})(x.to({_dtype(layer)}))")
             if layer.activation != "linear":
                 body.append(f"        x = {_ACTIVATIONS[layer.activation]}")
+        elif not isinstance(layer, RecurrentLayer):
+            body += _around(layer, where, sequence)
+            if isinstance(layer, (Flatten, Pooling)):
+                sequence = False
         else:
             body.append(
                 f"        x = _recurrent(_get(self, {where}), x.to({_dtype(layer)}), mask, size={layer.state_size}, "
@@ -178,6 +211,7 @@ def source(model: Model, *, origin: str = "") -> str:
                 f"zeros={layer.zero_output_for_mask})")
             if not layer.return_sequences:
                 body.append("        mask = None")
+                sequence = False
     returns = _output_shape(model)
     origin = re.sub(r"[^A-Za-z0-9_.+ -]", "", origin)[:60]  # it comes from a file: nothing that could end the docstring
     lines = [
@@ -198,6 +232,7 @@ def source(model: Model, *, origin: str = "") -> str:
         "    def __init__(self):",
         "        super().__init__()",
         *init,
+        "        self.eval()",
         "",
         "    def forward(self, x):",
         *body,
@@ -207,9 +242,55 @@ def source(model: Model, *, origin: str = "") -> str:
     return "\n".join(lines)
 
 
+def _around(layer: Any, where: str, sequence: bool) -> list[str]:
+    """The lines of ``forward`` for one of the layers around the recurrent ones, as the reference computes it."""
+    module = f"_get(self, {where})"
+    comment = f"  # {layer.name}"
+    if isinstance(layer, Activation):
+        return [f"        x = {_ACTIVATIONS[layer.activation]}{comment}"]
+    if isinstance(layer, Flatten):
+        return [f"        x = x.reshape(x.shape[0], -1){comment}", "        mask = None"]
+    if isinstance(layer, Pooling):
+        if layer.mode == "max":
+            return [f"        x = x.amax(1){comment}", "        mask = None"]
+        return [f"        if mask is None:{comment}", "            x = x.mean(1)", "        else:",
+                "            weights = mask[..., None].to(x.dtype)",
+                "            x = (x * weights).sum(1) / weights.sum(1)", "        mask = None"]
+    if isinstance(layer, LayerNorm):
+        if not layer.count_params():
+            return [f"        x = nn.functional.layer_norm(x, ({layer.size},), eps={layer.epsilon!r}){comment}"]
+        return [f"        x = {module}(x.to({_dtype(layer)}))"]
+    if isinstance(layer, BatchNorm):
+        call = f"{module}(x.to({_dtype(layer)}).transpose(1, 2)).transpose(1, 2)" if sequence else \
+            f"{module}(x.to({_dtype(layer)}))"
+        return [f"        x = {call}"]
+    # Zeros alike at both ends are the nn.Conv1d's own padding (so that the module reads back as it is);
+    # others are added in forward.
+    pads = (f"_same(x, {layer.kernel_size}, {layer.stride}, {layer.dilation})" if layer.padding == "same"
+            else repr((0, 0) if _symmetric(layer) else tuple(layer.padding)))
+    lines = [f"        x = _conv({module}, x.to({_dtype(layer)}), {pads})", "        mask = None"]
+    if layer.activation != "linear":
+        lines.insert(1, f"        x = {_ACTIVATIONS[layer.activation]}")
+    return lines
+
+
+def _symmetric(layer: Conv1D) -> bool:
+    return layer.padding != "same" and layer.padding[0] == layer.padding[1]
+
+
 def _module_text(layer: Any) -> str:
     """The constructor call of the layer's PyTorch module (built from numbers, flags and known names only)."""
     dtype = _dtype(layer)
+    if isinstance(layer, Conv1D):
+        padding = layer.padding[0] if _symmetric(layer) else 0
+        return (f"nn.Conv1d({layer.in_channels}, {layer.out_channels}, {layer.kernel_size}, stride={layer.stride}, "
+                f"padding={padding}, dilation={layer.dilation}, groups={layer.groups}, bias={layer.bias is not None}, "
+                f"dtype={dtype})")
+    if isinstance(layer, BatchNorm):
+        return (f"nn.BatchNorm1d({layer.size}, eps={layer.epsilon!r}, momentum={layer.momentum!r}, "
+                f"affine={layer.scale is not None or layer.offset is not None}, dtype={dtype})")
+    if isinstance(layer, LayerNorm):
+        return f"nn.LayerNorm({layer.size}, eps={layer.epsilon!r}, bias={layer.offset is not None}, dtype={dtype})"
     if isinstance(layer, Dense):
         return f"nn.Linear({layer.in_features}, {layer.out_features}, bias={layer.bias is not None}, dtype={dtype})"
     if isinstance(layer, Embedding):
@@ -234,7 +315,7 @@ def _output_shape(model: Model) -> str:
     last = model.layers[-1]
     sequence = True
     for layer in model.layers:
-        if isinstance(layer, RecurrentLayer) and not layer.return_sequences:
+        if (isinstance(layer, RecurrentLayer) and not layer.return_sequences) or isinstance(layer, (Flatten, Pooling)):
             sequence = False
     return f"(batch, time, {last.output_size})" if sequence else f"(batch, {last.output_size})"
 

@@ -39,8 +39,9 @@ if TYPE_CHECKING:
 # The registered formats, in the order a file is tried against them: modules lstm_convert.formats.<name>.
 NAMES = ("archive", "keras", "h5", "torch", "npz", "onnx")
 # What a state dict's keys cannot say, by module prefix (ReadOptions.kinds): a lone 2-D ``weight`` is an
-# Embedding or a Linear without bias, an nn.RNN's nonlinearity is tanh or relu.
-KINDS = ("embedding", "linear", "rnn_tanh", "rnn_relu")
+# Embedding or a Linear without bias, an nn.RNN's nonlinearity is tanh or relu, a 3-D weight an nn.Conv1d,
+# a 1-D weight an nn.LayerNorm.
+KINDS = ("embedding", "linear", "rnn_tanh", "rnn_relu", "conv1d", "layer_norm")
 
 
 @dataclass(frozen=True)
@@ -363,10 +364,16 @@ def unconverted_error(where: str, entries: Sequence[Mapping[str, Any]], framewor
         kind = entry["type"] if entry["type"] != "module" else ""
         parts.append(f"{entry['name']} ({kind}{': ' if kind and tensors else ''}{tensors})" if kind or tensors
                      else entry["name"])
+    said = {entry["name"]: entry["kind"] for entry in entries if entry.get("kind")}  # what the keys cannot tell
+    remedy = f"select the recurrent layers with only=[...], or keep the rest in {framework}"
+    hint = f"select the recurrent layers with --only PATTERN (lstm-convert inspect lists them), or keep the rest in " \
+        f"{framework}"
+    if said:
+        remedy += f"; or, if they are the modules their keys suggest, say so: kinds={said!r}"
+        hint += "; or, if they are the modules their keys suggest, say so: " + " ".join(
+            f"--kind {name}={kind}" for name, kind in said.items())
     return UnsupportedError(f"{where}: holds what lstm_convert does not convert: {'; '.join(parts)}",
-                            remedy=f"select the recurrent layers with only=[...], or keep the rest in {framework}",
-                            hint=f"select the recurrent layers with --only PATTERN (lstm-convert inspect lists "
-                                 f"them), or keep the rest in {framework}")
+                            remedy=remedy, hint=hint)
 
 
 @contextlib.contextmanager

@@ -164,7 +164,7 @@ def run_state_layers(model, x: np.ndarray, states: dict, state: Callable[[], Map
 
     from ..activations import ACTIVATIONS
     from ..adapters.torch import new_module
-    from ..canonical import Dense, Embedding, Masking
+    from ..canonical import AROUND, Dense, Embedding, Masking
     from ..errors import UnsupportedError
 
     tensors = state()
@@ -178,6 +178,11 @@ def run_state_layers(model, x: np.ndarray, states: dict, state: Callable[[], Map
             prefix = layer.config.get("torch", {}).get("prefix", f"{layer.name}.")
             own = {k[len(prefix):]: v for k, v in tensors.items()
                    if k.startswith(prefix) and "." not in k[len(prefix):]}
+            if isinstance(layer, AROUND):
+                with torch.no_grad():
+                    tensor = _around(torch, layer, own, tensor)
+                out.append((tensor.float().numpy(), None))
+                continue
             module = new_module(torch, layer, batch_first=True)
             module.load_state_dict(own, strict=True)
             dtype = next(module.parameters()).dtype
@@ -198,6 +203,39 @@ def run_state_layers(model, x: np.ndarray, states: dict, state: Callable[[], Map
     except UnsupportedError as exc:
         return str(exc)
     return out
+
+
+def _around(torch, layer, own: Mapping[str, Any], x: Any) -> Any:
+    """One of the layers around the recurrent ones through torch's own functions, on batch-major ``x``, from
+    the state dict's tensors ``own`` (checked against what the layer holds)."""
+    from ..activations import ACTIVATIONS
+    from ..adapters.torch import layer_state_arrays
+    from ..errors import FormatError
+
+    expected = set(layer_state_arrays(layer))
+    if set(own) != expected:
+        raise FormatError(f"{layer.name}: the state dict holds {sorted(own)}, expected {sorted(expected)}")
+    functional = torch.nn.functional
+    if layer.kind == "activation":
+        return torch.from_numpy(ACTIVATIONS[layer.activation](x.double().numpy()))
+    if layer.kind == "flatten":
+        return x.reshape(x.shape[0], -1)
+    if layer.kind == "pooling":
+        return x.amax(1) if layer.mode == "max" else x.mean(1)
+    if layer.kind == "layer_norm":
+        return functional.layer_norm(x.to(own["weight"].dtype) if own else x, (layer.size,), own.get("weight"),
+                                     own.get("bias"), eps=layer.epsilon)
+    if layer.kind == "batch_norm":
+        dtype = own["running_mean"].dtype
+        channels = x.to(dtype).transpose(1, 2) if x.ndim == 3 else x.to(dtype)
+        y = functional.batch_norm(channels, own["running_mean"], own["running_var"], own.get("weight"),
+                                  own.get("bias"), training=False, eps=layer.epsilon)
+        return y.transpose(1, 2) if x.ndim == 3 else y
+    weight = own["weight"]
+    pads = layer.pads(x.shape[1])
+    y = functional.conv1d(functional.pad(x.to(weight.dtype).transpose(1, 2), pads), weight, own.get("bias"),
+                          stride=layer.stride, dilation=layer.dilation, groups=layer.groups).transpose(1, 2)
+    return y if layer.activation == "linear" else torch.from_numpy(ACTIVATIONS[layer.activation](y.double().numpy()))
 
 
 def _recurrent(torch, module: Any, layer, x: Any, initial: list) -> tuple:
