@@ -252,3 +252,59 @@ def test_inspect_shows_the_layers_around(rng, tmp_path, capsys):
     assert conv["tensors"] == {"conv.weight": [6, 5, 3], "conv.bias": [6]} and conv["params"] == 96
     assert info["layers"][1]["params"] == 24  # Keras counts the moving statistics of a BatchNormalization
     assert info["conversions"]["onnx"]["verdict"] == "exact" and not info["unconverted"]
+
+
+class _PoolNet(torch.nn.Module):
+    """A convolution with a ReLU of its own, a GRU, the mean over time and a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(4, 5, 2, stride=2)
+        self.gru = torch.nn.GRU(5, 3, batch_first=True)
+        self.head = torch.nn.Linear(3, 2)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+        return self.head(self.gru(x)[0].mean(1))
+
+
+@pytest.mark.filterwarnings("ignore")  # the exporters' deprecation and tracer warnings
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript-exporter", "dynamo-exporter"])
+@pytest.mark.parametrize("net", ["cnn", "pool"])
+def test_torch_onnx_exports_with_layers_around_read_whole(net, dynamo, rng, tmp_path):
+    module = _torch_net(rng) if net == "cnn" else _PoolNet().eval()
+    if net == "pool":
+        with torch.no_grad():
+            for p in module.parameters():
+                p.copy_(torch.from_numpy(rng.normal(0, 0.5, tuple(p.shape)).astype("float32")))
+    features = 5 if net == "cnn" else 4
+    x = rng.normal(size=(2, 10, features)).astype("float32")
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    path = tmp_path / "net.onnx"
+    options = {} if dynamo else {"dynamic_axes": {"x": {0: "batch", 1: "time"}}}
+    torch.onnx.export(module, (torch.from_numpy(x),), path, dynamo=dynamo, input_names=["x"], **options)
+    model = files.read(path)
+    kinds = ["conv1d", "conv1d", "layer_norm", "lstm", "dense"] if net == "cnn" else \
+        ["conv1d", "activation", "gru", "pooling", "dense"]  # the exporters fold BatchNorm1d into the Conv
+    assert [layer.kind for layer in model] == kinds
+    ours = reference.run(model, x)[-1][0]
+    assert ours.shape == expected.shape
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=2e-5)
+    files.write(model, tmp_path / "net.keras")
+    assert main(["verify", str(path), str(tmp_path / "net.keras")]) == 0
+
+
+def test_keras_onnx_export_conv_is_refused_by_name(rng, tmp_path):
+    """Keras' own ONNX export writes a Conv1D as a 2-D convolution: refused naming the node, with the way on."""
+    pytest.importorskip("tf2onnx")
+    import warnings
+
+    built = _build([L.Input((12, 5)), L.Conv1D(6, 3, name="conv"), L.LSTM(3, name="lstm")], rng)
+    built(np.zeros((1, 12, 5), "float32"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        built.export(str(tmp_path / "k.onnx"), format="onnx", verbose=False)
+    with pytest.raises(lc.UnsupportedError, match=r"conv.*\(Conv\): only 1-D convolutions .*--only|only=") as err:
+        files.read(tmp_path / "k.onnx")
+    assert "2-D convolution" in str(err.value)

@@ -28,7 +28,11 @@ are gathered back (see :func:`_masked_recurrent`). What the layers compute is
 recorded in the model's metadata, so that the graph reads back as written.
 
 Reading: the recurrent operators, MatMul / Gemm (+ Add, + activation) and
-Gather nodes whose weights are initializers or constants, in graph order, as
+Gather nodes whose weights are initializers or constants, 1-D Conv,
+BatchNormalization, LayerNormalization, activations on their own and means or
+maxima over time (the order of the data's axes is followed through 3-D
+Transposes, so that each is read only where it acts on the axis it is said to:
+a Conv on channels-first data, a LayerNormalization on the features), in graph order, as
 written by ``torch.onnx.export`` (both exporters), Keras' ``model.export(...,
 format="onnx")`` and this module. On the way to the model's output (its first
 graph output), the data may only be moved between layers (Identity, Reshape,
@@ -646,6 +650,10 @@ def _read_whole(path: Path, proto: Any, graph: Any, values: dict, consumers: dic
         return (kind if count == 0 else f"{kind}_{count}"), {}, {}
 
     selections, last_step = _step_selections(graph, values)
+    producers = {o: node for node in graph.node for o in node.output}
+    # The order of the axes of the model's data at this point of the chain, followed through 3-D Transposes
+    # (exporters write convolutions between two of them: channels first), and whether it is still a sequence.
+    layout: dict[str, Any] = {"axes": _BATCH_MAJOR, "sequence": True}
 
     around_kinds = {cls.kind for cls in AROUND}
 
@@ -705,6 +713,9 @@ def _read_whole(path: Path, proto: Any, graph: Any, values: dict, consumers: dic
                                             and len(node.output) > 1 and consumers.get(node.output[1])):
                 layer = dataclasses.replace(layer, return_sequences=False)  # only the last step is used
             layers.append(layer)
+            # its output, once its direction axis is folded away: time-major, or batch-major with layout=1
+            layout["axes"] = _BATCH_MAJOR if _attrs(node).get("layout", 0) else ("time", "batch", "features")
+            layout["sequence"] = layer.return_sequences
         elif node.op_type in ("MatMul", "Gemm") and _weight(node, values) is not None:
             name, config, src = name_for("dense")
             layers.append(_read_dense(path, node, values, consumers, taken, name, config, {**source, **src}))
@@ -715,6 +726,13 @@ def _read_whole(path: Path, proto: Any, graph: Any, values: dict, consumers: dic
             mask_zero = bool(ours) and index < len(names) and names[index].get("mask_zero") is True
             layers.append(Embedding(name=name, weight=values[node.input[0]], config=config, source={**source, **src},
                                     mask_zero=mask_zero))
+        elif node.op_type == "Transpose" and sorted(_attrs(node).get("perm", [])) == [0, 1, 2] \
+                and any(i in data for i in node.input) and any(o in needed for o in node.output):
+            layout["axes"] = tuple(layout["axes"][i] for i in _attrs(node)["perm"])
+        elif node.op_type in _AROUND_OPS and any(i in data for i in node.input[:1]) \
+                and any(o in needed for o in node.output) and _follows_layer(node, producers, taken, graph):
+            layer = _read_around(path, node, values, layout, layers, graph, name_for, source)
+            layers.append(layer)
         elif node.op_type == "If":
             raise UnsupportedError(f"{path}: node {node.name or 'If'} is an If: the graph chooses between branches "
                                    "at run time, which one chain of layers cannot express", **_SELECT)
@@ -724,7 +742,7 @@ def _read_whole(path: Path, proto: Any, graph: Any, values: dict, consumers: dic
                                    **_SELECT)
         elif _carries_weights(node, values):
             raise UnsupportedError(f"{path}: node {node.name or node.op_type} ({node.op_type}) carries weights that "
-                                   "are not part of an LSTM, GRU, RNN, Dense or Embedding layer", **_SELECT)
+                                   "are not part of a layer lstm_convert reads", **_SELECT)
         elif node.op_type not in _LAYOUT_OPS and node.op_type not in _DENSE_OPS.values():
             raise UnsupportedError(f"{path}: node {node.name or node.op_type} ({node.op_type}) is not a layer "
                                    "lstm_convert knows, nor layout between layers", **_SELECT)
@@ -735,9 +753,9 @@ def _read_whole(path: Path, proto: Any, graph: Any, values: dict, consumers: dic
     if unaccounted:
         raise UnsupportedError(f"{path}: nodes {', '.join(unaccounted[:8])}"
                                + (f" and {len(unaccounted) - 8} more" if len(unaccounted) > 8 else "")
-                               + " compute on the model's data outside any LSTM, GRU, RNN, Dense or Embedding "
-                               "layer (a cell written out as separate operators, or steps picked from a sequence in "
-                               "a way not recognised); the graph cannot be read without changing what it computes",
+                               + " compute on the model's data outside any layer lstm_convert reads (a cell written "
+                               "out as separate operators, or steps picked from a sequence in a way not recognised); "
+                               "the graph cannot be read without changing what it computes",
                                **_SELECT)
     if not layers:
         raise FormatError(f"{path}: holds no LSTM, GRU, RNN, Dense or Embedding layer")
@@ -982,6 +1000,129 @@ def _weight(node: Any, values: Mapping[str, np.ndarray]) -> np.ndarray | None:
         if array.ndim == 2 and array.dtype.kind == "f":
             return array
     return None
+
+
+# Operators read as the layers around recurrent ones, from graphs written elsewhere.
+_AROUND_OPS = {"Conv", "BatchNormalization", "LayerNormalization", "ReduceMean", "ReduceMax", "GlobalAveragePool",
+               "GlobalMaxPool", *_DENSE_OPS.values()}
+
+
+def _read_around(path: Path, node: Any, values: Mapping[str, np.ndarray], layout: dict, layers: list, graph: Any,
+                 name_for: Callable, source: Mapping[str, str]) -> Layer:
+    """A Conv (channels-first, 1-D), BatchNormalization (over the channels), LayerNormalization (over the last
+    axis), an activation on its own, or a mean or maximum over time, as the layer it is; UnsupportedError naming
+    the node for what the canonical layers do not compute (another axis, padding by SAME_LOWER, ...)."""
+    op, attrs = node.op_type, _attrs(node)
+    label = f"{path}: node {node.name or op} ({op})"
+    axes = layout["axes"] if layout["sequence"] else ("batch", "features")
+    channels_first = axes == ("batch", "features", "time")
+    size = layers[-1].output_size if layers else _input_features(graph)
+
+    def const(index: int, what: str) -> np.ndarray | None:
+        if len(node.input) <= index or not node.input[index]:
+            return None
+        if node.input[index] not in values:
+            raise _refusal(f"{label}: its {what} is computed from the model's data, not a weight")
+        return values[node.input[index]]
+
+    def named(kind: str) -> dict:
+        name, config, src = name_for(kind)
+        return {"name": name, "config": config, "source": {**source, **src}}
+
+    try:
+        if op in _DENSE_OPS.values():
+            if size is None:
+                raise _refusal(f"{label}: an activation whose input size is not known")
+            if op == "Softmax" and attrs.get("axis", -1) % len(axes) != axes.index("features"):
+                raise _refusal(f"{label}: a softmax over another axis than the features")
+            if op == "Elu" and attrs.get("alpha", 1.0) != 1.0:
+                raise _refusal(f"{label}: Elu with alpha={attrs['alpha']} (only 1)")
+            activation = {v: k for k, v in _DENSE_OPS.items()}[op]
+            return Activation(activation=activation, size=size, **named("activation"))
+        if op == "Conv":
+            weight = const(1, "weight")
+            if weight is None or weight.ndim != 3:
+                raise _refusal(f"{label}: only 1-D convolutions (a 3-D weight) are read (Keras' own ONNX export "
+                               "writes a Conv1D as a 2-D convolution)")
+            if not channels_first:
+                raise _refusal(f"{label}: a convolution over data that is not channels-first (batch, "
+                                       "channels, time) between two Transpose(perm=[0, 2, 1]) nodes")
+            stride, dilation = attrs.get("strides", [1])[0], attrs.get("dilations", [1])[0]
+            auto = attrs.get("auto_pad", b"NOTSET")
+            auto = auto.decode() if isinstance(auto, bytes) else auto
+            if auto == "SAME_UPPER":
+                padding = Conv1D.padding_of("same", int(weight.shape[2]), dilation, stride)
+            elif auto == "VALID":
+                padding = (0, 0)
+            elif auto == "NOTSET":
+                pads = attrs.get("pads", [0, 0])
+                padding = (int(pads[0]), int(pads[1]))
+            else:
+                raise _refusal(f"{label}: auto_pad={auto} (the odd zero before the sequence) is not read")
+            return Conv1D(weight=weight, bias=const(2, "bias"), stride=int(stride), dilation=int(dilation),
+                          groups=int(attrs.get("group", 1)), padding=padding, **named("conv1d"))
+        if op == "BatchNormalization":
+            if axes[1] != "features":
+                raise _refusal(f"{label}: normalises axis 1, which here is the {axes[1]}, not the features")
+            if attrs.get("training_mode", 0):
+                raise _refusal(f"{label}: training_mode=1 (the batch's own statistics)")
+            return BatchNorm(scale=const(1, "scale"), offset=const(2, "bias"), mean=const(3, "mean"),
+                             variance=const(4, "variance"), epsilon=float(attrs.get("epsilon", 1e-5)),
+                             momentum=1.0 - float(attrs.get("momentum", 0.9)), **named("batch_norm"))
+        if op == "LayerNormalization":
+            if axes[-1] != "features" or attrs.get("axis", -1) % len(axes) != len(axes) - 1:
+                raise _refusal(f"{label}: normalises another axis than the features")
+            scale = const(1, "scale")
+            if scale is None or scale.ndim != 1:
+                raise _refusal(f"{label}: its scale is not a vector of the features")
+            return LayerNorm(size=int(scale.shape[0]), scale=scale, offset=const(2, "bias"),
+                             epsilon=float(attrs.get("epsilon", 1e-5)), **named("layer_norm"))
+        # a mean or a maximum over time
+        reduced = attrs.get("axes")
+        if reduced is None and len(node.input) > 1:
+            reduced = const(1, "axes")
+        reduced = [int(a) % len(axes) for a in np.atleast_1d(reduced)] if reduced is not None else None
+        if op.startswith("Global"):  # (batch, C, 1): the Flatten or Squeeze after it is plumbing
+            ok = channels_first
+        else:
+            ok = layout["sequence"] and reduced == [axes.index("time")] and attrs.get("keepdims", 1) == 0 \
+                and axes[0] == "batch"
+        if not ok or size is None:
+            raise _refusal(f"{label}: reduces another axis than the time, or keeps it (keepdims)")
+        layout["sequence"], layout["axes"] = False, _BATCH_MAJOR
+        mode = "max" if "Max" in op else "average"
+        return Pooling(mode=mode, size=size, **named("pooling"))
+    except (ConfigError, ShapeError) as exc:
+        raise FormatError(f"{label}: {exc}") from None
+
+
+def _follows_layer(node: Any, producers: Mapping[str, Any], taken: set[str], graph: Any) -> bool:
+    """Whether ``node`` takes, through data plumbing only, the output of a layer operator or the graph's input:
+    the chain's data, not a piece of a layer written out as separate operators (an exported cell's gates)."""
+    name = node.input[0]
+    inputs = {i.name for i in graph.input}
+    while name in producers and producers[name].op_type in _DATA_PLUMBING:
+        name = producers[name].input[0]
+    if name in inputs:
+        return True
+    before = producers.get(name)
+    return before is not None and (before.op_type in (*_KINDS, *_AROUND_OPS, "MatMul", "Gemm", "Gather")
+                                   or before.name in taken)
+
+
+def _refusal(message: str) -> UnsupportedError:
+    """A refusal of part of a graph, with the way forward: select the recurrent operators."""
+    return UnsupportedError(message, **_SELECT)
+
+
+def _input_features(graph: Any) -> int | None:
+    """The feature size of the graph's first input (batch, time, features), where its shape says it."""
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in graph.input[0].type.tensor_type.shape.dim] \
+        if graph.input else []
+    return dims[2] if len(dims) == 3 else None
+
+
+_BATCH_MAJOR = ("batch", "time", "features")
 
 
 def _read_dense(path: Path, node: Any, values: Mapping[str, np.ndarray], consumers: Mapping[str, list],
