@@ -26,8 +26,9 @@ class LSTMConvertError(Exception):
         return f"{self.message}; {self.hint}" if self.hint else self.message
 
     def prefixed(self, prefix: str) -> LSTMConvertError:
-        """The same error, its message prefixed (say with the file's name)."""
-        return type(self)(f"{prefix}: {self.message}", remedy=self.remedy, hint=self.hint)
+        """The same error, its message prefixed (say with the file's name), unless it already starts so."""
+        message = self.message if self.message.startswith(f"{prefix}: ") else f"{prefix}: {self.message}"
+        return type(self)(message, remedy=self.remedy, hint=self.hint)
 
 
 class ShapeError(LSTMConvertError, ValueError):

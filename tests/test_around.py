@@ -192,6 +192,7 @@ def test_state_dict_says_what_it_cannot_tell(rng, tmp_path, capsys):
         files.read(tmp_path / "net.pt")
     message = str(err.value)  # every module it cannot tell at once, and what to say about them
     assert "kinds={'conv': 'conv1d', 'down': 'conv1d', 'norm': 'layer_norm'}" in message
+    assert message.count("net.pt") == 1  # named once
     assert main(["inspect", str(tmp_path / "net.pt")]) == 0
     assert "say so with --kind down=conv1d" in capsys.readouterr().out
     assert main(["convert", str(tmp_path / "net.pt"), str(tmp_path / "x.onnx")]) == 1
@@ -308,3 +309,36 @@ def test_keras_onnx_export_conv_is_refused_by_name(rng, tmp_path):
     with pytest.raises(lc.UnsupportedError, match=r"conv.*\(Conv\): only 1-D convolutions .*--only|only=") as err:
         files.read(tmp_path / "k.onnx")
     assert "2-D convolution" in str(err.value)
+
+
+def test_legacy_h5_from_tf_keras_with_layers_around(rng, tmp_path):
+    """tf.keras 2 saves a normalisation's axis as a positive number (2 for a sequence): still the features."""
+    import tf_keras
+
+    layers = tf_keras.layers
+    built = tf_keras.Sequential([
+        layers.InputLayer((12, 5)), layers.Conv1D(6, 3, padding="causal", activation="relu", name="conv"),
+        layers.BatchNormalization(name="bn"), layers.LayerNormalization(name="ln"), layers.Activation("tanh", name="act"),
+        layers.LSTM(3, return_sequences=True, name="lstm"), layers.GlobalAveragePooling1D(name="pool"),
+        layers.Dense(2, name="head")])
+    built.set_weights([np.abs(rng.normal(0, 0.5, w.shape)).astype("float32") + 0.3 if "variance" in v.name
+                       else rng.normal(0, 0.5, w.shape).astype("float32")
+                       for v, w in zip(built.weights, built.get_weights())])
+    built.save(tmp_path / "legacy.h5")
+    x = rng.normal(size=(2, 12, 5)).astype("float32")
+    expected = built.predict(x, verbose=0)
+    model = files.read(tmp_path / "legacy.h5")
+    assert [layer.kind for layer in model] == ["conv1d", "batch_norm", "layer_norm", "activation", "lstm", "pooling",
+                                               "dense"]
+    assert model["conv"].padding == (2, 0)  # causal: (k - 1) zeros before
+    ours = reference.run(model, x)[-1][0]
+    assert ours.shape == expected.shape
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=2e-5)
+
+
+def test_npz_says_which_settings_it_cannot_keep(rng):
+    conv = lc.Conv1D(name="conv", weight=rng.normal(size=(4, 3, 3)).astype("float32"), padding=(1, 1), stride=2)
+    plain = lc.Conv1D(name="plain", weight=rng.normal(size=(4, 4, 1)).astype("float32"))
+    verdicts = {layer.name: formats.get("npz").check_layer(layer, False) for layer in (conv, plain)}
+    assert verdicts["conv"].verdict == "weights" and verdicts["conv"].needs == ("stride=2", "padding=[1, 1]")
+    assert verdicts["plain"].verdict == "exact"  # PyTorch's defaults: what the .npz reads back with --kind

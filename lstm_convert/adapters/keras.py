@@ -137,11 +137,12 @@ def _recurrent(class_name: str, config: Mapping[str, Any]) -> tuple[str, Mapping
 
 def layer_from_config(class_name: str, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray], *,
                       keras_version: str, source: Mapping[str, str], features: int | None = None,
-                      steps: int | None = None) -> Layer:
+                      steps: int | None = None, rank: int = 3) -> Layer:
     """A canonical layer from a Keras layer's config and its variables by key (NumPy only).
 
     ``features`` is the size of the layer's input where the variables cannot tell it (a Masking layer, an
-    activation, a pooling), ``steps`` the length of its input sequence (a Flatten needs it).
+    activation, a pooling), ``steps`` the length of its input sequence (a Flatten needs it), ``rank`` the number
+    of its input's axes with the batch (3 for a sequence), which a normalisation's positive ``axis`` counts.
     """
     name = config["name"]
     if class_name == "TimeDistributed":  # a Dense on every step is what a Dense computes on a sequence
@@ -159,7 +160,7 @@ def layer_from_config(class_name: str, config: Mapping[str, Any], tensors: Mappi
         return Masking(name=name, size=features, mask_value=float(config.get("mask_value", 0.0)), config=settings,
                        source=source)
     if class_name in AROUND:
-        return _around(class_name, config, tensors, keras_version, settings, source, features, steps)
+        return _around(class_name, config, tensors, keras_version, settings, source, features, steps, rank)
     if class_name == "Dense":
         activation = _activation(name, "activation", config.get("activation", "linear"), keras_version)
         kernel = tensors["kernel"]
@@ -229,7 +230,8 @@ def _one(config: Mapping[str, Any], key: str, default: Any) -> Any:
 
 
 def _around(class_name: str, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray], keras_version: str,
-            settings: dict, source: Mapping[str, str], features: int | None, steps: int | None) -> Layer:
+            settings: dict, source: Mapping[str, str], features: int | None, steps: int | None,
+            rank: int = 3) -> Layer:
     """A layer around the recurrent ones (see :data:`AROUND`)."""
     name = config["name"]
 
@@ -257,7 +259,7 @@ def _around(class_name: str, config: Mapping[str, Any], tensors: Mapping[str, np
             raise refuse(str(exc).split(": ", 1)[-1]) from None
     if class_name in ("BatchNormalization", "LayerNormalization"):
         axis = config.get("axis", -1)
-        if axis not in (-1, [-1], (-1,)):
+        if axis not in (-1, [-1], (-1,), rank - 1, [rank - 1], (rank - 1,)):  # tf.keras saves it positive
             raise refuse(f"axis={axis!r} (only the last axis, the features)")
         for flag in ("renorm", "rms_scaling"):
             if config.get(flag):
@@ -292,31 +294,32 @@ def _around(class_name: str, config: Mapping[str, Any], tensors: Mapping[str, np
 def chain(entries: list[tuple[str, Mapping[str, Any], Mapping[str, np.ndarray]]], shape: Sequence | None,
           build: Callable[..., Layer]) -> list[Layer]:
     """Build a model's layers from ``(class name, config, tensors)`` in order, with ``build(class name, config,
-    tensors, features, steps)``; ``shape`` is the model's input without the batch (None when not known).
+    tensors, features, steps, rank)``; ``shape`` is the model's input without the batch (None when not known).
     A layer's input size and length are the model's input's for the first, the layer before's output
     after it; a weightless layer whose input is not known that way takes the next layer's input size."""
     features = int(shape[-1]) if shape and len(shape) >= 2 and shape[-1] is not None else None
     steps = shape[0] if shape else None
     layers: list[Layer | None] = []
     deferred = []
+    sequence = True
     for index, (class_name, config, tensors) in enumerate(entries):
         if features is None and not tensors and class_name not in ("Embedding",):
             layers.append(None)
             deferred.append(index)
             continue
-        layer = build(class_name, config, tensors, features, steps)
+        layer = build(class_name, config, tensors, features, steps, 3 if sequence else 2)
         layers.append(layer)
         features = layer.output_size
         if isinstance(layer, Conv1D) and steps is not None:
             steps = layer.output_length(steps)
         elif isinstance(layer, (Flatten, Pooling)) or (isinstance(layer, RecurrentLayer)
                                                         and not layer.return_sequences):
-            steps = None
+            steps, sequence = None, False
     following = None
     for index in range(len(entries) - 1, -1, -1):
         if layers[index] is None:
             class_name, config, tensors = entries[index]
-            layers[index] = build(class_name, config, tensors, following, None)
+            layers[index] = build(class_name, config, tensors, following, None, 3)
         following = getattr(layers[index], "input_size", None)
     return layers  # type: ignore[return-value]
 
@@ -450,8 +453,8 @@ def read(obj: Any) -> Layer | Model:
         by_name = {layer.name: layer for layer in kept}
         entries = [(layer.name, {}, _layer_has_weights(keras, layer)) for layer in kept]
         layers = chain(entries, shape[1:] if shape else None,
-                       lambda name, _config, _tensors, features, steps: _read_layer(
-                           keras, by_name[name], source, features=features, steps=steps))
+                       lambda name, _config, _tensors, features, steps, rank: _read_layer(
+                           keras, by_name[name], source, features=features, steps=steps, rank=rank))
         config = {"keras": {"name": obj.name, **({"skipped": skipped} if skipped else {})}}
         return Model(tuple(layers), config=config, source=source,
                      input_shape=tuple(shape[1:]) if shape else None, batch_size=shape[0] if shape else None,
@@ -481,7 +484,7 @@ def _layer_has_weights(keras, layer: Any) -> dict[str, bool]:
 
 
 def _read_layer(keras, layer: Any, source: Mapping[str, str], features: int | None = None,
-                steps: int | None = None) -> Layer:
+                steps: int | None = None, rank: int = 3) -> Layer:
     name = getattr(layer, "name", type(layer).__name__)
     class_name = _class_name(keras, layer)
     config = layer.get_config() if hasattr(layer, "get_config") else {"name": name}
@@ -496,7 +499,7 @@ def _read_layer(keras, layer: Any, source: Mapping[str, str], features: int | No
         owner = owners[prefix + "/" if prefix else ""]
         tensors[key] = np.array(keras.ops.convert_to_numpy(getattr(owner, tensor)), copy=True)
     return layer_from_config(class_name, config, tensors, keras_version=keras.__version__, source=source,
-                             features=features, steps=steps)
+                             features=features, steps=steps, rank=rank)
 
 
 def write(weights: Layer | Model, target: Any = None, *, settings: Mapping[str, Mapping[str, Any]] | None = None,

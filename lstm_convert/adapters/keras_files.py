@@ -104,8 +104,8 @@ def _model(path: Path, entries: list, config: Mapping[str, Any], version: str, s
     shape, dtype = _input(config) if first else (None, None)
     kept = [(class_name, layer_config, tensors) for class_name, layer_config, tensors in entries if tensors is not None]
     layers = keras_adapter.chain(kept, shape[1:] if shape else None,
-                                 lambda class_name, layer_config, tensors, features, steps: _layer(
-                                     path, class_name, layer_config, tensors, version, source, features, steps))
+                                 lambda class_name, layer_config, tensors, features, steps, rank: _layer(
+                                     path, class_name, layer_config, tensors, version, source, features, steps, rank))
     skipped = [f"{c.get('name')} ({n})" for n, c, t in entries if t is None and n != "InputLayer"]
     settings = {"name": config.get("config", {}).get("name")}
     if skipped:
@@ -291,10 +291,10 @@ class _Window(io.RawIOBase):
 
 
 def _layer(path: Path, class_name: str, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
-           version: str, source: Mapping[str, str], features: int | None, steps: int | None = None):
+           version: str, source: Mapping[str, str], features: int | None, steps: int | None = None, rank: int = 3):
     try:
         return keras_adapter.layer_from_config(class_name, config, tensors, keras_version=version, source=source,
-                                               features=features, steps=steps)
+                                               features=features, steps=steps, rank=rank)
     except UnsupportedError as exc:
         raise UnsupportedError(f"{path}: {exc}") from None
     except LSTMConvertError as exc:

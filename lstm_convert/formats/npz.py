@@ -81,7 +81,20 @@ def check_layer(layer, module: bool) -> LayerVerdict:
         error = UnsupportedError(f"{layer.name}: NumPy has no bfloat16, so an .npz cannot hold these weights; "
                                  "keep them in a safetensors archive or a PyTorch .safetensors or .pt file")
         return refused(error)
-    return torch_format.check_layer(layer, False)
+    verdict = torch_format.check_layer(layer, False)
+    unkept = [text for text in _unkept(layer) if text not in verdict.needs]
+    if verdict.verdict == "impossible" or not unkept:
+        return verdict
+    return LayerVerdict("weights", needs=(*verdict.needs, *unkept))
+
+
+def _unkept(layer) -> list[str]:
+    """The settings of a layer around the recurrent ones that an .npz cannot keep (it reads back with
+    PyTorch's defaults): each as ``setting=value``."""
+    defaults = {"conv1d": {"stride": 1, "dilation": 1, "groups": 1, "padding": (0, 0)},
+                "batch_norm": {"epsilon": 1e-5}, "layer_norm": {"epsilon": 1e-5}}.get(layer.kind, {})
+    shown = {key: list(v) if isinstance(v := getattr(layer, key), tuple) else v for key in defaults}
+    return [f"{key}={shown[key]!r}" for key, value in defaults.items() if getattr(layer, key) != value]
 
 
 def check_model(model, module: bool) -> None:
@@ -97,6 +110,10 @@ def _notes(model, module: bool) -> list[str]:
     if lone:
         notes.append(f"{', '.join(lone)}: an Embedding's lone weight reads back as an Embedding only when its "
                      "kind is given (kinds={prefix: 'embedding'})")
+    said = [layer.name for layer in model.layers if layer.kind in ("conv1d", "layer_norm")]
+    if said:
+        notes.append(f"{', '.join(said)}: a convolution or a layer norm reads back only when its kind is given "
+                     "(kinds={prefix: 'conv1d'} or 'layer_norm')")
     return notes
 
 
