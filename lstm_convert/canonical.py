@@ -146,7 +146,7 @@ class RecurrentLayer(_BitEqual):
             value = getattr(self, attr)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{self.name}: {attr} must be a positive integer, got {value!r}")
-        if self.directions not in (1, 2):
+        if isinstance(self.directions, bool) or self.directions not in (1, 2):
             raise ConfigError(f"{self.name}: directions must be 1 or 2, got {self.directions!r}")
         for attr in ("activation", "recurrent_activation"):
             if getattr(self, attr) not in ACTIVATIONS:
@@ -169,7 +169,8 @@ class RecurrentLayer(_BitEqual):
             raise ConfigError(f"{self.name}: clip must be a positive number or None, got {self.clip!r}")
         if self.cell and (self.num_layers != 1 or self.directions != 1 or self.go_backwards or self.proj_size):
             raise ConfigError(f"{self.name}: a single-step cell has one layer, one forward direction, no projection")
-        for attr in ("return_sequences", "return_state", "zero_output_for_mask", "stateful"):
+        for attr in ("return_sequences", "return_state", "zero_output_for_mask", "stateful", "bias", "cell",
+                     "go_backwards", "backward", "input_forget", "reset_after"):
             if not isinstance(getattr(self, attr), bool):
                 raise ConfigError(f"{self.name}: {attr} must be True or False, got {getattr(self, attr)!r}")
         if self.directions == 2:  # as Keras' Bidirectional: masked steps give zeros exactly when it returns sequences
@@ -1033,6 +1034,9 @@ def _freeze_common(obj: Any) -> None:
     name = getattr(obj, "name", "model")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"a layer name must be a non-empty string, got {name!r}")
+    for attr in ("config", "source"):
+        if not isinstance(getattr(obj, attr), Mapping):
+            raise ConfigError(f"{name}: {attr} must be a mapping, got {type(getattr(obj, attr)).__name__}")
     object.__setattr__(obj, "config", _frozen_json(obj.config, f"{name}: config"))
     object.__setattr__(obj, "source", _frozen_json({k: str(v) for k, v in obj.source.items()},
                                                    f"{name}: source"))

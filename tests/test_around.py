@@ -342,3 +342,26 @@ def test_npz_says_which_settings_it_cannot_keep(rng):
     verdicts = {layer.name: formats.get("npz").check_layer(layer, False) for layer in (conv, plain)}
     assert verdicts["conv"].verdict == "weights" and verdicts["conv"].needs == ("stride=2", "padding=[1, 1]")
     assert verdicts["plain"].verdict == "exact"  # PyTorch's defaults: what the .npz reads back with --kind
+
+
+@pytest.mark.parametrize("key, value", [("padding", [-1, 2]), ("padding", "full"), ("groups", 0), ("stride", True),
+                                        ("arrays", ["bogus"]), ("arrays", [["weight"]]), ("kind", ["conv1d"]),
+                                        ("source", "x"), ("activation", "gelu_custom"), ("epsilon", 2.0)])
+def test_archives_with_a_malformed_layer_spec_are_refused_by_name(key, value, rng, tmp_path):
+    import struct
+
+    weight = rng.normal(size=(4, 3, 2)).astype("float32")
+    model = lc.Model((lc.Conv1D(name="conv", weight=weight, bias=np.ones(4, "float32")),
+                      lc.BatchNorm(name="bn", mean=np.zeros(4, "float32"), variance=np.ones(4, "float32"))))
+    lc.save(model, tmp_path / "good.safetensors")
+    raw = (tmp_path / "good.safetensors").read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + size])
+    specs = json.loads(header["__metadata__"]["layers"])
+    specs[0 if key != "epsilon" else 1][key] = value
+    header["__metadata__"]["layers"] = json.dumps(specs)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    (tmp_path / "bad.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + size:])
+    with pytest.raises(lc.FormatError, match="bad.safetensors"):
+        lc.load(tmp_path / "bad.safetensors")

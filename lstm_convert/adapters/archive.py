@@ -187,7 +187,8 @@ def _specs(path: Path, metadata: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def _layer(path: Path, spec: dict[str, Any], handle: Any, remaining: set[str], header_only: bool) -> Layer:
-    cls = LAYER_TYPES.get(spec.get("kind"))
+    kind = spec.get("kind")
+    cls = LAYER_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise FormatError(f"{path}: unknown layer kind {spec.get('kind')!r}")
     dtype = spec.get("dtype")
