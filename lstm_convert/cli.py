@@ -187,7 +187,8 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"{info['file']}: {info['format']} file" + (f", weights from {origin}" if origin else ""))
     print(f"parameters counted as {_FRAMEWORK_TITLE[info['counted_as']]} counts them\n")
     w = _name_width([layer["name"] for layer in info["layers"]] + [e["name"] for e in info["unconverted"]])
-    print(f"{'layer':<{w}} {'type':<10} {'sizes':<44} {'params':>8}")
+    t = max([10, *(len(e["type"]) for e in [*info["layers"], *info["unconverted"]])])
+    print(f"{'layer':<{w}} {'type':<{t}} {'sizes':<44} {'params':>8}")
     for layer in info["layers"]:
         sizes = ", ".join(f"{k} {v}" for k, v in layer["sizes"].items()
                           if not (k in ("num_layers", "directions") and v == 1))
@@ -197,15 +198,15 @@ def _inspect(args: argparse.Namespace) -> int:
         if layer.get("bias") is False:
             extra.append("no bias")
         sizes = "; ".join([sizes, *extra])
-        print(f"{layer['name']:<{w}} {layer['type']:<10} {sizes:<44} {layer['params']:>8}")
+        print(f"{layer['name']:<{w}} {layer['type']:<{t}} {sizes:<44} {layer['params']:>8}")
         if "gates" in layer:
             _print_gates(layer["gates"])
     for entry in info["unconverted"]:
         shapes = ", ".join(f"{k} {tuple(v)}" for k, v in entry.get("tensors", {}).items())
-        print(f"{entry['name']:<{w}} {entry['type']:<10} {'not converted: ' + entry['why']:<44}")
+        print(f"{entry['name']:<{w}} {entry['type']:<{t}} {'not converted: ' + entry['why']:<44}")
         if shapes:
             print(f"    {shapes}")
-    print(f"{'total':<{w}} {'':<10} {'':<44} {info['total_params']:>8}")
+    print(f"{'total':<{w}} {'':<{t}} {'':<44} {info['total_params']:>8}")
     for entry in info.get("skipped", []):
         print(f"note: skipped {entry}: the identity at inference")
     for name in info.get("non_finite", []):
