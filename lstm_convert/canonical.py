@@ -993,8 +993,15 @@ class Model(_BitEqual):
                 raise UnsupportedError(f"{layer.name}: {what} can only be the first layer of a model")
         for before, after in zip(self.layers, self.layers[1:]):
             if before.output_size != after.input_size:
+                hint = ""
+                if isinstance(after, Conv1D):  # its weight holds in_channels // groups: perhaps other groups
+                    per_group = after.weight.shape[1]
+                    groups = before.output_size // per_group
+                    if before.output_size % per_group == 0 and after.out_channels % groups == 0:
+                        hint = (f" (with groups={groups}, its weight of {per_group} channels per group would take "
+                                f"them: --set {after.name}.groups={groups})")
                 raise UnsupportedError(f"{after.name}: takes {after.input_size} features but {before.name} gives "
-                                       f"{before.output_size}; the layers do not form one chain")
+                                       f"{before.output_size}; the layers do not form one chain{hint}")
         for layer, (sequence, steps) in zip(self.layers, self.shapes()):
             if TAKES_SEQUENCE.get(layer.kind) and not sequence:
                 raise UnsupportedError(f"{layer.name}: takes a sequence, but the layer before it returns one "

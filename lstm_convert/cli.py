@@ -209,6 +209,8 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"{'total':<{w}} {'':<{t}} {'':<44} {info['total_params']:>8}")
     for entry in info.get("skipped", []):
         print(f"note: skipped {entry}: the identity at inference")
+    for note in files.assumed(model):
+        print(f"note: {note}")
     for name in info.get("non_finite", []):
         print(f"warning: {name} holds NaN or infinity")
     print()

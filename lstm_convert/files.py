@@ -107,7 +107,7 @@ def _write(model: Model, path: Path, form: formats.Format, verdict: formats.Verd
 
     skipped = model.config.get("keras", {}).get("skipped", [])
     report = Report(path, form.name, notes=[f"skipped {entry}: the identity at inference" for entry in skipped]
-                    + verdict.notes)
+                    + assumed(model) + verdict.notes)
     text = form.module_source(model) if module is not None else None  # made before anything is written
     form.write(model, path, before_rename)
     if text is not None:
@@ -120,6 +120,21 @@ def check(model: Model, fmt: str, *, module: bool = False) -> None:
     """Raise UnsupportedError if ``fmt`` cannot hold ``model`` exactly (with ``module``, together with the
     module file that computes the model)."""
     formats.get(fmt).check(model, module=module).refuse()
+
+
+def assumed(model: Model) -> list[str]:
+    """Notes on the settings a source file did not hold and that were taken as PyTorch's defaults (a state
+    dict's convolutions and normalisations), with how to state them."""
+    names = {"eps": "epsilon"}
+    out = []
+    for layer in model.layers:
+        taken = layer.config.get("torch", {}).get("assumed", [])
+        if taken:
+            shown = ", ".join(f"{names.get(key, key)}={getattr(layer, names.get(key, key))!r}" for key in taken)
+            out.append(f"{layer.name}: the file does not hold {', '.join(names.get(k, k) for k in taken)}; PyTorch's "
+                       f"defaults were taken ({shown}): if the module was built otherwise, state it with --set "
+                       f"{layer.name}.SETTING=VALUE")
+    return out
 
 
 def non_finite(model: Model) -> list[str]:

@@ -209,6 +209,13 @@ def test_state_dict_says_what_it_cannot_tell(rng, tmp_path, capsys):
     with torch.no_grad():
         expected = net(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(reference.run(stated, x)[-1][0], expected, rtol=0, atol=2e-5)
+    said = ["--kind", "conv=conv1d", "--kind", "down=conv1d", "--kind", "norm=layer_norm"]
+    assert main(["convert", str(tmp_path / "net.pt"), str(tmp_path / "x.onnx"), *said]) == 1  # groups=2 not said
+    assert "--set down.groups=2" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+    assert main(["convert", str(tmp_path / "net.pt"), str(tmp_path / "x.onnx"), *said, "--set", "down.groups=2"]) == 0
+    out_text = capsys.readouterr().out
+    assert "note: conv: the file does not hold dilation, groups, padding, stride; PyTorch's defaults were taken " \
+           "(dilation=1, groups=1, padding=(0, 0), stride=1)" in out_text and "note: bn: " in out_text
     out = tmp_path / "net.safetensors"
     argv = ["convert", str(tmp_path / "net.pt"), str(out), "--kind", "conv=conv1d", "--kind", "down=conv1d",
             "--kind", "norm=layer_norm", "--set", "conv.padding=1", "--set", "down.stride=2", "--set", "down.groups=2",
