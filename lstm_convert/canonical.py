@@ -33,7 +33,9 @@ sequence, no mask, from zero states.
 A :class:`Model` is an ordered chain of named layers: recurrent layers,
 :class:`Dense` (weight ``(out, in)`` like ``nn.Linear``), :class:`Embedding`
 (``(num_embeddings, embedding_dim)``, index 0 is padding with ``mask_zero``)
-and :class:`Masking`, with the model's input shape, dtype and fixed batch size.
+and :class:`Masking`, the layers around recurrent ones (:class:`Conv1D`, :class:`BatchNorm`,
+:class:`LayerNorm`, :class:`Activation`, :class:`Flatten`, :class:`Pooling`), with the model's input
+shape, dtype and fixed batch size.
 Everything is validated on construction, arrays are read-only, and equality
 is bit for bit, dtypes included.
 """
