@@ -6,43 +6,61 @@ its framework (torch, keras) the first time it is used.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from collections.abc import Mapping
-from typing import Any
+import os as _os
+from collections.abc import Mapping as _Mapping
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
-from .canonical import (Activation, BatchNorm, Conv1D, Dense, Embedding, Flatten, Gate, Layer, LayerNorm, Masking,
-                        Model, Pooling, RecurrentLayer)
 from .errors import (ConfigError, FormatError, LSTMConvertError, MissingDependencyError, SettingError, ShapeError,
                      UnsupportedError)
 
+if _TYPE_CHECKING:
+    from pathlib import Path
+
+    from .canonical import (Activation, BatchNorm, Conv1D, Dense, Embedding, Flatten, Gate, Layer, LayerNorm, Masking,
+                            Model, Pooling, RecurrentLayer)
+
 __version__ = "0.1.0"
 
+# The canonical classes are NumPy's: imported on first use, so that the command line's --help and its
+# early signal handling need not wait for NumPy.
+_CANONICAL = ("Activation", "BatchNorm", "Conv1D", "Dense", "Embedding", "Flatten", "Gate", "Layer", "LayerNorm",
+              "Masking", "Model", "Pooling", "RecurrentLayer")
 
-def __getattr__(name: str) -> Any:
+
+def __getattr__(name: str) -> _Any:
+    import importlib
+
+    if name in _CANONICAL:
+        value = getattr(importlib.import_module(".canonical", __name__), name)
+        globals()[name] = value
+        return value
     # Submodules loaded on first use (``lc.verify.verify``, ``lc.files.convert``), keeping the import light.
     if name in ("files", "verify", "reference", "describe"):
-        import importlib
-
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, "__version__", "files", "verify", "reference", "describe"})
+
 
 __all__ = [
     "from_keras", "from_torch", "to_keras", "to_torch", "save", "load",
     "RecurrentLayer", "Gate", "Dense", "Embedding", "Model",
     "LSTMConvertError", "ConfigError", "ShapeError", "FormatError", "UnsupportedError", "MissingDependencyError", "SettingError",
-    "Masking", "Conv1D", "BatchNorm", "LayerNorm", "Activation", "Flatten", "Pooling",
+    "Masking", "Conv1D", "BatchNorm", "LayerNorm", "Activation", "Flatten", "Pooling", "Layer",
 ]
 
 
-def from_keras(obj: Any) -> Layer | Model:
+def from_keras(obj: _Any) -> Layer | Model:
     """Read a built Keras ``LSTM``, ``Dense`` or ``Embedding`` layer, or a model made of them."""
     from .adapters import keras
 
     return keras.read(obj)
 
 
-def from_torch(obj: Any, *, name: str | None = None, kinds: Mapping[str, str] | None = None) -> Layer | Model:
+def from_torch(obj: _Any, *, name: str | None = None, kinds: _Mapping[str, str] | None = None) -> Layer | Model:
     """Read an ``nn.LSTM`` (or ``nn.Linear``, ``nn.Embedding``) or its state dict into a layer;
     a module made of them, or a state dict with prefixed keys, into a :class:`Model`.
 
@@ -53,15 +71,15 @@ def from_torch(obj: Any, *, name: str | None = None, kinds: Mapping[str, str] | 
     return torch.read(obj, name=name, kinds=kinds)
 
 
-def to_keras(weights: Layer | Model, layer: Any = None, **settings: Any) -> Any:
+def to_keras(weights: Layer | Model, layer: _Any = None, **settings: _Any) -> _Any:
     """A new built Keras layer holding ``weights`` (or fill ``layer``); a model becomes ``keras.Sequential``."""
     from .adapters import keras
 
     return keras.write(weights, layer, **settings)
 
 
-def to_torch(weights: Layer | Model, module: Any = None, *, state_dict: bool = False,
-             batch_first: bool | None = None) -> Any:
+def to_torch(weights: Layer | Model, module: _Any = None, *, state_dict: bool = False,
+             batch_first: bool | None = None) -> _Any:
     """A new ``nn.LSTM`` (``nn.Linear``, ``nn.Embedding``) holding a layer, ``module`` filled, or a
     state dict (always for a model without ``module``)."""
     from .adapters import torch
@@ -69,15 +87,18 @@ def to_torch(weights: Layer | Model, module: Any = None, *, state_dict: bool = F
     return torch.write(weights, module, state_dict=state_dict, batch_first=batch_first)
 
 
-def save(weights: Layer | Model, path: str | os.PathLike) -> Path:
+def save(weights: Layer | Model, path: str | _os.PathLike) -> Path:
     """Write ``weights`` to a canonical safetensors archive; the file appears complete or not at all."""
     from .adapters import archive
 
     return archive.write(weights, path)
 
 
-def load(path: str | os.PathLike) -> Layer | Model:
+def load(path: str | _os.PathLike) -> Layer | Model:
     """Read a canonical safetensors archive written by :func:`save`: the layer or model saved."""
     from .adapters import archive
 
     return archive.read(path)
+
+
+del annotations  # the __future__ import's name is not part of the API

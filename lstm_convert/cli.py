@@ -19,45 +19,60 @@ from pathlib import Path
 from collections.abc import Sequence
 
 from . import __version__, formats
-from .errors import LSTMConvertError
+from .errors import LSTMConvertError, shown
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     # TensorFlow's start-up chatter is not ours to show; the user's own settings win.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    # SIGTERM ends the command as Ctrl-C does: by an exception, so that a file being written is removed.
+    # Ctrl-C and SIGTERM end the command by an exception, so that a file being written is removed; the
+    # status is 128 + the signal's number, as a shell reports a process the signal ended.
+    handlers = {}
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
+        handlers = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    debug = False
     try:
+        parser = _parser()
+        args = parser.parse_args(argv)
+        debug = args.debug
+        if args.command is None:
+            parser.print_help()
+            return 2
         return args.run(args)
     except BrokenPipeError:  # the reader went away (| head): nothing more to say
         return 1
-    except (LSTMConvertError, OSError) as exc:  # OSError: a path that cannot be read or written
-        if args.debug:
+    except LSTMConvertError as exc:
+        if debug:
             raise
-        text = exc.cli_text() if isinstance(exc, LSTMConvertError) else str(exc)
-        print(f"lstm-convert: error: {text}", file=sys.stderr)
+        print(f"lstm-convert: error: {shown(exc.cli_text())}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("lstm-convert: interrupted; no partial file is left", file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", signal.SIGINT)
     except Exception as exc:  # noqa: BLE001 - not a refusal of the library: a bug, reported as one
-        if args.debug:
+        if debug:
             raise
         text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        print(f"lstm-convert: internal error ({type(exc).__name__}{': ' + text if text else ''}); this is a bug in "
-              "lstm-convert: please report it with the output of the same command run with --debug", file=sys.stderr)
+        print(f"lstm-convert: internal error ({type(exc).__name__}{': ' + shown(text) if text else ''}); this is a "
+              "bug in lstm-convert: please report it with the output of the same command run with --debug",
+              file=sys.stderr)
         return 3
+    finally:
+        for sig, previous in handlers.items():
+            signal.signal(sig, previous)
+
+
+class _Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, raised where the program is so that whatever it was writing is removed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise _Interrupted(signum)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -182,6 +197,7 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
+    info = _displayable(info)
     source = info["source"]
     origin = " ".join(v for v in (source.get("framework"), source.get("framework_version")) if v)
     print(f"{info['file']}: {info['format']} file" + (f", weights from {origin}" if origin else ""))
@@ -210,12 +226,23 @@ def _inspect(args: argparse.Namespace) -> int:
     for entry in info.get("skipped", []):
         print(f"note: skipped {entry}: the identity at inference")
     for note in files.assumed(model):
-        print(f"note: {note}")
+        print(f"note: {shown(note)}")
     for name in info.get("non_finite", []):
         print(f"warning: {name} holds NaN or infinity")
     print()
     _print_conversions(info)
     return 0
+
+
+def _displayable(value: object) -> object:
+    """``value`` (a describe() dict) with every string, keys too, as it may be shown on a terminal."""
+    if isinstance(value, str):
+        return shown(value)
+    if isinstance(value, dict):
+        return {_displayable(k): _displayable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_displayable(v) for v in value]
+    return value
 
 
 def _name_width(names: list[str]) -> int:
@@ -305,19 +332,19 @@ def _convert(args: argparse.Namespace) -> int:
             info["conversions"] = model_conversions(model, module=True)
             for layer, entry in zip(model.layers, info["layers"]):
                 entry["conversions"] = conversions(layer, module=True)
-        _print_conversions(info, (fmt,))
+        _print_conversions(_displayable(info), (fmt,))
         verdict = info["conversions"][fmt]["verdict"]
         words = {"exact": "exact", "impossible": "impossible",
                  "weights": "the weights exactly; the model needs --module"}[verdict]
-        print(f"{args.src} -> {args.dst} ({fmt}): {words}; nothing written")
+        print(shown(f"{args.src} -> {args.dst} ({fmt}): {words}; nothing written"))
         return 1 if verdict == "impossible" else 0
 
     report = files.convert(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
                            overwrite=args.overwrite, kinds=dict(args.kind), strict=args.strict,
                            settings=_settings(args.settings), module=args.module, only=args.only)
-    print(f"wrote {report.path} ({report.format})" + (f" and {args.module}" if args.module else ""))
+    print(shown(f"wrote {report.path} ({report.format})" + (f" and {args.module}" if args.module else "")))
     for note in report.notes:
-        print(f"note: {getattr(note, 'cli', note)}")
+        print(f"note: {shown(getattr(note, 'cli', note))}")
     return 0
 
 
@@ -334,22 +361,22 @@ def _verify(args: argparse.Namespace) -> int:
                                    "compare their outputs")
         fmt.integrity(Path(args.a))
         files.read(args.a, fmt.name, check=False)  # and that it is a whole, consistent file
-        print(f"{args.a}: every tensor matches its SHA-256; the archive is intact")
+        print(f"{shown(args.a)}: every tensor matches its SHA-256; the archive is intact")
         return 0
 
     result = verify(args.a, args.b, atol=args.atol, rtol=args.rtol, batch=args.batch, steps=args.steps,
                     seed=args.seed, kinds=dict(args.kind), only=args.only)
-    print(f"A: {args.a} (run by {result.runners[0]})")
-    print(f"B: {args.b} (run by {result.runners[1]})")
+    print(shown(f"A: {args.a} (run by {result.runners[0]})"))
+    print(shown(f"B: {args.b} (run by {result.runners[1]})"))
     print(f"random input: batch {result.batch}, {result.steps} steps, seed {args.seed}"
           + (", with padded (masked) steps" if result.masked else "")
           + f"; atol {result.atol:g}, rtol {result.rtol:g}")
-    w = _name_width([row["layer"] for row in result.rows])
+    w = _name_width([shown(row["layer"]) for row in result.rows])
     print(f"{'layer':<{w}} {'output':<8} {'max |A - B|':>12}")
     for row in result.rows:
-        print(f"{row['layer']:<{w}} {row['part']:<8} {row['max_abs_diff']:>12.3e}" + ("" if row["ok"] else "  MISMATCH"))
+        print(f"{shown(row['layer']):<{w}} {row['part']:<8} {row['max_abs_diff']:>12.3e}" + ("" if row["ok"] else "  MISMATCH"))
     for note in result.notes:
-        print(f"note: {getattr(note, 'cli', note)}")
+        print(f"note: {shown(getattr(note, 'cli', note))}")
     if not result.ok:
         print("FAILED: outputs differ beyond tolerance")
     elif len(result.rows) > 1:

@@ -54,3 +54,12 @@ class MissingDependencyError(LSTMConvertError, ImportError):
 
 class SettingError(LSTMConvertError, ValueError):
     """A setting given by the user does not exist, does not apply to the layer named, or has a bad value."""
+
+
+def shown(text: str) -> str:
+    """``text`` as it may be shown on a terminal: control and other non-printing characters (a newline, an
+    escape sequence, a right-to-left override read from a file) escaped, so that no text can forge a line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] if c in "\n\r\t\\" or ord(c) < 0x100
+                   else f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}" for c in text)

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import formats
+from . import _atomic, formats
 from .canonical import Model
 from .errors import FormatError
 
@@ -81,15 +81,17 @@ def write(model: Model, path: str | os.PathLike, fmt: str | None = None, *, over
     _check_destinations(form, path, module, overwrite)
     verdict = form.check(model, module=module is not None)
     verdict.refuse()
-    return _write(model, path, form, verdict, module, None)
+    return _write(model, path, form, verdict, module, None, overwrite)
 
 
 def _check_destinations(form: formats.Format, path: Path, module: str | os.PathLike | None,
                         overwrite: bool) -> None:
     for target in (path, *([Path(module)] if module is not None else [])):
-        if target.exists() and not overwrite:
+        if _atomic.exists(target) and not overwrite:
             raise FormatError(f"{target}: already exists", remedy="pass overwrite=True to replace it",
                               hint="pass --overwrite to replace it")
+        if target.is_dir() and not target.is_symlink():
+            raise FormatError(f"{target}: is a directory; give a file name")
         if not target.parent.is_dir():
             raise FormatError(f"{target}: the directory {target.parent} does not exist")
     if module is not None:
@@ -101,18 +103,19 @@ def _check_destinations(form: formats.Format, path: Path, module: str | os.PathL
 
 
 def _write(model: Model, path: Path, form: formats.Format, verdict: formats.Verdict,
-           module: str | os.PathLike | None, before_rename) -> Report:
-    """Write a model that ``verdict`` accepted; ``before_rename`` must pass before any file is renamed into place."""
-    from ._atomic import atomic_write
+           module: str | os.PathLike | None, before_rename, overwrite: bool) -> Report:
+    """Write a model that ``verdict`` accepted; ``before_rename`` must pass before any file is renamed into place,
+    and without ``overwrite`` no file that appears meanwhile at a destination is replaced."""
 
     skipped = model.config.get("keras", {}).get("skipped", [])
     report = Report(path, form.name, notes=[f"skipped {entry}: the identity at inference" for entry in skipped]
                     + assumed(model) + verdict.notes)
     text = form.module_source(model) if module is not None else None  # made before anything is written
-    form.write(model, path, before_rename)
-    if text is not None:
-        atomic_write(module, lambda tmp: tmp.write_text(text, encoding="utf-8"), suffix=".py",
-                     before_rename=before_rename)
+    with _atomic.no_replace(not overwrite):
+        form.write(model, path, before_rename)
+        if text is not None:
+            _atomic.atomic_write(module, lambda tmp: tmp.write_text(text, encoding="utf-8"), suffix=".py",
+                                 before_rename=before_rename)
     return report
 
 
@@ -174,7 +177,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
         raise FormatError(f"{dst}: is the source file; write to another path")
     form = formats.for_writing(dst, dst_format)
-    if dst.exists() and not overwrite:
+    if _atomic.exists(dst) and not overwrite:
         raise FormatError(f"{dst}: already exists", remedy="pass overwrite=True to replace it",
                           hint="pass --overwrite to replace it")
     source = formats.detect(src, src_format)
@@ -192,11 +195,11 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
             raise FormatError(f"{src}: tensor {bad[0]} holds NaN or infinity{more}", remedy="refused by strict=True",
                               hint="refused by --strict")
     if source.integrity is None:
-        return _write(model, dst, form, verdict, module, None)
+        return _write(model, dst, form, verdict, module, None, overwrite)
     # The source's digests are checked in another thread while the destination is written; the
     # destination is renamed into place only if they match.
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(source.integrity, src)
-        return _write(model, dst, form, verdict, module, pending.result)
+        return _write(model, dst, form, verdict, module, pending.result, overwrite)

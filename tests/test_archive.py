@@ -81,7 +81,8 @@ def test_failed_save_leaves_nothing(tmp_path, rng):
     weights = lc.from_torch(random_torch_lstm(rng))
     target = tmp_path / "keep.safetensors"
     target.write_bytes(b"precious")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(lc.FormatError, match=r"no-such-dir/w.safetensors: cannot be written: the folder .*no-such-dir "
+                                             r"does not exist$"):
         lc.save(weights, tmp_path / "no-such-dir" / "w.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.safetensors"]
     assert target.read_bytes() == b"precious"
