@@ -19,13 +19,14 @@ import hashlib
 import json
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ._json import loads as _loads
 from ._optional import require
 from .errors import FormatError
 
@@ -77,7 +78,7 @@ class File:
         except FileNotFoundError:
             raise FormatError(f"{self.path}: no such file") from None
         try:
-            header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+            header = _loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
         except _Duplicate as exc:
             raise FormatError(f"{self.path}: the header names tensor {exc} twice") from None
         except (UnicodeDecodeError, ValueError) as exc:
@@ -102,13 +103,13 @@ class File:
     def _entry(self, name: str, info: object, available: int) -> Entry:
         if not isinstance(info, dict):
             raise FormatError(f"{self.path}: tensor {name}: header entry is not an object")
-        dtype = DTYPES.get(info.get("dtype"))
+        dtype = DTYPES.get(info["dtype"]) if isinstance(info.get("dtype"), str) else None
         shape, offsets = info.get("shape"), info.get("data_offsets")
         if dtype is None:
             raise FormatError(f"{self.path}: tensor {name} has dtype {info.get('dtype')!r}, not one lstm_convert reads")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
             raise FormatError(f"{self.path}: tensor {name} has an invalid shape {shape!r}")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
             raise FormatError(f"{self.path}: tensor {name} has invalid data_offsets {offsets!r}")
         begin, end = offsets
         itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize

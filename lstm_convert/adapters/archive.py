@@ -39,6 +39,7 @@ import numpy as np
 
 from .. import _safetensors as st
 from .._atomic import atomic_write
+from .._json import loads as _loads
 from ..canonical import LAYER_TYPES, Layer, Model
 from ..errors import FormatError, LSTMConvertError
 
@@ -139,7 +140,7 @@ def recorded_non_finite(path: str | os.PathLike) -> list[str] | None:
     """The tensors that held NaN or infinity when the archive was written, as its header records; None
     when it records nothing readable."""
     try:
-        recorded = json.loads(st.File(path).metadata.get(NON_FINITE, "null"))
+        recorded = _loads(st.File(path).metadata.get(NON_FINITE, "null"))
     except ValueError:
         return None
     return [str(name) for name in recorded] if isinstance(recorded, list) else None
@@ -163,7 +164,7 @@ def _upgrade_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _json(path: Path, metadata: dict[str, str], key: str, kind: type) -> Any:
     try:
-        value = json.loads(metadata[key])
+        value = _loads(metadata[key])
     except (KeyError, ValueError) as exc:
         raise FormatError(f"{path}: metadata {key!r} is missing or not JSON ({exc})") from None
     if not isinstance(value, kind):
@@ -192,6 +193,13 @@ def _layer(path: Path, spec: dict[str, Any], handle: Any, remaining: set[str], h
     if cls is None:
         raise FormatError(f"{path}: unknown layer kind {spec.get('kind')!r}")
     dtype = spec.get("dtype")
+    if kind in ("lstm", "gru", "rnn") or "num_layers" in spec:
+        # Counts are checked against the tensors the file holds before anything loops over them.
+        counts = [spec.get("num_layers"), spec.get("directions")]
+        if not all(type(n) is int and n >= 1 for n in counts) or counts[0] * counts[1] > len(remaining):
+            raise FormatError(f"{path}: layer spec {spec.get('name')!r} says num_layers {counts[0]!r} and "
+                              f"directions {counts[1]!r}, but the file holds {len(remaining)} tensors not yet "
+                              "described (at least one per layer and direction is needed)")
 
     def fetch(name: str) -> np.ndarray:
         if name not in remaining:

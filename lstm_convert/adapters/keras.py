@@ -387,6 +387,7 @@ def check_representable(layer: Layer) -> None:
                                "Keras equivalent: go_backwards=True returns the sequence in reading order, ONNX in "
                                "time order (it is exact when only the last step is used: return_sequences=false); "
                                f"{keep}, or keep it in ONNX")
+    _recorded(layer)
     layer = keras_form(layer)
     activations = [("activation", layer.activation)] if isinstance(layer, (Dense, Conv1D, Activation)) else []
     if isinstance(layer, Conv1D):
@@ -541,7 +542,7 @@ def write(weights: Layer | Model, target: Any = None, *, settings: Mapping[str, 
 def new_layer(keras, weights: Layer, *, in_model: bool = False, **settings: Any) -> Any:
     """An unbuilt Keras layer configured like ``weights`` (single-layer); ``settings`` are Keras arguments
     that override it."""
-    recorded = dict(weights.config.get("keras", {}))
+    recorded = _recorded(weights)
     if isinstance(weights, Masking):
         return keras.layers.Masking(mask_value=weights.mask_value, name=weights.name, **settings)
     if isinstance(weights, Dense):
@@ -581,6 +582,30 @@ def new_layer(keras, weights: Layer, *, in_model: bool = False, **settings: Any)
         return keras.layers.Bidirectional(inner, merge_mode=weights.merge_mode, name=weights.name)
     return layer_class(weights.hidden_size, name=weights.name, go_backwards=weights.go_backwards,
                        **options, **layer_options)
+
+
+_VALID = {"unroll": lambda v: isinstance(v, bool), "wrapper": lambda v: v == "RNN",
+          "dropout": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
+          "recurrent_dropout": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1}
+
+
+def _recorded(weights: Layer) -> dict[str, Any]:
+    """The Keras settings a layer carries (``config["keras"]``), each checked: one that a file holds and
+    that is not a setting of this kind of layer, or has a value Keras would reject, is refused by name
+    (UnsupportedError: the layer cannot be written to Keras as it stands)."""
+    recorded = weights.config.get("keras", {})
+    if not isinstance(recorded, Mapping):
+        raise ConfigError(f"{weights.name}: config['keras'] must map Keras settings to values, got {recorded!r}")
+    allowed = (*_RECURRENT_SETTINGS, "wrapper") if isinstance(weights, RecurrentLayer) else ()
+    for key, value in recorded.items():
+        if key not in allowed:
+            expected = f"one of {', '.join(allowed)}" if allowed else "none for this kind of layer"
+            raise UnsupportedError(f"{weights.name}: config['keras'] holds {key!r}, which is not a Keras setting "
+                                   f"lstm_convert carries ({expected})")
+        if not _VALID[key](value):
+            raise UnsupportedError(f"{weights.name}: config['keras'][{key!r}] is {value!r}, which Keras does not "
+                                   "take")
+    return dict(recorded)
 
 
 def _new_around(keras, weights: Layer, settings: Mapping[str, Any]) -> Any:
@@ -674,6 +699,9 @@ def _write_model(keras, model: Model) -> Any:
 def check_model(model: Model) -> None:
     """Raise UnsupportedError unless a Keras Sequential computes what ``model`` computes."""
     model.check_chain()
+    name = model.config.get("keras", {}).get("name") if isinstance(model.config.get("keras"), Mapping) else None
+    if name is not None and not (isinstance(name, str) and name.isidentifier()):
+        raise UnsupportedError(f"the model's Keras name {name!r} is not one Keras takes")
     layers_ = expand(model)
     for index, layer in enumerate(layers_):
         if isinstance(layer, RecurrentLayer) and layer.stateful and model.batch_size is None:

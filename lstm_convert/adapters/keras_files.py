@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_write
+from .._json import loads as _loads
 from .._optional import require
 from ..canonical import Model
 from ..errors import FormatError, LSTMConvertError, UnsupportedError
@@ -465,7 +466,7 @@ def _input(config: Mapping[str, Any]) -> tuple[list | None, str | None]:
 
 def _json(path: Path, what: str, raw: bytes | str) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
+        value = _loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise FormatError(f"{path}: {what} is not valid JSON ({exc})") from None
     if not isinstance(value, dict):

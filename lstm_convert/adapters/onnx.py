@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_write
+from .._json import loads as _loads
 from .._optional import require
 from ..canonical import (
     AROUND,
@@ -769,7 +770,7 @@ def _read_whole(path: Path, proto: Any, graph: Any, values: dict, consumers: dic
                                        "LSTM, GRU or RNN operator, which cannot be read")
             seen[key] = layer.name
     try:
-        recorded_input = json.loads(meta.get(MODEL_KEY, "{}"))
+        recorded_input = _loads(meta.get(MODEL_KEY, "{}"))
     except ValueError:
         recorded_input = {}
     shape = recorded_input.get("input_shape") if isinstance(recorded_input, dict) else None
@@ -894,7 +895,7 @@ def _own_plumbing(node: Any, ours: set[str]) -> bool:
 
 def _recorded(meta: Mapping[str, str]) -> list[dict]:
     try:
-        specs = json.loads(meta.get(METADATA_KEY, "[]"))
+        specs = _loads(meta.get(METADATA_KEY, "[]"))
     except ValueError:
         return []
     return [s for s in specs if isinstance(s, dict) and isinstance(s.get("name"), str)] \

@@ -25,6 +25,7 @@ import numpy as np
 from .. import _safetensors as st
 from .. import _torch_save, _torchscript
 from .._atomic import atomic_write
+from .._json import loads as _loads
 from .._optional import require
 from ..canonical import AROUND, LAYER_TYPES, Dense, Embedding, Layer, Masking, Model, RecurrentLayer
 from ..errors import FormatError, LSTMConvertError
@@ -167,7 +168,7 @@ def _pt_record(path: Path) -> Any:
 
 def _parse_record(path: Path, raw: bytes | str) -> dict:
     try:
-        record = json.loads(raw)
+        record = _loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise FormatError(f"{path}: the lstm_convert model record is not valid JSON ({exc})") from None
     if not isinstance(record, dict) or record.get("format_version") != 2 or not isinstance(record.get("layers"), list) \
@@ -223,7 +224,7 @@ def _kinds(weights: Layer | Model) -> dict[str, str]:
 
 def _recorded_kinds(metadata: Mapping[str, str]) -> dict[str, str]:
     try:
-        kinds = json.loads(metadata.get(KINDS_KEY, "{}"))
+        kinds = _loads(metadata.get(KINDS_KEY, "{}"))
     except ValueError:
         return {}
     return {k: v for k, v in kinds.items() if isinstance(k, str) and v in KINDS} \
@@ -233,7 +234,7 @@ def _recorded_kinds(metadata: Mapping[str, str]) -> dict[str, str]:
 def _module_order(metadata: Mapping[str, str], keys: list[str]) -> list[str]:
     """The keys in the order they were written, when our metadata records it; else as stored."""
     try:
-        order = json.loads(metadata.get(ORDER_KEY, "null"))
+        order = _loads(metadata.get(ORDER_KEY, "null"))
     except ValueError:
         order = None
     return order if isinstance(order, list) and sorted(order) == sorted(keys) else list(keys)
