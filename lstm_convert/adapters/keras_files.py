@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _hdf5
 from .._atomic import atomic_write
 from .._json import loads as _loads
 from .._optional import require
@@ -69,6 +70,10 @@ def read_keras(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: 
         raise FormatError(f"{path}: not a readable .keras file ({exc})") from None
     version = str(metadata.get("keras_version", "3"))
     source = {"framework": "keras", "framework_version": version, "file_format": "keras"}
+    if isinstance(weights, _Window):
+        _hdf5.vet(path, "model.weights.h5", lambda: h5py.File(_Window(path, member), "r"), member.file_size)
+    else:
+        _hdf5.vet(path, "model.weights.h5", lambda: h5py.File(io.BytesIO(weights.getvalue()), "r"), member.file_size)
     try:
         store = h5py.File(weights, "r")
     except OSError as exc:
@@ -125,6 +130,7 @@ def read_h5(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: boo
     ``inventory`` as :func:`read_keras` takes them."""
     h5py = require("h5py")
     path = Path(path)
+    _hdf5.vet(path, "", lambda: h5py.File(path, "r"), path.stat().st_size)
     try:
         store = h5py.File(path, "r")
     except OSError as exc:

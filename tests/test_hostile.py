@@ -1,0 +1,212 @@
+"""Crafted files, as a hostile user would hand them over: each attack in its own test, checked from outside
+the process (exit status, the one line on stderr, peak memory, wall time) and for what it leaves behind.
+
+No byte of another file may reach an output, no small file may take much more memory than it is, no
+reader may hang, and nothing but the library's own errors may come out.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+import lstm_convert as lc
+from lstm_convert import files
+
+SECRET = b"SECRET-7f3a-do-not-leak!"
+
+
+def cli(*args: str, timeout: float = 120) -> tuple[int, str, float]:
+    """Run the command line in a new process: its exit status, stderr and wall time."""
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "lstm_convert", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"lstm-convert {' '.join(args)} ran longer than {timeout} s") from None
+    return proc.returncode, err.decode(), time.monotonic() - start
+
+
+# Run in a small Python of its own, so that the peak measured is the command's, not that of a copy of this
+# test process (a fork counts the parent's pages as its own until it executes the command).
+_MEASURE = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+sys.stderr.buffer.write(done.stderr)
+print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+"""
+
+
+def memory_of(*args: str, timeout: float = 120) -> tuple[int, str, int]:
+    """Exit status, stderr and peak resident memory in bytes of one run of the command line."""
+    done = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, "-m", "lstm_convert", *args],
+                          capture_output=True, text=True, timeout=timeout)
+    code, peak = map(int, done.stdout.split())
+    return code, done.stderr, peak
+
+
+def one_line(err: str) -> str:
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+def _seed_model(rng):
+    import keras
+    from conftest import randomize_keras
+
+    model = keras.Sequential([keras.Input((5, 7)), keras.layers.LSTM(2, name="lstm"), keras.layers.Dense(5, name="d")])
+    return randomize_keras(model, rng)
+
+
+@pytest.fixture
+def secret(tmp_path):
+    path = tmp_path / "secret.bin"
+    path.write_bytes(SECRET * 64)
+    return path
+
+
+@pytest.fixture
+def seed_h5(tmp_path, rng):
+    path = tmp_path / "seed.h5"
+    _seed_model(rng).save(path)
+    return path
+
+
+@pytest.fixture
+def seed_keras(tmp_path, rng):
+    path = tmp_path / "seed.keras"
+    _seed_model(rng).save(path)
+    return path
+
+
+def _h5_kernel(h5) -> str:
+    """The name of the LSTM's kernel dataset in a legacy .h5 or a .keras weights file."""
+    names = []
+    h5.visit(names.append)
+    return next(n for n in names if n.rpartition("/")[2] in ("kernel", "kernel:0") and "lstm" in n) \
+        if "model_weights" in h5 else "layers/lstm/cell/vars/0"
+
+
+def _replace(h5, name: str, make) -> None:
+    """Replace dataset ``name`` by what ``make(group, leaf, shape, dtype)`` creates there."""
+    old = h5[name]
+    shape, dtype = old.shape, old.dtype
+    group, _, leaf = name.rpartition("/")
+    del h5[name]
+    make(h5[group] if group else h5, leaf, shape, dtype)
+
+
+def _keras_with(src, dst, change) -> None:
+    """A copy of .keras ``src`` whose model.weights.h5 ``change(h5)`` edited."""
+    import h5py
+
+    with zipfile.ZipFile(src) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    buffer = io.BytesIO(members["model.weights.h5"])
+    with h5py.File(buffer, "r+") as h5:
+        change(h5)
+    members["model.weights.h5"] = buffer.getvalue()
+    with zipfile.ZipFile(dst, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def _external(secret):
+    def make(group, leaf, shape, dtype):
+        group.create_dataset(leaf, shape=shape, dtype=dtype,
+                             external=[(str(secret), 0, int(np.prod(shape)) * dtype.itemsize)])
+    return make
+
+
+def _assert_refused(tmp_path, src, message):
+    before = set(tmp_path.iterdir())
+    with pytest.raises(lc.FormatError, match=message):
+        files.read(src)
+    for out in ("out.safetensors", "out.pt", "out.onnx"):
+        code, err, _ = cli("convert", str(src), str(tmp_path / out))
+        assert code == 1 and "Traceback" not in err
+        assert one_line(err).startswith("lstm-convert: error: ")
+        assert not (tmp_path / out).exists()
+    assert set(tmp_path.iterdir()) == before  # no output, no temporary file: no byte of the secret anywhere
+
+
+def test_h5_external_storage_is_refused(tmp_path, seed_h5, secret):
+    import h5py
+
+    with h5py.File(seed_h5, "r+") as h5:
+        name = _h5_kernel(h5)
+        _replace(h5, name, _external(secret))
+    _assert_refused(tmp_path, seed_h5, rf"seed.h5: /{name} stores its values in other files \({secret}\): refused "
+                                       r"\(HDF5 external storage; a model file must not read other files\)")
+
+
+def test_keras_external_storage_is_refused(tmp_path, seed_keras, secret):
+    _keras_with(seed_keras, tmp_path / "ext.keras", lambda h5: _replace(h5, "layers/lstm/cell/vars/0", _external(secret)))
+    _assert_refused(tmp_path, tmp_path / "ext.keras",
+                    r"ext.keras: model.weights.h5: /layers/lstm/cell/vars/0 stores its values in other files")
+
+
+def test_h5_links_and_virtual_datasets_are_refused(tmp_path, seed_h5, secret):
+    import shutil
+
+    import h5py
+
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as h5:
+        h5.create_dataset("kernel", data=np.frombuffer((SECRET * 10)[:7 * 8 * 4], "float32").reshape(7, 8))
+    cases = {
+        "external_link": (lambda g, leaf, shape, dtype: g.__setitem__(leaf, h5py.ExternalLink(str(other), "/kernel")),
+                          r"is an external link to .*other.h5:/kernel: refused"),
+        "soft_link": (lambda g, leaf, shape, dtype: g.__setitem__(leaf, h5py.SoftLink("/model_weights")),
+                      r"is a soft link to /model_weights: refused"),
+        "virtual": (lambda g, leaf, shape, dtype: g.create_virtual_dataset(leaf, _layout(h5py, other, shape, dtype)),
+                    r"is a virtual dataset \(its values are read from other datasets or files\): refused"),
+    }
+    for label, (make, message) in cases.items():
+        path = tmp_path / f"{label}.h5"
+        shutil.copy(seed_h5, path)
+        with h5py.File(path, "r+") as h5:
+            _replace(h5, _h5_kernel(h5), make)
+        _assert_refused(tmp_path, path, message)
+
+
+def _layout(h5py, other, shape, dtype):
+    layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
+    layout[:] = h5py.VirtualSource(str(other), "kernel", shape=shape)
+    return layout
+
+
+def test_h5_datasets_larger_than_their_storage_are_refused(tmp_path, seed_h5):
+    import shutil
+
+    import h5py
+
+    cases = {  # a huge dataset never written (fill values), and one compressed a thousandfold
+        "unallocated": (lambda g, leaf, shape, dtype: g.create_dataset(leaf, shape=(20000, 20000), dtype="float32"),
+                        r"declares 1600000000 bytes but stores 0: refused"),
+        "bomb": (lambda g, leaf, shape, dtype: g.create_dataset(leaf, data=np.zeros((4000, 4000), "float32"),
+                                                                chunks=(1000, 1000), compression="gzip"),
+                 r"would expand from \d+ to 64000000 bytes: refused as a compression bomb"),
+    }
+    for label, (make, message) in cases.items():
+        path = tmp_path / f"{label}.h5"
+        shutil.copy(seed_h5, path)
+        with h5py.File(path, "r+") as h5:
+            _replace(h5, _h5_kernel(h5), make)
+        assert path.stat().st_size < 2 << 20
+        code, err, peak = memory_of("convert", str(path), str(tmp_path / "out.pt"))
+        assert code == 1 and re.search(message, one_line(err)), err
+        assert peak < 400 << 20, peak  # the interpreter, NumPy and h5py: far below the declared sizes
+        with pytest.raises(lc.FormatError, match=message):
+            files.read(path)
