@@ -14,6 +14,7 @@ Where the platform cannot fork, the walk runs in the process itself, without the
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import select
 import signal
@@ -31,8 +32,8 @@ _SLACK = 1 << 20
 
 
 def deadline(size: int) -> float:
-    """Seconds a walk of a file of ``size`` bytes may take: 10, and one more per 20 MB."""
-    return 10.0 + size / 20e6
+    """Seconds a walk of a file of ``size`` bytes may take: 5, and one more per 20 MB."""
+    return 5.0 + size / 20e6
 
 
 def vet(path: Path, what: str, open_store: Callable[[], Any], size: int) -> None:
@@ -51,6 +52,8 @@ def vet(path: Path, what: str, open_store: Callable[[], Any], size: int) -> None
         try:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _die_with_parent()
+            faulthandler.disable()  # a crash here is reported by the parent, not dumped by a handler inherited
             _limit_memory(size)
             try:
                 _walk_file(path, what, open_store, size)
@@ -117,6 +120,17 @@ def _wait(pid: int, fd: int, seconds: float) -> tuple[str, str] | None:
         return "ok", ""
     status_text, _, message = text.partition("\0")
     return status_text, message
+
+
+def _die_with_parent() -> None:
+    """Linux: the child is killed if the parent dies first (even by SIGKILL), so no walk outlives the command."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _limit_memory(size: int) -> None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,3 +211,57 @@ def test_h5_datasets_larger_than_their_storage_are_refused(tmp_path, seed_h5):
         assert peak < 400 << 20, peak  # the interpreter, NumPy and h5py: far below the declared sizes
         with pytest.raises(lc.FormatError, match=message):
             files.read(path)
+
+
+CORPUS = sorted((Path(__file__).parent / "corpus").glob("*/*"))
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[f"{p.parent.name}/{p.name}" for p in CORPUS])
+def test_crash_corpus(path, tmp_path):
+    """Files that once hung, crashed or raised a foreign exception in a reader (found by the fuzzers): each
+    now ends, within its deadline, in one line naming the file."""
+    import shutil
+
+    copy = tmp_path / path.name
+    shutil.copy(path, copy)
+    start = time.monotonic()
+    try:
+        files.read(copy)
+    except lc.LSTMConvertError as exc:
+        assert str(copy) in str(exc)
+    assert time.monotonic() - start < 8
+    code, err, seconds = cli("inspect", str(copy))
+    assert code in (0, 1) and seconds < 20
+    if code:
+        assert one_line(err).startswith(f"lstm-convert: error: {copy}: ")
+
+
+def test_signals_end_a_hung_hdf5_read_at_once(tmp_path):
+    """A file on which HDF5 loops forever: SIGTERM and Ctrl-C still end the command within a second, with
+    128 + the signal's number, and no process is left behind."""
+    import signal
+    import shutil
+
+    hang = tmp_path / "hang.h5"
+    shutil.copy(Path(__file__).parent / "corpus" / "h5" / "hang-walk.h5", hang)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        proc = subprocess.Popen([sys.executable, "-m", "lstm_convert", "convert", str(hang), str(tmp_path / "o.pt")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2)  # well into the walk
+        children = _children(proc.pid)
+        assert children, "the walk runs in a child process"
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=10)
+        assert time.monotonic() - sent < 1.0
+        assert proc.returncode == 128 + sig and one_line(err) == "lstm-convert: interrupted; no partial file is left"
+        time.sleep(0.2)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in children)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["hang.h5"]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
