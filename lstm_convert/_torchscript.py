@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import io
 import pickle
-import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import _zip
 from .errors import FormatError
 
 _STORAGES = {"FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
@@ -53,7 +53,7 @@ def read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, d
     """The archive's tensors by state-dict key, the module class of each prefix (``LSTM``, ``Linear``, ...),
     and each module's plain settings (``batch_first``, ``nonlinearity``); FormatError if it holds more than
     data."""
-    with zipfile.ZipFile(path) as archive:
+    with _zip.Zip(path, "TorchScript archive") as archive:
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pickles) != 1:
@@ -83,7 +83,7 @@ def _walk(module: Scripted, prefix: str, tensors: dict, classes: dict, settings:
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, data: io.BytesIO, archive: zipfile.ZipFile, folder: str, path: Path):
+    def __init__(self, data: io.BytesIO, archive: _zip.Zip, folder: str, path: Path):
         super().__init__(data)
         self.archive, self.folder, self.path = archive, folder, path
         self.storages: dict[str, np.ndarray] = {}

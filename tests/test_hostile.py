@@ -265,3 +265,72 @@ def _children(pid: int) -> list[int]:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
+
+
+def _rezip(src, dst, *, deflate=(), extra=()):
+    """A copy of zip ``src`` with the members named in ``deflate`` compressed, and ``extra`` (name, bytes)
+    members added."""
+    import warnings
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of a duplicate name: that is the attack
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info),
+                          compress_type=zipfile.ZIP_DEFLATED if info.filename in deflate else zipfile.ZIP_STORED)
+        for name, data in extra:
+            zout.writestr(name, data)
+
+
+def _patch_central(path, member: str, compress_size: int, file_size: int) -> None:
+    """Make the central directory lie about a member's sizes (its local header keeps the truth)."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    at = 0
+    while True:
+        at = data.find(b"PK\x01\x02", at)
+        length = struct.unpack_from("<H", data, at + 28)[0]
+        if data[at + 46:at + 46 + length] == name:
+            break
+        at += 4
+    struct.pack_into("<II", data, at + 20, compress_size, file_size)
+    path.write_bytes(bytes(data))
+
+
+def test_keras_zip_that_lies_about_sizes(tmp_path, seed_keras):
+    padded = tmp_path / "padded.keras"  # weights deflated, with 20 MB of zeros that compress well
+    _keras_with(seed_keras, padded, lambda h5: h5.create_dataset("pad", data=np.zeros(5 << 20, "float32")))
+    _rezip(padded, tmp_path / "deflated.keras", deflate=("model.weights.h5",))
+    assert (tmp_path / "deflated.keras").stat().st_size < 1 << 20
+    lying = tmp_path / "lying.keras"
+    lying.write_bytes((tmp_path / "deflated.keras").read_bytes())
+    _patch_central(lying, "model.weights.h5", 0x7FFFFFF0, 0x7FFFFFF0)
+    code, err, peak = memory_of("convert", str(lying), str(tmp_path / "out.pt"))
+    assert code == 1 and re.fullmatch(
+        rf"lstm-convert: error: {lying}: zip member 'model.weights.h5' declares 2147483632 -> 2147483632 bytes in "
+        r"the central directory but \d+ -> 20\d{6} in its local header", one_line(err)), err
+    assert peak < 300 << 20, peak
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_zip_members_outside_the_archive_or_twice_are_refused(tmp_path, seed_keras):
+    _rezip(seed_keras, tmp_path / "traversal.keras", extra=[("../../evil.txt", b"x")])
+    with pytest.raises(lc.FormatError, match=r"traversal.keras: zip member '../../evil.txt' points outside the "
+                                             r"archive: refused"):
+        files.read(tmp_path / "traversal.keras")
+    _rezip(seed_keras, tmp_path / "twice.keras", extra=[("config.json", b"{}")])
+    with pytest.raises(lc.FormatError, match=r"twice.keras: the zip holds two members named 'config.json': refused"):
+        files.read(tmp_path / "twice.keras")
+
+
+def test_deflated_pt_records_are_bounded(tmp_path):
+    import torch
+
+    torch.save({"weight": torch.zeros(25_000_000)}, tmp_path / "zeros.pt")  # 100 MB of zeros
+    _rezip(tmp_path / "zeros.pt", tmp_path / "bomb.pt", deflate=set(zipfile.ZipFile(tmp_path / "zeros.pt").namelist()))
+    assert (tmp_path / "bomb.pt").stat().st_size < 1 << 20
+    code, err, peak = memory_of("inspect", str(tmp_path / "bomb.pt"))
+    assert code == 1 and re.fullmatch(rf"lstm-convert: error: {tmp_path / 'bomb.pt'}: zeros/data/0 would expand from "
+                                      r"\d+ to 100000000 bytes: refused as a zip bomb", one_line(err)), err
+    assert peak < 400 << 20, peak

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import _safetensors as st
-from .. import _torch_save, _torchscript
+from .. import _torch_save, _torchscript, _zip
 from .._atomic import atomic_write
 from .._json import loads as _loads
 from .._optional import require
@@ -46,7 +46,7 @@ def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None, 
     :func:`~lstm_convert.adapters.torch.model_from_state_arrays` takes them)."""
     path = Path(path)
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
+        with _zip.Zip(path, "PyTorch file") as archive:  # every member checked against the file before torch reads it
             names = archive.namelist()
         if _torchscript.is_torchscript(names):
             return _read_torchscript(path, kinds, only, inventory)
@@ -157,12 +157,12 @@ _FILE_KEYS = ("file_format", "model_record")
 def _pt_record(path: Path) -> Any:
     """The model record of a .pt file written here, or None (any other zip, or none)."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with _zip.Zip(path, "PyTorch file") as archive:
             names = [n for n in archive.namelist() if n.endswith("/" + MODEL_RECORD)]
             if len(names) != 1 or archive.getinfo(names[0]).file_size > 64 << 20:
                 return None
             return _parse_record(path, archive.read(names[0]))
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, FormatError):
         return None
 
 
