@@ -334,3 +334,46 @@ def test_deflated_pt_records_are_bounded(tmp_path):
     assert code == 1 and re.fullmatch(rf"lstm-convert: error: {tmp_path / 'bomb.pt'}: zeros/data/0 would expand from "
                                       r"\d+ to 100000000 bytes: refused as a zip bomb", one_line(err)), err
     assert peak < 400 << 20, peak
+
+
+def test_onnx_external_data_stays_in_the_model_folder(tmp_path, rng, secret):
+    import onnx
+    from conftest import random_torch_lstm
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    model = lc.Model((lc.from_torch(random_torch_lstm(rng, input_size=5, hidden_size=4)),))
+    files.write(model, tmp_path / "inline.onnx")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    proto = onnx.load(tmp_path / "inline.onnx")
+    convert_model_to_external_data(proto, all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    onnx.save_model(proto, folder / "m.onnx")
+    assert files.read(folder / "m.onnx") == files.read(tmp_path / "inline.onnx")  # beside the model: read
+
+    def variant(label, location=None, length=None):
+        edited = onnx.load(folder / "m.onnx", load_external_data=False)
+        tensor = next(t for t in edited.graph.initializer if t.external_data)
+        for entry in tensor.external_data:
+            if entry.key == "location" and location is not None:
+                entry.value = location
+            if entry.key == "length" and length is not None:
+                entry.value = str(length)
+        onnx.save_model(edited, folder / f"{label}.onnx")
+        return folder / f"{label}.onnx", tensor.name
+
+    (folder / "link.bin").symlink_to(secret)
+    cases = {
+        "absolute": (dict(location=str(secret)), r"refused \(external data must be a file beside the model, named "
+                                                 r"without an absolute path or '\.\.'\)"),
+        "parent": (dict(location="../secret.bin"), r"refused \(external data must be a file beside the model"),
+        "symlink": (dict(location="link.bin"), r"which leads out of the model's folder \(a symlink to .*secret.bin\): "
+                                               r"refused"),
+        "length": (dict(length=10 ** 9), r"1000000000 bytes at offset \d+ in a file of \d+, expected \d+ bytes"),
+    }
+    for label, (change, message) in cases.items():
+        path, name = variant(label, **change)
+        with pytest.raises(lc.FormatError, match=rf"{label}.onnx: initializer '{re.escape(name)}' keeps its values "
+                                                 rf"in .*{message}"):
+            files.read(path)
+        code, err, _ = cli("convert", str(path), str(tmp_path / "out.safetensors"))
+        assert code == 1 and one_line(err) and not (tmp_path / "out.safetensors").exists()

@@ -559,13 +559,14 @@ def read(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: bool =
 
     path = Path(path)
     try:
-        proto = onnx.load_model(str(path), load_external_data=True)  # external data files beside the model
+        proto = onnx.load_model(str(path), load_external_data=False)
     except FileNotFoundError:
         raise FormatError(f"{path}: no such file") from None
     except Exception as exc:  # protobuf's DecodeError and friends
         raise FormatError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     graph = proto.graph
     _check_names(path, proto)
+    _load_external_data(path, proto)
     values: dict[str, np.ndarray] = {}
     every = _all_nodes(graph)  # with the nodes of If / Loop / Scan bodies, each after the node that holds it
     for sub in _all_graphs(graph):
@@ -1172,6 +1173,60 @@ def _read_dense(path: Path, node: Any, values: Mapping[str, np.ndarray], consume
 # Nodes that exporters put between an initializer and the operator that uses it (to split, join, reorder or
 # retype weights); with constant inputs only, they are computed when the file is read.
 _CONSTANT_OPS = {"Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Slice", "Gather"}
+
+
+def _load_external_data(path: Path, proto: Any) -> None:
+    """Fill the tensors whose values the model keeps in other files, reading only regular files inside the
+    model's own folder (no absolute or ``..`` location, no symlink leading out of it), each span within its
+    file and exactly as long as the tensor."""
+    from onnx import AttributeProto, TensorProto, helper
+
+    tensors = []
+    for sub in _all_graphs(proto.graph):
+        tensors += list(sub.initializer)
+        for node in sub.node:
+            for attr in node.attribute:
+                if attr.type == AttributeProto.TENSOR:
+                    tensors.append(attr.t)
+                tensors += list(attr.tensors)
+    folder = path.resolve().parent
+    for tensor in tensors:
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        where = f"{path}: initializer {tensor.name!r} keeps its values in {location!r}"
+        if not location or os.path.isabs(location) or ".." in Path(location).parts or "\0" in location:
+            raise FormatError(f"{where}: refused (external data must be a file beside the model, named without "
+                              "an absolute path or '..')")
+        target = (path.parent / location)
+        real = target.resolve()
+        if real.parent != folder and folder not in real.parents:
+            raise FormatError(f"{where}, which leads out of the model's folder (a symlink to {real}): refused")
+        if not real.is_file():
+            raise FormatError(f"{where}, which is not a file beside the model")
+        try:
+            offset, length = int(info.get("offset", 0)), int(info["length"]) if "length" in info else None
+        except ValueError:
+            raise FormatError(f"{where} with an offset or length that is not a number") from None
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type) if tensor.data_type in (
+            TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.INT64, TensorProto.INT32,
+            TensorProto.INT8, TensorProto.UINT8, TensorProto.BOOL, TensorProto.INT16) else None
+        if dtype is None or any(d < 0 for d in tensor.dims):
+            raise FormatError(f"{where} as data type {tensor.data_type}, which lstm_convert does not read from "
+                              "external data")
+        expected = int(np.prod(tensor.dims, dtype=np.int64)) * dtype.itemsize
+        size = real.stat().st_size
+        if length is None:
+            length = expected
+        if length != expected or offset < 0 or offset + length > size:
+            raise FormatError(f"{where}: {length} bytes at offset {offset} in a file of {size}, expected "
+                              f"{expected} bytes for shape {tuple(tensor.dims)}")
+        with open(real, "rb") as handle:
+            handle.seek(offset)
+            tensor.raw_data = handle.read(length)
+        del tensor.external_data[:]
+        tensor.data_location = TensorProto.DEFAULT
 
 
 def _all_graphs(graph: Any) -> list[Any]:
