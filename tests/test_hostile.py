@@ -377,3 +377,29 @@ def test_onnx_external_data_stays_in_the_model_folder(tmp_path, rng, secret):
             files.read(path)
         code, err, _ = cli("convert", str(path), str(tmp_path / "out.safetensors"))
         assert code == 1 and one_line(err) and not (tmp_path / "out.safetensors").exists()
+
+
+def test_names_from_files_cannot_forge_lines(tmp_path, rng):
+    import onnx
+    from conftest import random_torch_lstm
+
+    files.write(lc.Model((lc.from_torch(random_torch_lstm(rng, input_size=5, hidden_size=4)),)), tmp_path / "m.onnx")
+    proto = onnx.load(tmp_path / "m.onnx")
+    forged = "lstm\nwrote /etc/passwd (safetensors)\x1b[2K\u202e"
+    for node in proto.graph.node:  # node names, and the inputs, so that the weights seem computed: refused by name
+        node.name = node.name.replace("lstm", forged)
+        node.input[:] = [i.replace("lstm", forged) for i in node.input]
+    del proto.metadata_props[:]  # read as any exporter's file
+    proto.producer_name = "exporter"
+    onnx.save_model(proto, tmp_path / "forged.onnx")
+    with pytest.raises(lc.UnsupportedError, match="node lstm\nwrote /etc/passwd"):  # the library keeps the text
+        files.read(tmp_path / "forged.onnx")
+    for args in (("inspect", str(tmp_path / "forged.onnx")),
+                 ("convert", str(tmp_path / "forged.onnx"), str(tmp_path / "out.safetensors")),
+                 ("verify", str(tmp_path / "forged.onnx"), str(tmp_path / "m.onnx"))):
+        done = subprocess.run([sys.executable, "-m", "lstm_convert", *args], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 1 and not done.stdout
+        line = one_line(done.stderr)  # the command line shows it escaped, on one line
+        assert "\x1b" not in line and "\u202e" not in line
+        assert r"node lstm\nwrote /etc/passwd (safetensors)\x1b[2K\u202e/LSTM" in line, line
