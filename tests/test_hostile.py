@@ -403,3 +403,122 @@ def test_names_from_files_cannot_forge_lines(tmp_path, rng):
         line = one_line(done.stderr)  # the command line shows it escaped, on one line
         assert "\x1b" not in line and "\u202e" not in line
         assert r"node lstm\nwrote /etc/passwd (safetensors)\x1b[2K\u202e/LSTM" in line, line
+
+
+@pytest.fixture
+def small_archive(tmp_path, rng):
+    from conftest import random_torch_lstm
+
+    model = lc.Model((lc.from_torch(random_torch_lstm(rng, input_size=5, hidden_size=4)),))
+    return model, lc.save(model, tmp_path / "small.safetensors")
+
+
+def test_symlinks_at_the_destination_are_existing_files(tmp_path, small_archive):
+    model, src = small_archive
+    target = tmp_path / "target.pt"
+    dangling, live = tmp_path / "dangling.pt", tmp_path / "live.pt"
+    dangling.symlink_to(tmp_path / "nowhere.pt")
+    target.write_bytes(b"keep")
+    live.symlink_to(target)
+    for link in (dangling, live):
+        with pytest.raises(lc.FormatError, match=rf"{link.name}: already exists; pass overwrite=True to replace it"):
+            files.convert(src, link)
+        assert link.is_symlink()
+    assert not (tmp_path / "nowhere.pt").exists()
+    files.convert(src, live, overwrite=True)  # the link itself is replaced, its target never written through
+    assert not live.is_symlink() and target.read_bytes() == b"keep"
+    assert set(lc.files.read(live).layers[0].gates) == set(model.layers[0].gates)
+
+
+def test_concurrent_conversions_to_one_new_destination(tmp_path, rng):
+    """Without --overwrite, of conversions racing to one new path exactly one succeeds; the others fail with
+    "already exists", and one whole file remains."""
+    from conftest import random_torch_lstm
+
+    big = lc.Model((lc.from_torch(random_torch_lstm(rng, input_size=512, hidden_size=512, num_layers=2)),))
+    src = lc.save(big, tmp_path / "big.safetensors")
+    out = tmp_path / "out.pt"
+    for attempt in range(3):
+        procs = [subprocess.Popen([sys.executable, "-m", "lstm_convert", "convert", str(src), str(out)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+        for p in procs:
+            p.stdout.close()
+            p.stderr.close()
+        codes = sorted(code for code, _ in results)
+        assert codes[0] == 0 and codes.count(0) == 1, results
+        for code, err in results:
+            if code:
+                assert re.fullmatch(rf"lstm-convert: error: {out}: already exists( \(it appeared while this file was "
+                                    r"written\))?; pass --overwrite to replace it", one_line(err)), err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["big.safetensors", "out.pt"]
+        assert lc.files.read(out) == lc.files.read(out)  # whole: it reads
+        if any("appeared while" in err for _, err in results):
+            break  # the race itself was seen: two wrote at once, one rename was refused
+        out.unlink()
+
+
+def test_stale_temporary_files_of_killed_runs_are_removed(tmp_path, small_archive):
+    _, src = small_archive
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    stale = tmp_path / f".out.pt.lstm-convert-{pid}-0123456789ab.tmp"
+    fresh = tmp_path / f".out.pt.lstm-convert-{pid}-ba9876543210.tmp"  # too recent: perhaps another machine's
+    alive = tmp_path / f".out.pt.lstm-convert-{os.getpid()}-aaaaaaaaaaaa.tmp"  # a live writer's
+    other = tmp_path / f".other.pt.lstm-convert-{pid}-0123456789ab.tmp"  # another destination's
+    for path in (stale, fresh, alive, other):
+        path.write_bytes(b"x" * 1000)
+    old = time.time() - 3600
+    for path in (stale, alive, other):
+        os.utime(path, (old, old))
+    files.convert(src, tmp_path / "out.pt")
+    assert not stale.exists() and fresh.exists() and alive.exists() and other.exists()
+
+
+def test_full_disk_names_the_destination(tmp_path, small_archive):
+    import resource
+
+    _, src = small_archive
+    big = lc.Model((lc.from_torch(__import__("conftest").random_torch_lstm(np.random.default_rng(1), input_size=300,
+                                                                           hidden_size=300)),))
+    src = lc.save(big, tmp_path / "big.safetensors")
+    out = tmp_path / "out.pt"
+    done = subprocess.run([sys.executable, "-m", "lstm_convert", "convert", str(src), str(out)], capture_output=True,
+                          text=True, timeout=120,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000)))
+    assert done.returncode == 1
+    assert one_line(done.stderr) == (f"lstm-convert: error: {out}: cannot be written: the file would be larger than "
+                                     "the file system allows")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.safetensors", "small.safetensors"]
+
+
+def test_ctrl_c_while_starting_is_quiet(tmp_path):
+    """SIGINT or SIGTERM at any moment of the start-up: status 130 or 143, never a traceback."""
+    import signal
+
+    for delay in (0.05, 0.1, 0.2, 0.3):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            proc = subprocess.Popen([sys.executable, "-m", "lstm_convert", "demo"], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            time.sleep(delay)
+            proc.send_signal(sig)
+            out, err = proc.communicate(timeout=60)
+            assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+            assert proc.returncode in (128 + sig, -sig), (delay, proc.returncode, err)
+
+
+def test_a_destination_that_appears_while_writing_is_never_replaced(tmp_path):
+    from lstm_convert import _atomic
+
+    dest = tmp_path / "out.pt"
+
+    def write(tmp):  # another process creates the destination while this one writes
+        dest.write_bytes(b"theirs")
+        tmp.write_bytes(b"mine")
+
+    with _atomic.no_replace(), pytest.raises(lc.FormatError, match=r"out.pt: already exists \(it appeared while this "
+                                                                    r"file was written\)"):
+        _atomic.atomic_write(dest, write)
+    assert dest.read_bytes() == b"theirs" and sorted(p.name for p in tmp_path.iterdir()) == ["out.pt"]
+    _atomic.atomic_write(dest, lambda tmp: tmp.write_bytes(b"mine"))  # allowed to replace: it does
+    assert dest.read_bytes() == b"mine"
