@@ -53,6 +53,10 @@ def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str,
         model = form.read(path, options)
     except OSError as exc:  # the file itself cannot be read (permissions, a device error)
         raise FormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except MemoryError:  # the readers bound what a file can ask for; this is what the machine lacks
+        raise FormatError(f"{path}: reading it needs more memory than this machine has free") from None
+    except RecursionError:
+        raise FormatError(f"{path}: its structure nests deeper than lstm_convert reads") from None
     if only:  # what the layers were selected by: runners compute just these layers of the file
         import dataclasses
 

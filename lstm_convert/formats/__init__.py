@@ -268,7 +268,7 @@ def detect(path: str | os.PathLike, declared: str | None = None) -> Format:
     start = head(path)
     if start is not None:
         for fmt in by_suffix + [f for f in readers if f not in by_suffix]:
-            if fmt.recognise(path, start):
+            if _recognises(fmt, path, start):
                 return fmt
     if by_suffix:
         return by_suffix[0]
@@ -276,6 +276,15 @@ def detect(path: str | os.PathLike, declared: str | None = None) -> Format:
     what = "its content or " if start is not None else ""
     raise FormatError(f"{path}: cannot tell the format from {what}the extension {path.suffix!r}; "
                       f"use one of {', '.join(suffixes)}, or name the format ({', '.join(f.name for f in readers)})")
+
+
+def _recognises(fmt: Format, path: Path, start: bytes) -> bool:
+    """Whether ``fmt`` takes the file; damaged bytes that its recogniser cannot parse mean no (its reader,
+    if the file is then given to it, says what is wrong)."""
+    try:
+        return bool(fmt.recognise(path, start))
+    except (LSTMConvertError, OSError, ValueError, RecursionError, MemoryError, EOFError):
+        return False
 
 
 def for_writing(path: str | os.PathLike, declared: str | None = None) -> Format:
