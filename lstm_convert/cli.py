@@ -29,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Ctrl-C and SIGTERM end the command by an exception, so that a file being written is removed; the
     # status is 128 + the signal's number, as a shell reports a process the signal ended.
     handlers = {}
+    _RECEIVED.clear()
     if threading.current_thread() is threading.main_thread():
         handlers = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     debug = False
@@ -43,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (| head): nothing more to say
         return 1
     except LSTMConvertError as exc:
+        if _RECEIVED:
+            print("lstm-convert: interrupted; no partial file is left", file=sys.stderr)
+            return 128 + _RECEIVED[-1]
         if debug:
             raise
         print(f"lstm-convert: error: {shown(exc.cli_text())}", file=sys.stderr)
@@ -51,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("lstm-convert: interrupted; no partial file is left", file=sys.stderr)
         return 128 + getattr(exc, "signum", signal.SIGINT)
     except Exception as exc:  # noqa: BLE001 - not a refusal of the library: a bug, reported as one
+        if _RECEIVED:  # the interrupt, re-raised as another exception by the code it stopped (an import, say)
+            print("lstm-convert: interrupted; no partial file is left", file=sys.stderr)
+            return 128 + _RECEIVED[-1]
         if debug:
             raise
         text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
@@ -71,7 +78,11 @@ class _Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+_RECEIVED: list[int] = []  # the signals received while the command runs
+
+
 def _interrupt(signum: int, frame: object) -> None:
+    _RECEIVED.append(signum)
     raise _Interrupted(signum)
 
 
