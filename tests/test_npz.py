@@ -82,7 +82,7 @@ def test_bfloat16_is_refused_by_name(tmp_path, rng):
 
 def test_pickled_arrays_are_refused(tmp_path):
     np.savez(tmp_path / "p.npz", weight=np.array([{"not": "an array"}], dtype=object))
-    with pytest.raises(lc.FormatError, match="p.npz: not a readable NumPy .npz file"):
+    with pytest.raises(lc.FormatError, match=r"p.npz: weight.npy holds object, not numbers$"):
         files.read(tmp_path / "p.npz")
 
 

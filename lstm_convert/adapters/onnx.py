@@ -926,14 +926,21 @@ def _read_recurrent(path: Path, node: Any, values: Mapping[str, np.ndarray], nam
         return values[key]
 
     w, r, b = weight(1, "W"), weight(2, "R"), weight(3, "B")
+    if w is None or r is None:
+        raise FormatError(f"{label}: an ONNX {node.op_type} takes W and R as its second and third inputs; this one "
+                          "lacks " + " and ".join(n for n, a in (("W", w), ("R", r)) if a is None))
     peep = weight(7, "P") if kind == "lstm" else None
     if attrs.get("layout", 0) not in (0, 1):
         raise UnsupportedError(f"{label}: layout={attrs.get('layout')} is not an ONNX layout (0 or 1)")
     # layout=1 (batch-major X, Y, Y_h) moves the data's axes, not the weights': they are read the same.
     direction = attrs.get("direction", b"forward")
-    direction = direction.decode() if isinstance(direction, bytes) else direction
+    direction = direction.decode("utf-8", "replace") if isinstance(direction, bytes) else direction
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise FormatError(f"{label}: direction {direction!r} is not forward, reverse or bidirectional")
     directions = 2 if direction == "bidirectional" else 1
-    hidden = int(attrs.get("hidden_size", r.shape[-1] if r is not None else 0))
+    hidden = attrs.get("hidden_size", r.shape[-1] if r.ndim else 0)
+    if type(hidden) is not int or hidden < 1:
+        raise FormatError(f"{label}: hidden_size {hidden!r} is not a positive integer")
     lay = layout("onnx", kind)
     size = len(lay.order) * hidden
     want = {"W": (directions, size, None), "R": (directions, size, hidden), "B": (directions, None)}

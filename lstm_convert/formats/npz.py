@@ -1,6 +1,6 @@
 """NumPy ``.npz`` state dicts: PyTorch's key names and layouts, as ``np.savez(path, **state_dict)``
 writes them (``{k: v.numpy() for k, v in module.state_dict().items()}``), which several published models
-ship. Read with ``np.load(allow_pickle=False)``; written with ``np.savez``, one ``<key>.npy`` member per
+ship. Read member by member (each ``.npy`` header checked against its bytes; no pickles); written with ``np.savez``, one ``<key>.npy`` member per
 tensor in module order; run through PyTorch modules.
 
 An ``.npz`` has no place for anything but arrays: it keeps the weights, not what a model computes
@@ -22,19 +22,11 @@ def _recognise(path: Path, head: bytes) -> bool:
 
 
 def _read(path: Path, options: ReadOptions):
-    import numpy as np
-
     from ..adapters.torch import model_from_state_arrays
     from ..errors import FormatError, LSTMConvertError
 
     with parsing(path, "NumPy .npz file", zip_errors()):
-        with open(path, "rb") as handle:  # ours to close, also when np.load fails half-way
-            archive = np.load(handle, allow_pickle=False)
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise FormatError(f"{path}: holds one array, not an .npz state dict")
-            with archive:  # an array of a module that is not selected keeps its shape only, read from its header
-                arrays = {key: archive[key] if selects(options.only, key.rpartition(".")[0])
-                          else _shape_only(archive, key) for key in archive.files}
+        arrays = _arrays(path, options.only)
     if not arrays:
         raise FormatError(f"{path}: holds no arrays")
     try:
@@ -46,17 +38,58 @@ def _read(path: Path, options: ReadOptions):
         raise exc.prefixed(str(path)) from None
 
 
-def _shape_only(archive, key: str):
-    """A zero-memory array of the shape that the ``.npy`` header of member ``key`` declares."""
+def _arrays(path: Path, only) -> dict:
+    """The arrays by key, each ``.npy`` header checked against the bytes its member holds before any array is
+    made; an array of a module that is not selected keeps its shape only (a placeholder taking no memory)."""
+    import math
+
     import numpy as np
 
+    from .. import _zip
+    from ..errors import FormatError
+
+    arrays = {}
+    with _zip.Zip(path, "NumPy .npz file") as archive:
+        for name in archive.names:
+            if not name.endswith(".npy"):
+                raise FormatError(f"{path}: member {name!r} is not an .npy array")
+            info = archive.info(name)
+            with archive.archive.open(info) as member:
+                shape, fortran, dtype = _header(path, name, member)
+                offset = member.tell()
+            if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biuf":
+                raise FormatError(f"{path}: {name} holds {dtype}, not numbers")  # pickled objects are never loaded
+            expected = math.prod(shape) * dtype.itemsize
+            if info.file_size - offset != expected:
+                raise FormatError(f"{path}: {name} declares shape {shape} of {dtype} ({expected} bytes) but holds "
+                                  f"{info.file_size - offset}")
+            key = name[:-len(".npy")]
+            if not selects(only, key.rpartition(".")[0]):
+                arrays[key] = np.broadcast_to(np.zeros((), np.float32), shape)
+                continue
+            data = np.frombuffer(archive.read(name), dtype, count=math.prod(shape), offset=offset)
+            arrays[key] = data.reshape(shape, order="F" if fortran else "C")
+    return arrays
+
+
+def _header(path: Path, name: str, member) -> tuple:
+    """An .npy header: ``(shape, fortran_order, dtype)``; what NumPy's parser raises on a damaged one (it
+    evaluates the header's text: ValueError, SyntaxError, a TokenError) becomes the library's error."""
+    import tokenize
+
+    import numpy as np
+
+    from ..errors import FormatError
+
     readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-    with archive.zip.open(f"{key}.npy") as member:
-        reader = readers.get(np.lib.format.read_magic(member))
-        shape = reader(member)[0] if reader is not None else None
-    if shape is None:  # a header version without a public reader: the array itself says
-        shape = archive[key].shape
-    return np.broadcast_to(np.zeros((), np.float32), shape)
+    try:
+        version = np.lib.format.read_magic(member)
+        if version not in readers:
+            raise ValueError(f"an .npy version {version} header")
+        shape, fortran, dtype = readers[version](member)
+    except (ValueError, SyntaxError, tokenize.TokenError, EOFError, TypeError) as exc:
+        raise FormatError(f"{path}: {name} has no readable .npy header ({exc})") from None
+    return tuple(shape), bool(fortran), dtype
 
 
 def _write(model, path: Path, before_rename) -> None:

@@ -1,0 +1,459 @@
+"""Structure-aware fuzzing: each reader gets files that are well-formed at every level but one, which a
+strategy changes where the format has structure (safetensors headers and their JSON metadata, zip
+members, HDF5 groups, datasets and attributes, pickle opcodes, ONNX protobuf fields, .npy headers), and
+must answer with a model or the library's own error: never another exception, a hang or a crash.
+
+CI runs LSTM_CONVERT_FUZZ_EXAMPLES (default 40) cases per reader, derandomized. The long run, whose last
+result the README records, is
+
+    LSTM_CONVERT_FUZZ_EXAMPLES=100000 python -m pytest tests/test_fuzz_structured.py -p no:cacheprovider
+
+Each finding becomes a file under ``tests/corpus/<format>/`` (test_hostile.py reads them all).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import pickletools
+import struct
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import lstm_convert as lc
+from lstm_convert import files
+from lstm_convert.describe import describe
+
+EXAMPLES = int(os.environ.get("LSTM_CONVERT_FUZZ_EXAMPLES", "40"))
+LONG = "LSTM_CONVERT_FUZZ_EXAMPLES" in os.environ
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=not LONG, database=None,
+                suppress_health_check=list(HealthCheck))
+VALID: dict[str, bytes] = {}
+FINDINGS = Path(os.environ.get("LSTM_CONVERT_FUZZ_FINDINGS", tempfile.gettempdir())) / "lstm_convert_findings"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def valid_files(tmp_path_factory):
+    import importlib
+
+    work = tmp_path_factory.mktemp("valid")
+    for name in ("archive", "keras", "h5", "torch", "npz", "onnx"):
+        VALID[name] = importlib.import_module(f"test_{name}").sample(work, np.random.default_rng(3)).read_bytes()
+    from conftest import random_torch_lstm
+
+    module = random_torch_lstm(np.random.default_rng(3), input_size=3, hidden_size=2)
+    files.write(lc.Model((lc.from_torch(module),)), work / "t.safetensors", "torch")
+    VALID["torch-safetensors"] = (work / "t.safetensors").read_bytes()
+    yield
+
+
+def _read(data: bytes, suffix: str, fmt: str | None, label: str) -> None:
+    """Every way the tool reads a file (to convert it, and to list it for inspect); a foreign exception is
+    kept as a finding and re-raised."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"fuzz{suffix}"
+        path.write_bytes(data)
+        try:
+            for inventory in (False, True):
+                try:
+                    describe(files.read(path, fmt, inventory=inventory), fmt or files.detect(path), str(path))
+                except lc.LSTMConvertError:
+                    pass
+        except BaseException:
+            FINDINGS.mkdir(parents=True, exist_ok=True)
+            (FINDINGS / f"{label}-{abs(hash(data)):x}{suffix}").write_bytes(data)
+            raise
+
+
+# -- JSON, the configuration inside every format ---------------------------------------------------------
+
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.integers(-(2 ** 63), 2 ** 64),
+                     st.sampled_from([0.5, -1.0, 1e308, float("nan")]), st.text(max_size=8),
+                     st.sampled_from(["lstm", "gru", "rnn", "dense", "float32", "bfloat16", "linear", "tanh",
+                                      "relu", "sigmoid", "hard_sigmoid", "LSTM", "Dense", "concat", "same"]))
+_JSON = st.recursive(_SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                       st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+                     max_leaves=12)
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, (*prefix, index))
+
+
+@st.composite
+def _perturbed(draw, value):
+    """``value`` with one node replaced by random JSON, removed, or a container given another member."""
+    value = json.loads(json.dumps(value))
+    paths = list(_paths(value))
+    where = draw(st.sampled_from(paths))
+    op = draw(st.sampled_from(["replace", "replace", "delete", "insert"]))
+    if not where:
+        return draw(_JSON) if op != "insert" else value
+    parent = value
+    for step in where[:-1]:
+        parent = parent[step]
+    if op == "replace":
+        parent[where[-1]] = draw(_JSON)
+    elif op == "delete":
+        del parent[where[-1]]
+    elif isinstance(parent, dict):
+        parent[draw(st.text(max_size=10))] = draw(_JSON)
+    else:
+        parent.insert(where[-1], draw(_JSON))
+    return value
+
+
+# -- safetensors headers (the archive, PyTorch-layout safetensors) -----------------------------------------
+
+def _header(data: bytes) -> tuple[dict, bytes]:
+    length = struct.unpack("<Q", data[:8])[0]
+    return json.loads(data[8:8 + length]), data[8 + length:]
+
+
+def _safetensors(header: dict, body: bytes) -> bytes:
+    raw = json.dumps(header, allow_nan=True).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + body
+
+
+@st.composite
+def _safetensors_files(draw, name):
+    header, body = _header(VALID[name])
+    metadata = header.get("__metadata__", {})
+    target = draw(st.sampled_from(["entry", "metadata-json", "metadata-value", "header"]))
+    if target == "entry":
+        key = draw(st.sampled_from(sorted(k for k in header if k != "__metadata__")))
+        header[key] = draw(_perturbed(header[key]))
+    elif target == "metadata-json" and metadata:
+        key = draw(st.sampled_from(sorted(metadata)))
+        try:
+            metadata[key] = json.dumps(draw(_perturbed(json.loads(metadata[key]))), allow_nan=True)
+        except ValueError:
+            metadata[key] = draw(st.text(max_size=20))
+    elif target == "metadata-value" and metadata:
+        metadata[draw(st.sampled_from(sorted(metadata)))] = draw(st.one_of(st.text(max_size=20), _JSON))
+    else:
+        header = draw(_perturbed(header))
+    if draw(st.booleans()):
+        body = body[:draw(st.integers(0, len(body)))]
+    return _safetensors(header, body) if isinstance(header, dict) else _safetensors({"x": header}, body)
+
+
+@pytest.mark.parametrize("name", ["archive", "torch-safetensors"])
+@FUZZ
+@given(data=st.data())
+def test_safetensors_headers(name, data):
+    content = data.draw(_safetensors_files(name))
+    _read(content, ".safetensors", None, name)
+
+
+# -- zip members (.keras, .pt, .npz) ---------------------------------------------------------------------
+
+def _members(data: bytes) -> list[tuple[str, bytes, int]]:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return [(i.filename, archive.read(i), i.compress_type) for i in archive.infolist()]
+
+
+def _zip(members: list[tuple[str, bytes, int]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # duplicate names are one of the cases
+        for name, content, method in members:
+            archive.writestr(name, content, compress_type=method)
+    return buffer.getvalue()
+
+
+@st.composite
+def _zip_level(draw, members):
+    """The members themselves changed: dropped, duplicated, renamed (outside the archive too), compressed."""
+    members = list(members)
+    op = draw(st.sampled_from(["drop", "duplicate", "rename", "compress", "truncate"]))
+    index = draw(st.integers(0, len(members) - 1))
+    name, content, method = members[index]
+    if op == "drop":
+        del members[index]
+    elif op == "duplicate":
+        members.append((name, draw(st.sampled_from([content, b"", b"{}"])), method))
+    elif op == "rename":
+        members[index] = (draw(st.sampled_from(["../" + name, "/" + name, name + "/", "x/" + name, "C:" + name,
+                                                 name.upper(), ""])), content, method)
+    elif op == "compress":
+        members[index] = (name, content, zipfile.ZIP_DEFLATED if method == zipfile.ZIP_STORED else zipfile.ZIP_STORED)
+    else:
+        members[index] = (name, content[:draw(st.integers(0, len(content)))], method)
+    return members
+
+
+@st.composite
+def _h5_edit(draw, data: bytes, legacy: bool) -> bytes:
+    """An HDF5 file with one dataset, group or attribute changed: removed, reshaped, retyped, re-attributed."""
+    import h5py
+
+    buffer = io.BytesIO(data)
+    with h5py.File(buffer, "r+") as h5:
+        names: list[str] = []
+        h5.visit(names.append)
+        name = draw(st.sampled_from(names))
+        op = draw(st.sampled_from(["delete", "reshape", "retype", "attribute", "attribute", "group"]))
+        obj = h5[name]
+        if op == "delete":
+            del h5[name]
+        elif op in ("reshape", "retype") and isinstance(obj, h5py.Dataset):
+            shape = draw(st.lists(st.integers(0, 5), max_size=3)) if op == "reshape" else obj.shape
+            dtype = draw(st.sampled_from(["float32", "float64", "float16", "int32", "uint8", "bool"])) \
+                if op == "retype" else obj.dtype
+            del h5[name]
+            h5.create_dataset(name, data=np.ones(shape, dtype))
+        elif op == "group":
+            obj = obj if isinstance(obj, h5py.Group) else obj.parent
+            obj.create_group(draw(st.sampled_from(["vars", "0", "cell", "lstm", "x"])) + "_" + str(len(names)))
+        else:
+            keys = list(obj.attrs)
+            key = draw(st.sampled_from(keys)) if keys and draw(st.booleans()) else draw(
+                st.sampled_from(["name", "weight_names", "layer_names", "model_config", "keras_version", "x"]))
+            old = obj.attrs.get(key)
+            if isinstance(old, (str, bytes)) and old[:1] in ("{", b"{"):
+                text = old.decode() if isinstance(old, bytes) else old
+                obj.attrs[key] = json.dumps(draw(_perturbed(json.loads(text))), allow_nan=True)
+            else:
+                obj.attrs[key] = draw(st.one_of(st.text(max_size=12), st.integers(-5, 5),
+                                                st.lists(st.text(max_size=20), max_size=4).map(
+                                                    lambda v: np.array(v, dtype=h5py.string_dtype()))))
+    return buffer.getvalue()
+
+
+@st.composite
+def _keras_files(draw):
+    members = _members(VALID["keras"])
+    target = draw(st.sampled_from(["zip", "config.json", "metadata.json", "model.weights.h5", "model.weights.h5"]))
+    if target == "zip":
+        return _zip(draw(_zip_level(members)))
+    out = []
+    for name, content, method in members:
+        if name == target == "model.weights.h5":
+            content = draw(_h5_edit(content, legacy=False))
+        elif name == target:
+            content = json.dumps(draw(_perturbed(json.loads(content))), allow_nan=True).encode()
+        out.append((name, content, method))
+    return _zip(out)
+
+
+@FUZZ
+@given(data=st.data())
+def test_keras_zip_members_and_weights(data):
+    _read(data.draw(_keras_files()), ".keras", None, "keras")
+
+
+@FUZZ
+@given(data=st.data())
+def test_h5_groups_datasets_and_attributes(data):
+    _read(data.draw(_h5_edit(VALID["h5"], legacy=True)), ".h5", None, "h5")
+
+
+# -- pickle opcodes (.pt) ---------------------------------------------------------------------------------
+
+_GLOBALS = [("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"), ("torch", "FloatStorage"),
+            ("torch", "LongStorage"), ("builtins", "eval"), ("os", "system"), ("torch", "Tensor"),
+            ("torch._utils", "_rebuild_parameter"), ("numpy", "ndarray")]
+
+
+@st.composite
+def _pickle(draw, data: bytes) -> bytes:
+    """The pickle re-assembled opcode by opcode, one of them changed: its argument, a global, or dropped,
+    repeated or swapped with its neighbour."""
+    ops = [(op, arg) for op, arg, _ in pickletools.genops(data)]
+    index = draw(st.integers(0, len(ops) - 1))
+    change = draw(st.sampled_from(["argument", "argument", "global", "drop", "repeat", "swap"]))
+    op, arg = ops[index]
+    if change == "argument" and isinstance(arg, int):
+        ops[index] = (op, draw(st.sampled_from([0, 1, -1, 255, 2 ** 31 - 1, arg + 1, arg - 1])))
+    elif change == "argument" and isinstance(arg, str):
+        ops[index] = (op, draw(st.sampled_from(["", "weight", "storage", "cpu", arg + "x", "0", "../x"])))
+    elif change == "global":
+        module, name = draw(st.sampled_from(_GLOBALS))
+        ops[index] = (pickletools.opcodes[[o.name for o in pickletools.opcodes].index("GLOBAL")],
+                      f"{module} {name}")
+    elif change == "drop":
+        del ops[index]
+    elif change == "repeat":
+        ops.insert(index, ops[index])
+    elif index + 1 < len(ops):
+        ops[index], ops[index + 1] = ops[index + 1], ops[index]
+    return _assemble(ops)
+
+
+def _assemble(ops) -> bytes:
+    out = io.BytesIO()
+    for op, arg in ops:
+        out.write(op.code.encode("latin-1"))
+        kind = op.arg
+        if kind is None:
+            continue
+        name = kind.name
+        if name == "uint1":
+            out.write(bytes([arg & 0xFF]))
+        elif name == "uint2":
+            out.write(struct.pack("<H", arg & 0xFFFF))
+        elif name in ("int4", "uint4"):
+            out.write(struct.pack("<i" if name == "int4" else "<I", max(min(arg, 2 ** 31 - 1), -(2 ** 31))
+                                  if name == "int4" else arg & 0xFFFFFFFF))
+        elif name == "uint8":
+            out.write(struct.pack("<Q", arg & (2 ** 64 - 1)))
+        elif name in ("unicodestring1", "unicodestring4", "unicodestring8"):
+            raw = str(arg).encode("utf-8", "surrogatepass")
+            width = {"unicodestring1": "<B", "unicodestring4": "<I", "unicodestring8": "<Q"}[name]
+            out.write(struct.pack(width, len(raw) % (256 if width == "<B" else 2 ** 32)) + raw)
+        elif name in ("bytes1", "bytes4", "bytes8", "string1"):
+            raw = arg if isinstance(arg, bytes) else str(arg).encode("latin-1", "replace")
+            width = "<B" if name in ("bytes1", "string1") else ("<I" if name == "bytes4" else "<Q")
+            out.write(struct.pack(width, len(raw) % (256 if width == "<B" else 2 ** 32)) + raw)
+        elif name in ("stringnl_noescape_pair", "stringnl_noescape"):
+            out.write(str(arg).replace(" ", "\n").encode("latin-1", "replace") + b"\n")
+        elif name in ("decimalnl_short", "decimalnl_long", "floatnl", "stringnl", "unicodestringnl"):
+            out.write(repr(arg).encode("latin-1", "replace") + b"\n")
+        elif name == "float8":
+            out.write(struct.pack(">d", float(arg)))
+        elif name == "long1":
+            raw = pickle.encode_long(int(arg))
+            out.write(bytes([len(raw) % 256]) + raw)
+        else:
+            raise AssertionError(f"no encoder for pickle argument {name}")
+    return out.getvalue()
+
+
+@st.composite
+def _pt_files(draw):
+    members = _members(VALID["torch"])
+    if draw(st.integers(0, 4)) == 0:
+        return _zip(draw(_zip_level(members)))
+    return _zip([(n, draw(_pickle(c)) if n.endswith("data.pkl") else c, m) for n, c, m in members])
+
+
+def test_pickle_reassembly_is_faithful():
+    members = _members(VALID["torch"])
+    data = next(c for n, c, _ in members if n.endswith("data.pkl"))
+    assert _assemble([(op, arg) for op, arg, _ in pickletools.genops(data)]) == data
+
+
+@FUZZ
+@given(data=st.data())
+def test_pt_pickle_opcodes_and_zip_members(data):
+    _read(data.draw(_pt_files()), ".pt", None, "torch")
+
+
+# -- .npy headers (.npz) ------------------------------------------------------------------------------------
+
+@st.composite
+def _npz_files(draw):
+    members = _members(VALID["npz"])
+    if draw(st.integers(0, 3)) == 0:
+        return _zip(draw(_zip_level(members)))
+    index = draw(st.integers(0, len(members) - 1))
+    name, content, method = members[index]
+    length = struct.unpack("<H", content[8:10])[0]
+    header = content[10:10 + length].decode("latin-1")
+    fields = {"descr": draw(st.sampled_from(["'<f4'", "'<f8'", "'|O'", "'<i8'", "'>f4'", "'|b1'", "'V8'", "[('a', '<f4')]"])),
+              "fortran_order": draw(st.sampled_from(["False", "True", "0"])),
+              "shape": draw(st.sampled_from(["()", "(0,)", "(-1,)", "(2, 3)", "(1000000000, 1000000000)", "(3,)",
+                                             "(8, 3)", "(24,)", "None"]))}
+    keep = draw(st.sets(st.sampled_from(sorted(fields)), min_size=1))
+    new = "{" + ", ".join(f"'{k}': {fields[k]}" if k in keep else f"'{k}': " + header.split(f"'{k}': ")[1].split(
+        ", '")[0].rstrip("}, ") for k in fields) + ", }"
+    new = new.ljust(length - 1) + "\n" if len(new) < length else new + "\n"
+    content = content[:8] + struct.pack("<H", len(new)) + new.encode("latin-1") + content[10 + length:]
+    members[index] = (name, content, method)
+    return _zip(members)
+
+
+@FUZZ
+@given(data=st.data())
+def test_npz_headers_and_members(data):
+    _read(data.draw(_npz_files()), ".npz", None, "npz")
+
+
+# -- ONNX protobuf fields ----------------------------------------------------------------------------------
+
+_OPS = ["LSTM", "GRU", "RNN", "Gemm", "MatMul", "Add", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Concat",
+        "Slice", "Gather", "Reshape", "Constant", "If", "Loop", "Conv", "Tanh", "Sigmoid"]
+
+
+@st.composite
+def _onnx_files(draw):
+    import onnx
+    from onnx import helper, numpy_helper
+
+    proto = onnx.load_from_string(VALID["onnx"])
+    graph = proto.graph
+    target = draw(st.sampled_from(["op_type", "attribute", "input", "initializer", "initializer", "metadata",
+                                   "output"]))
+    if target in ("op_type", "attribute", "input"):
+        node = graph.node[draw(st.integers(0, len(graph.node) - 1))]
+        if target == "op_type":
+            node.op_type = draw(st.sampled_from(_OPS))
+        elif target == "input":
+            names = [*(t.name for t in graph.initializer), *(o for n in graph.node for o in n.output), "", "missing"]
+            if node.input:
+                node.input[draw(st.integers(0, len(node.input) - 1))] = draw(st.sampled_from(names))
+        elif node.attribute and draw(st.booleans()):
+            attr = node.attribute[draw(st.integers(0, len(node.attribute) - 1))]
+            if attr.type == onnx.AttributeProto.INT:
+                attr.i = draw(st.sampled_from([0, 1, -1, 2, 3, 2 ** 40]))
+            elif attr.type == onnx.AttributeProto.FLOAT:
+                attr.f = draw(st.sampled_from([0.0, -1.0, float("nan"), 1e30]))
+            elif attr.type == onnx.AttributeProto.STRING:
+                attr.s = draw(st.sampled_from([b"forward", b"reverse", b"bidirectional", b"", b"\xff"]))
+            elif attr.type == onnx.AttributeProto.STRINGS:
+                attr.strings[:] = draw(st.lists(st.sampled_from([b"Sigmoid", b"Tanh", b"Relu", b"HardSigmoid", b"x"]),
+                                                max_size=7))
+            elif attr.type == onnx.AttributeProto.INTS:
+                attr.ints[:] = draw(st.lists(st.integers(-3, 5), max_size=4))
+        else:
+            node.attribute.append(helper.make_attribute(
+                draw(st.sampled_from(["hidden_size", "direction", "clip", "linear_before_reset", "axis", "perm",
+                                      "layout", "input_forget", "activations", "transB", "alpha"])),
+                draw(st.one_of(st.integers(-2, 4), st.sampled_from([0.5, "reverse", [1, 0, 2], ["Tanh"]])))))
+    elif target == "initializer" and graph.initializer:
+        index = draw(st.integers(0, len(graph.initializer) - 1))
+        old = graph.initializer[index]
+        array = numpy_helper.to_array(old)
+        op = draw(st.sampled_from(["shape", "dtype", "raw", "dims"]))
+        if op == "shape":
+            array = np.ones(draw(st.lists(st.integers(0, 5), max_size=4)), array.dtype)
+        elif op == "dtype":
+            array = array.astype(draw(st.sampled_from(["float64", "float16", "int64", "int32", "bool"])))
+        new = numpy_helper.from_array(array, old.name)
+        if op == "raw":
+            new.raw_data = new.raw_data[:draw(st.integers(0, len(new.raw_data)))]
+        elif op == "dims":
+            new.dims[:] = draw(st.lists(st.integers(-1, 2 ** 20), max_size=4))
+        graph.initializer[index].CopyFrom(new)
+    elif target == "metadata" and proto.metadata_props:
+        prop = proto.metadata_props[draw(st.integers(0, len(proto.metadata_props) - 1))]
+        try:
+            prop.value = json.dumps(draw(_perturbed(json.loads(prop.value))), allow_nan=True)
+        except ValueError:
+            prop.value = draw(st.text(max_size=20))
+    elif graph.output:
+        graph.output[draw(st.integers(0, len(graph.output) - 1))].name = draw(st.sampled_from(["", "x", "gru"]))
+    return proto.SerializeToString()
+
+
+@FUZZ
+@given(data=st.data())
+def test_onnx_protobuf_fields(data):
+    _read(data.draw(_onnx_files()), ".onnx", None, "onnx")
