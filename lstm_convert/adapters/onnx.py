@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -177,13 +178,72 @@ def write(weights: Layer | Model, path: str | os.PathLike, *, initial_states: bo
     """Write ``weights`` as a self-contained ONNX model (see the module docstring)."""
     onnx = require("onnx")
     model = weights if isinstance(weights, Model) else Model((weights,), source=weights.source)
-    proto = build(onnx, model, initial_states=initial_states)
-    data = proto.SerializeToString()
-    return atomic_write(path, lambda tmp: tmp.write_bytes(data), before_rename=before_rename)
+    proto, arrays = build(onnx, model, initial_states=initial_states)
+    return atomic_write(path, lambda tmp: _stream(onnx, proto, arrays, tmp), before_rename=before_rename)
 
 
-def build(onnx, model: Model, *, initial_states: bool = False) -> Any:
-    """The ONNX ModelProto of ``model``."""
+def _stream(onnx, proto: Any, arrays: list[tuple[str, np.ndarray]], path: Path) -> None:
+    """Write ``proto`` with ``arrays`` as its graph's initializers, each array's bytes written straight from
+    it: the file is never held in memory whole (protobuf would copy every weight twice more).
+
+    Protobuf lets a message's fields come in any order, so the model is its fields but the graph, then the
+    graph (field 7) as its fields but the initializers, then each initializer (graph field 5): a TensorProto
+    of its name, type and dims, then its ``raw_data`` (field 9) in little-endian order.
+    """
+    from onnx import numpy_helper
+
+    entries = []
+    for name, array in arrays:
+        head = numpy_helper.from_array(np.zeros(0, array.dtype), name)
+        head.dims[:] = array.shape
+        head.ClearField("raw_data")
+        head_bytes = head.SerializeToString()
+        size = math.prod(array.shape) * array.dtype.itemsize
+        body = len(head_bytes) + 1 + len(_varint(size)) + size
+        entries.append((name, head_bytes, array, size, body))
+    graph = proto.graph.SerializeToString()
+    rest = onnx.ModelProto()
+    rest.CopyFrom(proto)
+    rest.ClearField("graph")
+    total = len(graph) + sum(1 + len(_varint(body)) + body for *_, body in entries)
+    with open(path, "r+b") as out:
+        out.write(rest.SerializeToString())
+        out.write(b"\x3a" + _varint(total))  # ModelProto.graph: field 7, length-delimited
+        out.write(graph)
+        for name, head_bytes, array, size, body in entries:
+            out.write(b"\x2a" + _varint(body))  # GraphProto.initializer: field 5
+            out.write(head_bytes)
+            out.write(b"\x4a" + _varint(size))  # TensorProto.raw_data: field 9
+            if size:  # a deferred array is made now, and dropped once written
+                values = array.make() if isinstance(array, _Deferred) else array
+                values = np.asarray(values, dtype=array.dtype.newbyteorder("<"), order="C")  # 0-D stays 0-D
+                if values.shape != tuple(array.shape):
+                    raise AssertionError(f"initializer {name}: made {values.shape}, declared {array.shape}")
+                out.write(memoryview(values.reshape(-1)).cast("B"))
+                del values
+
+
+@dataclasses.dataclass(frozen=True)
+class _Deferred:
+    """An initializer made only when it is written: its shape and dtype now, ``make()`` its values then."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    make: Callable[[], np.ndarray]
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def build(onnx, model: Model, *, initial_states: bool = False) -> tuple[Any, list[tuple[str, np.ndarray]]]:
+    """The ONNX ModelProto of ``model`` without its initializers, and the initializers as ``(name, array)``
+    (see :func:`_stream`, which writes them into the file)."""
     from onnx import TensorProto, helper, numpy_helper
 
     check_model(model)
@@ -238,7 +298,7 @@ def build(onnx, model: Model, *, initial_states: bool = False) -> Any:
         g.nodes.append(helper.make_node("Identity", [batch_major], [unit.name], name=f"{unit.name}/output"))
     g.nodes.append(helper.make_node("Identity", [units[-1].name], ["output"], name="output"))
     g.outputs.insert(0, helper.make_tensor_value_info("output", TensorProto.FLOAT, shape))
-    graph = helper.make_graph(g.nodes, "lstm_convert", g.inputs, g.outputs, g.initializers)
+    graph = helper.make_graph(g.nodes, "lstm_convert", g.inputs, g.outputs)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="lstm_convert")
     proto.ir_version = 8
     specs = [u.spec() if isinstance(u, AROUND) else
@@ -246,12 +306,17 @@ def build(onnx, model: Model, *, initial_states: bool = False) -> Any:
               **{k: getattr(u, k) for k in _RECORDED if hasattr(u, k)}} for u in units]
     helper.set_model_props(proto, {METADATA_KEY: json.dumps(specs, sort_keys=True),
                                    MODEL_KEY: json.dumps(model.input_spec(), sort_keys=True)})
-    onnx.checker.check_model(proto)
-    return proto
+    # The checker sees the weights as typed, shaped graph inputs: the graph it checks is the one written.
+    checked = onnx.ModelProto()
+    checked.CopyFrom(proto)
+    checked.graph.input.extend(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(array.dtype),
+                                                             array.shape) for name, array in g.initializers)
+    onnx.checker.check_model(checked)
+    return proto, g.initializers
 
 
 class _Graph:
-    """Nodes, initializers and graph inputs / outputs being built."""
+    """Nodes, initializers (``(name, array)``) and graph inputs / outputs being built."""
 
     def __init__(self, helper, numpy_helper):
         self.helper, self.numpy_helper = helper, numpy_helper
@@ -259,8 +324,15 @@ class _Graph:
 
     def const(self, name: str, array: np.ndarray) -> str:
         array = np.asarray(array)
-        array = array.astype(np.float32) if array.dtype.kind == "f" or array.dtype.name == "bfloat16" else array
-        self.initializers.append(self.numpy_helper.from_array(np.array(array, order="C"), name))  # 0-D stays 0-D
+        array = array.astype(np.float32, copy=False) if array.dtype.kind == "f" or array.dtype.name == "bfloat16" \
+            else array
+        self.initializers.append((name, array))  # 0-D stays 0-D; written by _stream
+        return name
+
+    def deferred(self, name: str, shape: tuple[int, ...], make: Callable[[], np.ndarray]) -> str:
+        """A float initializer made only when the file is written (the gates joined then, one at a time)."""
+        self.initializers.append((name, _Deferred(tuple(shape), np.dtype(np.float32),
+                                                  lambda: np.asarray(make()).astype(np.float32, copy=False))))
         return name
 
     def node(self, op: str, inputs: list[str], name: str, outputs: int = 1, **attrs: Any) -> Any:
@@ -460,9 +532,14 @@ def _operator(g: _Graph, unit: RecurrentLayer, x: str, initial_states: bool, len
 
     lay = layout("onnx", unit.kind)
     directions = unit.direction_names
-    w = np.stack([join(lay, {n: unit.gates[(0, d, n)].W_x for n in lay.order}) for d in directions])
-    r = np.stack([join(lay, {n: unit.gates[(0, d, n)].W_h for n in lay.order}) for d in directions])
-    inputs = [x, g.const(f"{unit.name}.W", w), g.const(f"{unit.name}.R", r)]
+    size = len(lay.order) * unit.hidden_size
+
+    def stacked(role: str) -> Callable[[], np.ndarray]:
+        return lambda: np.stack([join(lay, {n: getattr(unit.gates[(0, d, n)], role) for n in lay.order})
+                                 for d in directions])
+
+    inputs = [x, g.deferred(f"{unit.name}.W", (len(directions), size, unit.input_size), stacked("W_x")),
+              g.deferred(f"{unit.name}.R", (len(directions), size, unit.hidden_size), stacked("W_h"))]
     if unit.bias:
         b = np.stack([join_bias(lay, *({n: getattr(unit.gates[(0, d, n)], role) for n in lay.order}
                                        for role in ("b_x", "b_h")))[0] for d in directions])
