@@ -191,7 +191,7 @@ def _zip_level(draw, members):
         members.append((name, draw(st.sampled_from([content, b"", b"{}"])), method))
     elif op == "rename":
         members[index] = (draw(st.sampled_from(["../" + name, "/" + name, name + "/", "x/" + name, "C:" + name,
-                                                 name.upper(), ""])), content, method)
+                                                 name.upper(), "x"])), content, method)
     elif op == "compress":
         members[index] = (name, content, zipfile.ZIP_DEFLATED if method == zipfile.ZIP_STORED else zipfile.ZIP_STORED)
     else:
@@ -231,8 +231,8 @@ def _h5_edit(draw, data: bytes, legacy: bool) -> bytes:
                 text = old.decode() if isinstance(old, bytes) else old
                 obj.attrs[key] = json.dumps(draw(_perturbed(json.loads(text))), allow_nan=True)
             else:
-                obj.attrs[key] = draw(st.one_of(st.text(max_size=12), st.integers(-5, 5),
-                                                st.lists(st.text(max_size=20), max_size=4).map(
+                text = st.text(st.characters(blacklist_characters="\0"), max_size=12)  # HDF5 strings hold no NUL
+                obj.attrs[key] = draw(st.one_of(text, st.integers(-5, 5), st.lists(text, max_size=4).map(
                                                     lambda v: np.array(v, dtype=h5py.string_dtype()))))
     return buffer.getvalue()
 

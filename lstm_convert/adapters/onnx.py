@@ -981,10 +981,43 @@ def _recorded(meta: Mapping[str, str]) -> list[dict]:
 
 
 def _attrs(node: Any) -> dict[str, Any]:
+    """A node's attributes by name; those this module reads must have the type the ONNX operators give them
+    (a file may say anything: ``perm`` as a float, ``hidden_size`` as text), else FormatError naming both."""
     from onnx import helper
 
     values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    return {name: value for name, value in values.items() if value is not None}  # None: an attribute of no type
+    values = {name: value for name, value in values.items() if value is not None}  # None: an attribute of no type
+    for name, value in values.items():
+        check = _ATTRIBUTE_TYPES.get(name)
+        if check is not None and not check[0](value):
+            raise FormatError(f"node {node.name or node.op_type} ({node.op_type}): attribute {name} is {value!r:.60}, "
+                              f"expected {check[1]}")
+    return values
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _is_ints(value: Any) -> bool:
+    return isinstance(value, list) and all(type(v) is int for v in value)
+
+
+def _is_float(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+_ATTRIBUTE_TYPES = {
+    **{name: (_is_int, "an integer") for name in ("axis", "hidden_size", "layout", "linear_before_reset", "input_forget",
+                                                  "transA", "transB", "to", "keepdims", "group", "batch_dims")},
+    **{name: (_is_ints, "a list of integers") for name in ("perm", "axes", "pads", "strides", "dilations",
+                                                           "kernel_shape")},
+    **{name: (_is_float, "a number") for name in ("clip", "alpha", "beta", "epsilon", "momentum")},
+    "direction": (lambda v: isinstance(v, bytes), "a string"),
+    "activations": (lambda v: isinstance(v, list) and all(isinstance(x, bytes) for x in v), "a list of strings"),
+    "activation_alpha": (lambda v: isinstance(v, list) and all(_is_float(x) for x in v), "a list of numbers"),
+    "activation_beta": (lambda v: isinstance(v, list) and all(_is_float(x) for x in v), "a list of numbers"),
+}
 
 
 def _read_recurrent(path: Path, node: Any, values: Mapping[str, np.ndarray], name: str,
@@ -1435,13 +1468,14 @@ def _step_selections(graph: Any, values: Mapping[str, np.ndarray]) -> tuple[set[
         if node.op_type == "Identity":
             pass
         elif node.op_type == "Transpose":
-            perm = list(attrs.get("perm", range(len(axes) - 1, -1, -1)))
+            perm = attrs.get("perm", list(range(len(axes) - 1, -1, -1)))
             if sorted(perm) != list(range(len(axes))):
                 continue
             axes = tuple(axes[p] for p in perm)
         elif node.op_type == "Squeeze":
             cut = values.get(node.input[1]) if len(node.input) > 1 else attrs.get("axes")
-            cut = [int(a) % len(axes) for a in np.atleast_1d(cut)] if cut is not None else []
+            cut = np.asarray(cut) if cut is not None else np.zeros(0, np.int64)
+            cut = [int(a) % len(axes) for a in cut.reshape(-1)] if cut.ndim <= 1 and cut.dtype.kind in "iu" else []
             if not cut or any(axes[a] != "D" for a in cut):
                 continue
             axes = tuple(a for k, a in enumerate(axes) if k not in cut)
@@ -1452,8 +1486,11 @@ def _step_selections(graph: Any, values: Mapping[str, np.ndarray]) -> tuple[set[
             axes = axes[:-2] + ("H",)
         elif node.op_type == "Gather":
             index = values.get(node.input[1]) if len(node.input) > 1 else None
-            axis = int(attrs.get("axis", 0)) % len(axes)
-            if index is None or index.ndim != 0 or axes[axis] not in ("T", "D") or \
+            axis = attrs.get("axis", 0)
+            if type(axis) is not int:
+                continue
+            axis %= len(axes)
+            if index is None or index.ndim != 0 or index.dtype.kind not in "iu" or axes[axis] not in ("T", "D") or \
                     (axes[axis] == "T" and int(index) != -1) or (axes[axis] == "D" and int(index) not in (0, -1)):
                 continue
             chosen.add(node.name)

@@ -237,7 +237,8 @@ def _module_order(metadata: Mapping[str, str], keys: list[str]) -> list[str]:
         order = _loads(metadata.get(ORDER_KEY, "null"))
     except ValueError:
         order = None
-    return order if isinstance(order, list) and sorted(order) == sorted(keys) else list(keys)
+    return order if isinstance(order, list) and all(isinstance(k, str) for k in order) \
+        and sorted(order) == sorted(keys) else list(keys)
 
 
 def _model(path: Path, arrays: dict[str, np.ndarray], kinds, source, record: dict | None = None,

@@ -25,8 +25,13 @@ def _read(path: Path, options: ReadOptions):
 
     from ..adapters import onnx
 
-    with parsing(path, "ONNX file", (DecodeError, OSError, ValueError, RecursionError)):
-        return onnx.read(path, only=options.only, inventory=options.inventory)
+    from ..errors import FormatError
+
+    try:
+        with parsing(path, "ONNX file", (DecodeError, OSError, ValueError, RecursionError)):
+            return onnx.read(path, only=options.only, inventory=options.inventory)
+    except FormatError as exc:  # a node's own error (an attribute of the wrong type) names the file too
+        raise exc.prefixed(str(path)) from None
 
 
 def _write(model, path: Path, before_rename) -> None:
