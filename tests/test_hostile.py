@@ -522,3 +522,68 @@ def test_a_destination_that_appears_while_writing_is_never_replaced(tmp_path):
     assert dest.read_bytes() == b"theirs" and sorted(p.name for p in tmp_path.iterdir()) == ["out.pt"]
     _atomic.atomic_write(dest, lambda tmp: tmp.write_bytes(b"mine"))  # allowed to replace: it does
     assert dest.read_bytes() == b"mine"
+
+
+def _edit_header(src, dst, change) -> None:
+    """A copy of safetensors ``src`` whose JSON header ``change(header)`` edited (the data kept)."""
+    import json
+    import struct
+
+    data = src.read_bytes()
+    length = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + length])
+    change(header)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    dst.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + length:])
+
+
+def test_archive_settings_and_counts_are_refused(tmp_path, seed_keras):
+    import json
+
+    src = tmp_path / "seed.safetensors"
+    files.convert(seed_keras, src)
+
+    def layers(change):
+        def edit(header):
+            specs = json.loads(header["__metadata__"]["layers"])
+            change(specs)
+            header["__metadata__"]["layers"] = json.dumps(specs)
+        return edit
+
+    def model(change):
+        def edit(header):
+            spec = json.loads(header["__metadata__"]["model"])
+            change(spec)
+            header["__metadata__"]["model"] = json.dumps(spec)
+        return edit
+
+    def tensor(header):
+        header[next(k for k in header if k != "__metadata__")]["dtype"] = ["F32"]
+
+    cases = {  # (edit, target, the message)
+        "layers": (layers(lambda s: s[0].update(num_layers=10 ** 9)), "out.pt",
+                   r"layer spec 'lstm' says num_layers 1000000000 and directions 1, but the file holds \d+ tensors"),
+        "activation": (layers(lambda s: s[1]["config"]["keras"].update(activation="relu")), "out.keras",
+                       r"d: config\['keras'\] holds 'activation', which is not a Keras setting lstm_convert carries"),
+        "unknown": (layers(lambda s: s[0]["config"]["keras"].update(bogus=1)), "out.keras",
+                    r"lstm: config\['keras'\] holds 'bogus', which is not a Keras setting"),
+        "dropout": (layers(lambda s: s[0]["config"]["keras"].update(dropout="x")), "out.keras",
+                    r"lstm: config\['keras'\]\['dropout'\] is 'x', which Keras does not take"),
+        "shape": (model(lambda m: m.update(input_shape=["a", "b"])), "out.keras",
+                  r"model input_shape must hold positive integers or None, got \('a', 'b'\)"),
+        "source": (model(lambda m: m.update(source="text")), "out.pt", r"model: source must be a mapping, got str$"),
+        "dtype": (tensor, "out.pt", r"has dtype \['F32'\], not one lstm_convert reads"),
+    }
+    for label, (edit, target, message) in cases.items():
+        path = tmp_path / f"{label}.safetensors"
+        _edit_header(src, path, edit)
+        start = time.monotonic()
+        code, err, _ = cli("convert", str(path), str(tmp_path / target), timeout=60)
+        assert code == 1 and re.search(message, one_line(err)), (label, err)
+        assert time.monotonic() - start < 30 and not (tmp_path / target).exists()
+    deep = tmp_path / "deep.safetensors"
+    raw = b"[" * 100_000 + b"]" * 100_000
+    deep.write_bytes(len(raw).to_bytes(8, "little") + raw)
+    code, err, _ = cli("inspect", str(deep))
+    assert code == 1 and one_line(err).endswith("(header is not JSON: nested deeper than any model configuration)")
