@@ -1380,14 +1380,14 @@ def _fold_constants(path: Path, nodes: list[Any], values: dict[str, np.ndarray])
     folded: set[str] = set()
     for node in nodes:
         inputs = [i for i in node.input if i]
-        if node.op_type not in _CONSTANT_OPS or not inputs or not all(i in values for i in inputs) \
+        if node.op_type not in _CONSTANT_OPS or not inputs or not node.input[0] or not all(i in values for i in inputs) \
                 or len(node.output) != 1 or node.output[0] in values:
             continue
         attrs = _attrs(node)
         args = [values[i] if i else None for i in node.input]
         try:
             out = _constant_op(node.op_type, args, attrs, helper)
-        except (ValueError, IndexError, TypeError, KeyError) as exc:  # what NumPy raises on inconsistent shapes
+        except (ValueError, IndexError, TypeError, KeyError, ZeroDivisionError) as exc:  # inconsistent shapes, axes
             raise FormatError(f"{path}: node {node.name or node.op_type} ({node.op_type}) cannot be computed from "
                               f"its constant inputs ({exc})") from None
         values[node.output[0]] = out
