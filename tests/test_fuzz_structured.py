@@ -231,7 +231,7 @@ def _h5_edit(draw, data: bytes, legacy: bool) -> bytes:
                 text = old.decode() if isinstance(old, bytes) else old
                 obj.attrs[key] = json.dumps(draw(_perturbed(json.loads(text))), allow_nan=True)
             else:
-                text = st.text(st.characters(blacklist_characters="\0"), max_size=12)  # HDF5 strings hold no NUL
+                text = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=12)  # HDF5 strings hold no NUL
                 obj.attrs[key] = draw(st.one_of(text, st.integers(-5, 5), st.lists(text, max_size=4).map(
                                                     lambda v: np.array(v, dtype=h5py.string_dtype()))))
     return buffer.getvalue()

@@ -650,10 +650,16 @@ def read(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: bool =
         for tensor in sub.initializer:
             if tensor.name in values:
                 raise FormatError(f"{path}: initializer {tensor.name} appears twice")
-            values[tensor.name] = numpy_helper.to_array(tensor)
+            try:
+                values[tensor.name] = numpy_helper.to_array(tensor)
+            except (TypeError, ValueError) as exc:  # an undefined element type, data that does not fit the dims
+                raise FormatError(f"{path}: initializer {tensor.name!r} cannot be read ({exc})") from None
     for node in every:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+            try:
+                values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+            except (TypeError, ValueError) as exc:
+                raise FormatError(f"{path}: constant {node.name or node.output[0]!r} cannot be read ({exc})") from None
     folded = _fold_constants(path, every, values)
     consumers: dict[str, list[Any]] = {}
     for node in every:
@@ -976,8 +982,15 @@ def _recorded(meta: Mapping[str, str]) -> list[dict]:
         specs = _loads(meta.get(METADATA_KEY, "[]"))
     except ValueError:
         return []
-    return [s for s in specs if isinstance(s, dict) and isinstance(s.get("name"), str)] \
+    specs = [s for s in specs if isinstance(s, dict) and isinstance(s.get("name"), str)] \
         if isinstance(specs, list) else []
+    for spec in specs:  # what a layer computes is in its record: a damaged one is refused, never half-used
+        config, source = spec.get("config", {}), spec.get("source", {})
+        if not isinstance(config, dict) or not isinstance(source, dict) or not all(
+                isinstance(config[k], dict) for k in ("keras", "torch", "onnx") if k in config):
+            raise FormatError(f"the lstm_convert record of layer {spec['name']!r} (metadata {METADATA_KEY}) is "
+                              "malformed: its config and source must be objects")
+    return specs
 
 
 def _attrs(node: Any) -> dict[str, Any]:

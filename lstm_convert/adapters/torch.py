@@ -325,7 +325,9 @@ def state_chunks(weights: Layer | Model) -> dict[str, list[np.ndarray]]:
         return layer_state_chunks(weights)
     out: dict[str, list[np.ndarray]] = {}
     for layer in weights.layers:
-        prefix = layer.config.get("torch", {}).get("prefix", f"{layer.name}.")
+        recorded = layer.config.get("torch")
+        prefix = recorded.get("prefix") if isinstance(recorded, Mapping) else None
+        prefix = prefix if isinstance(prefix, str) else f"{layer.name}."
         for param, chunks in layer_state_chunks(layer).items():
             if prefix + param in out:
                 raise FormatError(f"{layer.name}: key {prefix + param} would appear twice in the state dict")
