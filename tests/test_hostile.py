@@ -544,19 +544,16 @@ def test_archive_settings_and_counts_are_refused(tmp_path, seed_keras):
     src = tmp_path / "seed.safetensors"
     files.convert(seed_keras, src)
 
-    def layers(change):
-        def edit(header):
-            specs = json.loads(header["__metadata__"]["layers"])
-            change(specs)
-            header["__metadata__"]["layers"] = json.dumps(specs)
-        return edit
+    def metadata(key):  # an edit of one JSON value of the archive's metadata
+        def edits(change):
+            def edit(header):
+                value = json.loads(header["__metadata__"][key])
+                change(value)
+                header["__metadata__"][key] = json.dumps(value)
+            return edit
+        return edits
 
-    def model(change):
-        def edit(header):
-            spec = json.loads(header["__metadata__"]["model"])
-            change(spec)
-            header["__metadata__"]["model"] = json.dumps(spec)
-        return edit
+    layers, model = metadata("layers"), metadata("model")
 
     def tensor(header):
         header[next(k for k in header if k != "__metadata__")]["dtype"] = ["F32"]
