@@ -116,7 +116,10 @@ def _write(model: Model, path: Path, form: formats.Format, verdict: formats.Verd
                     + assumed(model) + verdict.notes)
     text = form.module_source(model) if module is not None else None  # made before anything is written
     with _atomic.no_replace(not overwrite):
-        form.write(model, path, before_rename)
+        try:
+            form.write(model, path, before_rename)
+        except MemoryError:  # the temporary file is gone already (atomic_write removes it on any exception)
+            raise FormatError(f"{path}: writing it needs more memory than this machine has free") from None
         if text is not None:
             _atomic.atomic_write(module, lambda tmp: tmp.write_text(text, encoding="utf-8"), suffix=".py",
                                  before_rename=before_rename)
