@@ -69,10 +69,9 @@ def read_keras(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: 
         raise FormatError(f"{path}: not a readable .keras file ({exc})") from None
     version = str(metadata.get("keras_version", "3"))
     source = {"framework": "keras", "framework_version": version, "file_format": "keras"}
-    if isinstance(weights, _Window):
-        _hdf5.vet(path, "model.weights.h5", lambda: h5py.File(_Window(path, member), "r"), member.file_size)
-    else:
-        _hdf5.vet(path, "model.weights.h5", lambda: h5py.File(io.BytesIO(weights.getvalue()), "r"), member.file_size)
+    # The walk opens its own view of the weights (in the child that runs it), so that this one is untouched.
+    fresh = (lambda: _Window(path, member)) if isinstance(weights, _Window) else (lambda: io.BytesIO(weights.getvalue()))
+    _hdf5.vet(path, "model.weights.h5", lambda: h5py.File(fresh(), "r"), member.file_size)
     try:
         store = h5py.File(weights, "r")
     except OSError as exc:
