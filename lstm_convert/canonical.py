@@ -935,6 +935,9 @@ class Model(_BitEqual):
                 raise ConfigError(f"a model holds RecurrentLayer, Dense, Embedding, Masking, "
                                   f"{', '.join(c.__name__ for c in AROUND)} layers, got {type(layer).__name__}")
         if self.input_shape is not None:
+            if not isinstance(self.input_shape, (tuple, list)):
+                raise ConfigError(f"model input_shape must be a sequence of positive integers or None, got "
+                                  f"{self.input_shape!r}")
             shape = tuple(self.input_shape)
             if not all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in shape):
                 raise ConfigError(f"model input_shape must hold positive integers or None, got {self.input_shape!r}")
