@@ -159,8 +159,6 @@ def test_keras_external_storage_is_refused(tmp_path, seed_keras, secret):
 
 
 def test_h5_links_and_virtual_datasets_are_refused(tmp_path, seed_h5, secret):
-    import shutil
-
     import h5py
 
     other = tmp_path / "other.h5"
@@ -175,11 +173,20 @@ def test_h5_links_and_virtual_datasets_are_refused(tmp_path, seed_h5, secret):
                     r"is a virtual dataset \(its values are read from other datasets or files\): refused"),
     }
     for label, (make, message) in cases.items():
-        path = tmp_path / f"{label}.h5"
-        shutil.copy(seed_h5, path)
-        with h5py.File(path, "r+") as h5:
-            _replace(h5, _h5_kernel(h5), make)
+        path = _edited_h5(seed_h5, tmp_path / f"{label}.h5", make)
         _assert_refused(tmp_path, path, message)
+
+
+def _edited_h5(src, dst, make):
+    """A copy of .h5 ``src`` whose LSTM kernel ``make`` replaced (see :func:`_replace`)."""
+    import shutil
+
+    import h5py
+
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as h5:
+        _replace(h5, _h5_kernel(h5), make)
+    return dst
 
 
 def _layout(h5py, other, shape, dtype):
@@ -189,10 +196,6 @@ def _layout(h5py, other, shape, dtype):
 
 
 def test_h5_datasets_larger_than_their_storage_are_refused(tmp_path, seed_h5):
-    import shutil
-
-    import h5py
-
     cases = {  # a huge dataset never written (fill values), and one compressed a thousandfold
         "unallocated": (lambda g, leaf, shape, dtype: g.create_dataset(leaf, shape=(20000, 20000), dtype="float32"),
                         r"declares 1600000000 bytes but stores 0: refused"),
@@ -201,10 +204,7 @@ def test_h5_datasets_larger_than_their_storage_are_refused(tmp_path, seed_h5):
                  r"would expand from \d+ to 64000000 bytes: refused as a compression bomb"),
     }
     for label, (make, message) in cases.items():
-        path = tmp_path / f"{label}.h5"
-        shutil.copy(seed_h5, path)
-        with h5py.File(path, "r+") as h5:
-            _replace(h5, _h5_kernel(h5), make)
+        path = _edited_h5(seed_h5, tmp_path / f"{label}.h5", make)
         assert path.stat().st_size < 2 << 20
         code, err, peak = memory_of("convert", str(path), str(tmp_path / "out.pt"))
         assert code == 1 and re.search(message, one_line(err)), err
