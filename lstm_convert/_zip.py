@@ -46,17 +46,11 @@ class Zip:
     def close(self) -> None:
         self.archive.close()
 
-    def info(self, name: str) -> zipfile.ZipInfo:
+    def getinfo(self, name: str) -> zipfile.ZipInfo:
         return self.archive.getinfo(name)
-
-    getinfo = info
 
     def namelist(self) -> list[str]:
         return list(self.names)
-
-    def data_start(self, name: str) -> int:
-        """Where a member's (stored) bytes begin in the file."""
-        return self._starts[name]
 
     def read(self, name: str) -> bytes:
         """A member's bytes, decompressed into a buffer of its declared size (zipfile reads no further, and
@@ -81,7 +75,6 @@ class Zip:
         size = self.path.stat().st_size
         seen: set[str] = set()
         spans = []
-        self._starts: dict[str, int] = {}
         with open(self.path, "rb") as handle:
             for info in infos:
                 name = info.filename
@@ -118,7 +111,6 @@ class Zip:
                     raise FormatError(f"{self.path}: {name} would expand from {info.compress_size} to "
                                       f"{info.file_size} bytes: refused as a zip bomb")
                 spans.append((info.header_offset, start + info.compress_size, name))
-                self._starts[name] = start
         spans.sort()
         for (_, end, name), (begin, _, other) in zip(spans, spans[1:]):
             if begin < end:

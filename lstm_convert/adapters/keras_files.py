@@ -57,10 +57,10 @@ def read_keras(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: 
             if missing:
                 raise FormatError(f"{path}: not a .keras file: the zip lacks {missing}")
             for name in _MEMBERS:
-                _check_member(path, archive.info(name))
+                _check_member(path, archive.getinfo(name))
             config = _json(path, "config.json", archive.read("config.json"))
             metadata = _json(path, "metadata.json", archive.read("metadata.json"))
-            member = archive.info("model.weights.h5")
+            member = archive.getinfo("model.weights.h5")
             if member.compress_type == zipfile.ZIP_STORED:  # as Keras writes it: read in place, no copy
                 weights = _Window(path, member)
             else:

@@ -53,7 +53,7 @@ def _arrays(path: Path, only) -> dict:
         for name in archive.names:
             if not name.endswith(".npy"):
                 raise FormatError(f"{path}: member {name!r} is not an .npy array")
-            info = archive.info(name)
+            info = archive.getinfo(name)
             with archive.archive.open(info) as member:
                 shape, fortran, dtype = _header(path, name, member)
                 offset = member.tell()
