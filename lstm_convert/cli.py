@@ -44,20 +44,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (| head): nothing more to say
         return 1
     except LSTMConvertError as exc:
-        if _RECEIVED:
-            print("lstm-convert: interrupted; no partial file is left", file=sys.stderr)
-            return 128 + _RECEIVED[-1]
+        if _RECEIVED:  # the interrupt, turned into an error by the code it stopped
+            return _interrupted(_RECEIVED[-1])
         if debug:
             raise
         print(f"lstm-convert: error: {shown(exc.cli_text())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        print("lstm-convert: interrupted; no partial file is left", file=sys.stderr)
-        return 128 + getattr(exc, "signum", signal.SIGINT)
+        return _interrupted(getattr(exc, "signum", signal.SIGINT))
     except Exception as exc:  # noqa: BLE001 - not a refusal of the library: a bug, reported as one
         if _RECEIVED:  # the interrupt, re-raised as another exception by the code it stopped (an import, say)
-            print("lstm-convert: interrupted; no partial file is left", file=sys.stderr)
-            return 128 + _RECEIVED[-1]
+            return _interrupted(_RECEIVED[-1])
         if debug:
             raise
         text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
@@ -68,6 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for sig, previous in handlers.items():
             signal.signal(sig, previous)
+
+
+def _interrupted(signum: int) -> int:
+    print("lstm-convert: interrupted; no partial file is left", file=sys.stderr)
+    return 128 + signum
 
 
 class _Interrupted(KeyboardInterrupt):
