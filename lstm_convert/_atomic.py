@@ -43,6 +43,23 @@ def exists(path: str | os.PathLike) -> bool:
     return os.path.lexists(path)
 
 
+def open_output(path: str | os.PathLike):
+    """Open ``path`` to be written from its start, as a binary file object, creating it if need be.
+
+    A new or empty file (the temporary file :func:`atomic_write` made) is not truncated: on ext4,
+    truncating a file arms its flush-on-close, so that ``close()`` would wait until the whole file is on
+    disk. A file that holds data is truncated, as ``open(path, "wb")`` would.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_size:
+            os.ftruncate(fd, 0)
+        return os.fdopen(fd, "r+b")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, suffix: str = ".tmp",
                  before_rename: Callable[[], None] | None = None) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then ``before_rename()`` (a check that must

@@ -20,12 +20,13 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ._atomic import open_output
+from ._stream import Stream
 from ._json import loads as _loads
 from ._optional import require
 from .errors import FormatError
@@ -206,46 +207,25 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
     placeholder = header({name: "0" * 64 for name in names}, [], reserve=8192 if digests else 0)
     hashers = {name: hashlib.sha256() for name in names} if digests else {}
 
-    def inspect(name: str, chunk: np.ndarray, raw: memoryview) -> None:
-        hashers[name].update(raw)
-        values = chunk.astype(np.float32) if chunk.dtype.name == "bfloat16" else chunk
+    def inspect(name: str, piece: np.ndarray) -> None:
+        hashers[name].update(piece.view(np.uint8).data)
+        values = piece.astype(np.float32) if piece.dtype.name == "bfloat16" else piece
         if values.dtype.kind == "f" and not np.isfinite(values).all() and name not in bad_names:
             bad_names.append(name)
-    with open(path, "wb") as out, ThreadPoolExecutor(max_workers=1) as pool:
+    with open_output(path) as out:
         out.write(len(placeholder).to_bytes(8, "little"))
         out.write(placeholder)
-        pending = None
-        for name, chunks in zip(names, layout):
-            for chunk in chunks:
-                data = _contiguous(chunk)
-                if data.dtype.byteorder == ">":
-                    data = data.byteswap().view(data.dtype.newbyteorder("<"))
-                raw = data.reshape(-1).view(np.uint8).data
-                if digests:  # hash and scan this piece in the other thread while writing it here
-                    if pending is not None:
-                        pending.result()
-                    pending = pool.submit(inspect, name, data, raw)
-                out.write(raw)
-        if pending is not None:
-            pending.result()
+        stream = Stream(out, inspect if digests else None)
+        try:
+            for name, chunks in zip(names, layout):
+                for chunk in chunks:
+                    stream.write(name, chunk)
+            stream.finish()
+        finally:
+            stream.close()
         if digests:
             final = header({name: hashers[name].hexdigest() for name in names}, bad_names)
             final = final.rstrip(b" ")
             final += b" " * (len(placeholder) - len(final))
             out.seek(8)
             out.write(final)
-
-
-def _contiguous(array: np.ndarray, block: int = 256) -> np.ndarray:
-    """A C-ordered copy of ``array`` if it is not one already; a transposed matrix (a Keras gate block)
-    is copied in square tiles, which stays in the cache and is about twice as fast as a plain copy."""
-    if array.flags.c_contiguous:
-        return array
-    if array.ndim != 2:
-        return np.ascontiguousarray(array)
-    out = np.empty(array.shape, array.dtype)
-    rows, cols = array.shape
-    for i in range(0, rows, block):
-        for j in range(0, cols, block):
-            out[i:i + block, j:j + block] = array[i:i + block, j:j + block]
-    return out

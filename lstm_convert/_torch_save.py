@@ -21,12 +21,12 @@ import math
 import struct
 import zlib
 from collections.abc import Mapping, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from ._safetensors import _contiguous
+from ._atomic import open_output
+from ._stream import Stream
 
 _STORAGES = {"float32": "FloatStorage", "float64": "DoubleStorage", "float16": "HalfStorage",
              "bfloat16": "BFloat16Storage", "int64": "LongStorage"}  # int64: BatchNorm's num_batches_tracked
@@ -45,35 +45,27 @@ def write(path: str | Path, tensors: Iterable[tuple[str, Sequence[np.ndarray]]],
             raise ValueError(f"{name}: dtype {first.dtype} has no torch storage")
         shape = (sum(c.shape[0] for c in chunks), *first.shape[1:]) if first.ndim else ()
         entries.append((name, str(key), first.dtype.name, shape, chunks))
-    with open(path, "wb") as out, ThreadPoolExecutor(max_workers=1) as pool:
+    with open_output(path) as out:
         zip_file = _Zip(out)
-        zip_file.add(f"{folder}/data.pkl", [np.frombuffer(_pickle(entries), np.uint8)])
-        zip_file.add(f"{folder}/byteorder", [np.frombuffer(b"little", np.uint8)])
-        # Each storage's CRC-32 is needed before its header: the other thread computes the next one's
-        # while this one writes the current one.
-        # (A storage is made contiguous in that thread too, so at most two are copied at a time.)
-        ahead = pool.submit(_prepared, entries[0][4]) if entries else None
-        for index, (_, key, _, _, _) in enumerate(entries):
-            crc, pieces = ahead.result()
-            if index + 1 < len(entries):
-                ahead = pool.submit(_prepared, entries[index + 1][4])
-            zip_file.add(f"{folder}/data/{key}", pieces, align=_ALIGN, crc=crc)
+        zip_file.add(f"{folder}/data.pkl", _pickle(entries))
+        zip_file.add(f"{folder}/byteorder", b"little")
+        # A storage's CRC-32 belongs in its header, before its data: the other thread computes it as the
+        # data is written, and finish() writes it into the header afterwards.
+        crcs = {key: 0 for _, key, *_ in entries}
+
+        def crc(key: str, piece: np.ndarray) -> None:
+            crcs[key] = zlib.crc32(piece.view(np.uint8).data, crcs[key])
+        stream = Stream(out, crc)
+        try:
+            for _, key, _, _, chunks in entries:
+                zip_file.add(f"{folder}/data/{key}", stream, key=key, chunks=chunks, align=_ALIGN)
+            stream.finish()
+        finally:
+            stream.close()
         for name, data in (records or {}).items():
-            zip_file.add(f"{folder}/{name}", [np.frombuffer(data, np.uint8)])
-        zip_file.add(f"{folder}/version", [np.frombuffer(b"3\n", np.uint8)])
-        zip_file.finish()
-
-
-def _prepared(chunks: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
-    pieces = [_contiguous(c).reshape(-1).view(np.uint8) for c in chunks]
-    return _crc(pieces), pieces
-
-
-def _crc(pieces: list[np.ndarray]) -> int:
-    crc = 0
-    for piece in pieces:
-        crc = zlib.crc32(piece.data, crc)
-    return crc
+            zip_file.add(f"{folder}/{name}", data)
+        zip_file.add(f"{folder}/version", b"3\n")
+        zip_file.finish(crcs)
 
 
 class _Zip:
@@ -82,13 +74,16 @@ class _Zip:
     def __init__(self, out):
         self.out, self.offset, self.central = out, 0, []
 
-    def _write(self, data) -> None:
+    def _write(self, data: bytes) -> None:
         self.out.write(data)
-        self.offset += len(data) if isinstance(data, (bytes, bytearray)) else data.nbytes
+        self.offset += len(data)
 
-    def add(self, name: str, pieces: list[np.ndarray], align: int = 1, crc: int | None = None) -> None:
-        crc = _crc(pieces) if crc is None else crc
-        size = sum(piece.nbytes for piece in pieces)
+    def add(self, name: str, data: bytes | Stream, key: str | None = None, chunks: Sequence[np.ndarray] = (),
+            align: int = 1) -> None:
+        """A member holding ``data``, or ``chunks`` written through the stream ``data`` (their CRC is filled
+        in by :meth:`finish`, under ``key``)."""
+        size = len(data) if isinstance(data, (bytes, bytearray)) else sum(np.asarray(c).nbytes for c in chunks)
+        crc = zlib.crc32(data) if isinstance(data, (bytes, bytearray)) else 0
         encoded = name.encode("utf-8")
         zip64 = struct.pack("<HHQQ", 0x0001, 16, size, size)
         fixed = 30 + len(encoded) + len(zip64)
@@ -97,11 +92,25 @@ class _Zip:
         header_offset = self.offset
         self._write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, 0, 0, 0x21, crc, 0xFFFFFFFF, 0xFFFFFFFF,
                                 len(encoded), len(extra)) + encoded + extra)
-        for piece in pieces:
-            self._write(piece.data)
-        self.central.append((encoded, crc, size, header_offset))
+        if isinstance(data, (bytes, bytearray)):
+            self._write(data)
+        else:
+            before = data.written
+            for chunk in chunks:
+                data.write(key, chunk)
+            self.offset += data.written - before
+        self.central.append((encoded, crc, size, header_offset, key))
 
-    def finish(self) -> None:
+    def finish(self, crcs: Mapping[str, int]) -> None:
+        """Write the streamed members' CRCs into their headers, then the central directory."""
+        end = self.offset
+        for _, _, _, header_offset, key in self.central:
+            if key is not None:
+                self.out.seek(header_offset + 14)
+                self.out.write(struct.pack("<I", crcs[key]))
+        self.out.seek(end)
+        self.central = [(encoded, crcs[key] if key is not None else crc, size, offset)
+                        for encoded, crc, size, offset, key in self.central]
         start = self.offset
         for encoded, crc, size, header_offset in self.central:
             extra = struct.pack("<HHQQQ", 0x0001, 24, size, size, header_offset)

@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from .._atomic import atomic_write
+from .._atomic import atomic_write, open_output
 from .._json import loads as _loads
 from .._optional import require
 from ..canonical import (
@@ -206,7 +206,7 @@ def _stream(onnx, proto: Any, arrays: list[tuple[str, np.ndarray]], path: Path) 
     rest.CopyFrom(proto)
     rest.ClearField("graph")
     total = len(graph) + sum(1 + len(_varint(body)) + body for *_, body in entries)
-    with open(path, "r+b") as out:
+    with open_output(path) as out:
         out.write(rest.SerializeToString())
         out.write(b"\x3a" + _varint(total))  # ModelProto.graph: field 7, length-delimited
         out.write(graph)
