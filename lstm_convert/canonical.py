@@ -292,8 +292,11 @@ class RecurrentLayer(_BitEqual):
             projections = {(0, d): w for (i, d), w in self.projections.items() if i == index}
             peepholes = {(0, d, g): p for (i, d, g), p in self.peepholes.items() if i == index}
             last = index == self.num_layers - 1  # only the top layer may return its last step alone
+            # A framework's record names the stacked module (a PyTorch key prefix, say), which no single
+            # layer of it is: each is then named by its own name.
+            config = {k: v for k, v in self.config.items() if k not in ("torch",)}
             out.append(dataclasses.replace(
-                self, name=self.name if index == 0 else f"{self.name}_l{index}", num_layers=1,
+                self, name=self.name if index == 0 else f"{self.name}_l{index}", num_layers=1, config=config,
                 input_size=self.fan_in(index), gates=gates, projections=projections, peepholes=peepholes,
                 go_backwards=self.go_backwards and index == 0,  # the stack reverses its input once
                 return_sequences=self.return_sequences or not last, return_state=self.return_state and last,

@@ -223,6 +223,32 @@ def test_pt_file_with_embedding_to_onnx_and_inspect(tmp_path, rng, capsys):
                  "embed=embedding"]) == 0
 
 
+def test_stacked_state_dict_through_onnx_and_back_to_torch(tmp_path, rng, capsys):
+    """A bare nn.LSTM state dict (keys without a prefix) of a 2-layer bidirectional stack becomes one ONNX
+    operator per layer; reading it back, each layer is its own module, so the keys no longer collide."""
+    from safetensors.numpy import load_file
+    module = random_torch_lstm(rng, input_size=3, hidden_size=4, num_layers=2, bidirectional=True)
+    torch.save(module.state_dict(), tmp_path / "stack.pt")
+    assert main(["convert", str(tmp_path / "stack.pt"), str(tmp_path / "stack.onnx")]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "stack.onnx")]) == 0
+    assert main(["convert", str(tmp_path / "stack.onnx"), str(tmp_path / "back.safetensors"), "--to", "torch"]) == 0
+    state = load_file(tmp_path / "back.safetensors")
+    assert sorted(k.split(".")[0] for k in state if k.endswith("weight_ih_l0")) == ["lstm", "lstm_l1"]
+    lower, upper = torch.nn.LSTM(3, 4, bidirectional=True, batch_first=True), \
+        torch.nn.LSTM(8, 4, bidirectional=True, batch_first=True)
+    lower.load_state_dict({k.split(".", 1)[1]: torch.from_numpy(v) for k, v in state.items() if k.startswith("lstm.")})
+    upper.load_state_dict({k.split(".", 1)[1]: torch.from_numpy(v) for k, v in state.items()
+                           if k.startswith("lstm_l1.")})
+    x = torch.from_numpy(rng.normal(size=(2, 5, 3)).astype("float32"))
+    module.batch_first = True
+    with torch.no_grad():
+        expected, _ = module(x)
+        got, _ = upper(lower(x)[0])
+    assert got.shape == expected.shape == (2, 5, 8)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=0, atol=1e-6)
+
+
 def sample(directory, rng):
     """An ONNX file of a GRU and a Dense (as this tool writes it), for the conformance suite (test_formats.py)."""
     model = lc.Model((lc.from_torch(random_torch_lstm(rng, input_size=3, hidden_size=2, module="GRU"), name="gru"),
