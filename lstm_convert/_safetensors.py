@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _dtypes
 from ._atomic import open_output
-from ._stream import Stream
 from ._json import loads as _loads
 from ._optional import require
+from ._stream import Stream
 from .errors import FormatError
 
 DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
@@ -61,7 +62,26 @@ class Entry:
 
 
 class File:
-    """An opened safetensors file: its metadata, its entries, and arrays viewing the mapped file."""
+    """An opened safetensors file: its metadata, its entries, and arrays viewing the mapped file.
+
+    :meth:`open` returns the file last opened if it is the same, unchanged (recognising a file's format
+    and then reading it parse its header once: 16,000 entries take about 0.15 s).
+    """
+
+    _last: tuple[tuple, File] | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> File:
+        try:
+            info = os.stat(path)
+            key = (os.path.realpath(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        except OSError:
+            return cls(path)
+        if cls._last is not None and cls._last[0] == key:
+            return cls._last[1]
+        opened = cls(path)
+        cls._last = (key, opened)
+        return opened
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -187,11 +207,17 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
             raise ValueError(f"{name}: chunks differ in dtype or trailing shape")
         shape = [sum(c.shape[0] for c in chunks), *first.shape[1:]] if first.ndim else []
         nbytes = sum(c.nbytes for c in chunks)
-        entries[name] = {"dtype": CODES[first.dtype.name], "shape": shape, "data_offsets": [offset, offset + nbytes]}
+        entries[name] = {"dtype": CODES[_dtypes.name(first.dtype)], "shape": shape,
+                         "data_offsets": [offset, offset + nbytes]}
         layout.append(chunks)
         offset += nbytes
     names = list(entries)
     bad_names: list[str] = []
+
+    if "__metadata__" in entries:
+        raise ValueError("a tensor cannot be named __metadata__")
+    # What json.dumps({"__metadata__": ..., **entries}) would give, the entries' part serialised once.
+    tensors_json = "," + json.dumps(entries, separators=(",", ":"))[1:-1] if entries else ""
 
     def header(hashes: Mapping[str, str], bad: list[str], reserve: int = 0) -> bytes:
         meta = dict(metadata)
@@ -199,7 +225,7 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
             meta[digests] = json.dumps(hashes, separators=(",", ":"))
         if non_finite:
             meta[non_finite] = json.dumps(bad[:100] + ([f"... {len(bad) - 100} more"] if len(bad) > 100 else []))
-        raw = json.dumps({"__metadata__": meta, **entries}, separators=(",", ":")).encode("utf-8")
+        raw = ('{"__metadata__":' + json.dumps(meta, separators=(",", ":")) + tensors_json + "}").encode("utf-8")
         return raw + b" " * (reserve + (-(len(raw) + reserve) % 8))
 
     # The final header (digests, and which tensors hold NaN or infinity) is written over this one,
@@ -209,7 +235,7 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
 
     def inspect(name: str, piece: np.ndarray) -> None:
         hashers[name].update(piece.view(np.uint8).data)
-        values = piece.astype(np.float32) if piece.dtype.name == "bfloat16" else piece
+        values = piece.astype(np.float32) if _dtypes.name(piece.dtype) == "bfloat16" else piece
         if values.dtype.kind == "f" and not np.isfinite(values).all() and name not in bad_names:
             bad_names.append(name)
     with open_output(path) as out:

@@ -32,22 +32,31 @@ class Stream:
         self.written = 0
 
     def write(self, key: str, array: np.ndarray) -> None:
-        data = contiguous(np.asarray(array))
+        data = array if isinstance(array, np.ndarray) else np.asarray(array)
+        if not data.flags.c_contiguous:
+            data = contiguous(data)
         if data.dtype.byteorder == ">":
             data = data.byteswap().view(data.dtype.newbyteorder("<"))
+        if data.nbytes <= PIECE:  # most tensors: one piece
+            self._piece(key, data)
+            return
         flat = data.reshape(-1)
-        step = max(1, PIECE // max(flat.itemsize, 1))
+        step = max(1, PIECE // flat.itemsize)
         for start in range(0, flat.size, step):
-            piece = flat[start:start + step]
-            self.out.write(piece.view(np.uint8).data)
-            self.written += piece.nbytes
-            if self.inspect is None:
-                release(piece)
-                continue
-            self.batch.append((key, piece))
-            self.size += piece.nbytes
-            if self.size >= PIECE:
-                self._hand_off()
+            self._piece(key, flat[start:start + step])
+
+    def _piece(self, key: str, piece: np.ndarray) -> None:
+        if not piece.nbytes:
+            return
+        self.out.write(piece.reshape(-1).view(np.uint8))
+        self.written += piece.nbytes
+        if self.inspect is None:
+            release(piece)
+            return
+        self.batch.append((key, piece))
+        self.size += piece.nbytes
+        if self.size >= PIECE:
+            self._hand_off()
 
     def finish(self) -> None:
         """Wait until every piece written is inspected."""
@@ -82,10 +91,12 @@ class Stream:
 def release(array: np.ndarray) -> None:
     """Drop the pages under ``array`` from this process if it views a read-only memory-mapped file
     (``np.memmap``); any other array is left alone."""
+    if array.nbytes < mmap.PAGESIZE:
+        return
     base = array
     while base is not None and not isinstance(base, mmap.mmap):
         base = getattr(base, "base", None)
-    if base is None or array.nbytes < mmap.PAGESIZE:
+    if base is None:
         return
     try:
         whole = np.frombuffer(base, np.uint8, count=1)

@@ -42,6 +42,7 @@ is bit for bit, dtypes included.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 from collections.abc import Callable, Iterator, Mapping
@@ -51,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _dtypes
 from .activations import ACTIVATIONS
 from .errors import ConfigError, SettingError, ShapeError, UnsupportedError
 from .gates import GATES, param_count
@@ -383,7 +385,7 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
 def _frozen_array(array: Any, shape: tuple[int, ...], dtype: np.dtype | None, label: str) -> np.ndarray:
     """A read-only view of ``array`` after checking its dtype (floating, and ``dtype`` if given) and shape."""
     array = np.asarray(array)
-    if array.dtype.name not in FLOAT_DTYPES:
+    if _dtypes.name(array.dtype) not in FLOAT_DTYPES:
         raise ShapeError(f"{label}: expected a floating dtype {FLOAT_DTYPES}, got {array.dtype}")
     if dtype is not None and array.dtype != dtype:
         raise ShapeError(f"{label}: expected dtype {dtype} like the other tensors, got {array.dtype}")
@@ -951,7 +953,7 @@ class Model(_BitEqual):
         if self.input_dtype is not None and not isinstance(self.input_dtype, str):
             raise ConfigError(f"model input_dtype must be a dtype name, got {self.input_dtype!r}")
         names = [layer.name for layer in layers]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        duplicates = sorted(n for n, count in collections.Counter(names).items() if count > 1)
         if duplicates:
             raise ConfigError(f"layer names must be unique, got {duplicates} more than once")
         object.__setattr__(self, "layers", layers)

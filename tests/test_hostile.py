@@ -503,6 +503,8 @@ def test_ctrl_c_while_starting_is_quiet(tmp_path):
             time.sleep(delay)
             proc.send_signal(sig)
             out, err = proc.communicate(timeout=60)
+            if err.startswith("Fatal Python error: init_import_site"):
+                continue  # on a loaded machine the signal came while Python itself started, before any program
             assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
             assert proc.returncode in (128 + sig, -sig), (delay, proc.returncode, err)
 

@@ -81,7 +81,7 @@ def check_digests(path: str | os.PathLike) -> None:
     """Check every tensor of an archive against the SHA-256 recorded when it was written; FormatError
     naming the tensors that differ."""
     path = Path(path)
-    handle = st.File(path)
+    handle = st.File.open(path)
     _specs(path, handle.metadata)
     digests = _json(path, handle.metadata, DIGESTS, dict)
     missing = sorted(set(handle.entries) - set(digests))
@@ -104,7 +104,7 @@ def read(path: str | os.PathLike, *, header_only: bool = False, check: bool = Tr
     takes no memory (for ``inspect``).
     """
     path = Path(path)
-    handle = st.File(path)
+    handle = st.File.open(path)
     metadata = handle.metadata
     specs = _specs(path, metadata)
     if metadata.get("format_version") == "1":
@@ -140,7 +140,7 @@ def recorded_non_finite(path: str | os.PathLike) -> list[str] | None:
     """The tensors that held NaN or infinity when the archive was written, as its header records; None
     when it records nothing readable."""
     try:
-        recorded = _loads(st.File(path).metadata.get(NON_FINITE, "null"))
+        recorded = _loads(st.File.open(path).metadata.get(NON_FINITE, "null"))
     except ValueError:
         return None
     return [str(name) for name in recorded] if isinstance(recorded, list) else None

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _dtypes
 from .._optional import require
 from ..canonical import (
     AROUND,
@@ -566,6 +567,6 @@ def to_numpy(torch, key: str, value: Any, *, floating: bool = True) -> np.ndarra
 def from_numpy(torch, array: np.ndarray) -> Any:
     """A tensor owning a copy of ``array`` (canonical arrays are read-only)."""
     array = np.array(array, order="C", copy=True)
-    if array.dtype.name == "bfloat16":
+    if _dtypes.name(array.dtype) == "bfloat16":
         return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(array)

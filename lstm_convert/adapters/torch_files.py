@@ -183,7 +183,7 @@ def read_safetensors(path: str | os.PathLike, *, kinds: Mapping[str, str] | None
     """Read a PyTorch state dict stored as safetensors (no framework needed): arrays view the mapped
     file, or with ``header_only`` are placeholders with the tensors' shapes and dtypes."""
     path = Path(path)
-    handle = st.File(path)
+    handle = st.File.open(path)
     kinds = {**_recorded_kinds(handle.metadata), **(kinds or {})}
     order = _module_order(handle.metadata, handle.keys())
     if not order:

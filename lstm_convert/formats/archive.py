@@ -17,7 +17,7 @@ def _recognise(path: Path, head: bytes) -> bool:
     from ..errors import LSTMConvertError
 
     try:
-        return is_archive(_safetensors.File(path).metadata)
+        return is_archive(_safetensors.File.open(path).metadata)
     except LSTMConvertError:
         return False
 
