@@ -30,6 +30,7 @@ class Zip:
             self.archive = zipfile.ZipFile(self.path)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
             raise FormatError(f"{self.path}: not a readable {what} ({exc})") from None
+        self._starts: dict[str, int] = {}
         try:
             self._check(self.archive.infolist())
         except BaseException:
@@ -51,6 +52,14 @@ class Zip:
 
     def namelist(self) -> list[str]:
         return list(self.names)
+
+    def stored_span(self, name: str) -> tuple[int, int] | None:
+        """Where a stored (uncompressed) member's bytes lie in the file, as (offset, size), checked against
+        the file like every member; None for a compressed member."""
+        info = self.archive.getinfo(name)
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        return self._starts[name], info.file_size
 
     def read(self, name: str) -> bytes:
         """A member's bytes, decompressed into a buffer of its declared size (zipfile reads no further, and
@@ -111,6 +120,7 @@ class Zip:
                     raise FormatError(f"{self.path}: {name} would expand from {info.compress_size} to "
                                       f"{info.file_size} bytes: refused as a zip bomb")
                 spans.append((info.header_offset, start + info.compress_size, name))
+                self._starts[name] = start
         spans.sort()
         for (_, end, name), (begin, _, other) in zip(spans, spans[1:]):
             if begin < end:

@@ -10,7 +10,7 @@ import torch
 from conftest import assert_same_run, assert_same_weights, inputs, random_torch_lstm, run_torch
 
 import lstm_convert as lc
-from lstm_convert import reference
+from lstm_convert import files, reference
 
 VARIANTS = {
     "lstm": {},
@@ -186,3 +186,51 @@ def test_torchscript_that_is_more_than_data_is_refused_with_the_route(tmp_path):
                                              r"data \(the archive's data.pkl names __builtin__.print, which is not "
                                              r"data\); for a file you trust, .*torch.jit.load"):
         files.read(tmp_path / "evil.pt")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_pt_state_dicts_are_read_without_pytorch(tmp_path, rng, dtype):
+    """A state dict saved by torch.save is read as data, with NumPy alone: PyTorch is not imported, the
+    storages are mapped, and the weights are PyTorch's bit for bit (strided and offset views included)."""
+    import subprocess
+    import sys
+
+    module = random_torch_lstm(rng, input_size=3, hidden_size=4, num_layers=2, bidirectional=True,
+                               dtype=dtype)
+    state = module.state_dict()
+    # A tensor that views its storage at an offset and with strides: one storage for two keys.
+    stacked = torch.cat([state["weight_hh_l0"].T.contiguous(), state["weight_hh_l0_reverse"].T.contiguous()])
+    state["weight_hh_l0"], state["weight_hh_l0_reverse"] = stacked[:4].T, stacked[4:].T
+    torch.save(state, tmp_path / "m.pt")
+    code = ("import sys; from lstm_convert import files; m = files.read(sys.argv[1]); "
+            "print(len(m.layers), 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.pt")], capture_output=True, text=True)
+    assert done.stdout.split() == ["1", "False"], done.stderr[-2000:]
+    back = lc.to_torch(files.read(tmp_path / "m.pt").layers[0])
+    for key, value in module.state_dict().items():
+        assert back.state_dict()[key].dtype == value.dtype
+        assert torch.equal(back.state_dict()[key].view(torch.int16 if value.element_size() == 2 else value.dtype),
+                           value.view(torch.int16 if value.element_size() == 2 else value.dtype)), key
+
+
+def test_pt_big_endian_storages_and_foreign_objects(tmp_path, rng):
+    """A file whose byteorder says big is read in that order; a pickle naming more than tensors and dicts
+    goes to PyTorch's weights_only loader, which decides (here: a torch.Size is not a tensor)."""
+    import zipfile
+
+    module = random_torch_lstm(rng, input_size=3, hidden_size=2)
+    torch.save(module.state_dict(), tmp_path / "little.pt")
+    with zipfile.ZipFile(tmp_path / "little.pt") as src, zipfile.ZipFile(tmp_path / "big.pt", "w") as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("/byteorder"):
+                data = b"big"
+            elif "/data/" in info.filename:
+                data = np.frombuffer(data, "<f4").astype(">f4").tobytes()
+            out.writestr(info, data)
+    back = lc.to_torch(files.read(tmp_path / "big.pt").layers[0])
+    for key, value in module.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
+    torch.save({**module.state_dict(), "shape": torch.Size([2, 3])}, tmp_path / "size.pt")
+    with pytest.raises(lc.FormatError, match=r"shape: expected a tensor, got Size"):
+        files.read(tmp_path / "size.pt")

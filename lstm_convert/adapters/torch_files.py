@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import _safetensors as st
-from .. import _torch_save, _torchscript, _zip
+from .. import _torch_pickle, _torch_save, _torchscript, _zip
 from .._atomic import atomic_write
 from .._json import loads as _loads
 from .._optional import require
@@ -48,8 +48,15 @@ def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None, 
     if zipfile.is_zipfile(path):
         with _zip.Zip(path, "PyTorch file") as archive:  # every member checked against the file before torch reads it
             names = archive.namelist()
-        if _torchscript.is_torchscript(names):
-            return _read_torchscript(path, kinds, only, inventory)
+            if _torchscript.is_torchscript(names):
+                archive.close()
+                return _read_torchscript(path, kinds, only, inventory)
+            state = _plain_state(path, archive)
+        if state is not None:  # tensors and dicts only: read as data, without PyTorch, the storages mapped
+            arrays = {key: value if selects(only, key.rpartition(".")[0]) else _placeholder(key, value)
+                      for key, value in state.items()}
+            return _model(path, arrays, kinds, {"framework": "torch", "file_format": "pt"}, _pt_record(path), only,
+                          inventory)
     torch = require("torch")
     try:
         try:  # a zip written by torch.save (or here) is mapped: only the tensors that are used are read
@@ -70,6 +77,31 @@ def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None, 
     # The file does not say which torch version wrote it.
     return _model(path, arrays, kinds, {"framework": "torch", "file_format": "pt"}, _pt_record(path), only,
                   inventory)
+
+
+def _plain_state(path: Path, archive: _zip.Zip) -> dict[str, np.ndarray] | None:
+    """The state dict of a ``torch.save`` zip holding only tensors in (ordered) dicts, read with NumPy; None
+    when its pickle names anything else (PyTorch's weights_only loader then decides)."""
+    import pickle
+
+    pickles = [n for n in archive.names if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pickles) != 1:
+        return None
+    try:
+        state = _torch_pickle.Unpickler(archive, pickles[0].split("/")[0]).load()
+    except _torch_pickle.NotData:
+        return None
+    # What pickle documents besides UnpicklingError for damaged data, and a memo index so large that pickle
+    # fails to allocate it (MemoryError, raised before anything is held).
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, KeyError,
+            ValueError, MemoryError, OverflowError, RecursionError) as exc:
+        raise FormatError(f"{path}: a damaged PyTorch file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
+        raise FormatError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(state).__name__}")
+    for key, value in state.items():
+        if not isinstance(value, np.ndarray):
+            raise FormatError(f"{key}: expected a tensor, got {type(value).__name__}")
+    return dict(state)
 
 
 class _Lazy:
