@@ -1,7 +1,10 @@
 """PyTorch state-dict files: ``.pt`` / ``.pth`` (``torch.save``) and ``.safetensors`` in PyTorch layout.
 
-``.pt`` files are read with ``torch.load(..., weights_only=True)`` only, so a
-pickle cannot run code, and written in ``torch.save``'s format without PyTorch. A PyTorch-layout ``.safetensors`` file (as written by
+A ``.pt`` zip whose pickle holds only tensors in dicts is read as data with NumPy
+(:mod:`lstm_convert._torch_pickle`: no PyTorch, the storages mapped); any other
+``.pt`` only with ``torch.load(..., weights_only=True)``, so a pickle cannot run
+code. ``.pt`` files are written in ``torch.save``'s format without PyTorch. A
+PyTorch-layout ``.safetensors`` file (as written by
 ``safetensors.torch.save_file``) is read and written with NumPy and
 safetensors alone; it loads with ``safetensors.torch.load_file`` and
 ``load_state_dict(strict=True)``.

@@ -265,8 +265,9 @@ def _notes(model, module: bool) -> list[str]:
 
 FORMAT = Format(
     name="torch", title="PyTorch state dict", suffixes=(".pt", ".pth", ".safetensors"), layouts="torch",
-    holds="a state dict: `.pt` read with `torch.load(weights_only=True)` only and written in `torch.save`'s "
-          "format without PyTorch; `.safetensors` in PyTorch's layout, for `safetensors.torch.load_file`",
+    holds="a state dict: `.pt` read as data (tensors and dicts, without PyTorch; anything else only through "
+          "`torch.load(weights_only=True)`) and written in `torch.save`'s format without PyTorch; "
+          "`.safetensors` in PyTorch's layout, for `safetensors.torch.load_file`",
     recognise=_recognise, read=_read, write=_write, check_layer=check_layer, check_model=check_model,
     run=lambda path, model, calls: run_state(path, model, calls, lambda: load_state(path)),
     run_layers=lambda path, model, x, states: run_state_layers(model, x, states, lambda: load_state(path)),
