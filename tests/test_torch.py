@@ -186,3 +186,14 @@ def test_torchscript_that_is_more_than_data_is_refused_with_the_route(tmp_path):
                                              r"data \(the archive's data.pkl names __builtin__.print, which is not "
                                              r"data\); for a file you trust, .*torch.jit.load"):
         files.read(tmp_path / "evil.pt")
+
+
+def test_two_layers_claiming_one_state_dict_key_are_a_refusal_not_a_crash(rng):
+    from lstm_convert.describe import model_conversions
+
+    dense = [lc.Dense(name=f"d{k}", weight=rng.normal(size=(2, 2)).astype("float32"),
+                      bias=rng.normal(size=2).astype("float32"), config={"torch": {"prefix": "head."}})
+             for k in range(2)]
+    verdict = model_conversions(lc.Model(tuple(dense)))["torch"]
+    assert verdict["verdict"] == "impossible"
+    assert any("d1: key head.weight would appear twice in the state dict" in r for r in verdict["reasons"])
