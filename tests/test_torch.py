@@ -234,3 +234,14 @@ def test_pt_big_endian_storages_and_foreign_objects(tmp_path, rng):
     torch.save({**module.state_dict(), "shape": torch.Size([2, 3])}, tmp_path / "size.pt")
     with pytest.raises(lc.FormatError, match=r"shape: expected a tensor, got Size"):
         files.read(tmp_path / "size.pt")
+
+
+def test_two_layers_claiming_one_state_dict_key_are_a_refusal_not_a_crash(rng):
+    from lstm_convert.describe import model_conversions
+
+    dense = [lc.Dense(name=f"d{k}", weight=rng.normal(size=(2, 2)).astype("float32"),
+                      bias=rng.normal(size=2).astype("float32"), config={"torch": {"prefix": "head."}})
+             for k in range(2)]
+    verdict = model_conversions(lc.Model(tuple(dense)))["torch"]
+    assert verdict["verdict"] == "impossible"
+    assert any("d1: key head.weight would appear twice in the state dict" in r for r in verdict["reasons"])

@@ -331,7 +331,7 @@ def state_chunks(weights: Layer | Model) -> dict[str, list[np.ndarray]]:
         prefix = prefix if isinstance(prefix, str) else f"{layer.name}."
         for param, chunks in layer_state_chunks(layer).items():
             if prefix + param in out:
-                raise FormatError(f"{layer.name}: key {prefix + param} would appear twice in the state dict")
+                raise UnsupportedError(f"{layer.name}: key {prefix + param} would appear twice in the state dict")
             out[prefix + param] = chunks
     return out
 
