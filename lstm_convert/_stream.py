@@ -37,10 +37,10 @@ class Stream:
             data = contiguous(data)
         if data.dtype.byteorder == ">":
             data = data.byteswap().view(data.dtype.newbyteorder("<"))
-        if data.nbytes <= PIECE:  # most tensors: one piece
-            self._piece(key, data)
+        flat = data.reshape(-1)  # 1-D, so that a 0-d tensor can be viewed as bytes too
+        if flat.nbytes <= PIECE:  # most tensors: one piece
+            self._piece(key, flat)
             return
-        flat = data.reshape(-1)
         step = max(1, PIECE // flat.itemsize)
         for start in range(0, flat.size, step):
             self._piece(key, flat[start:start + step])
@@ -48,7 +48,7 @@ class Stream:
     def _piece(self, key: str, piece: np.ndarray) -> None:
         if not piece.nbytes:
             return
-        self.out.write(piece.reshape(-1).view(np.uint8))
+        self.out.write(piece.view(np.uint8))
         self.written += piece.nbytes
         if self.inspect is None:
             release(piece)
