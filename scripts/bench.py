@@ -75,40 +75,37 @@ def _child(code: str) -> None:
     subprocess.run([PY, "-c", code], check=True, env=ENV)
 
 
-def torch_file(path: Path, hidden: int, layers: int = 4, seed: int = 0) -> Path:
+def random_state_file(path: Path, shapes: list[tuple[str, tuple[int, ...]]], seed: int = 0) -> Path:
+    """A PyTorch-layout safetensors file of seeded random float32 tensors of these keys and shapes."""
     if not path.exists():
         _child(f"""
 import numpy as np
 from safetensors.numpy import save_file
 rng = np.random.default_rng({seed})
-tensors = {{}}
-for k in range({layers}):
-    fan_in = {hidden} if k == 0 else 2 * {hidden}
-    for suffix in ("", "_reverse"):
-        for name, shape in (("weight_ih", (4 * {hidden}, fan_in)), ("weight_hh", (4 * {hidden}, {hidden})),
-                            ("bias_ih", (4 * {hidden},)), ("bias_hh", (4 * {hidden},))):
-            tensors[f"{{name}}_l{{k}}{{suffix}}"] = rng.standard_normal(shape, dtype=np.float32) * 0.05
+tensors = {{key: rng.standard_normal(shape, dtype=np.float32) * 0.05 for key, shape in {shapes!r}}}
 save_file(tensors, {str(path)!r}, metadata={{"format": "pt"}})
 """)
     return path
+
+
+def torch_file(path: Path, hidden: int, layers: int = 4, seed: int = 0) -> Path:
+    """The state dict of ``nn.LSTM(hidden, hidden, num_layers=layers, bidirectional=True)``."""
+    shapes = []
+    for k in range(layers):
+        fan_in = hidden if k == 0 else 2 * hidden
+        for suffix in ("", "_reverse"):
+            shapes += [(f"weight_ih_l{k}{suffix}", (4 * hidden, fan_in)),
+                       (f"weight_hh_l{k}{suffix}", (4 * hidden, hidden)),
+                       (f"bias_ih_l{k}{suffix}", (4 * hidden,)), (f"bias_hh_l{k}{suffix}", (4 * hidden,))]
+    return random_state_file(path, shapes, seed)
 
 
 def many_file(path: Path, count: int, hidden: int = 16, seed: int = 0) -> Path:
     """A state dict of ``count`` separate one-layer LSTMs (four tensors each)."""
-    if not path.exists():
-        _child(f"""
-import numpy as np
-from safetensors.numpy import save_file
-rng = np.random.default_rng({seed})
-h = {hidden}
-tensors = {{}}
-for k in range({count}):
-    for name, shape in (("weight_ih_l0", (4 * h, h)), ("weight_hh_l0", (4 * h, h)), ("bias_ih_l0", (4 * h,)),
-                        ("bias_hh_l0", (4 * h,))):
-        tensors[f"lstm{{k}}.{{name}}"] = rng.standard_normal(shape, dtype=np.float32) * 0.05
-save_file(tensors, {str(path)!r}, metadata={{"format": "pt"}})
-""")
-    return path
+    shapes = [(f"lstm{k}.{name}", shape) for k in range(count)
+              for name, shape in (("weight_ih_l0", (4 * hidden, hidden)), ("weight_hh_l0", (4 * hidden, hidden)),
+                                  ("bias_ih_l0", (4 * hidden,)), ("bias_hh_l0", (4 * hidden,)))]
+    return random_state_file(path, shapes, seed)
 
 
 def keras_file(path: Path, hidden: int, layers: int = 4, seed: int = 0) -> Path:
