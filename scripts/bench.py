@@ -72,7 +72,8 @@ MAIN = "369 MB"
 
 
 def _child(code: str) -> None:
-    subprocess.run([PY, "-c", code], check=True, env=ENV)
+    """Run ``code`` in a new interpreter, given on stdin (a long list of shapes exceeds an argument's limit)."""
+    subprocess.run([PY, "-"], input=code, text=True, check=True, env=ENV)
 
 
 def random_state_file(path: Path, shapes: list[tuple[str, tuple[int, ...]]], seed: int = 0) -> Path:
