@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from ._lazy import ITEMSIZE, Placeholder, np
 
 from . import _dtypes
 from ._atomic import open_output
@@ -133,7 +133,7 @@ class File:
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
             raise FormatError(f"{self.path}: tensor {name} has invalid data_offsets {offsets!r}")
         begin, end = offsets
-        itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+        itemsize = ITEMSIZE[dtype]
         if not 0 <= begin <= end <= available or end - begin != math.prod(shape) * itemsize:
             raise FormatError(f"{self.path}: tensor {name} claims {math.prod(shape)} x {itemsize} bytes at "
                               f"[{begin}, {end}), but the file holds {available} bytes of data")
@@ -173,9 +173,10 @@ class File:
                     bad.append(name)
         return bad
 
-    def placeholder(self, name: str) -> np.ndarray:
-        """A zero-memory, read-only array of the tensor's shape and dtype, from the header alone."""
-        return np.broadcast_to(np.zeros((), dtype=self.dtype(name)), self.entries[name].shape)
+    def placeholder(self, name: str) -> Placeholder:
+        """The tensor's shape and dtype, from the header alone (no values, no NumPy)."""
+        entry = self.entries[name]
+        return Placeholder(entry.shape, entry.dtype)
 
     def array(self, name: str) -> np.ndarray:
         """A read-only array viewing the tensor's bytes in the mapped file."""

@@ -14,7 +14,7 @@ import mmap
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import numpy as np
+from ._lazy import np
 
 PIECE = 4 << 20  # bytes per piece, and per hand-off to the inspecting thread
 

@@ -17,7 +17,7 @@ import pickle
 from collections import OrderedDict
 from typing import Any
 
-import numpy as np
+from ._lazy import np
 
 from . import _zip
 

@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Mapping, Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
+from ._lazy import np
 
 from ._atomic import open_output
 from ._stream import Stream

@@ -14,7 +14,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from ._lazy import np
 
 from . import _torch_pickle, _zip
 from .errors import FormatError

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
+from ._lazy import np
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -29,7 +29,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sigmoid": _sigmoid,
-    "tanh": np.tanh,
+    "tanh": lambda x: np.tanh(x),
     "relu": lambda x: np.maximum(x, 0.0),
     "linear": lambda x: x,
     "hard_sigmoid_keras3": lambda x: np.clip(x / 6.0 + 0.5, 0.0, 1.0),

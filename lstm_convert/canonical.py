@@ -45,12 +45,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
+from ._lazy import Placeholder, asarray, np
 
 from . import _dtypes
 from .activations import ACTIVATIONS
@@ -384,16 +385,25 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
 
 def _frozen_array(array: Any, shape: tuple[int, ...], dtype: np.dtype | None, label: str) -> np.ndarray:
     """A read-only view of ``array`` after checking its dtype (floating, and ``dtype`` if given) and shape."""
-    array = np.asarray(array)
+    array = asarray(array)
     if _dtypes.name(array.dtype) not in FLOAT_DTYPES:
         raise ShapeError(f"{label}: expected a floating dtype {FLOAT_DTYPES}, got {array.dtype}")
     if dtype is not None and array.dtype != dtype:
         raise ShapeError(f"{label}: expected dtype {dtype} like the other tensors, got {array.dtype}")
     if array.shape != shape:
         raise ShapeError(f"{label}: expected shape {shape}, got {array.shape}")
+    if isinstance(array, Placeholder):
+        return array
     view = array.view()
     view.flags.writeable = False
     return view
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        return False
 
 
 def _frozen_json(value: Mapping[str, Any], what: str) -> Mapping[str, Any]:
@@ -423,7 +433,7 @@ class Dense(_BitEqual):
     kind = "dense"
 
     def __post_init__(self) -> None:
-        weight = np.asarray(self.weight)
+        weight = asarray(self.weight)
         if weight.ndim != 2:
             raise ShapeError(f"{self.name}.weight: expected a 2-D (out, in) matrix, got shape {weight.shape}")
         object.__setattr__(self, "weight", _frozen_array(weight, weight.shape, None, f"{self.name}.weight"))
@@ -485,7 +495,7 @@ class Embedding(_BitEqual):
     kind = "embedding"
 
     def __post_init__(self) -> None:
-        weight = np.asarray(self.weight)
+        weight = asarray(self.weight)
         if weight.ndim != 2:
             raise ShapeError(f"{self.name}.weight: expected a 2-D (num_embeddings, embedding_dim) table, "
                              f"got shape {weight.shape}")
@@ -546,7 +556,7 @@ class Masking(_BitEqual):
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
             raise ConfigError(f"{self.name}: size must be a positive integer, got {self.size!r}")
         if isinstance(self.mask_value, bool) or not isinstance(self.mask_value, (int, float)) \
-                or not np.isfinite(self.mask_value):
+                or not _finite(self.mask_value):
             raise ConfigError(f"{self.name}: mask_value must be a finite number, got {self.mask_value!r}")
         object.__setattr__(self, "mask_value", float(self.mask_value))
         _freeze_common(self)
@@ -672,7 +682,7 @@ class Conv1D(_Plain):
     _SETTINGS = ("stride", "dilation", "groups", "padding", "activation")
 
     def __post_init__(self) -> None:
-        weight = np.asarray(self.weight)
+        weight = asarray(self.weight)
         if weight.ndim != 3:
             raise ShapeError(f"{self.name}.weight: expected a 3-D (out_channels, in_channels // groups, "
                              f"kernel_size) array, got shape {weight.shape}")
@@ -766,7 +776,7 @@ class BatchNorm(_Plain):
     _SETTINGS = ("epsilon", "momentum", "batches_tracked")
 
     def __post_init__(self) -> None:
-        mean = np.asarray(self.mean)
+        mean = asarray(self.mean)
         if mean.ndim != 1:
             raise ShapeError(f"{self.name}.mean: expected a 1-D (features,) array, got shape {mean.shape}")
         dtype = self._vector("mean", mean.shape[0], None)

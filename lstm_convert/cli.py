@@ -100,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     _source_options(ins, "the file's")
     _only_option(ins, "list")
     ins.add_argument("--json", action="store_true", help="print one JSON object")
+    ins.add_argument("--scan", action="store_true",
+                     help="read every value of a PyTorch-layout safetensors file to look for NaN and infinity "
+                          "(other formats are read whole anyway; an archive records them)")
     ins.set_defaults(run=_inspect)
 
     conv = sub.add_parser("convert", help="convert SRC to DST, refusing before writing if it cannot be exact")
@@ -204,9 +207,10 @@ def _inspect(args: argparse.Namespace) -> int:
     from .describe import describe
 
     fmt = files.detect(args.file, args.src_format)
-    model = files.read(args.file, fmt, kinds=dict(args.kind), header_only=True, only=args.only, inventory=True)
+    model = files.read(args.file, fmt, kinds=dict(args.kind), header_only=not args.scan, check=False, only=args.only,
+                       inventory=True)
     info = describe(model, fmt, str(args.file))
-    info["non_finite"] = files.non_finite_of(args.file, fmt, kinds=dict(args.kind), only=args.only, inventory=True)
+    info["non_finite"] = files.non_finite_of(args.file, fmt, model)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -240,7 +244,9 @@ def _inspect(args: argparse.Namespace) -> int:
         print(f"note: skipped {entry}: the identity at inference")
     for note in files.assumed(model):
         print(f"note: {shown(note)}")
-    for name in info.get("non_finite", []):
+    if info["non_finite"] is None:
+        print("note: only the header was read; --scan reads the values to look for NaN and infinity")
+    for name in info["non_finite"] or []:
         print(f"warning: {name} holds NaN or infinity")
     print()
     _print_conversions(info)

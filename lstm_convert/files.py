@@ -159,15 +159,19 @@ def non_finite(model: Model) -> list[str]:
     return bad
 
 
-def non_finite_of(path: str | os.PathLike, fmt: str, *, kinds: Mapping[str, str] | None = None,
-                  only: Sequence[str] = (), inventory: bool = False) -> list[str]:
-    """The tensors of a file that hold NaN or infinity: from its header where the format records them
-    (the archive), else from the values."""
+def non_finite_of(path: str | os.PathLike, fmt: str, model: Model) -> list[str] | None:
+    """The tensors of ``model``, read from ``path``, that hold NaN or infinity: from the file's header where
+    the format records them (the archive), else from the values; None when ``model`` was read from the
+    header alone (a PyTorch-layout safetensors file for ``inspect``), so its values are unknown."""
+    from ._lazy import Placeholder
+
     form = formats.get(fmt)
     recorded = form.recorded_non_finite(Path(path)) if form.recorded_non_finite is not None else None
     if recorded is not None:
         return recorded
-    return non_finite(read(path, fmt, kinds=kinds, check=False, only=only, inventory=inventory))
+    if any(isinstance(array, Placeholder) for _, array in model.tensors()):
+        return None
+    return non_finite(model)
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str | None = None,

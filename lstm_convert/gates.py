@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
+from ._lazy import concatenate, np, stack, zeros_like
 
 from .errors import ShapeError, UnsupportedError
 
@@ -142,8 +142,8 @@ def join(lay: Layout, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
     """Stack canonical per-gate blocks into the framework's tensor (a new array)."""
     ordered = [blocks[gate] for gate in lay.order]
     if ordered[0].ndim == 1 or lay.gate_axis == 0:
-        return np.concatenate(ordered, axis=0)
-    return np.concatenate([b.T for b in ordered], axis=1)
+        return concatenate(ordered, axis=0)
+    return concatenate([b.T for b in ordered], axis=1)
 
 
 def join_chunks(lay: Layout, blocks: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -185,7 +185,7 @@ def split_bias(lay: Layout, stored: Sequence[np.ndarray], hidden: int, name: str
                                  f"{len(lay.order)} gates x {hidden} units), got shape {tuple(one.shape)}")
             b_x, b_h = one[:size], one[size:]
         else:
-            b_x, b_h = one, np.zeros_like(one)
+            b_x, b_h = one, zeros_like(one)
     return split(lay, b_x, hidden, name), split(lay, b_h, hidden, name)
 
 
@@ -200,7 +200,7 @@ def join_bias(lay: Layout, b_x: Mapping[str, np.ndarray], b_h: Mapping[str, np.n
     pair = [join(lay, b_x), join(lay, b_h)]
     if storage == SEPARATE:
         return pair
-    return [np.stack(pair)] if storage == ROWS else [np.concatenate(pair)]
+    return [stack(pair)] if storage == ROWS else [concatenate(pair)]
 
 
 def bias_vectors(lay: Layout, reset_after: bool = True) -> int:
@@ -220,7 +220,7 @@ def split_peepholes(lay: Layout, stored: np.ndarray, hidden: int, name: str) -> 
 
 
 def join_peepholes(lay: Layout, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
-    return np.concatenate([vectors[gate] for gate in lay.peepholes])
+    return concatenate([vectors[gate] for gate in lay.peepholes])
 
 
 def activations(lay: Layout, layer: object) -> list[str]:

@@ -88,23 +88,29 @@ def test_failed_save_leaves_nothing(tmp_path, rng):
     assert target.read_bytes() == b"precious"
 
 
-def test_header_only_reading_takes_no_memory_and_imports_no_framework(tmp_path, rng):
+def test_header_only_reading_holds_no_values_and_imports_neither_numpy_nor_a_framework(tmp_path, rng):
+    from lstm_convert import files
+    from lstm_convert._lazy import Placeholder
+
     weights = lc.from_torch(random_torch_lstm(rng, num_layers=2))
     path = lc.save(lc.Model((weights,)), tmp_path / "m.safetensors")
-    from lstm_convert import files
-
-    header = files.read(path, header_only=True)
-    full = files.read(path)
-    for (name, a), (_, b) in zip(header.tensors(), full.tensors()):
-        assert a.shape == b.shape and a.dtype == b.dtype and a.strides == (0,) * a.ndim, name
+    torch_path = files.convert(path, tmp_path / "t.safetensors", dst_format="torch").path
+    for source in (path, torch_path):
+        header = files.read(source, header_only=True)
+        full = files.read(source)
+        for (name, a), (_, b) in zip(header.tensors(), full.tensors(), strict=True):
+            assert isinstance(a, Placeholder) and a.shape == b.shape and a.dtype == b.dtype, name
     import subprocess
     import sys
-    code = ("import sys\nfor m in ('torch', 'keras', 'tensorflow', 'onnx', 'h5py'): sys.modules[m] = None\n"
-            "from lstm_convert.cli import main\n"
-            f"raise SystemExit(main(['inspect', {str(path)!r}]))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "total" in done.stdout
+    for argv in (["inspect", str(path)], ["inspect", str(torch_path)], ["--help"]):
+        code = ("import sys\nfor m in ('numpy', 'torch', 'keras', 'tensorflow', 'onnx', 'h5py'): sys.modules[m] = None\n"
+                "from lstm_convert.cli import main\n"
+                f"raise SystemExit(main({argv!r}))")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (argv, done.stderr)
+        assert ("total" if argv[0] == "inspect" else "usage") in done.stdout
+    assert "only the header was read; --scan reads the values" in subprocess.run(
+        [sys.executable, "-m", "lstm_convert", "inspect", str(torch_path)], capture_output=True, text=True).stdout
 
 
 def test_malformed_headers_are_refused_before_reading(tmp_path, rng):
@@ -175,6 +181,18 @@ def test_nan_and_infinity_reported_and_refused(tmp_path, rng, capsys):
     assert main(["convert", str(path), str(tmp_path / "strict.pt"), "--strict"]) == 1
     assert "holds NaN or infinity (and 1 more); refused by --strict" in capsys.readouterr().err
     assert not (tmp_path / "strict.pt").exists()
+    # A PyTorch-layout file records nothing: inspect reads its header alone unless --scan reads the values.
+    assert main(["convert", str(path), str(tmp_path / "t.safetensors"), "--to", "torch"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "t.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "NaN or infinity" not in out.replace("look for NaN and infinity", "")
+    assert "note: only the header was read; --scan reads the values to look for NaN and infinity" in out
+    assert main(["inspect", str(tmp_path / "t.safetensors"), "--scan"]) == 0
+    out = capsys.readouterr().out
+    assert "only the header" not in out
+    assert "warning: lstm.l0.forward.forget.W_h holds NaN or infinity" in out
+    assert "warning: lstm.l0.forward.input.b_x holds NaN or infinity" in out
 
 
 def test_duplicate_names_are_refused(tmp_path, rng):

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from .._lazy import np
 
 from .. import _safetensors as st
 from .._atomic import atomic_write

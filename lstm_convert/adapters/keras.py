@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
+from .._lazy import np
 
 from .._optional import require
 from ..activations import ACTIVATIONS

@@ -54,7 +54,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from .._lazy import np
 
 from .._atomic import atomic_write, open_output
 from .._json import loads as _loads

@@ -38,7 +38,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
+from .._lazy import asarray, filled, np
 
 from .. import _dtypes
 from .._optional import require
@@ -180,7 +180,7 @@ def _module(prefix: str, params: dict[str, np.ndarray], kind: str | None, settin
     config = {"torch": {"prefix": f"{prefix}." if prefix else "", **settings}}
     if any(_RECURRENT_KEY.match(p) for p in params) or (set(params) <= {"weight", "bias"} and "weight" in params
                                                            and params["weight"].ndim == 2):
-        params = {k: np.asarray(v) for k, v in params.items()}  # a module this tool converts: read its values
+        params = {k: asarray(v) for k, v in params.items()}  # a module this tool converts: read its values
     if any(_RECURRENT_KEY.match(p) for p in params):
         activation = {"rnn_tanh": "tanh", "rnn_relu": "relu"}.get(kind or "")
         return recurrent_from_state_arrays(params, name=prefix or None, settings=config["torch"], source=source,
@@ -289,9 +289,9 @@ def layer_state_chunks(layer: Layer) -> dict[str, list[np.ndarray]]:
         # A normalisation with an offset and no scale (Keras scale=False) is an affine PyTorch module whose
         # weight is ones: the same function exactly (x * 1 == x). The reverse needs no zeros: bias=False.
         if isinstance(layer, (BatchNorm, LayerNorm)) and layer.scale is None and layer.offset is not None:
-            out = {"weight": [np.ones(layer.size, dtype=layer.offset.dtype)], **out}
+            out = {"weight": [filled(layer.size, layer.offset, 1.0)], **out}
         if isinstance(layer, BatchNorm) and layer.scale is not None and layer.offset is None:
-            out["bias"] = [np.zeros(layer.size, dtype=layer.scale.dtype)]
+            out["bias"] = [filled(layer.size, layer.scale, 0.0)]
         if isinstance(layer, BatchNorm):
             out = {key: out[key] for key in ("weight", "bias") if key in out} | {
                 "running_mean": out["running_mean"], "running_var": out["running_var"],

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from .._lazy import np
 
 from .. import _safetensors as st
 from .. import _torch_pickle, _torch_save, _torchscript, _zip
