@@ -17,7 +17,6 @@ import contextvars
 import errno
 import os
 import re
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -77,7 +76,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, suff
                           hint="pass --overwrite to replace it")
     remove_stale(path)
     # The name is chosen before the file exists, so that an interrupt at any moment finds it to remove.
-    tmp_path = path.parent / f".{path.name}.lstm-convert-{os.getpid()}-{secrets.token_hex(6)}{suffix}"
+    tmp_path = path.parent / f".{path.name}.lstm-convert-{os.getpid()}-{os.urandom(6).hex()}{suffix}"
     try:
         try:
             os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

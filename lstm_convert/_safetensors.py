@@ -15,7 +15,6 @@ joined first), so memory never holds a second copy of the file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -155,12 +154,14 @@ class File:
         The file is read in blocks into one reused buffer rather than mapped, so that checking costs no
         memory beside a mapping of the same file (which resident-memory figures would count twice).
         """
+        from hashlib import sha256
+
         bad = []
         buffer = bytearray(block)
         with open(self.path, "rb", buffering=0) as handle:
             for name in self.keys():
                 entry = self.entries[name]
-                digest = hashlib.sha256()
+                digest = sha256()
                 handle.seek(self.data_start + entry.begin)
                 left = entry.end - entry.begin
                 while left:
@@ -200,14 +201,20 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
     hashes are computed in a second thread while the data is written, and the header, whose length does
     not depend on them, is written again at the end.
     """
+    from hashlib import sha256
+
     entries, layout, offset = {}, [], 0
+    ndarray = np.ndarray
     for name, chunks in tensors:
-        chunks = [np.asarray(c) for c in chunks]
+        chunks = [c if type(c) is ndarray else np.asarray(c) for c in chunks]
         first = chunks[0]
-        if any(c.dtype != first.dtype or c.shape[1:] != first.shape[1:] for c in chunks):
-            raise ValueError(f"{name}: chunks differ in dtype or trailing shape")
-        shape = [sum(c.shape[0] for c in chunks), *first.shape[1:]] if first.ndim else []
-        nbytes = sum(c.nbytes for c in chunks)
+        if len(chunks) == 1:  # most tensors
+            shape, nbytes = list(first.shape), first.nbytes
+        else:
+            if any(c.dtype != first.dtype or c.shape[1:] != first.shape[1:] for c in chunks):
+                raise ValueError(f"{name}: chunks differ in dtype or trailing shape")
+            shape = [sum(c.shape[0] for c in chunks), *first.shape[1:]] if first.ndim else []
+            nbytes = sum(c.nbytes for c in chunks)
         entries[name] = {"dtype": CODES[_dtypes.name(first.dtype)], "shape": shape,
                          "data_offsets": [offset, offset + nbytes]}
         layout.append(chunks)
@@ -232,7 +239,7 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
     # The final header (digests, and which tensors hold NaN or infinity) is written over this one,
     # in the space it reserves.
     placeholder = header({name: "0" * 64 for name in names}, [], reserve=8192 if digests else 0)
-    hashers = {name: hashlib.sha256() for name in names} if digests else {}
+    hashers = {name: sha256() for name in names} if digests else {}
 
     def inspect(name: str, piece: np.ndarray) -> None:
         hashers[name].update(piece.view(np.uint8).data)
@@ -251,7 +258,8 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
         finally:
             stream.close()
         if digests:
-            final = header({name: hashers[name].hexdigest() for name in names}, bad_names)
+            bad = set(bad_names)  # in the order of the tensors, whichever thread found them
+            final = header({name: hashers[name].hexdigest() for name in names}, [n for n in names if n in bad])
             final = final.rstrip(b" ")
             final += b" " * (len(placeholder) - len(final))
             out.seek(8)

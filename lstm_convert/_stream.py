@@ -12,23 +12,34 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from ._lazy import np
 
+if TYPE_CHECKING:  # the pool is imported by the writer that starts one (inspect and --help start none)
+    from concurrent.futures import Future
+
 PIECE = 4 << 20  # bytes per piece, and per hand-off to the inspecting thread
+# A tensor this small is inspected at once by the writing thread: handing it over costs more than
+# inspecting it, and hashlib holds the lock that would let the two threads overlap below 2 KB anyway.
+SMALL = 64 << 10
 
 
 class Stream:
     """``write(key, array)`` appends the array's bytes (C order, little-endian) to ``out``;
-    ``inspect(key, piece)``, if given, is called in a second thread on every piece, in order."""
+    ``inspect(key, piece)``, if given, is called on every piece, the pieces of one key in order: in a second
+    thread, or in this one for a tensor of at most :data:`SMALL` bytes (so keys may be inspected out of
+    order)."""
 
     def __init__(self, out, inspect: Callable[[str, np.ndarray], None] | None = None):
         self.out, self.inspect = out, inspect
+        from concurrent.futures import ThreadPoolExecutor
+
         self.pool = ThreadPoolExecutor(max_workers=1) if inspect is not None else None
         self.batch: list[tuple[str, np.ndarray]] = []
         self.size = 0
         self.pending: Future | None = None
+        self.handed: str | None = None  # the key of the last piece given to the other thread
         self.written = 0
 
     def write(self, key: str, array: np.ndarray) -> None:
@@ -38,23 +49,32 @@ class Stream:
         if data.dtype.byteorder == ">":
             data = data.byteswap().view(data.dtype.newbyteorder("<"))
         flat = data.reshape(-1)  # 1-D, so that a 0-d tensor can be viewed as bytes too
-        if flat.nbytes <= PIECE:  # most tensors: one piece
-            self._piece(key, flat)
+        nbytes = flat.nbytes
+        if nbytes <= SMALL and self.inspect is not None and key != self.handed:  # none of its pieces in flight
+            if nbytes:
+                self.out.write(flat.view(np.uint8))
+                self.written += nbytes
+                self.inspect(key, flat)
+                release(flat)
+            return
+        if nbytes <= PIECE:  # most tensors: one piece
+            if nbytes:
+                self._piece(key, flat, nbytes)
             return
         step = max(1, PIECE // flat.itemsize)
         for start in range(0, flat.size, step):
-            self._piece(key, flat[start:start + step])
+            piece = flat[start:start + step]
+            self._piece(key, piece, piece.nbytes)
 
-    def _piece(self, key: str, piece: np.ndarray) -> None:
-        if not piece.nbytes:
-            return
+    def _piece(self, key: str, piece: np.ndarray, nbytes: int) -> None:
         self.out.write(piece.view(np.uint8))
-        self.written += piece.nbytes
+        self.written += nbytes
         if self.inspect is None:
             release(piece)
             return
         self.batch.append((key, piece))
-        self.size += piece.nbytes
+        self.handed = key
+        self.size += nbytes
         if self.size >= PIECE:
             self._hand_off()
 

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from collections.abc import Sequence
@@ -411,6 +410,8 @@ def _demo(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         return _print_demo(demo.run(args.out, seed=args.seed), kept=True)
+    import tempfile
+
     with tempfile.TemporaryDirectory() as tmp:
         return _print_demo(demo.run(tmp, seed=args.seed), kept=False)
 

@@ -51,17 +51,20 @@ def test_small_tensors_share_hand_offs_and_the_header_is_parsed_once(tmp_path, m
 
 
 def test_each_byte_is_written_once_and_hashed_once(tmp_path, monkeypatch):
-    """A tensor of several pieces: every piece written once and hashed once, in order, and its pages released."""
+    """A tensor of several pieces: every piece written once and hashed once, in order, and its pages released
+    (small pieces by the writing thread, the others by the inspecting one)."""
     rng = np.random.default_rng(1)
     big = rng.standard_normal((3 * _stream.PIECE // 4 + 5,), dtype=np.float32)  # three pieces and a bit
     small = rng.standard_normal((7, 3)).astype(np.float32)
     hashed = []
-    original = _stream.Stream._inspect_all
+    original = _stream.Stream.__init__
 
-    def inspect_all(self, batch):
-        hashed.extend((key, piece.nbytes) for key, piece in batch)
-        return original(self, batch)
-    monkeypatch.setattr(_stream.Stream, "_inspect_all", inspect_all)
+    def counting(self, out, inspect=None):
+        def counted(key, piece):
+            hashed.append((key, piece.nbytes))
+            inspect(key, piece)
+        original(self, out, counted if inspect else None)
+    monkeypatch.setattr(_stream.Stream, "__init__", counting)
     released = Counted(monkeypatch, _stream, "release")
     path = tmp_path / "x.safetensors"
     _safetensors.write(path, [("big", [big[:100], big[100:]]), ("small", [small])], {}, digests="d")
@@ -69,13 +72,18 @@ def test_each_byte_is_written_once_and_hashed_once(tmp_path, monkeypatch):
     for key, nbytes in hashed:
         by_key[key] = by_key.get(key, 0) + nbytes
     assert by_key == {"big": big.nbytes, "small": small.nbytes}
-    assert [k for k, _ in hashed] == sorted((k for k, _ in hashed), key=["big", "small"].index)
+    big_pieces = [n for k, n in hashed if k == "big"]  # a key's pieces in the order of its bytes
+    assert big_pieces[:2] == [400, _stream.PIECE] and sum(big_pieces) == big.nbytes
     assert len(hashed) == 5 and released.calls == 5  # 100 elements, then 3 full pieces and the rest; one small
     handle = _safetensors.File(path)
     digests = json.loads(handle.metadata["d"])
     assert digests == {"big": hashlib.sha256(big.tobytes()).hexdigest(),
                        "small": hashlib.sha256(small.tobytes()).hexdigest()}
     np.testing.assert_array_equal(handle.array("big"), big)
+    # A small chunk after a large one of the same tensor waits for it: the digest is of the bytes in order.
+    _safetensors.write(tmp_path / "y.safetensors", [("big", [big[:-100], big[-100:]])], {}, digests="d")
+    assert json.loads(_safetensors.File(tmp_path / "y.safetensors").metadata["d"]) == {
+        "big": hashlib.sha256(big.tobytes()).hexdigest()}
 
 
 def test_released_pages_read_back_the_same(tmp_path):

@@ -18,15 +18,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._lazy import np
 
 from .. import _safetensors as st
-from .. import _torch_pickle, _torch_save, _torchscript, _zip
 from .._atomic import atomic_write
 from .._json import loads as _loads
 from .._optional import require
@@ -34,6 +32,9 @@ from ..canonical import AROUND, LAYER_TYPES, Dense, Embedding, Layer, Masking, M
 from ..errors import FormatError, LSTMConvertError
 from ..formats import KINDS, selects
 from . import torch as torch_adapter
+
+if TYPE_CHECKING:  # the .pt readers and writer are imported by the functions that use them
+    from .. import _zip
 
 ORDER_KEY = "lstm_convert.key_order"
 KINDS_KEY = "lstm_convert.kinds"
@@ -47,6 +48,10 @@ def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None, 
             inventory: bool = False) -> Model:
     """Read a state dict saved with ``torch.save`` into a :class:`Model` (``only`` and ``inventory`` as
     :func:`~lstm_convert.adapters.torch.model_from_state_arrays` takes them)."""
+    import zipfile
+
+    from .. import _torchscript, _zip
+
     path = Path(path)
     if zipfile.is_zipfile(path):
         with _zip.Zip(path, "PyTorch file") as archive:  # every member checked against the file before torch reads it
@@ -86,6 +91,8 @@ def _plain_state(path: Path, archive: _zip.Zip) -> dict[str, np.ndarray] | None:
     """The state dict of a ``torch.save`` zip holding only tensors in (ordered) dicts, read with NumPy; None
     when its pickle names anything else (PyTorch's weights_only loader then decides)."""
     import pickle
+
+    from .. import _torch_pickle
 
     pickles = [n for n in archive.names if n.endswith("/data.pkl") and n.count("/") == 1]
     if len(pickles) != 1:
@@ -132,6 +139,8 @@ def _read_torchscript(path: Path, kinds: Mapping[str, str] | None, only: Sequenc
     """The parameters of a TorchScript archive, read as data (see :mod:`lstm_convert._torchscript`); the module
     classes it names say what a lone weight is and an nn.RNN's nonlinearity. (``batch_first`` is compiled
     into the archive's code, which is not read: the layers are the weights, whatever the layout of the data.)"""
+    from .. import _torchscript
+
     import pickle
 
     try:
@@ -172,6 +181,8 @@ def write_pt(weights: Layer | Model, path: str | os.PathLike, *,
     """Write the PyTorch state dict of ``weights`` in ``torch.save``'s format, without PyTorch and tensor by
     tensor; ``torch.load(path, weights_only=True)`` reads it. What the model computes is kept beside it
     (:data:`MODEL_RECORD`), so that this tool reads the file back as it was written."""
+    from .. import _torch_save
+
     chunks = torch_adapter.state_chunks(weights)
     record = {MODEL_RECORD: _record(weights).encode("utf-8")}
     return atomic_write(path, lambda tmp: _torch_save.write(tmp, chunks.items(), records=record),
@@ -191,6 +202,10 @@ _FILE_KEYS = ("file_format", "model_record")
 
 def _pt_record(path: Path) -> Any:
     """The model record of a .pt file written here, or None (any other zip, or none)."""
+    import zipfile
+
+    from .. import _zip
+
     try:
         with _zip.Zip(path, "PyTorch file") as archive:
             names = [n for n in archive.namelist() if n.endswith("/" + MODEL_RECORD)]
