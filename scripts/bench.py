@@ -35,7 +35,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0")
+# Bytecode is cached as in an ordinary install (some environments set PYTHONDONTWRITEBYTECODE, which
+# would have every command compile the package anew); the untimed first run of each row writes it.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+ENV.update(TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0")
 PY = sys.executable
 CLI = [PY, "-m", "lstm_convert"]
 
