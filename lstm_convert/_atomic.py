@@ -17,6 +17,7 @@ import contextvars
 import errno
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -86,6 +87,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, suff
         if before_rename is not None:
             before_rename()
         try:
+            os.chmod(tmp_path, _mode(path), follow_symlinks=False)  # private while written, then as open() makes it
             if replace:
                 os.replace(tmp_path, path)
             else:
@@ -96,6 +98,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, suff
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+def _mode(path: Path) -> int:
+    """The permissions of the file at ``path`` when it is replaced: those of the file it replaces (not of
+    what a symlink there points to), else what ``open()`` would give a new file under the umask."""
+    try:
+        info = os.lstat(path)
+        if stat.S_ISREG(info.st_mode):
+            return stat.S_IMODE(info.st_mode)
+    except OSError:
+        pass
+    return 0o666 & ~umask()
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (setting it to read it would
+    race with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _rename_no_replace(tmp: Path, path: Path) -> None:

@@ -274,3 +274,47 @@ def test_keras_files_need_no_framework(tmp_path, seed_keras):
     assert "total" in done.stdout and "wrote" in done.stdout
     assert "keras is needed for this and is not installed" in done.stderr
     assert_same_weights(files.read(tmp_path / "nf.safetensors"), files.read(path))
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt", ".keras", ".npz", ".onnx"])
+def test_files_are_written_with_the_mode_open_gives_and_keep_it_on_overwrite(tmp_path, seed_keras, suffix):
+    """0644 under the usual umask, 0600 under 077, and a replaced file keeps its own mode; a symlink
+    replaced with --overwrite is a new file (its target keeps its mode)."""
+    import os
+    import stat
+
+    src, _ = seed_keras
+
+    def mode(path):
+        return stat.S_IMODE(os.lstat(path).st_mode)
+    old = os.umask(0o022)
+    try:
+        assert main(["convert", str(src), str(tmp_path / f"a{suffix}")]) == 0
+        assert mode(tmp_path / f"a{suffix}") == 0o644
+        os.umask(0o077)
+        assert main(["convert", str(src), str(tmp_path / f"b{suffix}")]) == 0
+        assert mode(tmp_path / f"b{suffix}") == 0o600
+        os.chmod(tmp_path / f"a{suffix}", 0o640)
+        assert main(["convert", str(src), str(tmp_path / f"a{suffix}"), "--overwrite"]) == 0
+        assert mode(tmp_path / f"a{suffix}") == 0o640
+        os.umask(0o002)
+        (tmp_path / f"link{suffix}").symlink_to(tmp_path / f"a{suffix}")
+        assert main(["convert", str(src), str(tmp_path / f"link{suffix}"), "--overwrite"]) == 0
+        assert not (tmp_path / f"link{suffix}").is_symlink() and mode(tmp_path / f"link{suffix}") == 0o664
+        assert mode(tmp_path / f"a{suffix}") == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_the_module_file_is_written_with_the_mode_open_gives(tmp_path, seed_keras):
+    import os
+    import stat
+
+    src, _ = seed_keras
+    old = os.umask(0o022)
+    try:
+        assert main(["convert", str(src), str(tmp_path / "w.pt"), "--module", str(tmp_path / "net.py")]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "net.py").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path / "w.pt").st_mode) == 0o644
