@@ -22,7 +22,16 @@ def test_import_loads_no_framework():
 def test_public_api():
     for name in ("from_keras", "from_torch", "to_keras", "to_torch", "save", "load"):
         assert callable(getattr(lstm_convert, name))
-    assert set(lstm_convert.__all__) <= set(dir(lstm_convert))
+    documented = {*lstm_convert.__all__, "__version__", "files", "verify", "reference", "describe"}
+    assert dir(lstm_convert) == sorted(documented)
+    # What the module really holds, beyond what dir() shows: no helper leaks out under a public name.
+    done = _python("import lstm_convert as lc, lstm_convert.cli\n"
+                   "lc.Model, lc.files, lc.describe\n"
+                   "print(sorted(n for n in vars(lc) if not n.startswith('_')))")
+    assert done.returncode == 0, done.stderr
+    held = set(eval(done.stdout))
+    submodules = {"adapters", "formats", "canonical", "errors", "cli", "gates", "activations"}
+    assert held - documented <= submodules, held - documented - submodules
 
 
 def test_missing_framework_names_the_extra():
