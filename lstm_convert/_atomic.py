@@ -71,7 +71,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, suff
     path = Path(path)
     replace = _REPLACE.get()
     if os.path.isdir(path) and not os.path.islink(path):
-        raise FormatError(f"{path}: is a directory; give a file name")
+        raise FormatError(f"{path}: is a directory; give the name of the file to write")
     if not replace and exists(path):
         raise FormatError(f"{path}: already exists", remedy="pass overwrite=True to replace it",
                           hint="pass --overwrite to replace it")
@@ -154,7 +154,7 @@ def _io_error(path: Path, exc: OSError) -> FormatError:
             errno.EPERM: f"not permitted in the folder {path.parent}; write elsewhere",
             errno.EROFS: f"the folder {path.parent} is on a read-only file system; write elsewhere",
             errno.EFBIG: "the file would be larger than the file system allows",
-            errno.EISDIR: "is a directory; give a file name",
+            errno.EISDIR: "is a directory; give the name of the file to write",
             errno.ENOENT: f"the folder {path.parent} does not exist",
             errno.ENOTDIR: f"{path.parent} is not a folder",
             errno.ENAMETOOLONG: "the name is too long"}.get(exc.errno)

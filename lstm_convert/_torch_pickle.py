@@ -27,7 +27,11 @@ STORAGES = {"FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage"
 
 
 class NotData(pickle.UnpicklingError):
-    """The pickle names a global that is not tensor data."""
+    """The pickle names a global that is not tensor data (``qualname``, ``module.name``)."""
+
+    def __init__(self, message: str, qualname: str = ""):
+        super().__init__(message)
+        self.qualname = qualname
 
 
 class Storage:
@@ -51,7 +55,7 @@ class Unpickler(pickle.Unpickler):
             self.byteorder = "<" if text == b"little" else ">"
 
     def more(self, module: str, name: str) -> Any:
-        raise NotData(f"data.pkl names {module}.{name}, which is not tensor data")
+        raise NotData(f"data.pkl names {module}.{name}, which is not tensor data", f"{module}.{name}")
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "torch._utils" and name == "_rebuild_tensor_v2":

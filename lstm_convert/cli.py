@@ -34,8 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = False
     try:
         parser = _parser()
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
         debug = args.debug
+        if unknown:  # said by the subcommand, with its usage
+            commands = parser._subcommands  # type: ignore[attr-defined]
+            (commands[args.command] if args.command in commands else parser).error(
+                f"unrecognized arguments: {' '.join(unknown)}")
         if args.command is None:
             parser.print_help()
             return 2
@@ -93,9 +97,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Convert, inspect and archive the weights of recurrent layers, gate by gate.")
     parser.add_argument("--version", action="version", version=f"lstm-convert {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    # --debug is taken after the subcommand too; there it leaves the top level's value alone unless given.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    ins = sub.add_parser("inspect", help="what a file holds: layers, sizes, parameters, gate by gate")
-    ins.add_argument("file")
+    ins = sub.add_parser("inspect", parents=[common], help="what a file holds: layers, sizes, parameters, gate by gate")
+    ins.add_argument("file", help="the file to describe (any format lstm-convert reads)")
     _source_options(ins, "the file's")
     _only_option(ins, "list")
     ins.add_argument("--json", action="store_true", help="print one JSON object")
@@ -104,9 +111,10 @@ def _parser() -> argparse.ArgumentParser:
                           "(other formats are read whole anyway; an archive records them)")
     ins.set_defaults(run=_inspect)
 
-    conv = sub.add_parser("convert", help="convert SRC to DST, refusing before writing if it cannot be exact")
-    conv.add_argument("src")
-    conv.add_argument("dst")
+    conv = sub.add_parser("convert", parents=[common],
+                          help="convert SRC to DST, refusing before writing if it cannot be exact")
+    conv.add_argument("src", help="the file to read")
+    conv.add_argument("dst", help="the file to write; its extension (or --to) says the format")
     _source_options(conv, "SRC's")
     _only_option(conv, "convert")
     writable = formats.writable()
@@ -124,9 +132,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="state what the source cannot say, e.g. lstm.return_sequences=false (repeatable)")
     conv.set_defaults(run=_convert)
 
-    ver = sub.add_parser("verify", help="run two files on the same random input and compare each layer's output")
-    ver.add_argument("a")
-    ver.add_argument("b", nargs="?", help="without B: check archive A against the SHA-256 of its tensors")
+    ver = sub.add_parser("verify", parents=[common],
+                         help="run two files on the same random input and compare each layer's output")
+    ver.add_argument("a", help="the first file (an archive alone: its digests are checked)")
+    ver.add_argument("b", nargs="?", help="the second file; without B, archive A is checked against the SHA-256 of "
+                     "its tensors")
     _kind_option(ver)
     _only_option(ver, "compare")
     ver.add_argument("--atol", type=float, help="absolute tolerance (default 1e-5 for float32)")
@@ -136,10 +146,11 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ver.set_defaults(run=_verify)
 
-    demo = sub.add_parser("demo", help="the seed model LSTM(2) + Dense(5), gate by gate, converted and checked")
+    demo = sub.add_parser("demo", parents=[common], help="the seed model LSTM(2) + Dense(5), gate by gate, converted and checked")
     demo.add_argument("--out", metavar="DIR", help="where to write the archive (default: a temporary directory)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(run=_demo)
+    parser._subcommands = {"inspect": ins, "convert": conv, "verify": ver, "demo": demo}  # type: ignore[attr-defined]
     return parser
 
 

@@ -44,7 +44,9 @@ def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str,
     path = Path(path)
     form = formats.detect(path, fmt)
     if not path.is_file():
-        raise FormatError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+        raise FormatError(f"{path}: no such file" if not path.exists() else
+                          f"{path}: is a directory, not a file; give the file in it" if path.is_dir() else
+                          f"{path}: not a regular file")
     if form.read is None:
         raise FormatError(f"{path}: format {form.name!r} is written, not read")
     options = formats.ReadOptions(kinds=dict(kinds or {}), header_only=header_only, check=check, only=tuple(only),
@@ -185,6 +187,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
     writes a PyTorch module file (see :func:`write`); ``only`` converts just the layers it selects (see
     :func:`read`)."""
     src, dst = Path(src), Path(dst)
+    if dst.is_dir() and not dst.is_symlink():
+        raise FormatError(f"{dst}: is a directory; give the name of the file to write")
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
         raise FormatError(f"{dst}: is the source file; write to another path")
     form = formats.for_writing(dst, dst_format)

@@ -61,10 +61,18 @@ def test_recognised_by_content(name, tmp_path):
     renamed = tmp_path / "renamed.bin"
     shutil.copyfile(path, renamed)
     assert formats.detect(renamed).name == name
-    if name != "archive":  # a renamed file is read as what it holds, whatever its extension says
+    if name != "archive":  # named as another format: refused, naming what it is, unless declared
         wrong = tmp_path / ("renamed.onnx" if name != "onnx" else "renamed.pt")
         shutil.copyfile(path, wrong)
-        assert formats.detect(wrong).name == name
+        title = formats.get(name).title
+        article = "an" if name == "onnx" else "a"
+        with pytest.raises(lc.FormatError) as raised:
+            formats.detect(wrong)
+        assert raised.value.cli_text() == (f"{wrong}: this is {article} {title}, not a {wrong.suffix} file; "
+                                           f"pass --from {name} or rename it")
+        assert str(raised.value).endswith(f"; read it as format {name!r} or rename it")
+        assert formats.detect(wrong, name).name == name
+        assert files.read(wrong, name) == files.read(path)
 
 
 @pytest.mark.parametrize("name", formats.NAMES)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,36 +61,78 @@ def read_pt(path: str | os.PathLike, *, kinds: Mapping[str, str] | None = None, 
                 archive.close()
                 return _read_torchscript(path, kinds, only, inventory)
             state = _plain_state(path, archive)
+        if isinstance(state, str):  # the global the pickle named
+            named = state
+            if _pickled_model(named):  # torch.load(weights_only=True) refuses it too: say so without PyTorch
+                raise _pickled_object(path, named)
+            state = None
         if state is not None:  # tensors and dicts only: read as data, without PyTorch, the storages mapped
             arrays = {key: value if selects(only, key.rpartition(".")[0]) else _placeholder(key, value)
                       for key, value in state.items()}
             return _model(path, arrays, kinds, {"framework": "torch", "file_format": "pt"}, _pt_record(path), only,
                           inventory)
+    import pickle
+    import warnings
+
     torch = require("torch")
     try:
-        try:  # a zip written by torch.save (or here) is mapped: only the tensors that are used are read
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # a legacy (pre-zip) file, which cannot be mapped
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # PyTorch's notes on pickle protocols are not the user's concern
+            warnings.simplefilter("ignore", UserWarning)
+            try:  # a zip written by torch.save (or here) is mapped: only the tensors that are used are read
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # a legacy (pre-zip) file, which cannot be mapped
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FormatError(f"{path}: no such file") from None
-    except Exception as exc:  # torch raises many types for a bad or unsafe pickle
+    except pickle.UnpicklingError as exc:  # what weights_only refuses: PyTorch's advice is to load unsafely
+        named = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        raise _pickled_object(path, named.group(1) if named else "") from None
+    except Exception as exc:  # torch raises many types for a damaged file
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in message:
+            message = type(exc).__name__
         raise FormatError(f"{path}: not a PyTorch state dict that loads with weights_only=True ({message})") from None
     if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
         raise FormatError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(state).__name__}")
     # A tensor is copied out of the mapped file only when a layer is built from it: not for a module that is
     # not selected, nor for one that is not converted (whose shapes inspect lists).
-    arrays = {key: _Lazy(torch, key, value) if selects(only, key.rpartition(".")[0]) else _placeholder(key, value)
-              for key, value in state.items()}
+    try:
+        arrays = {key: _Lazy(torch, key, value) if selects(only, key.rpartition(".")[0]) else _placeholder(key, value)
+                  for key, value in state.items()}
+    except FormatError as exc:
+        raise exc.prefixed(str(path)) from None
     # The file does not say which torch version wrote it.
     return _model(path, arrays, kinds, {"framework": "torch", "file_format": "pt"}, _pt_record(path), only,
                   inventory)
 
 
-def _plain_state(path: Path, archive: _zip.Zip) -> dict[str, np.ndarray] | None:
-    """The state dict of a ``torch.save`` zip holding only tensors in (ordered) dicts, read with NumPy; None
-    when its pickle names anything else (PyTorch's weights_only loader then decides)."""
+def _pickled_model(qualname: str) -> bool:
+    """Whether a global a pickle names is a model's class (``torch.nn`` modules, the user's own classes),
+    which a state dict never names, rather than something PyTorch's weights_only loader may accept."""
+    module = qualname.rpartition(".")[0]
+    return module.startswith("torch.nn.modules") or not module.split(".")[0] in (
+        "torch", "collections", "builtins", "numpy", "_codecs", "copyreg", "")
+
+
+def _pickled_object(path: Path, qualname: str) -> FormatError:
+    """The refusal of a ``.pt`` whose pickle holds more than tensors: what it holds, why it is not loaded,
+    and, for a whole model, how its owner saves the state dict this tool reads."""
+    if qualname and _pickled_model(qualname):
+        fix = (f"model = torch.load({str(path)!r}, weights_only=False); "
+               f"torch.save(model.state_dict(), {str(path.with_name(path.stem + '_state.pt'))!r})")
+        return FormatError(f"{path}: holds a whole pickled model ({qualname}), not a state dict; lstm_convert "
+                           "reads state dicts, since loading a pickled model runs code from the file",
+                           remedy=f"if the file comes from a source you trust, save its state dict in Python "
+                                  f"and convert that: {fix}")
+    what = f"{qualname}, which is not tensor data" if qualname else "objects that are not tensor data"
+    return FormatError(f"{path}: its pickle holds {what}; lstm_convert loads only tensors and dicts of them, "
+                       "since anything else could run code from the file")
+
+
+def _plain_state(path: Path, archive: _zip.Zip) -> dict[str, np.ndarray] | str | None:
+    """The state dict of a ``torch.save`` zip holding only tensors in (ordered) dicts, read with NumPy; the
+    name of the global when its pickle names anything else (PyTorch's weights_only loader then decides);
+    None when it is not such a zip."""
     import pickle
 
     from .. import _torch_pickle
@@ -99,8 +142,8 @@ def _plain_state(path: Path, archive: _zip.Zip) -> dict[str, np.ndarray] | None:
         return None
     try:
         state = _torch_pickle.Unpickler(archive, pickles[0].split("/")[0]).load()
-    except _torch_pickle.NotData:
-        return None
+    except _torch_pickle.NotData as exc:
+        return exc.qualname
     # What pickle documents besides UnpicklingError for damaged data, and a memo index so large that pickle
     # fails to allocate it (MemoryError, raised before anything is held).
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, KeyError,
@@ -110,7 +153,7 @@ def _plain_state(path: Path, archive: _zip.Zip) -> dict[str, np.ndarray] | None:
         raise FormatError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(state).__name__}")
     for key, value in state.items():
         if not isinstance(value, np.ndarray):
-            raise FormatError(f"{key}: expected a tensor, got {type(value).__name__}")
+            raise FormatError(f"{path}: {key}: expected a tensor, got {type(value).__name__}")
     return dict(state)
 
 

@@ -257,8 +257,10 @@ def table() -> str:
 
 def detect(path: str | os.PathLike, declared: str | None = None) -> Format:
     """The format of the file at ``path``: ``declared`` if given; else the format of its suffix that
-    recognises its content; else any format that recognises it (a renamed file is read as what it
-    holds); else the suffix's format, whose reader then says what is wrong."""
+    recognises its content; else, for a suffix no format claims (``.bin``), any format that recognises it;
+    else the suffix's format, whose reader then says what is wrong. A file whose content is another
+    format than its suffix says (an ONNX model named ``.pt``) is refused, naming what it is: which of the
+    two the user meant is theirs to say (``declared``) or to fix (renaming it)."""
     path = Path(path)
     if declared is not None:
         return get(declared)
@@ -269,6 +271,10 @@ def detect(path: str | os.PathLike, declared: str | None = None) -> Format:
     if start is not None:
         for fmt in by_suffix + [f for f in readers if f not in by_suffix]:
             if _recognises(fmt, path, start):
+                if by_suffix and fmt not in by_suffix:
+                    raise FormatError(f"{path}: this is {_article(fmt.title)} {fmt.title}, not a {path.suffix} file",
+                                      remedy=f"read it as format {fmt.name!r} or rename it",
+                                      hint=f"pass --from {fmt.name} or rename it")
                 return fmt
     if by_suffix:
         return by_suffix[0]
@@ -276,6 +282,10 @@ def detect(path: str | os.PathLike, declared: str | None = None) -> Format:
     what = "its content or " if start is not None else ""
     raise FormatError(f"{path}: cannot tell the format from {what}the extension {path.suffix!r}; "
                       f"use one of {', '.join(suffixes)}, or name the format ({', '.join(f.name for f in readers)})")
+
+
+def _article(title: str) -> str:
+    return "an" if title.startswith(("lstm_convert", "ONNX", "a", "e", "i", "o")) else "a"
 
 
 def _recognises(fmt: Format, path: Path, start: bytes) -> bool:
