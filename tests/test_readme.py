@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from lstm_convert.gates import gate_table
@@ -12,7 +11,19 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def _blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, re.S)
+    """The README's fenced blocks of ``language`` ("" for plain fences), fences paired in order."""
+    blocks, current, kind = [], None, None
+    for line in README.splitlines(keepends=True):
+        if line.startswith("```"):
+            if current is None:
+                current, kind = [], line[3:].strip()
+            else:
+                if kind == language:
+                    blocks.append("".join(current))
+                current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
 
 
 def test_api_examples_run(tmp_path, monkeypatch):
