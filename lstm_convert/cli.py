@@ -32,10 +32,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         handlers = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     debug = False
+    words = list(sys.argv[1:] if argv is None else argv)
+    out = _Output(json="--json" in words)  # known before the line is parsed, so that usage errors are JSON too
+    args = None
     try:
         parser = _parser()
-        args, unknown = parser.parse_known_args(argv)
-        debug = args.debug
+        args, unknown = parser.parse_known_args(words)
+        debug, out.json = args.debug, getattr(args, "json", False)
         if unknown:  # said by the subcommand, with its usage
             commands = parser._subcommands  # type: ignore[attr-defined]
             (commands[args.command] if args.command in commands else parser).error(
@@ -44,33 +47,75 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         return args.run(args)
+    except _UsageError as exc:
+        if out.json:
+            return out.error("UsageError", exc.message, None, 2)
+        exc.parser.print_usage(sys.stderr)
+        print(f"{exc.parser.prog}: error: {exc.message}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # the reader went away (| head): nothing more to say
         return 1
     except LSTMConvertError as exc:
         if _RECEIVED:  # the interrupt, turned into an error by the code it stopped
-            return _interrupted(_RECEIVED[-1])
+            return _interrupted(_RECEIVED[-1], out)
         if debug:
             raise
-        print(f"lstm-convert: error: {shown(exc.cli_text())}", file=sys.stderr)
-        return 1
+        return out.error(type(exc).__name__, exc.cli_text(), _path_of(exc.cli_text(), args), 1)
     except KeyboardInterrupt as exc:
-        return _interrupted(getattr(exc, "signum", signal.SIGINT))
+        return _interrupted(getattr(exc, "signum", signal.SIGINT), out)
     except Exception as exc:  # noqa: BLE001 - not a refusal of the library: a bug, reported as one
         if _RECEIVED:  # the interrupt, re-raised as another exception by the code it stopped (an import, say)
-            return _interrupted(_RECEIVED[-1])
+            return _interrupted(_RECEIVED[-1], out)
         if debug:
             raise
         text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        print(f"lstm-convert: internal error ({type(exc).__name__}{': ' + shown(text) if text else ''}); this is a "
-              "bug in lstm-convert: please report it with the output of the same command run with --debug",
-              file=sys.stderr)
-        return 3
+        return out.error("InternalError", f"internal error ({type(exc).__name__}{': ' + text if text else ''}); "
+                         "this is a bug in lstm-convert: please report it with the output of the same command run "
+                         "with --debug", None, 3, prefix="lstm-convert: ")
     finally:
         for sig, previous in handlers.items():
             signal.signal(sig, previous)
 
 
-def _interrupted(signum: int) -> int:
+class _UsageError(Exception):
+    def __init__(self, parser: argparse.ArgumentParser, message: str):
+        super().__init__(message)
+        self.parser, self.message = parser, message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors the caller reports (as text or as JSON)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise _UsageError(self, message)
+
+
+class _Output:
+    """Where a command's result and errors go: text (errors on stderr) or one JSON object on stdout."""
+
+    def __init__(self, json: bool):
+        self.json = json
+
+    def error(self, kind: str, message: str, path: str | None, status: int, prefix: str = "lstm-convert: error: ") -> int:
+        if self.json:
+            print(json.dumps({"error": {"type": kind, "message": message, "path": path}}, indent=2))
+        else:
+            print(f"{prefix}{shown(message)}", file=sys.stderr)
+        return status
+
+
+def _path_of(message: str, args: argparse.Namespace | None) -> str | None:
+    """The file an error is about: the one of the command's files that its message starts with."""
+    for key in ("file", "src", "dst", "a", "b", "module", "out"):
+        value = getattr(args, key, None)
+        if isinstance(value, str) and message.startswith(f"{value}: "):
+            return value
+    return None
+
+
+def _interrupted(signum: int, out: _Output | None = None) -> int:
+    if out is not None and out.json:
+        return out.error("Interrupted", "interrupted; no partial file is left", None, 128 + signum)
     print("lstm-convert: interrupted; no partial file is left", file=sys.stderr)
     return 128 + signum
 
@@ -92,7 +137,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lstm-convert",
         description="Convert, inspect and archive the weights of recurrent layers, gate by gate.")
     parser.add_argument("--version", action="version", version=f"lstm-convert {__version__}")
@@ -100,12 +145,12 @@ def _parser() -> argparse.ArgumentParser:
     # --debug is taken after the subcommand too; there it leaves the top level's value alone unless given.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    common.add_argument("--json", action="store_true", help="print one JSON object on stdout, errors included")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     ins = sub.add_parser("inspect", parents=[common], help="what a file holds: layers, sizes, parameters, gate by gate")
     ins.add_argument("file", help="the file to describe (any format lstm-convert reads)")
     _source_options(ins, "the file's")
     _only_option(ins, "list")
-    ins.add_argument("--json", action="store_true", help="print one JSON object")
     ins.add_argument("--scan", action="store_true",
                      help="read every value of a PyTorch-layout safetensors file to look for NaN and infinity "
                           "(other formats are read whole anyway; an archive records them)")
@@ -361,8 +406,16 @@ def _convert(args: argparse.Namespace) -> int:
             info["conversions"] = model_conversions(model, module=True)
             for layer, entry in zip(model.layers, info["layers"]):
                 entry["conversions"] = conversions(layer, module=True)
-        _print_conversions(_displayable(info), (fmt,))
         verdict = info["conversions"][fmt]["verdict"]
+        if args.json:
+            print(json.dumps({"source": str(args.src), "source_format": src_fmt, "destination": str(args.dst),
+                              "format": fmt, "written": False, "verdict": verdict,
+                              "reasons": info["conversions"][fmt]["reasons"],
+                              "needs": info["conversions"][fmt].get("needs", []),
+                              "layers": {layer["name"]: layer["conversions"][fmt] for layer in info["layers"]}},
+                             indent=2))
+            return 1 if verdict == "impossible" else 0
+        _print_conversions(_displayable(info), (fmt,))
         words = {"exact": "exact", "impossible": "impossible",
                  "weights": "the weights exactly; the model needs --module"}[verdict]
         print(shown(f"{args.src} -> {args.dst} ({fmt}): {words}; nothing written"))
@@ -371,6 +424,12 @@ def _convert(args: argparse.Namespace) -> int:
     report = files.convert(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
                            overwrite=args.overwrite, kinds=dict(args.kind), strict=args.strict,
                            settings=_settings(args.settings), module=args.module, only=args.only)
+    if args.json:
+        print(json.dumps({"source": str(args.src), "source_format": files.detect(args.src, args.src_format),
+                          "destination": str(report.path), "format": report.format, "written": True,
+                          "verdict": report.verdict, "module": args.module, "bytes": report.path.stat().st_size,
+                          "notes": [str(getattr(note, "cli", note)) for note in report.notes]}, indent=2))
+        return 0
     print(shown(f"wrote {report.path} ({report.format})" + (f" and {args.module}" if args.module else "")))
     for note in report.notes:
         print(f"note: {shown(getattr(note, 'cli', note))}")
@@ -390,11 +449,25 @@ def _verify(args: argparse.Namespace) -> int:
                                    "compare their outputs")
         fmt.integrity(Path(args.a))
         files.read(args.a, fmt.name, check=False)  # and that it is a whole, consistent file
+        if args.json:
+            print(json.dumps({"file": str(args.a), "format": fmt.name, "intact": True}, indent=2))
+            return 0
         print(f"{shown(args.a)}: every tensor matches its SHA-256; the archive is intact")
         return 0
 
     result = verify(args.a, args.b, atol=args.atol, rtol=args.rtol, batch=args.batch, steps=args.steps,
                     seed=args.seed, kinds=dict(args.kind), only=args.only)
+    if args.json:
+        print(json.dumps({"a": {"file": str(args.a), "runner": result.runners[0]},
+                          "b": {"file": str(args.b), "runner": result.runners[1]},
+                          "batch": result.batch, "steps": result.steps, "seed": args.seed, "masked": result.masked,
+                          "atol": result.atol, "rtol": result.rtol,
+                          "rows": [{"layer": row["layer"], "part": row["part"],
+                                    "max_abs_diff": float(row["max_abs_diff"]), "ok": bool(row["ok"])}
+                                   for row in result.rows],
+                          "notes": [str(getattr(note, "cli", note)) for note in result.notes], "ok": result.ok},
+                         indent=2))
+        return 0 if result.ok else 1
     print(shown(f"A: {args.a} (run by {result.runners[0]})"))
     print(shown(f"B: {args.b} (run by {result.runners[1]})"))
     print(f"random input: batch {result.batch}, {result.steps} steps, seed {args.seed}"
@@ -418,13 +491,35 @@ def _verify(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from . import demo
 
+    show = _demo_json if args.json else _print_demo
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        return _print_demo(demo.run(args.out, seed=args.seed), kept=True)
+        return show(demo.run(args.out, seed=args.seed), kept=True)
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        return _print_demo(demo.run(tmp, seed=args.seed), kept=False)
+        return show(demo.run(tmp, seed=args.seed), kept=False)
+
+
+def _demo_ok(r: dict) -> bool:
+    worst = max(max(d.values()) for d in r["agreement"].values())
+    return worst <= 1e-5 and r["model_agreement"] <= 1e-5 and r["archive_identical"]
+
+
+def _demo_json(r: dict, kept: bool) -> int:
+    w = r["weights"]
+    gates = {gate: {role: list(getattr(w.gate(gate), role).shape) for role in ("W_x", "W_h", "b_x", "b_h")}
+             for gate in w.gate_names}
+    print(json.dumps({
+        "model": "Input((18, 7)) -> LSTM(2) -> Dense(5)", "keras_tensors": r["keras_tensors"],
+        "keras_params": r["keras_params"], "canonical_params": r["canonical_params"], "gates": gates,
+        "torch_tensors": r["torch_tensors"], "keras_file": r["keras_file"] if kept else None,
+        "archive": r["archive"] if kept else None, "archive_tensors": [[n, list(s)] for n, s in r["archive_tensors"]],
+        "agreement": {label: {k: float(v) for k, v in d.items()} for label, d in r["agreement"].items()},
+        "model_agreement": float(r["model_agreement"]), "archive_identical": bool(r["archive_identical"]),
+        "torch_roundtrip_identical": bool(r["torch_roundtrip_identical"]), "ok": _demo_ok(r)},
+        indent=2, default=lambda v: list(v) if isinstance(v, tuple) else str(v)))
+    return 0 if _demo_ok(r) else 1
 
 
 def _print_demo(r: dict, kept: bool) -> int:
@@ -470,7 +565,6 @@ def _print_demo(r: dict, kept: bool) -> int:
     print(f"  {'whole model, PyTorch LSTM + Linear vs Keras':<48} {r['model_agreement']:9.2e}")
     print(f"  archive reloaded bit for bit: {r['archive_identical']}; "
           f"PyTorch -> canonical -> PyTorch bit for bit: {r['torch_roundtrip_identical']}")
-    worst = max(max(d.values()) for d in r["agreement"].values())
-    ok = worst <= 1e-5 and r["model_agreement"] <= 1e-5 and r["archive_identical"]
+    ok = _demo_ok(r)
     print("OK: within 1e-5" if ok else "MISMATCH: beyond 1e-5")
     return 0 if ok else 1

@@ -73,6 +73,7 @@ class Report:
     path: Path
     format: str
     notes: list[str] = field(default_factory=list)
+    verdict: str = "exact"  # or "weights": a state dict that keeps the weights, the model needing its module
 
 
 def write(model: Model, path: str | os.PathLike, fmt: str | None = None, *, overwrite: bool = False,
@@ -115,7 +116,7 @@ def _write(model: Model, path: Path, form: formats.Format, verdict: formats.Verd
 
     skipped = model.config.get("keras", {}).get("skipped", [])
     report = Report(path, form.name, notes=[f"skipped {entry}: the identity at inference" for entry in skipped]
-                    + assumed(model) + verdict.notes)
+                    + assumed(model) + verdict.notes, verdict=verdict.verdict)
     text = form.module_source(model) if module is not None else None  # made before anything is written
     with _atomic.no_replace(not overwrite):
         try:
