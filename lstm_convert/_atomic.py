@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from . import _progress
 from .errors import FormatError
 
 _REPLACE = contextvars.ContextVar("lstm_convert_replace", default=True)
@@ -81,7 +82,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, suff
     try:
         try:
             os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            write(tmp_path)
+            _progress.writing(tmp_path, path)
+            try:
+                write(tmp_path)
+            finally:
+                _progress.written()
         except OSError as exc:
             raise _io_error(path, exc) from None
         if before_rename is not None:

@@ -46,7 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        return args.run(args)
+        reporter = _reporter(args, out.json)
+        if reporter is None:
+            return args.run(args)
+        from ._progress import reporting
+
+        with reporting(reporter):
+            return args.run(args)
     except _UsageError as exc:
         if out.json:
             return out.error("UsageError", exc.message, None, 2)
@@ -104,6 +110,23 @@ class _Output:
         return status
 
 
+def _note(args: argparse.Namespace, text: str) -> None:
+    """A note under a command's output, unless --quiet."""
+    if not args.quiet:
+        print(f"note: {text}")
+
+
+def _reporter(args: argparse.Namespace, as_json: bool):
+    """What shows progress: a bar on stderr only when it is a terminal, timings with --verbose; nothing with
+    --quiet or --json."""
+    if args.quiet or as_json or args.command is None:
+        return None
+    from . import _progress
+
+    bar = _progress.Bar() if sys.stderr.isatty() else None
+    return _progress.Timings(bar) if args.verbose else bar
+
+
 def _path_of(message: str, args: argparse.Namespace | None) -> str | None:
     """The file an error is about: the one of the command's files that its message starts with."""
     for key in ("file", "src", "dst", "a", "b", "module", "out"):
@@ -146,6 +169,9 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout, errors included")
+    loud = common.add_mutually_exclusive_group()
+    loud.add_argument("-q", "--quiet", action="store_true", help="no notes and no progress: the result and errors only")
+    loud.add_argument("-v", "--verbose", action="store_true", help="also say how long each step took (on stderr)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     ins = sub.add_parser("inspect", parents=[common], help="what a file holds: layers, sizes, parameters, gate by gate")
     ins.add_argument("file", help="the file to describe (any format lstm-convert reads)")
@@ -296,11 +322,11 @@ def _inspect(args: argparse.Namespace) -> int:
             print(f"    {shapes}")
     print(f"{'total':<{w}} {'':<{t}} {'':<44} {info['total_params']:>8}")
     for entry in info.get("skipped", []):
-        print(f"note: skipped {entry}: the identity at inference")
+        _note(args, f"skipped {entry}: the identity at inference")
     for note in files.assumed(model):
-        print(f"note: {shown(note)}")
+        _note(args, shown(note))
     if info["non_finite"] is None:
-        print("note: only the header was read; --scan reads the values to look for NaN and infinity")
+        _note(args, "only the header was read; --scan reads the values to look for NaN and infinity")
     for name in info["non_finite"] or []:
         print(f"warning: {name} holds NaN or infinity")
     print()
@@ -432,7 +458,7 @@ def _convert(args: argparse.Namespace) -> int:
         return 0
     print(shown(f"wrote {report.path} ({report.format})" + (f" and {args.module}" if args.module else "")))
     for note in report.notes:
-        print(f"note: {shown(getattr(note, 'cli', note))}")
+        _note(args, shown(getattr(note, "cli", note)))
     return 0
 
 
@@ -478,7 +504,7 @@ def _verify(args: argparse.Namespace) -> int:
     for row in result.rows:
         print(f"{shown(row['layer']):<{w}} {row['part']:<8} {row['max_abs_diff']:>12.3e}" + ("" if row["ok"] else "  MISMATCH"))
     for note in result.notes:
-        print(f"note: {shown(getattr(note, 'cli', note))}")
+        _note(args, shown(getattr(note, "cli", note)))
     if not result.ok:
         print("FAILED: outputs differ beyond tolerance")
     elif len(result.rows) > 1:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import from_keras, from_torch, load, save, to_keras, to_torch
+from . import _progress, from_keras, from_torch, load, save, to_keras, to_torch
 from ._optional import require
 from .reference import forward
 
@@ -22,8 +22,10 @@ TIME_STEPS, FEATURES, UNITS, CLASSES = 18, 7, 2, 5
 
 
 def run(out_dir: str | os.PathLike, seed: int = 0, batch: int = 4) -> dict[str, Any]:
+    _progress.phase("loading Keras and PyTorch", 1, 3)
     keras = require("keras")
     torch = require("torch")
+    _progress.phase("building and converting the seed model", 2, 3)
     rng = np.random.default_rng(seed)
 
     inputs = keras.Input((TIME_STEPS, FEATURES))
@@ -39,6 +41,7 @@ def run(out_dir: str | os.PathLike, seed: int = 0, batch: int = 4) -> dict[str, 
     archive = save(weights, Path(out_dir) / "seed_lstm.safetensors")
     restored = load(archive)
 
+    _progress.phase("running it in Keras, PyTorch and the reference", 3, 3)
     x = rng.normal(size=(batch, TIME_STEPS, FEATURES)).astype("float32")
     h0, c0 = (rng.normal(size=(batch, UNITS)).astype("float32") for _ in range(2))
     runner = to_keras(weights, return_sequences=True, return_state=True)

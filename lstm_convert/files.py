@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import _atomic, formats
+from . import _atomic, _progress, formats
 from .canonical import Model
 from .errors import FormatError
 
@@ -118,6 +118,7 @@ def _write(model: Model, path: Path, form: formats.Format, verdict: formats.Verd
     report = Report(path, form.name, notes=[f"skipped {entry}: the identity at inference" for entry in skipped]
                     + assumed(model) + verdict.notes, verdict=verdict.verdict)
     text = form.module_source(model) if module is not None else None  # made before anything is written
+    _progress.expect(sum(array.nbytes for _, array in model.tensors()))
     with _atomic.no_replace(not overwrite):
         try:
             form.write(model, path, before_rename)
@@ -197,7 +198,9 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
         raise FormatError(f"{dst}: already exists", remedy="pass overwrite=True to replace it",
                           hint="pass --overwrite to replace it")
     source = formats.detect(src, src_format)
+    _progress.phase(f"reading {src}", 1, 3)
     model = read(src, source.name, kinds=kinds, check=source.integrity is None, only=only)
+    _progress.phase("checking the conversion", 2, 3)
     if settings:
         from .canonical import with_settings
         model = with_settings(model, settings)
@@ -210,6 +213,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
             raise FormatError(f"{src}: tensor {bad[0]} holds NaN or infinity{more}", remedy="refused by strict=True",
                               hint="refused by --strict")
+    _progress.phase(f"writing {dst}", 3, 3)
     if source.integrity is None:
         return _write(model, dst, form, verdict, module, None, overwrite)
     # The source's digests are checked in another thread while the destination is written; the

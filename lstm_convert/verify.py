@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import files, reference
+from . import _progress, files, reference
 from . import formats as registry
 from .canonical import Embedding, Masking, Model, RecurrentLayer
 from .errors import FormatError
@@ -58,6 +58,7 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
     sides end a layer, and final states over the whole span.
     """
     fmt_a, fmt_b = registry.detect(a, formats[0]), registry.detect(b, formats[1])
+    _progress.phase("reading A and B", 1, 4)
     model_a, model_b = (files.read(a, fmt_a.name, kinds=kinds, only=only),
                         files.read(b, fmt_b.name, kinds=kinds, only=only))
     units = _same_structure(model_a, model_b)
@@ -96,7 +97,9 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
                   for n in unit.state_names] if isinstance(unit, RecurrentLayer) else []
         unit_states.append(tuple(np.zeros(shape, np.float32) if zero else rng.normal(size=shape).astype(np.float32)
                                  for shape in shapes))
+    _progress.phase(f"running A, a {fmt_a.title} (its framework loaded first)", 2, 4)
     run_a, name_a = _run(Path(a), fmt_a, model_a, x, _grouped(model_a, unit_states))
+    _progress.phase(f"running B, a {fmt_b.title}", 3, 4)
     run_b, name_b = _run(Path(b), fmt_b, model_b, x, _grouped(model_b, unit_states))
     detail = [f"{Path(p).name}: {why}" for p, why in ((a, run_a), (b, run_b)) if isinstance(why, str)]
     if detail:  # a side that cannot run layer by layer: the model output alone is compared
@@ -115,6 +118,7 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
     if _stateful(model_a) or _stateful(model_b):  # a second batch starts where the first one ended
         calls.append(np.ascontiguousarray(model_x[:, ::-1]))
         result.notes.append("stateful: two batches are run one after the other, the second from the first's states")
+    _progress.phase("running the whole models", 4, 4)
     whole_a, runner_a, how_a = _run_model(Path(a), fmt_a, model_a, calls)
     whole_b, runner_b, how_b = _run_model(Path(b), fmt_b, model_b, calls)
     result.runners = (runner_a, runner_b)
@@ -216,8 +220,12 @@ def _same_structure(a: Model, b: Model) -> list:
     return units_a
 
 
-def _outline(m: Model) -> str:
-    return "[" + ", ".join(f"{layer.name}: {layer.kind} -> {layer.output_size}" for layer in m.layers) + "]"
+def _outline(m: Model, shown: int = 6) -> str:
+    """The model's layers for a message: the first few, then how many more."""
+    parts = [f"{layer.name}: {layer.kind} -> {layer.output_size}" for layer in m.layers[:shown]]
+    if len(m.layers) > shown:
+        parts.append(f"... {len(m.layers) - shown} more")
+    return f"[{', '.join(parts)}]"
 
 
 def _grouped(model: Model, unit_states: list) -> dict[str, tuple]:
