@@ -183,9 +183,17 @@ def _parser() -> argparse.ArgumentParser:
     ins.set_defaults(run=_inspect)
 
     conv = sub.add_parser("convert", parents=[common],
-                          help="convert SRC to DST, refusing before writing if it cannot be exact")
-    conv.add_argument("src", help="the file to read")
-    conv.add_argument("dst", help="the file to write; its extension (or --to) says the format")
+                          help="convert SRC to DST, refusing before writing if it cannot be exact",
+                          usage="%(prog)s [options] SRC DST\n       %(prog)s [options] SRC... --out-dir DIR --to FORMAT")
+    conv.add_argument("paths", nargs="+", metavar="SRC DST",
+                      help="the file to read and the file to write (its extension, or --to, says the format); with "
+                           "--out-dir, the files and folders to read")
+    conv.add_argument("--out-dir", metavar="DIR",
+                      help="convert every SRC (a folder: each file of it that lstm-convert reads) into DIR, under "
+                           "its own name with the extension of --to")
+    conv.add_argument("--recursive", action="store_true", help="with --out-dir, search folders' subfolders too")
+    conv.add_argument("--jobs", type=_positive, metavar="N",
+                      help="with --out-dir, convert N files at a time in worker processes (default: one per core)")
     _source_options(conv, "SRC's")
     _only_option(conv, "convert")
     writable = formats.writable()
@@ -201,7 +209,7 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--set", dest="settings", action="append", default=[], type=_setting,
                       metavar="LAYER.SETTING=VALUE",
                       help="state what the source cannot say, e.g. lstm.return_sequences=false (repeatable)")
-    conv.set_defaults(run=_convert)
+    conv.set_defaults(run=_convert, usage_parser=conv)
 
     ver = sub.add_parser("verify", parents=[common],
                          help="run two files on the same random input and compare each layer's output")
@@ -417,6 +425,15 @@ def _print_gates(rows: list[dict]) -> None:
 def _convert(args: argparse.Namespace) -> int:
     from . import files
 
+    if args.out_dir is not None:
+        return _convert_many(args)
+    usage = args.usage_parser
+    for flag, given in (("--recursive", args.recursive), ("--jobs", args.jobs)):
+        if given:
+            raise _UsageError(usage, f"{flag} is for several files: give --out-dir DIR")
+    if len(args.paths) != 2:
+        raise _UsageError(usage, "give SRC and DST, or several sources with --out-dir DIR --to FORMAT")
+    args.src, args.dst = args.paths
     if args.check:
         from .describe import describe
 
@@ -460,6 +477,47 @@ def _convert(args: argparse.Namespace) -> int:
     for note in report.notes:
         _note(args, shown(getattr(note, "cli", note)))
     return 0
+
+
+def _convert_many(args: argparse.Namespace) -> int:
+    """``convert SRC... --out-dir DIR --to FORMAT``: every file, a summary table, exit 1 if any failed."""
+    from . import _progress
+    from .batch import convert_many
+
+    for flag, given in (("--module", args.module), ("--check", args.check)):
+        if given:
+            raise _UsageError(args.usage_parser, f"{flag} is for one file, not with --out-dir")
+    if args.dst_format is None:
+        raise _UsageError(args.usage_parser, "--out-dir needs --to FORMAT")
+
+    def done(outcome, count: int, total: int) -> None:
+        _progress.phase(f"converted {count} of {total} files", min(count + 1, total), total)
+
+    _progress.phase("looking for files", 1, 1)
+    outcomes = convert_many(args.paths, args.out_dir, args.dst_format, recursive=args.recursive, jobs=args.jobs,
+                            overwrite=args.overwrite, on_done=done, kinds=dict(args.kind), strict=args.strict,
+                            settings=_settings(args.settings), only=args.only, src_format=args.src_format)
+    failed = sum(not o.ok for o in outcomes)
+    if args.json:
+        print(json.dumps({"out_dir": str(args.out_dir), "format": args.dst_format,
+                          "files": [o.as_dict() for o in outcomes], "converted": len(outcomes) - failed,
+                          "failed": failed, "ok": not failed}, indent=2))
+        return 1 if failed else 0
+    if not outcomes:
+        print(shown(f"no file that lstm-convert reads in {', '.join(args.paths)}"))
+        return 1
+    rows = [(shown(str(o.source)), shown(f"wrote {o.destination} ({o.verdict})" if o.ok
+                                         else f"error: {o.error['message']}"), f"{o.seconds:.2f} s", o)
+            for o in outcomes]
+    w = max(4, *(len(r[0]) for r in rows))
+    print(f"{'file':<{w}}  {'time':>8}  result")
+    for name, result, seconds, outcome in rows:
+        print(f"{name:<{w}}  {seconds:>8}  {result}")
+        for note in outcome.notes if not args.quiet else []:
+            print(f"{'':<{w}}  {'':>8}  note: {shown(note)}")
+    print(f"{len(outcomes)} file{'s' if len(outcomes) != 1 else ''}: {len(outcomes) - failed} converted, "
+          f"{failed} failed")
+    return 1 if failed else 0
 
 
 def _verify(args: argparse.Namespace) -> int:

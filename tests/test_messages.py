@@ -115,10 +115,11 @@ def test_debug_is_taken_anywhere_and_usage_errors_show_the_subcommands_usage(tmp
     assert done.stderr.endswith("lstm-convert inspect: error: unrecognized arguments: --bogus\n")
     done = _run("convert", missing)
     assert done.returncode == 2 and done.stderr.startswith("usage: lstm-convert convert ")
-    assert done.stderr.endswith("lstm-convert convert: error: the following arguments are required: dst\n")
+    assert done.stderr.endswith("lstm-convert convert: error: give SRC and DST, or several sources with "
+                                "--out-dir DIR --to FORMAT\n")
 
 
-@pytest.mark.parametrize("command, positionals", [("inspect", ["file"]), ("convert", ["src", "dst"]),
+@pytest.mark.parametrize("command, positionals", [("inspect", ["file"]), ("convert", ["SRC"]),
                                                   ("verify", ["a", "b"])])
 def test_positional_arguments_have_help(command, positionals):
     done = _run(command, "--help")

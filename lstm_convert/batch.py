@@ -1,0 +1,167 @@
+"""Converting many files at once: ``lstm-convert convert SRC... --out-dir DIR --to FORMAT``.
+
+Each source (a file, or every convertible file of a folder, with ``recursive`` of its subfolders too) is
+converted by :func:`lstm_convert.files.convert` in a worker process, atomically, into ``out_dir`` under
+its own name (its path below the folder it was found in) with the target format's extension. A failure
+is the outcome of its file and never stops the others; sources that would land on one destination are
+refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import formats
+from .errors import FormatError, LSTMConvertError, SettingError
+
+
+@dataclass
+class Outcome:
+    """What became of one source: ``destination`` written (``verdict``, ``notes``), or ``error``."""
+
+    source: Path
+    destination: Path
+    seconds: float = 0.0
+    verdict: str | None = None
+    notes: list[str] = field(default_factory=list)
+    error: dict[str, str] | None = None  # "type" and "message"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": str(self.source), "destination": str(self.destination), "ok": self.ok,
+                "verdict": self.verdict, "notes": list(self.notes), "error": self.error,
+                "seconds": round(self.seconds, 3)}
+
+
+def sources(paths: Iterable[str | os.PathLike], *, recursive: bool = False,
+            skip: Path | None = None) -> list[tuple[Path, Path]]:
+    """``(file, name)`` for every source: a file as it is (named by its file name), a folder's convertible
+    files (named by their path below it), in sorted order; ``skip`` (the output folder) is not searched."""
+    out = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            found = given.rglob("*") if recursive else given.iterdir()
+            for path in sorted(p for p in found if p.is_file() and _convertible(p)):
+                if skip is not None and skip.resolve() in path.resolve().parents:
+                    continue
+                out.append((path, path.relative_to(given)))
+        elif given.exists():
+            out.append((given, Path(given.name)))
+        else:
+            raise FormatError(f"{given}: no such file or folder")
+    return out
+
+
+def _convertible(path: Path) -> bool:
+    """A file of a folder that a format reads: by its extension, or by its content (a renamed file);
+    not the temporary files of a conversion."""
+    if path.name.startswith(".") and ".lstm-convert-" in path.name:
+        return False
+    if any(path.suffix.lower() in f.suffixes for f in formats.every() if f.reads):
+        return True
+    try:
+        formats.detect(path)
+    except LSTMConvertError:
+        return False
+    return True
+
+
+def plan(found: Sequence[tuple[Path, Path]], out_dir: Path, fmt: str) -> list[Outcome]:
+    """Each source's destination in ``out_dir``; a source whose destination another one already takes is
+    an outcome with that error."""
+    suffix = formats.get(fmt).suffixes[0]
+    taken: dict[Path, Path] = {}
+    outcomes = []
+    for path, name in found:
+        destination = out_dir / name.with_suffix(suffix)
+        outcome = Outcome(path, destination)
+        first = taken.setdefault(destination.resolve(), path)
+        if first != path:
+            outcome.error = {"type": "FormatError",
+                             "message": f"{path}: would be written to {destination}, as {first} is"}
+        outcomes.append(outcome)
+    return outcomes
+
+
+def convert_many(paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike, fmt: str, *,
+                 recursive: bool = False, jobs: int | None = None, overwrite: bool = False,
+                 on_done: Callable[[Outcome, int, int], None] | None = None, **options: Any) -> list[Outcome]:
+    """Convert every source to format ``fmt`` in ``out_dir`` (created if need be), in ``jobs`` worker
+    processes (default: one per core, at most one per file); ``options`` are those of
+    :func:`lstm_convert.files.convert` (``kinds``, ``strict``, ``settings``, ``only``, ``src_format``).
+    ``on_done(outcome, done, total)`` is called as each file finishes. The outcomes in the sources' order."""
+    if fmt not in formats.NAMES or not formats.get(fmt).writes:
+        raise SettingError(f"format {fmt!r} is not one lstm_convert writes; writable: "
+                           f"{', '.join(f.name for f in formats.writable())}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FormatError(f"{out_dir}: is not a folder; give a folder to write the files into")
+    found = sources(paths, recursive=recursive, skip=out_dir)
+    outcomes = plan(found, out_dir, fmt)
+    todo = [o for o in outcomes if o.ok]
+    total, done = len(outcomes), 0
+    for outcome in outcomes:
+        if not outcome.ok and on_done is not None:
+            done += 1
+            on_done(outcome, done, total)
+    if not todo:
+        return outcomes
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for outcome in todo:
+        outcome.destination.parent.mkdir(parents=True, exist_ok=True)
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
+    work = [(str(o.source), str(o.destination), fmt, overwrite, options) for o in todo]
+    if jobs == 1:
+        results = map(_convert_one, work)
+        for outcome, result in zip(todo, results):
+            done += 1
+            _fill(outcome, result, on_done, done, total)
+        return outcomes
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # Workers start fresh ("spawn"): the parent may hold threads (the progress bar), which forking copies badly.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = {pool.submit(_convert_one, job): outcome for job, outcome in zip(work, todo)}
+        for future in as_completed(pending):
+            done += 1
+            _fill(pending[future], future.result(), on_done, done, total)
+    return outcomes
+
+
+def _fill(outcome: Outcome, result: Mapping[str, Any], on_done, done: int, total: int) -> None:
+    outcome.seconds, outcome.verdict = result["seconds"], result.get("verdict")
+    outcome.notes, outcome.error = list(result.get("notes", [])), result.get("error")
+    if on_done is not None:
+        on_done(outcome, done, total)
+
+
+def _convert_one(job: tuple) -> dict[str, Any]:
+    """In a worker: one conversion, its outcome as plain data (a failure included, never raised)."""
+    from . import files
+
+    src, dst, fmt, overwrite, options = job
+    start = time.perf_counter()
+    try:
+        report = files.convert(src, dst, dst_format=fmt, overwrite=overwrite, **options)
+    except LSTMConvertError as exc:
+        return {"seconds": time.perf_counter() - start, "error": {"type": type(exc).__name__,
+                                                                  "message": exc.cli_text()}}
+    except MemoryError:
+        return {"seconds": time.perf_counter() - start,
+                "error": {"type": "FormatError", "message": f"{src}: converting it needs more memory than is free"}}
+    except Exception as exc:  # noqa: BLE001 - a bug of this library, reported as one, for this file only
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        return {"seconds": time.perf_counter() - start,
+                "error": {"type": "InternalError", "message": f"{src}: internal error ({type(exc).__name__}"
+                          f"{': ' + text if text else ''}); this is a bug in lstm-convert: please report it"}}
+    return {"seconds": time.perf_counter() - start, "verdict": report.verdict,
+            "notes": [str(getattr(note, "cli", note)) for note in report.notes]}
