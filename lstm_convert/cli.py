@@ -129,7 +129,7 @@ def _reporter(args: argparse.Namespace, as_json: bool):
 
 def _path_of(message: str, args: argparse.Namespace | None) -> str | None:
     """The file an error is about: the one of the command's files that its message starts with."""
-    for key in ("file", "src", "dst", "a", "b", "module", "out"):
+    for key in ("file", "src", "dst", "a", "b", "module", "out", "out_dir"):
         value = getattr(args, key, None)
         if isinstance(value, str) and message.startswith(f"{value}: "):
             return value
