@@ -126,15 +126,50 @@ def convert_many(paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
             _fill(outcome, result, on_done, done, total)
         return outcomes
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # Workers start fresh ("spawn"): the parent may hold threads (the progress bar), which forking copies badly.
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pending = {pool.submit(_convert_one, job): outcome for job, outcome in zip(work, todo)}
-        for future in as_completed(pending):
+    # Ctrl-C reaches the parent only (workers ignore SIGINT); it stops the workers with SIGTERM, on which a
+    # worker that is writing removes its temporary file, and an idle one ends at once.
+    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_start)
+    try:
+        for index, result in pool.imap_unordered(_convert_indexed, enumerate(work)):
             done += 1
-            _fill(pending[future], future.result(), on_done, done, total)
+            _fill(todo[index], result, on_done, done, total)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
     return outcomes
+
+
+_BUSY = False  # in a worker: whether it is converting a file (a SIGTERM then removes its temporary file)
+
+
+def _worker_start() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    if _BUSY:
+        raise KeyboardInterrupt  # through atomic_write, which removes the temporary file
+    os._exit(128 + signum)
+
+
+def _convert_indexed(item: tuple[int, tuple]) -> tuple[int, dict[str, Any]]:
+    global _BUSY
+    index, job = item
+    _BUSY = True
+    try:
+        return index, _convert_one(job)
+    except KeyboardInterrupt:
+        os._exit(143)  # the parent asked the workers to stop; the temporary file is gone
+    finally:
+        _BUSY = False
 
 
 def _fill(outcome: Outcome, result: Mapping[str, Any], on_done, done: int, total: int) -> None:

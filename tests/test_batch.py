@@ -95,3 +95,40 @@ def test_usage(folder, capsys, argv, message):
     assert main(["convert", str(folder / "state.pt"), *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: lstm-convert convert [options] SRC DST") and err.endswith(f"error: {message}\n")
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_batch_stops_its_workers_and_leaves_no_partial_file(tmp_path, rng, sig):
+    """Ctrl-C reaches the whole process group; SIGTERM only the parent. Either way the workers stop, no
+    temporary file stays, and every file that is there is whole."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "src"
+    src.mkdir()
+    big = lc.from_torch(random_torch_lstm(rng, input_size=512, hidden_size=512, num_layers=4))
+    for i in range(4):
+        lc.save(big, src / f"m{i}.safetensors")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "lstm_convert", "convert", str(src), "--out-dir", str(out),
+                             "--to", "keras", "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(".lstm-convert-" in p.name for p in out.glob(".*")):
+        time.sleep(0.02)  # until a worker is writing
+    number = getattr(signal, sig)
+    if sig == "SIGINT":
+        os.killpg(proc.pid, number)
+    else:
+        proc.send_signal(number)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + number, err
+    assert err.endswith("lstm-convert: interrupted; no partial file is left\n"), err
+    left = sorted(p.name for p in out.iterdir())
+    assert all(not name.startswith(".") for name in left), left
+    assert len(left) < 4, left  # the workers stopped, not went on to the files left to do
+    for name in left:
+        assert files.read(out / name) == files.read(src / name.replace(".keras", ".safetensors")), name
