@@ -21,10 +21,12 @@ def _recognise(path: Path, head: bytes) -> bool:
 
 
 def _read(path: Path, options: ReadOptions):
+    from .._optional import require
+
+    require("onnx")  # which brings protobuf: without it, say which extra to install
     from google.protobuf.message import DecodeError
 
     from ..adapters import onnx
-
     from ..errors import FormatError
 
     try:
