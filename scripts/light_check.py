@@ -1,0 +1,79 @@
+"""The light install at work: run by .ci/run in a virtual environment holding lstm-convert with its core
+dependencies only (NumPy, safetensors, h5py, tqdm), on files a full environment made.
+
+    python scripts/light_check.py DIR     # DIR holds seed.keras, seed.safetensors, seed.pt, seed.npz, seed.onnx
+
+Every file is inspected and converted to every writable format. Each either succeeds and reads back as
+the same model as the archive, or fails with the one line naming the extra to install; anything else
+(an internal error, another message) fails the check.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+READ_NEEDS = {"onnx": "onnx"}
+WRITE_NEEDS = {"onnx": "onnx", "keras": "keras"}
+TARGETS = {"archive": ".safetensors", "torch": ".pt", "npz": ".npz", "onnx": ".onnx", "keras": ".keras"}
+SOURCES = {"keras": "seed.keras", "archive": "seed.safetensors", "torch": "seed.pt", "npz": "seed.npz",
+           "onnx": "seed.onnx"}
+
+
+def run(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lstm_convert", *argv], capture_output=True, text=True)
+
+
+def main() -> int:
+    present = [m for m in ("torch", "keras", "tensorflow", "onnx", "onnxruntime") if importlib.util.find_spec(m)]
+    if present:
+        print(f"not a light environment: {', '.join(present)} installed", file=sys.stderr)
+        return 2
+    folder = Path(sys.argv[1])
+    from lstm_convert import files
+
+    reference = files.read(folder / SOURCES["archive"])
+    failures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt, name in SOURCES.items():
+            src = folder / name
+            needs = [READ_NEEDS[fmt]] if fmt in READ_NEEDS else []
+            done = run("inspect", str(src))
+            failures += check(f"inspect {name}", done, needs)
+            for target, suffix in TARGETS.items():
+                dst = Path(tmp) / f"{fmt}_to_{target}{suffix}"
+                needed = needs or ([WRITE_NEEDS[target]] if target in WRITE_NEEDS else [])
+                done = run("convert", str(src), str(dst), "--to", target, "-q")
+                failures += check(f"convert {name} --to {target}", done, needed)
+                if not needed and done.returncode == 0 and not same_weights(files.read(dst), reference):
+                    failures.append(f"convert {name} --to {target}: the weights read back differ")
+    for line in failures:
+        print(f"FAILED {line}", file=sys.stderr)
+    print(f"light install: {len(SOURCES) * (len(TARGETS) + 1)} commands, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+def same_weights(a, b) -> bool:
+    """The LSTM's gate tensors, bit for bit (an .npz keeps the weights, not every setting)."""
+    import numpy as np
+
+    def tensors(model):
+        layer = next(layer for layer in model.layers if layer.kind == "lstm")
+        return [array for _, array in layer.tensors()]
+    return all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(tensors(a), tensors(b), strict=True))
+
+
+def check(what: str, done: subprocess.CompletedProcess, needed: list[str]) -> list[str]:
+    if needed:
+        want = (f"lstm-convert: error: {needed[0]} is needed for this and is not installed: "
+                f"pip install 'lstm-convert[{needed[0]}]'\n")
+        return [] if done.returncode == 1 and done.stderr == want else [f"{what}: expected {want!r}, got "
+                                                                         f"{done.returncode} {done.stderr!r}"]
+    return [] if done.returncode == 0 and not done.stderr else [f"{what}: {done.returncode} {done.stderr!r}"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
