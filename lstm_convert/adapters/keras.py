@@ -541,23 +541,36 @@ def write(weights: Layer | Model, target: Any = None, *, settings: Mapping[str, 
 
 def new_layer(keras, weights: Layer, *, in_model: bool = False, **settings: Any) -> Any:
     """An unbuilt Keras layer configured like ``weights`` (single-layer); ``settings`` are Keras arguments
-    that override it."""
+    that override it. Built by Keras from :func:`layer_spec`, the same description a ``.keras`` file
+    written without Keras holds."""
+    return keras.layers.deserialize(layer_spec(weights, in_model=in_model, **settings))
+
+
+def _spec(class_name: str, **config: Any) -> dict[str, Any]:
+    """A Keras layer as Keras serializes it: its class and the arguments it is built with (Keras' own
+    defaults for the rest)."""
+    return {"module": "keras.layers", "class_name": class_name, "config": config, "registered_name": None}
+
+
+def layer_spec(weights: Layer, *, in_model: bool = False, **settings: Any) -> dict[str, Any]:
+    """The serialized Keras layer (``{"module", "class_name", "config", "registered_name"}``) that computes
+    ``weights`` (single-layer); ``settings`` are Keras arguments that override it."""
     recorded = _recorded(weights)
     if isinstance(weights, Masking):
-        return keras.layers.Masking(mask_value=weights.mask_value, name=weights.name, **settings)
+        return _spec("Masking", mask_value=weights.mask_value, name=weights.name, **settings)
     if isinstance(weights, Dense):
-        return keras.layers.Dense(weights.out_features, use_bias=weights.bias is not None, name=weights.name,
-                                  activation=keras_activation(weights.activation), dtype=weights.dtype,
-                                  **recorded, **settings)
+        return _spec("Dense", units=weights.out_features, use_bias=weights.bias is not None, name=weights.name,
+                     activation=keras_activation(weights.activation), dtype=weights.dtype, **recorded, **settings)
     if isinstance(weights, Embedding):
-        return keras.layers.Embedding(weights.num_embeddings, weights.embedding_dim, name=weights.name,
-                                      dtype=weights.dtype, **{"mask_zero": weights.mask_zero, **recorded, **settings})
+        return _spec("Embedding", input_dim=weights.num_embeddings, output_dim=weights.embedding_dim,
+                     name=weights.name, dtype=weights.dtype,
+                     **{"mask_zero": weights.mask_zero, **recorded, **settings})
     if not isinstance(weights, RecurrentLayer):
         check_representable(weights)
-        return _new_around(keras, weights, settings)
+        return _around_spec(weights, settings)
     check_representable(weights)
     weights = keras_form(weights)
-    layer_class, cell_class = (getattr(keras.layers, c) for c in _CLASSES[weights.kind])
+    layer_class, cell_class = _CLASSES[weights.kind]
     options: dict[str, Any] = {"use_bias": weights.bias, "dtype": weights.dtype,
                                "activation": keras_activation(weights.activation)}
     if weights.kind != "rnn":
@@ -569,19 +582,20 @@ def new_layer(keras, weights: Layer, *, in_model: bool = False, **settings: Any)
     if weights.directions == 2:
         semantics.pop("zero_output_for_mask")  # Bidirectional sets it itself
     if weights.cell:
-        cell_options = {k: v for k, v in recorded.items() if k in SETTINGS[cell_class.__name__]}
+        cell_options = {k: v for k, v in recorded.items() if k in SETTINGS[cell_class]}
         if wrapper != "RNN" and not in_model:
-            return cell_class(weights.hidden_size, name=weights.name, **options, **cell_options)
-        cell = cell_class(weights.hidden_size, name=f"{weights.name}_cell", **options, **cell_options)
+            return _spec(cell_class, units=weights.hidden_size, name=weights.name, **options, **cell_options)
+        cell = _spec(cell_class, units=weights.hidden_size, name=f"{weights.name}_cell", **options, **cell_options)
         layer_options = {**semantics, **{k: v for k, v in recorded.items() if k in _RECURRENT_SETTINGS
                                          and k not in cell_options}, **settings}
-        return keras.layers.RNN(cell, name=weights.name, dtype=weights.dtype, **layer_options)
+        return _spec("RNN", cell=cell, name=weights.name, dtype=weights.dtype, **layer_options)
     layer_options = {**semantics, **recorded, **settings}
     if weights.directions == 2:
-        inner = layer_class(weights.hidden_size, name=f"{weights.name}_layer", **options, **layer_options)
-        return keras.layers.Bidirectional(inner, merge_mode=weights.merge_mode, name=weights.name)
-    return layer_class(weights.hidden_size, name=weights.name, go_backwards=weights.go_backwards,
-                       **options, **layer_options)
+        inner = _spec(layer_class, units=weights.hidden_size, name=f"{weights.name}_layer", **options,
+                      **layer_options)
+        return _spec("Bidirectional", layer=inner, merge_mode=weights.merge_mode, name=weights.name)
+    return _spec(layer_class, units=weights.hidden_size, name=weights.name, go_backwards=weights.go_backwards,
+                 **options, **layer_options)
 
 
 _VALID = {"unroll": lambda v: isinstance(v, bool), "wrapper": lambda v: v == "RNN",
@@ -608,30 +622,27 @@ def _recorded(weights: Layer) -> dict[str, Any]:
     return dict(recorded)
 
 
-def _new_around(keras, weights: Layer, settings: Mapping[str, Any]) -> Any:
-    """An unbuilt Keras layer for one of the layers around the recurrent ones."""
+def _around_spec(weights: Layer, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The serialized Keras layer for one of the layers around the recurrent ones."""
     options: dict[str, Any] = {"name": weights.name, **settings}
     if weights.dtype is not None:
         options["dtype"] = weights.dtype
     if isinstance(weights, Conv1D):
-        return keras.layers.Conv1D(weights.out_channels, weights.kernel_size, strides=weights.stride,
-                                   padding=_keras_padding(weights), dilation_rate=weights.dilation,
-                                   groups=weights.groups, activation=keras_activation(weights.activation),
-                                   use_bias=weights.bias is not None, **options)
+        return _spec("Conv1D", filters=weights.out_channels, kernel_size=weights.kernel_size, strides=weights.stride,
+                     padding=_keras_padding(weights), dilation_rate=weights.dilation, groups=weights.groups,
+                     activation=keras_activation(weights.activation), use_bias=weights.bias is not None, **options)
     if isinstance(weights, BatchNorm):
-        return keras.layers.BatchNormalization(epsilon=weights.epsilon, center=weights.offset is not None,
-                                               scale=weights.scale is not None,
-                                               momentum=0.99 if weights.momentum is None else 1.0 - weights.momentum,
-                                               **options)
+        return _spec("BatchNormalization", epsilon=weights.epsilon, center=weights.offset is not None,
+                     scale=weights.scale is not None,
+                     momentum=0.99 if weights.momentum is None else 1.0 - weights.momentum, **options)
     if isinstance(weights, LayerNorm):
-        return keras.layers.LayerNormalization(epsilon=weights.epsilon, center=weights.offset is not None,
-                                               scale=weights.scale is not None, **options)
+        return _spec("LayerNormalization", epsilon=weights.epsilon, center=weights.offset is not None,
+                     scale=weights.scale is not None, **options)
     if isinstance(weights, Activation):
-        return keras.layers.Activation(keras_activation(weights.activation), **options)
+        return _spec("Activation", activation=keras_activation(weights.activation), **options)
     if isinstance(weights, Flatten):
-        return keras.layers.Flatten(**options)
-    pooling = keras.layers.GlobalAveragePooling1D if weights.mode == "average" else keras.layers.GlobalMaxPooling1D
-    return pooling(**options)
+        return _spec("Flatten", **options)
+    return _spec("GlobalAveragePooling1D" if weights.mode == "average" else "GlobalMaxPooling1D", **options)
 
 
 def assign(keras, name: str, target: Any, values: Mapping[str, np.ndarray]) -> None:
