@@ -123,8 +123,16 @@ def _reporter(args: argparse.Namespace, as_json: bool):
         return None
     from . import _progress
 
-    bar = _progress.Bar() if sys.stderr.isatty() else None
+    bar = _progress.Bar(delay=_delay()) if sys.stderr.isatty() else None
     return _progress.Timings(bar) if args.verbose else bar
+
+
+def _delay() -> float:
+    """Seconds of work before progress is drawn: LSTM_CONVERT_PROGRESS_DELAY, else half a second."""
+    try:
+        return max(0.0, float(os.environ.get("LSTM_CONVERT_PROGRESS_DELAY", "0.5")))
+    except ValueError:
+        return 0.5
 
 
 def _path_of(message: str, args: argparse.Namespace | None) -> str | None:

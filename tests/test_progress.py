@@ -21,7 +21,9 @@ def _on_terminal(*argv: str) -> tuple[int, str, str]:
     """Run the command line with stderr on a pseudo-terminal of 100 columns: status, stdout, stderr."""
     controller, terminal = os.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "lstm_convert", *argv], stdout=subprocess.PIPE, stderr=terminal)
+    env = dict(os.environ, LSTM_CONVERT_PROGRESS_DELAY="0")  # drawn at once, however quick the work
+    proc = subprocess.Popen([sys.executable, "-m", "lstm_convert", *argv], stdout=subprocess.PIPE, stderr=terminal,
+                            env=env)
     os.close(terminal)
     err = b""
     while True:
@@ -50,13 +52,13 @@ def seed(tmp_path_factory):
 
 def test_a_long_conversion_shows_progress_on_a_terminal_only(seed, tmp_path):
     src = str(seed / "seed_lstm.safetensors")
-    # Writing .keras imports Keras: over a second, longer than the half second before anything is drawn.
     status, out, err = _on_terminal("convert", src, str(tmp_path / "a.keras"))
     assert status == 0 and out == f"wrote {tmp_path / 'a.keras'} (keras)\n"
     assert f"writing {tmp_path / 'a.keras'} [2/3" in err, err  # the phase, with the steps done
     assert "\r" in err  # redrawn in place
     done = subprocess.run([sys.executable, "-m", "lstm_convert", "convert", src, str(tmp_path / "b.keras")],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, LSTM_CONVERT_PROGRESS_DELAY="0"))
     assert done.returncode == 0 and done.stderr == "", done.stderr  # a pipe: no progress
     for flag in ("--quiet", "--json"):
         status, out, err = _on_terminal("convert", src, str(tmp_path / f"c{flag}.keras"), flag)

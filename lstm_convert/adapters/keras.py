@@ -690,7 +690,9 @@ def _check_target(keras, weights: Layer, target: Any) -> None:
                                  f"{key}={inner.get(key)!r}, expected {key}={value!r}")
 
 
-def _write_model(keras, model: Model) -> Any:
+def model_parts(model: Model) -> tuple[list[Layer], tuple, str, str]:
+    """What a Keras ``Sequential`` of ``model`` is made of, checked: its single layers, the input's shape
+    (without the batch) and dtype, and the model's name."""
     layers_ = expand(model)
     check_chain(model)
     check_model(model)
@@ -698,10 +700,15 @@ def _write_model(keras, model: Model) -> Any:
     first = layers_[0]
     shape = model.input_shape or ((None,) if isinstance(first, Embedding) else (None, first.input_size))
     dtype = model.input_dtype or ("int32" if isinstance(first, Embedding) else first.dtype)
+    return layers_, tuple(shape), dtype, recorded.get("name") or "sequential"
+
+
+def _write_model(keras, model: Model) -> Any:
+    layers_, shape, dtype, name = model_parts(model)
     targets = [new_layer(keras, layer, in_model=True) for layer in layers_]
     # Every name given, none left to Keras' per-process counters: the same model gives the same file.
     inputs = keras.Input(batch_shape=(model.batch_size, *shape), dtype=dtype, name="input")
-    built = keras.Sequential([inputs, *targets], name=recorded.get("name") or "sequential")
+    built = keras.Sequential([inputs, *targets], name=name)
     for layer, target in zip(layers_, targets):
         assign(keras, layer.name, target, layer_tensors(layer))
     return built

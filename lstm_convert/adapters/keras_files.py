@@ -1,4 +1,5 @@
-"""Keras files: ``.keras`` (Keras 3) read without Keras and written through Keras; legacy ``.h5`` read.
+"""Keras files: ``.keras`` (Keras 3) read and written without Keras (writing: :mod:`.keras_data`);
+legacy ``.h5`` read.
 
 ``.keras`` is a zip of ``config.json``, ``metadata.json`` and ``model.weights.h5``.
 Inside the h5 file a layer's group is named after its class in snake case
@@ -21,7 +22,6 @@ model whose every layer takes the previous one's output).
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import zipfile
@@ -182,45 +182,12 @@ def read_h5(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: boo
 
 
 def write_keras(model: Model, path: str | os.PathLike, *, before_rename: Callable[[], None] | None = None) -> Path:
-    """Write ``model`` as a ``.keras`` file through Keras (it loads with ``keras.saving.load_model``)."""
-    require("keras")
-    built = keras_adapter.write(model)
+    """Write ``model`` as a ``.keras`` file that ``keras.saving.load_model`` loads, as data (no Keras needed:
+    :mod:`lstm_convert.adapters.keras_data`)."""
+    from . import keras_data
 
-    def save(tmp: Path) -> None:
-        built.save(tmp)
-        _make_deterministic(tmp)
-
-    return atomic_write(path, save, suffix=".keras", before_rename=before_rename)
-
-
-def _make_deterministic(path: Path) -> None:
-    """Rewrite a .keras file that Keras saved so that the same model gives the same bytes: fixed member
-    dates, ``shared_object_id`` values (Python object ids) numbered in order of appearance, and a fixed
-    ``date_saved`` in metadata.json."""
-    with zipfile.ZipFile(path) as archive:
-        members = [(info, archive.read(info)) for info in archive.infolist()]
-    numbers: dict[Any, int] = {}
-
-    def renumber(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: (numbers.setdefault(v, len(numbers) + 1) if k == "shared_object_id" else renumber(v))
-                    for k, v in value.items()}
-        if isinstance(value, list):
-            return [renumber(v) for v in value]
-        return value
-
-    with zipfile.ZipFile(path, "w") as archive:
-        for info, data in members:
-            if info.filename == "config.json":
-                data = json.dumps(renumber(json.loads(data))).encode("utf-8")
-            elif info.filename == "metadata.json":
-                meta = json.loads(data)
-                meta["date_saved"] = "1980-01-01@00:00:00"  # not recorded: the same model gives the same file
-                data = json.dumps(meta).encode("utf-8")
-            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
-            fixed.compress_type = info.compress_type
-            fixed.external_attr = 0o644 << 16
-            archive.writestr(fixed, data)
+    keras_adapter.model_parts(model)  # checked before the temporary file exists
+    return atomic_write(path, lambda tmp: keras_data.write(model, tmp), suffix=".keras", before_rename=before_rename)
 
 
 # -- helpers --------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Keras 3 ``.keras`` files: read without Keras (:mod:`lstm_convert.adapters.keras_files`), written
-and run through Keras. Keras' layouts: one summed bias per gate (a GRU keeps two rows)."""
+"""Keras 3 ``.keras`` files: read (:mod:`lstm_convert.adapters.keras_files`) and written
+(:mod:`lstm_convert.adapters.keras_data`) without Keras, run through Keras. Keras' layouts: one summed
+bias per gate (a GRU keeps two rows)."""
 
 from __future__ import annotations
 
@@ -152,7 +153,7 @@ def _run_layers(path: Path, model, x: np.ndarray, states: dict) -> list | str | 
 
 FORMAT = Format(
     name="keras", title="Keras 3 model", suffixes=(".keras",), layouts="keras",
-    holds="a Keras 3 model: read with zipfile, json and h5py (no Keras), written through Keras",
+    holds="a Keras 3 model: read and written as data with zipfile, json and h5py (no Keras needed)",
     recognise=_recognise, read=_read, write=_write, check_layer=check_layer, check_model=check_model,
     run=run, run_layers=_run_layers, runs_stateful=True,
     runtime="`keras.saving.load_model` (tf_keras for a `.keras` from tf.keras 2)",
