@@ -13,13 +13,14 @@ it loads the file, then assigns the variables by these paths.
 
 from __future__ import annotations
 
-import io
 import json
 import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from .._atomic import open_output
 from ..canonical import Model, RecurrentLayer
 from . import keras as keras_adapter
 
@@ -48,20 +49,26 @@ def write(model: Model, path: Path) -> None:
               "config": {"name": name, "trainable": True, "layers": [inputs, *specs]},
               "registered_name": None, "build_config": {"input_shape": [model.batch_size, *shape]},
               "compile_config": None}
-    weights = io.BytesIO()
-    with h5py.File(weights, "w") as store:  # (tracking creation order would record times)
-        store.create_group("vars").attrs["name"] = name
-        group = store.create_group("layers")
-        used: dict[str, int] = {}
-        for layer, spec in zip(layers, specs):
-            key = snake_case(spec["class_name"])
-            used[key] = used.get(key, -1) + 1
-            _layer_vars(group.create_group(f"{key}_{used[key]}" if used[key] else key), layer, spec)
-    members = {"metadata.json": json.dumps(_metadata()),
-               "config.json": json.dumps(config), "model.weights.h5": weights.getvalue()}
-    with open(path, "wb") as out, zipfile.ZipFile(out, "w") as archive:
-        for member, data in members.items():
-            archive.writestr(zipfile.ZipInfo(member, date_time=_DATE), data)
+    # The weights go to a file beside the destination's temporary file, then into the zip in blocks: memory
+    # stays a block, whatever the model's size.
+    weights = path.with_name(path.name + ".weights.h5")
+    try:
+        with h5py.File(weights, "w") as store:  # (tracking creation order would record times)
+            store.create_group("vars").attrs["name"] = name
+            group = store.create_group("layers")
+            used: dict[str, int] = {}
+            for layer, spec in zip(layers, specs):
+                key = snake_case(spec["class_name"])
+                used[key] = used.get(key, -1) + 1
+                _layer_vars(group.create_group(f"{key}_{used[key]}" if used[key] else key), layer, spec)
+        with open_output(path) as out, zipfile.ZipFile(out, "w") as archive:
+            for member, text in (("metadata.json", json.dumps(_metadata())), ("config.json", json.dumps(config))):
+                archive.writestr(zipfile.ZipInfo(member, date_time=_DATE), text)
+            with open(weights, "rb") as data, archive.open(zipfile.ZipInfo("model.weights.h5", date_time=_DATE),
+                                                          "w", force_zip64=True) as member:
+                shutil.copyfileobj(data, member, 4 << 20)
+    finally:
+        weights.unlink(missing_ok=True)
 
 
 def _metadata() -> dict[str, str]:
