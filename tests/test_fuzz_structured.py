@@ -6,7 +6,7 @@ must answer with a model or the library's own error: never another exception, a 
 CI runs LSTM_CONVERT_FUZZ_EXAMPLES (default 40) cases per reader, derandomized. The long run, whose last
 result the README records, is
 
-    LSTM_CONVERT_FUZZ_EXAMPLES=100000 python -m pytest tests/test_fuzz_structured.py -p no:cacheprovider
+    python scripts/fuzz_long.py --chunks 10 --cases 10000   (10 seeded chunks of 10,000 per test)
 
 Each finding becomes a file under ``tests/corpus/<format>/`` (test_hostile.py reads them all).
 """

@@ -14,7 +14,6 @@ it loads the file, then assigns the variables by these paths.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -23,16 +22,10 @@ from typing import Any
 from .._atomic import open_output
 from ..canonical import Model, RecurrentLayer
 from . import keras as keras_adapter
+from .keras_files import snake_case, unique
 
 _FORMAT_VERSION = "3.0.0"  # the first Keras whose files are laid out so; Keras reads the config, not this
 _DATE = (1980, 1, 1, 0, 0, 0)
-
-
-def snake_case(class_name: str) -> str:
-    """Keras' name for an object of ``class_name`` in a weights file (``BatchNormalization`` ->
-    ``batch_normalization``, ``Conv1D`` -> ``conv1d``)."""
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", class_name)
-    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def write(model: Model, path: Path) -> None:
@@ -58,9 +51,7 @@ def write(model: Model, path: Path) -> None:
             group = store.create_group("layers")
             used: dict[str, int] = {}
             for layer, spec in zip(layers, specs):
-                key = snake_case(spec["class_name"])
-                used[key] = used.get(key, -1) + 1
-                _layer_vars(group.create_group(f"{key}_{used[key]}" if used[key] else key), layer, spec)
+                _layer_vars(group.create_group(unique(snake_case(spec["class_name"]), used)), layer, spec)
         with open_output(path) as out, zipfile.ZipFile(out, "w") as archive:
             for member, text in (("metadata.json", json.dumps(_metadata())), ("config.json", json.dumps(config))):
                 archive.writestr(zipfile.ZipInfo(member, date_time=_DATE), text)

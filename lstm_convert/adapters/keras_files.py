@@ -80,7 +80,7 @@ def read_keras(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: 
         entries, unknown = [], []
         used: dict[str, int] = {}
         for class_name, layer_config, inbound in _chain(path, config, strict=not only):
-            group_name = _unique(_snake_case(class_name), used)
+            group_name = unique(snake_case(class_name), used)
             if class_name in _SKIPPED:
                 entries.append((class_name, layer_config, None, inbound))
                 continue
@@ -442,14 +442,15 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _snake_case(name: str) -> str:
+def snake_case(name: str) -> str:
     """Keras' group name for a class: ``LSTM`` -> ``lstm``, ``SimpleRNN`` -> ``simple_rnn``."""
     name = re.sub(r"\W+", "", name)
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def _unique(name: str, used: dict[str, int]) -> str:
+def unique(name: str, used: dict[str, int]) -> str:
+    """Keras' name for the next object called ``name`` in one container: ``name``, then ``name_1``, ..."""
     if name in used:
         used[name] += 1
         return f"{name}_{used[name]}"
