@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 READ_NEEDS = {"onnx": "onnx"}
-WRITE_NEEDS = {"onnx": "onnx"}
+WRITE_NEEDS: dict[str, str] = {}  # every format is written without its framework
 TARGETS = {"archive": ".safetensors", "torch": ".pt", "npz": ".npz", "onnx": ".onnx", "keras": ".keras"}
 SOURCES = {"keras": "seed.keras", "archive": "seed.safetensors", "torch": "seed.pt", "npz": "seed.npz",
            "onnx": "seed.onnx"}

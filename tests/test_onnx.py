@@ -364,3 +364,27 @@ def test_reverse_only_whole_sequence_is_refused_towards_keras(tmp_path, rng):
     with pytest.raises(lc.UnsupportedError, match="lstm: a reverse-only ONNX layer whose whole output sequence is used"):
         files.convert(tmp_path / "rev_seq.onnx", tmp_path / "rev_seq.keras")
     assert not (tmp_path / "rev_seq.keras").exists()
+
+
+@pytest.mark.parametrize("name", ["around", "repeated", "embedding"])
+def test_the_writer_encodes_protobuf_as_protobuf_does(name, tmp_path, rng):
+    """The writer encodes its messages itself (no onnx package needed): each part it writes is what
+    protobuf's own serializer makes of the same message, and the file loads and passes onnx's checker."""
+    import keras
+    import onnx
+
+    from conftest import randomize_keras
+    from lstm_convert.adapters.onnx import build
+    from test_keras_data import MODELS
+
+    source = keras.Sequential(MODELS[name](), name="sequential")
+    randomize_keras(source, rng)
+    source.save(tmp_path / "source.keras")
+    model = files.read(tmp_path / "source.keras")
+    if name == "around":  # a SimpleRNN that reads its input backwards has no ONNX form written here
+        model = files.read(tmp_path / "source.keras", only=["conv", "bn", "ln", "act", "bi", "gru"])
+    head, graph, _ = build(model)
+    assert onnx.ModelProto.FromString(head).SerializeToString() == head
+    assert onnx.GraphProto.FromString(graph).SerializeToString() == graph
+    path = files.write(model, tmp_path / "m.onnx").path
+    onnx.checker.check_model(onnx.load(path))

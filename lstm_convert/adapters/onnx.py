@@ -58,6 +58,7 @@ from .._lazy import np
 
 from .._atomic import atomic_write, open_output
 from .._json import loads as _loads
+from .. import _onnx_proto as _proto
 from .._optional import require
 from ..canonical import (
     AROUND,
@@ -176,38 +177,29 @@ def check_model(model: Model) -> None:
 def write(weights: Layer | Model, path: str | os.PathLike, *, initial_states: bool = False,
           before_rename: Callable[[], None] | None = None) -> Path:
     """Write ``weights`` as a self-contained ONNX model (see the module docstring)."""
-    onnx = require("onnx")
     model = weights if isinstance(weights, Model) else Model((weights,), source=weights.source)
-    proto, arrays = build(onnx, model, initial_states=initial_states)
-    return atomic_write(path, lambda tmp: _stream(onnx, proto, arrays, tmp), before_rename=before_rename)
+    head, graph, arrays = build(model, initial_states=initial_states)
+    return atomic_write(path, lambda tmp: _stream(head, graph, arrays, tmp), before_rename=before_rename)
 
 
-def _stream(onnx, proto: Any, arrays: list[tuple[str, np.ndarray]], path: Path) -> None:
-    """Write ``proto`` with ``arrays`` as its graph's initializers, each array's bytes written straight from
-    it: the file is never held in memory whole (protobuf would copy every weight twice more).
+def _stream(head: bytes, graph: bytes, arrays: list[tuple[str, np.ndarray]], path: Path) -> None:
+    """Write the model (``head``: its fields but the graph; ``graph``: the graph's fields but the
+    initializers) with ``arrays`` as its graph's initializers, each array's bytes written straight from it:
+    the file is never held in memory whole.
 
     Protobuf lets a message's fields come in any order, so the model is its fields but the graph, then the
     graph (field 7) as its fields but the initializers, then each initializer (graph field 5): a TensorProto
     of its name, type and dims, then its ``raw_data`` (field 9) in little-endian order.
     """
-    from onnx import numpy_helper
-
     entries = []
     for name, array in arrays:
-        head = numpy_helper.from_array(np.zeros(0, array.dtype), name)
-        head.dims[:] = array.shape
-        head.ClearField("raw_data")
-        head_bytes = head.SerializeToString()
+        head_bytes = _proto.tensor_head(name, _proto.np_dtype_to_tensor_dtype(array.dtype), array.shape)
         size = math.prod(array.shape) * array.dtype.itemsize
         body = len(head_bytes) + 1 + len(_varint(size)) + size
         entries.append((name, head_bytes, array, size, body))
-    graph = proto.graph.SerializeToString()
-    rest = onnx.ModelProto()
-    rest.CopyFrom(proto)
-    rest.ClearField("graph")
     total = len(graph) + sum(1 + len(_varint(body)) + body for *_, body in entries)
     with open_output(path) as out:
-        out.write(rest.SerializeToString())
+        out.write(head)
         out.write(b"\x3a" + _varint(total))  # ModelProto.graph: field 7, length-delimited
         out.write(graph)
         for name, head_bytes, array, size, body in entries:
@@ -232,23 +224,18 @@ class _Deferred:
     make: Callable[[], np.ndarray]
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
+_varint = _proto.varint
 
 
-def build(onnx, model: Model, *, initial_states: bool = False) -> tuple[Any, list[tuple[str, np.ndarray]]]:
-    """The ONNX ModelProto of ``model`` without its initializers, and the initializers as ``(name, array)``
-    (see :func:`_stream`, which writes them into the file)."""
-    from onnx import TensorProto, helper, numpy_helper
+def build(model: Model, *, initial_states: bool = False) -> tuple[bytes, bytes, list[tuple[str, np.ndarray]]]:
+    """The ONNX ModelProto of ``model``, encoded without the onnx package: its fields but the graph, the
+    graph's fields but the initializers, and the initializers as ``(name, array)`` (see :func:`_stream`,
+    which writes them into the file). Where onnx is installed, its checker checks the model."""
+    helper, TensorProto = _proto, _proto.TensorProto
 
     check_model(model)
     units = [u for layer in model.layers for u in (layer.unstack() if isinstance(layer, RecurrentLayer) else [layer])]
-    g = _Graph(helper, numpy_helper)
+    g = _Graph(helper)
     first = units[0]
     if isinstance(first, Embedding):
         g.inputs.append(helper.make_tensor_value_info("input", TensorProto.INT64, ["batch", "time"]))
@@ -299,27 +286,34 @@ def build(onnx, model: Model, *, initial_states: bool = False) -> tuple[Any, lis
     g.nodes.append(helper.make_node("Identity", [units[-1].name], ["output"], name="output"))
     g.outputs.insert(0, helper.make_tensor_value_info("output", TensorProto.FLOAT, shape))
     graph = helper.make_graph(g.nodes, "lstm_convert", g.inputs, g.outputs)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="lstm_convert")
-    proto.ir_version = 8
     specs = [u.spec() if isinstance(u, AROUND) else
              {"name": u.name, "kind": u.kind, "config": dict(u.config), "source": dict(u.source),
               **{k: getattr(u, k) for k in _RECORDED if hasattr(u, k)}} for u in units]
-    helper.set_model_props(proto, {METADATA_KEY: json.dumps(specs, sort_keys=True),
-                                   MODEL_KEY: json.dumps(model.input_spec(), sort_keys=True)})
-    # The checker sees the weights as typed, shaped graph inputs: the graph it checks is the one written.
-    checked = onnx.ModelProto()
-    checked.CopyFrom(proto)
-    checked.graph.input.extend(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(array.dtype),
-                                                             array.shape) for name, array in g.initializers)
+    head = helper.model_head(8, "lstm_convert", [helper.make_opsetid("", OPSET)],
+                             {METADATA_KEY: json.dumps(specs, sort_keys=True),
+                              MODEL_KEY: json.dumps(model.input_spec(), sort_keys=True)})
+    _check(head, graph, g.initializers)
+    return head, graph, g.initializers
+
+
+def _check(head: bytes, graph: bytes, initializers: list) -> None:
+    """onnx's checker, where onnx is installed, on the model written, its weights as typed, shaped graph
+    inputs (the checker needs no values)."""
+    try:
+        import onnx
+    except ImportError:
+        return
+    checked = onnx.ModelProto.FromString(head + b"\x3a" + _varint(len(graph)) + graph)
+    checked.graph.input.extend(onnx.helper.make_tensor_value_info(name, _proto.np_dtype_to_tensor_dtype(array.dtype),
+                                                                  array.shape) for name, array in initializers)
     onnx.checker.check_model(checked)
-    return proto, g.initializers
 
 
 class _Graph:
     """Nodes, initializers (``(name, array)``) and graph inputs / outputs being built."""
 
-    def __init__(self, helper, numpy_helper):
-        self.helper, self.numpy_helper = helper, numpy_helper
+    def __init__(self, helper):
+        self.helper = helper
         self.nodes, self.initializers, self.inputs, self.outputs = [], [], [], []
 
     def const(self, name: str, array: np.ndarray) -> str:
@@ -343,7 +337,7 @@ class _Graph:
 
 def _masking(g: _Graph, unit: Masking, x: str) -> tuple[str, str]:
     """Keras' Masking: a step is masked when every feature equals the mask value; its features become 0."""
-    from onnx import TensorProto
+    from .._onnx_proto import TensorProto
 
     n = unit.name
     differs = g.node("Not", [g.node("Equal", [x, g.const(f"{n}/value", np.array(unit.mask_value, np.float32))],
@@ -364,7 +358,7 @@ def _masked_recurrent(g: _Graph, unit: RecurrentLayer, x: str, mask: str, initia
     last valid step so far (zeros before the first, or at masked steps with ``zero_output_for_mask``
     and for a Bidirectional layer returning sequences). Masks in the middle of a row are exact too.
     """
-    from onnx import TensorProto
+    from .._onnx_proto import TensorProto
 
     n = unit.name
     constants = {"one": np.array(1, np.int64), "zero": np.array(0, np.int64), "time": np.array(1, np.int64),
@@ -480,7 +474,7 @@ def _around(g: _Graph, unit: Layer, x: str, mask: str | None) -> tuple[str, str 
             return g.node("ReduceMax", [x], f"{name}/ReduceMax", axes=[1], keepdims=0), None
         if mask is None:
             return g.node("ReduceMean", [x], f"{name}/ReduceMean", axes=[1], keepdims=0), None
-        from onnx import TensorProto
+        from .._onnx_proto import TensorProto
 
         weights = g.node("Unsqueeze", [g.node("Cast", [mask], f"{name}/Cast", to=TensorProto.FLOAT),
                                        g.const(f"{name}/last", np.array([2], np.int64))], f"{name}/Unsqueeze")
@@ -528,7 +522,7 @@ def _recurrent(g: _Graph, unit: RecurrentLayer, x: str, initial_states: bool) ->
 def _operator(g: _Graph, unit: RecurrentLayer, x: str, initial_states: bool, lengths: str,
               direction: str) -> tuple[str, str]:
     """The LSTM / GRU / RNN node on time-major ``x``, its final states as graph outputs; ``(Y, Y_h)``."""
-    from onnx import TensorProto
+    from .._onnx_proto import TensorProto
 
     lay = layout("onnx", unit.kind)
     directions = unit.direction_names
