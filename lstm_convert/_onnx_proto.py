@@ -16,6 +16,7 @@ same bytes (``tests/test_onnx.py`` checks it). Field numbers follow ``onnx/onnx.
 
 from __future__ import annotations
 
+import numbers
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -74,18 +75,18 @@ def make_opsetid(domain: str, version: int) -> bytes:
 
 def _attribute(name: str, value: Any) -> bytes:
     out = _bytes(1, name)
-    if isinstance(value, bool) or isinstance(value, int):
+    if isinstance(value, numbers.Integral):  # bool and NumPy integers too, as onnx.helper takes them
         return out + _int(3, int(value)) + _int(20, _INT)
-    if isinstance(value, float):
-        return out + _float(2, value) + _int(20, _FLOAT)
+    if isinstance(value, numbers.Real):
+        return out + _float(2, float(value)) + _int(20, _FLOAT)
     if isinstance(value, (str, bytes)):
         return out + _bytes(4, value) + _int(20, _STRING)
     values = list(value)
     if values and all(isinstance(v, (str, bytes)) for v in values):
         return out + b"".join(_bytes(9, v) for v in values) + _int(20, _STRINGS)
-    if values and all(isinstance(v, (int, bool)) or hasattr(v, "__index__") for v in values):
+    if values and all(isinstance(v, numbers.Integral) for v in values):
         return out + b"".join(_int(8, int(v)) for v in values) + _int(20, _INTS)
-    if values and all(isinstance(v, (int, float)) for v in values):
+    if values and all(isinstance(v, numbers.Real) for v in values):
         return out + b"".join(_float(7, float(v)) for v in values) + _int(20, _FLOATS)
     raise TypeError(f"attribute {name}: {value!r} is not a value the ONNX writer makes")
 

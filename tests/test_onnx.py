@@ -388,3 +388,19 @@ def test_the_writer_encodes_protobuf_as_protobuf_does(name, tmp_path, rng):
     assert onnx.GraphProto.FromString(graph).SerializeToString() == graph
     path = files.write(model, tmp_path / "m.onnx").path
     onnx.checker.check_model(onnx.load(path))
+
+
+def test_attributes_are_encoded_as_onnx_helper_encodes_them():
+    """Every kind of attribute value the writer may pass, NumPy scalars included, against onnx.helper."""
+    import onnx
+
+    from lstm_convert import _onnx_proto
+
+    cases = {"an_int": 3, "a_bool": True, "a_numpy_int": np.int64(-2), "a_float": 0.25, "a_numpy_float": np.float32(1.5),
+             "a_string": "forward", "ints": [1, 0, 2], "negative_ints": [-1, 5], "floats": [0.5, -2.0],
+             "strings": ["Sigmoid", "Tanh"]}
+    ours = _onnx_proto.make_node("Op", ["x", "w"], ["y"], name="n", **cases)
+    theirs = onnx.helper.make_node("Op", ["x", "w"], ["y"], name="n", **cases).SerializeToString()
+    assert ours == theirs
+    info = _onnx_proto.make_tensor_value_info("input", _onnx_proto.TensorProto.FLOAT, ["batch", "time", 7])
+    assert info == onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", "time", 7]).SerializeToString()
