@@ -89,6 +89,7 @@ class Bar:
     def phase(self, name: str, index: int, count: int) -> None:
         with self.lock:
             self.step = (name, index, count)
+            self._draw_if_due()  # a new phase is shown at once, not at the next tick
 
     def expect(self, nbytes: int) -> None:
         self.expected = nbytes
@@ -96,6 +97,7 @@ class Bar:
     def writing(self, tmp: Path, destination: Path) -> None:
         with self.lock:
             self.target = (tmp, destination)
+            self._draw_if_due()
 
     def written(self) -> None:
         with self.lock:
@@ -105,8 +107,11 @@ class Bar:
     def _run(self) -> None:
         while not self._stop.wait(self.tick):
             with self.lock:
-                if time.monotonic() - self.start >= self.delay:
-                    self._draw()
+                self._draw_if_due()
+
+    def _draw_if_due(self) -> None:
+        if time.monotonic() - self.start >= self.delay:
+            self._draw()
 
     def _draw(self) -> None:
         from tqdm import tqdm
