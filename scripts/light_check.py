@@ -48,7 +48,8 @@ def main() -> int:
                 needed = needs or ([WRITE_NEEDS[target]] if target in WRITE_NEEDS else [])
                 done = run("convert", str(src), str(dst), "--to", target, "-q")
                 failures += check(f"convert {name} --to {target}", done, needed)
-                if not needed and done.returncode == 0 and not same_weights(files.read(dst), reference):
+                readable = target not in READ_NEEDS  # a file the light install writes but cannot read back
+                if not needed and done.returncode == 0 and readable and not same_weights(files.read(dst), reference):
                     failures.append(f"convert {name} --to {target}: the weights read back differ")
     for line in failures:
         print(f"FAILED {line}", file=sys.stderr)
