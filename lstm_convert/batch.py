@@ -10,6 +10,7 @@ refused before anything is written.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -126,21 +127,32 @@ def convert_many(paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
             _fill(outcome, result, on_done, done, total)
         return outcomes
     import multiprocessing
+    import signal
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # Workers start fresh ("spawn"): the parent may hold threads (the progress bar), which forking copies badly.
-    # Ctrl-C reaches the parent only (workers ignore SIGINT); it stops the workers with SIGTERM, on which a
-    # worker that is writing removes its temporary file, and an idle one ends at once.
-    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_start)
+    # They are born with SIGINT ignored (an ignored signal stays ignored across exec), so Ctrl-C reaches the
+    # parent only, at any moment of their start; the parent then stops them with SIGTERM, on which a worker
+    # that is writing removes its temporary file and an idle one ends at once.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
     try:
-        for index, result in pool.imap_unordered(_convert_indexed, enumerate(work)):
-            done += 1
-            _fill(todo[index], result, on_done, done, total)
-        pool.close()
-    except BaseException:
-        pool.terminate()
-        raise
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_start)
+        pending = {pool.submit(_convert_one_in_worker, job): outcome for job, outcome in zip(work, todo)}
     finally:
-        pool.join()
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+    try:
+        for future in as_completed(pending):
+            done += 1
+            _fill(pending[future], future.result(), on_done, done, total)
+    except BaseException:
+        for process in list(getattr(pool, "_processes", {}).values()):  # the executor has no public way
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return outcomes
 
 
@@ -150,7 +162,6 @@ _BUSY = False  # in a worker: whether it is converting a file (a SIGTERM then re
 def _worker_start() -> None:
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _terminated)
 
 
@@ -160,12 +171,11 @@ def _terminated(signum: int, frame: object) -> None:
     os._exit(128 + signum)
 
 
-def _convert_indexed(item: tuple[int, tuple]) -> tuple[int, dict[str, Any]]:
+def _convert_one_in_worker(job: tuple) -> dict[str, Any]:
     global _BUSY
-    index, job = item
     _BUSY = True
     try:
-        return index, _convert_one(job)
+        return _convert_one(job)
     except KeyboardInterrupt:
         os._exit(143)  # the parent asked the workers to stop; the temporary file is gone
     finally:

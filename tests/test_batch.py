@@ -124,7 +124,12 @@ def test_an_interrupted_batch_stops_its_workers_and_leaves_no_partial_file(tmp_p
         os.killpg(proc.pid, number)
     else:
         proc.send_signal(number)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # a hang: ended here, so that its pipes do not outlive the test
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the interrupted batch did not end within 120 s")
     assert proc.returncode == 128 + number, err
     assert err.endswith("lstm-convert: interrupted; no partial file is left\n"), err
     left = sorted(p.name for p in out.iterdir())
