@@ -4,7 +4,7 @@
 ``lstm-convert --help`` and ``inspect`` of a safetensors file read no values, and NumPy's import (0.05 to
 0.4 s) would be most of their time. The modules on that path write ``from ._lazy import np``; a placeholder
 answers what the canonical classes and the layout code ask of a tensor they only check (``shape``,
-``ndim``, ``dtype``, slicing, ``T``) and refuses anything that needs values.
+``ndim``, ``size``, ``dtype``, slicing) and refuses anything that needs values.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class DType:
 
 class Placeholder:
     """A read-only tensor of ``shape`` and ``dtype`` whose values were never read: what ``inspect`` builds
-    a model of. Basic slicing and ``T`` give placeholders of the resulting shape; anything that needs
+    a model of. Basic slicing gives a placeholder of the resulting shape; anything that needs
     values (arithmetic, NumPy functions, iteration) raises TypeError."""
 
     __slots__ = ("shape", "dtype")
@@ -70,13 +70,6 @@ class Placeholder:
 
     ndim = property(lambda self: len(self.shape))
     size = property(lambda self: math.prod(self.shape))
-    nbytes = property(lambda self: self.size * self.dtype.itemsize)
-    T = property(lambda self: Placeholder(self.shape[::-1], self.dtype))
-
-    def __len__(self) -> int:
-        if not self.shape:
-            raise TypeError("len() of a 0-d placeholder")
-        return self.shape[0]
 
     def __getitem__(self, key: Any) -> Placeholder:
         keys = key if isinstance(key, tuple) else (key,)
@@ -91,18 +84,6 @@ class Placeholder:
             else:
                 raise IndexError(f"index {k!r} of a placeholder of shape {self.shape}")
         return Placeholder((*shape, *self.shape[len(keys):]), self.dtype)
-
-    def reshape(self, *shape: Any) -> Placeholder:
-        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        if -1 in shape:
-            known = math.prod(d for d in shape if d != -1)
-            shape = tuple(self.size // known if d == -1 else d for d in shape) if known else shape
-        if math.prod(shape) != self.size:
-            raise ValueError(f"cannot reshape a placeholder of shape {self.shape} into {shape}")
-        return Placeholder(shape, self.dtype)
-
-    def view(self) -> Placeholder:
-        return self
 
     def __array__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"a placeholder of shape {self.shape} holds no values (read the file without header_only)")
