@@ -1,7 +1,10 @@
 """The long fuzz run, in chunks that can be stopped and resumed: each structure-aware fuzz test is run in
 chunks of cases, each chunk with its own seed, and every finished chunk is appended to a results file as
-one JSON line (test, seed, cases, seconds, passed, the commit). A later run skips the chunks already done
-for the same commit, so the 100,000 cases per test add up across sessions.
+one JSON line (test, seed, cases, seconds, passed, the commit, and the code it ran: every file of the
+package and of tests/ that the chunk's process imported, with their SHA-256 digest taken together). A chunk
+counts for the checkout in hand while those files are unchanged in it (a change elsewhere, say to the ONNX
+reader, leaves the .h5 test's chunks standing); a later run skips the chunks that still count, so the
+100,000 cases per test add up across sessions and commits.
 
     python scripts/fuzz_long.py                                  # every test, 10 chunks of 10,000 each
     python scripts/fuzz_long.py --tests h5 keras --chunks 10 --cases 10000 --results fuzz-results.jsonl
@@ -15,10 +18,12 @@ under tests/corpus/ (as the test itself does) and is recorded as not passed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,44 +34,90 @@ TESTS = {"archive": "test_safetensors_headers and archive", "torch-safetensors":
          "npz": "test_npz_headers_and_members", "onnx": "test_onnx_protobuf_fields"}
 
 
+# Runs pytest in this process and then lists the project's modules it imported (the test's reach).
+CHILD = """
+import json, sys, pytest
+rc = pytest.main(sys.argv[2:])
+names = sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)})
+with open(sys.argv[1], "w") as out:
+    json.dump(names, out)
+sys.exit(int(rc))
+"""
+ALWAYS = ("constraints.txt", "tests/test_fuzz_structured.py", "tests/conftest.py")
+
+
+def code_files(imported: list[str]) -> list[str]:
+    """The project files among ``imported`` (absolute paths), relative to ROOT, with those always counted."""
+    out = set(ALWAYS)
+    for name in imported:
+        path = Path(name).resolve()
+        if path.suffix == ".py" and path.is_relative_to(ROOT) and path.parts[len(ROOT.parts)] in ("lstm_convert",
+                                                                                                    "tests"):
+            out.add(path.relative_to(ROOT).as_posix())
+    return sorted(out)
+
+
+def digest(names: list[str]) -> str:
+    """One SHA-256 over the names and contents of ``names`` in this checkout (a missing file counts as empty)."""
+    total = hashlib.sha256()
+    for name in names:
+        path = ROOT / name
+        data = path.read_bytes() if path.is_file() else b""
+        total.update(f"{name}\0{len(data)}\0".encode() + data)
+    return total.hexdigest()
+
+
+def counts(row: dict) -> bool:
+    """Whether a recorded chunk ran on the code this checkout has (rows without a file list: same commit)."""
+    if "files" in row:
+        return digest(row["files"]) == row["code"]
+    return row["commit"] == commit()
+
+
 def commit() -> str:
     done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     return done.stdout.strip() or "unknown"
 
 
-def done_chunks(results: Path, head: str) -> set[tuple[str, int, int]]:
-    if not results.exists():
-        return set()
-    out = set()
-    for line in results.read_text().splitlines():
-        row = json.loads(line)
-        if row["commit"] == head:
-            out.add((row["test"], row["seed"], row["cases"]))
-    return out
+def rows(results: Path) -> list[dict]:
+    return [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
 
 
-def run_chunk(test: str, seed: int, cases: int, findings: Path) -> tuple[bool, float, str]:
+def done_chunks(results: Path) -> set[tuple[str, int, int]]:
+    return {(row["test"], row["seed"], row["cases"]) for row in rows(results) if row["passed"] and counts(row)}
+
+
+def run_chunk(test: str, seed: int, cases: int, findings: Path) -> tuple[bool, float, str, list[str]]:
     env = dict(os.environ, LSTM_CONVERT_FUZZ_EXAMPLES=str(cases), LSTM_CONVERT_FUZZ_FINDINGS=str(findings),
                TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0")
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "pytest", "tests/test_fuzz_structured.py", "-p", "no:cacheprovider",
-                           "-q", "-k", TESTS[test], f"--hypothesis-seed={seed}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        imported = Path(tmp) / "imported.json"
+        done = subprocess.run([sys.executable, "-c", CHILD, str(imported), "tests/test_fuzz_structured.py",
+                               "-p", "no:cacheprovider", "-q", "-k", TESTS[test], f"--hypothesis-seed={seed}"],
+                              cwd=ROOT, env=env, capture_output=True, text=True)
+        names = json.loads(imported.read_text()) if imported.exists() else []
     tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-3:])
-    return done.returncode == 0, time.monotonic() - start, tail
+    return done.returncode == 0 and bool(names), time.monotonic() - start, tail, code_files(names)
 
 
 def summary(results: Path) -> None:
-    rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
-    by: dict[tuple[str, str], list[dict]] = {}
-    for row in rows:
-        by.setdefault((row["test"], row["commit"][:7]), []).append(row)
-    for (test, head), chunks in sorted(by.items()):
-        cases = sum(r["cases"] for r in chunks)
-        failed = [r["seed"] for r in chunks if not r["passed"]]
-        hours = sum(r["seconds"] for r in chunks) / 3600
-        print(f"{test:<18} commit {head}: {cases:>7} cases in {len(chunks)} chunks, {hours:.1f} h, "
-              + (f"findings in seeds {failed}" if failed else "no finding"))
+    """Per test: the chunks that count for this checkout (cases, commits they ran on, findings), then the
+    cases run on code since changed."""
+    by: dict[str, list[dict]] = {}
+    for row in rows(results):
+        by.setdefault(row["test"], []).append(row)
+    for test in TESTS:
+        chunks = by.get(test, [])
+        current = [r for r in chunks if counts(r)]
+        stale = sum(r["cases"] for r in chunks if r not in current)
+        cases = sum(r["cases"] for r in current)
+        failed = [r["seed"] for r in current if not r["passed"]]
+        heads = sorted({r["commit"][:7] for r in current})
+        hours = sum(r["seconds"] for r in current) / 3600
+        print(f"{test:<18} {cases:>7} cases on this code in {len(current)} chunks ({hours:.1f} h; commits "
+              f"{', '.join(heads) or '-'}), " + (f"findings in seeds {failed}" if failed else "no finding")
+              + (f"; {stale} cases on earlier code" if stale else ""))
 
 
 def main() -> int:
@@ -83,14 +134,14 @@ def main() -> int:
         summary(args.results)
         return 0
     head = commit()
-    skip = done_chunks(args.results, head)
+    skip = done_chunks(args.results)
     for test in args.tests:
         for seed in range(args.first_seed, args.first_seed + args.chunks):
             if (test, seed, args.cases) in skip:
                 continue
-            passed, seconds, tail = run_chunk(test, seed, args.cases, args.findings)
+            passed, seconds, tail, names = run_chunk(test, seed, args.cases, args.findings)
             row = {"test": test, "seed": seed, "cases": args.cases, "seconds": round(seconds, 1), "passed": passed,
-                   "commit": head}
+                   "commit": head, "code": digest(names), "files": names}
             with open(args.results, "a") as out:
                 out.write(json.dumps(row) + "\n")
             print(f"{test} seed {seed}: {'passed' if passed else 'FAILED'} in {seconds:.0f} s"

@@ -41,19 +41,24 @@ VALID: dict[str, bytes] = {}
 FINDINGS = Path(os.environ.get("LSTM_CONVERT_FUZZ_FINDINGS", tempfile.gettempdir())) / "lstm_convert_findings"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def valid_files(tmp_path_factory):
-    import importlib
+def _valid(name: str) -> bytes:
+    """A valid file of format ``name``, made on first use: a test builds only the sample its reader needs, so
+    the long run (scripts/fuzz_long.py) can tell which of the package's modules a test reached."""
+    if name not in VALID:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            if name == "torch-safetensors":
+                from conftest import random_torch_lstm
 
-    work = tmp_path_factory.mktemp("valid")
-    for name in ("archive", "keras", "h5", "torch", "npz", "onnx"):
-        VALID[name] = importlib.import_module(f"test_{name}").sample(work, np.random.default_rng(3)).read_bytes()
-    from conftest import random_torch_lstm
+                module = random_torch_lstm(np.random.default_rng(3), input_size=3, hidden_size=2)
+                files.write(lc.Model((lc.from_torch(module),)), work / "t.safetensors", "torch")
+                VALID[name] = (work / "t.safetensors").read_bytes()
+            else:
+                import importlib
 
-    module = random_torch_lstm(np.random.default_rng(3), input_size=3, hidden_size=2)
-    files.write(lc.Model((lc.from_torch(module),)), work / "t.safetensors", "torch")
-    VALID["torch-safetensors"] = (work / "t.safetensors").read_bytes()
-    yield
+                sample = importlib.import_module(f"test_{name}").sample(work, np.random.default_rng(3))
+                VALID[name] = sample.read_bytes()
+    return VALID[name]
 
 
 def _read(data: bytes, suffix: str, fmt: str | None, label: str) -> None:
@@ -133,7 +138,7 @@ def _safetensors(header: dict, body: bytes) -> bytes:
 
 @st.composite
 def _safetensors_files(draw, name):
-    header, body = _header(VALID[name])
+    header, body = _header(_valid(name))
     metadata = header.get("__metadata__", {})
     target = draw(st.sampled_from(["entry", "metadata-json", "metadata-value", "header"]))
     if target == "entry":
@@ -239,7 +244,7 @@ def _h5_edit(draw, data: bytes, legacy: bool) -> bytes:
 
 @st.composite
 def _keras_files(draw):
-    members = _members(VALID["keras"])
+    members = _members(_valid("keras"))
     target = draw(st.sampled_from(["zip", "config.json", "metadata.json", "model.weights.h5", "model.weights.h5"]))
     if target == "zip":
         return _zip(draw(_zip_level(members)))
@@ -262,7 +267,7 @@ def test_keras_zip_members_and_weights(data):
 @FUZZ
 @given(data=st.data())
 def test_h5_groups_datasets_and_attributes(data):
-    _read(data.draw(_h5_edit(VALID["h5"], legacy=True)), ".h5", None, "h5")
+    _read(data.draw(_h5_edit(_valid("h5"), legacy=True)), ".h5", None, "h5")
 
 
 # -- pickle opcodes (.pt) ---------------------------------------------------------------------------------
@@ -338,14 +343,14 @@ def _assemble(ops) -> bytes:
 
 @st.composite
 def _pt_files(draw):
-    members = _members(VALID["torch"])
+    members = _members(_valid("torch"))
     if draw(st.integers(0, 4)) == 0:
         return _zip(draw(_zip_level(members)))
     return _zip([(n, draw(_pickle(c)) if n.endswith("data.pkl") else c, m) for n, c, m in members])
 
 
 def test_pickle_reassembly_is_faithful():
-    members = _members(VALID["torch"])
+    members = _members(_valid("torch"))
     data = next(c for n, c, _ in members if n.endswith("data.pkl"))
     assert _assemble([(op, arg) for op, arg, _ in pickletools.genops(data)]) == data
 
@@ -360,7 +365,7 @@ def test_pt_pickle_opcodes_and_zip_members(data):
 
 @st.composite
 def _npz_files(draw):
-    members = _members(VALID["npz"])
+    members = _members(_valid("npz"))
     if draw(st.integers(0, 3)) == 0:
         return _zip(draw(_zip_level(members)))
     index = draw(st.integers(0, len(members) - 1))
@@ -397,7 +402,7 @@ def _onnx_files(draw):
     import onnx
     from onnx import helper, numpy_helper
 
-    proto = onnx.load_from_string(VALID["onnx"])
+    proto = onnx.load_from_string(_valid("onnx"))
     graph = proto.graph
     target = draw(st.sampled_from(["op_type", "attribute", "input", "initializer", "initializer", "metadata",
                                    "output"]))
