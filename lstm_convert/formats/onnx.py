@@ -26,12 +26,12 @@ def _read(path: Path, options: ReadOptions):
     require("onnx")  # which brings protobuf: without it, say which extra to install
     from google.protobuf.message import DecodeError
 
-    from ..adapters import onnx
+    from ..adapters import onnx_read
     from ..errors import FormatError
 
     try:
         with parsing(path, "ONNX file", (DecodeError, OSError, ValueError, RecursionError)):
-            return onnx.read(path, only=options.only, inventory=options.inventory)
+            return onnx_read.read(path, only=options.only, inventory=options.inventory)
     except FormatError as exc:  # a node's own error (an attribute of the wrong type) names the file too
         raise exc.prefixed(str(path)) from None
 
@@ -87,7 +87,7 @@ def _run_layers(path: Path, model, x: np.ndarray, states: dict) -> list | None:
 
 
 def _input_dims(path: Path) -> list:
-    from ..adapters.onnx import input_dims
+    from ..adapters.onnx_read import input_dims
 
     return input_dims(path)
 
