@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-READ_NEEDS = {"onnx": "onnx"}
+READ_NEEDS: dict[str, str] = {}  # the extra a format's reader needs: none today (ONNX is decoded without onnx)
 WRITE_NEEDS: dict[str, str] = {}  # every format is written without its framework
 TARGETS = {"archive": ".safetensors", "torch": ".pt", "npz": ".npz", "onnx": ".onnx", "keras": ".keras"}
 SOURCES = {"keras": "seed.keras", "archive": "seed.safetensors", "torch": "seed.pt", "npz": "seed.npz",

@@ -12,7 +12,7 @@ from lstm_convert.cli import main
 
 HIDDEN = ("torch", "keras", "tensorflow", "tf_keras", "onnx", "onnxruntime", "google", "ml_dtypes")
 TARGETS = {"archive": ".safetensors", "torch": ".pt", "npz": ".npz", "onnx": ".onnx", "keras": ".keras"}
-READ_NEEDS = {"onnx": "onnx"}  # the extra a format's reader needs, today
+READ_NEEDS: dict[str, str] = {}  # the extra a format's reader needs: none today (ONNX is decoded without onnx)
 WRITE_NEEDS: dict[str, str] = {}  # every format is written without its framework
 
 

@@ -1,6 +1,7 @@
 """Reading ONNX models into canonical ones: the recurrent operators, MatMul / Gemm (+ Add, + activation) and
 Gather nodes whose weights are initializers or constants, 1-D Conv, BatchNormalization, LayerNormalization,
-activations on their own and means or maxima over time, as :mod:`lstm_convert.adapters.onnx` describes.
+activations on their own and means or maxima over time, as :mod:`lstm_convert.adapters.onnx` describes. The
+file is decoded by :mod:`lstm_convert._onnx_decode`, without the ``onnx`` package.
 
 Kept apart from the writer, which every reader's representability check imports, so that a change here
 touches only what reads ONNX (the long fuzz run counts its chunks by the files a test imported).
@@ -14,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import _onnx_decode as _wire
 from .._json import loads as _loads
-from .._optional import require
 from ..canonical import (
     AROUND,
     DIRECTIONS,
@@ -45,6 +46,8 @@ _KINDS = {v: k for k, v in _OPS.items()}
 _SELECT = {"remedy": "select the recurrent operators with only=[...]",
            "hint": "select the recurrent operators with --only PATTERN (lstm-convert inspect lists them)"}
 _FLOAT_TYPES = (1, 10, 11, 16)  # TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
+# Element types read from external data: FLOAT, UINT8, INT8, INT16, INT32, INT64, BOOL, FLOAT16, DOUBLE.
+_EXTERNAL_TYPES = (1, 2, 3, 5, 6, 7, 9, 10, 11)
 # Nodes whose result is a shape, a size or a truth value, not data.
 _SHAPE_RESULTS = {"Shape", "Size", "Less", "Greater", "Equal", "Not", "And", "Or"}
 # What may be done to the model's data between layers without changing what the model computes: moving
@@ -61,6 +64,16 @@ _LAYOUT_OPS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Slice", "Shape",
 # -- reading ------------------------------------------------------------------------------------------
 
 
+def _load(path: Path) -> Any:
+    """The file's ModelProto, decoded here (:mod:`lstm_convert._onnx_decode`), so reading needs no ``onnx``."""
+    try:
+        return _wire.load(path)
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file") from None
+    except _wire.DecodeError as exc:
+        raise FormatError(f"{path}: not a readable ONNX model ({exc})") from None
+
+
 def read(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: bool = False) -> Model:
     """Read the recurrent, Dense and Embedding layers of an ONNX model, in graph order.
 
@@ -70,18 +83,9 @@ def read(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: bool =
     graph that cannot be read whole is read as its layer operators, and the nodes that carry other weights
     are listed in ``model.config["unconverted"]``.
     """
-    onnx = require("onnx")
-    from onnx import numpy_helper
-
     path = Path(path)
-    try:
-        proto = onnx.load_model(str(path), load_external_data=False)
-    except FileNotFoundError:
-        raise FormatError(f"{path}: no such file") from None
-    except Exception as exc:  # protobuf's DecodeError and friends
-        raise FormatError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    proto = _load(path)
     graph = proto.graph
-    _check_names(path, proto)
     _load_external_data(path, proto)
     values: dict[str, np.ndarray] = {}
     every = _all_nodes(graph)  # with the nodes of If / Loop / Scan bodies, each after the node that holds it
@@ -90,13 +94,13 @@ def read(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: bool =
             if tensor.name in values:
                 raise FormatError(f"{path}: initializer {tensor.name} appears twice")
             try:
-                values[tensor.name] = numpy_helper.to_array(tensor)
+                values[tensor.name] = _wire.to_array(tensor)
             except (TypeError, ValueError) as exc:  # an undefined element type, data that does not fit the dims
                 raise FormatError(f"{path}: initializer {tensor.name!r} cannot be read ({exc})") from None
     for node in every:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             try:
-                values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+                values[node.output[0]] = _wire.to_array(node.attribute[0].t)
             except (TypeError, ValueError) as exc:
                 raise FormatError(f"{path}: constant {node.name or node.output[0]!r} cannot be read ({exc})") from None
     folded = _fold_constants(path, every, values)
@@ -399,18 +403,6 @@ def _unique_name(name: str, used: set[str]) -> str:
     return candidate
 
 
-def _check_names(path: Path, proto: Any) -> None:
-    """FormatError if a name in the graph is not text (protobuf hands back bytes for damaged UTF-8)."""
-    graph = proto.graph
-    names = [t.name for t in graph.initializer] + [v.name for v in (*graph.input, *graph.output)]
-    for node in graph.node:
-        names += [node.name, node.op_type, *node.input, *node.output, *(a.name for a in node.attribute)]
-    names += [p.key for p in proto.metadata_props] + [p.value for p in proto.metadata_props]
-    bad = next((n for n in names if not isinstance(n, str)), None)
-    if bad is not None:
-        raise FormatError(f"{path}: the name or text {bad[:40]!r} is not UTF-8; the file is damaged")
-
-
 def _own_plumbing(node: Any, ours: set[str]) -> bool:
     """Whether ``node`` is one that :func:`build` writes around a layer of a graph written here."""
     return bool(ours) and node.name.rpartition("/")[0] in ours and node.op_type in _OWN_OPS
@@ -435,9 +427,7 @@ def _recorded(meta: Mapping[str, str]) -> list[dict]:
 def _attrs(node: Any) -> dict[str, Any]:
     """A node's attributes by name; those this module reads must have the type the ONNX operators give them
     (a file may say anything: ``perm`` as a float, ``hidden_size`` as text), else FormatError naming both."""
-    from onnx import helper
-
-    values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    values = {a.name: _wire.attribute_value(a) for a in node.attribute}
     values = {name: value for name, value in values.items() if value is not None}  # None: an attribute of no type
     for name, value in values.items():
         check = _ATTRIBUTE_TYPES.get(name)
@@ -748,19 +738,17 @@ def _load_external_data(path: Path, proto: Any) -> None:
     """Fill the tensors whose values the model keeps in other files, reading only regular files inside the
     model's own folder (no absolute or ``..`` location, no symlink leading out of it), each span within its
     file and exactly as long as the tensor."""
-    from onnx import AttributeProto, TensorProto, helper
-
     tensors = []
     for sub in _all_graphs(proto.graph):
         tensors += list(sub.initializer)
         for node in sub.node:
             for attr in node.attribute:
-                if attr.type == AttributeProto.TENSOR:
+                if attr.type == _wire.TENSOR:
                     tensors.append(attr.t)
                 tensors += list(attr.tensors)
     folder = path.resolve().parent
     for tensor in tensors:
-        if tensor.data_location != TensorProto.EXTERNAL:
+        if tensor.data_location != _wire.EXTERNAL:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
@@ -778,9 +766,7 @@ def _load_external_data(path: Path, proto: Any) -> None:
             offset, length = int(info.get("offset", 0)), int(info["length"]) if "length" in info else None
         except ValueError:
             raise FormatError(f"{where} with an offset or length that is not a number") from None
-        dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type) if tensor.data_type in (
-            TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.INT64, TensorProto.INT32,
-            TensorProto.INT8, TensorProto.UINT8, TensorProto.BOOL, TensorProto.INT16) else None
+        dtype = _wire.np_dtype(tensor.data_type) if tensor.data_type in _EXTERNAL_TYPES else None
         if dtype is None or any(d < 0 for d in tensor.dims):
             raise FormatError(f"{where} as data type {tensor.data_type}, which lstm_convert does not read from "
                               "external data")
@@ -793,19 +779,17 @@ def _load_external_data(path: Path, proto: Any) -> None:
                               f"{expected} bytes for shape {tuple(tensor.dims)}")
         with open(real, "rb") as handle:
             handle.seek(offset)
-            tensor.raw_data = handle.read(length)
+            tensor.set("raw_data", handle.read(length))
         del tensor.external_data[:]
-        tensor.data_location = TensorProto.DEFAULT
+        tensor.set("data_location", _wire.DEFAULT)
 
 
 def _all_graphs(graph: Any) -> list[Any]:
     """The graph and every graph in its nodes' attributes (If branches, Loop and Scan bodies), depth first."""
-    from onnx import AttributeProto
-
     out = [graph]
     for node in graph.node:
         for attr in node.attribute:
-            subs = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)
+            subs = [attr.g] if attr.type == _wire.GRAPH else list(attr.graphs)
             for sub in subs:
                 out += _all_graphs(sub)
     return out
@@ -813,13 +797,11 @@ def _all_graphs(graph: Any) -> list[Any]:
 
 def _all_nodes(graph: Any) -> list[Any]:
     """Every node, those of a node's subgraphs right after it, in order."""
-    from onnx import AttributeProto
-
     out = []
     for node in graph.node:
         out.append(node)
         for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)):
+            for sub in ([attr.g] if attr.type == _wire.GRAPH else list(attr.graphs)):
                 out += _all_nodes(sub)
     return out
 
@@ -827,8 +809,6 @@ def _all_nodes(graph: Any) -> list[Any]:
 def _fold_constants(path: Path, nodes: list[Any], values: dict[str, np.ndarray]) -> set[str]:
     """Compute, in graph order, every node of :data:`_CONSTANT_OPS` whose inputs are all constants, adding its
     output to ``values``; the names of the outputs computed so."""
-    from onnx import helper
-
     folded: set[str] = set()
     for node in nodes:
         inputs = [i for i in node.input if i]
@@ -838,7 +818,7 @@ def _fold_constants(path: Path, nodes: list[Any], values: dict[str, np.ndarray])
         attrs = _attrs(node)
         args = [values[i] if i else None for i in node.input]
         try:
-            out = _constant_op(node.op_type, args, attrs, helper)
+            out = _constant_op(node.op_type, args, attrs)
         except (ValueError, IndexError, TypeError, KeyError, ZeroDivisionError) as exc:  # inconsistent shapes, axes
             raise FormatError(f"{path}: node {node.name or node.op_type} ({node.op_type}) cannot be computed from "
                               f"its constant inputs ({exc})") from None
@@ -847,13 +827,13 @@ def _fold_constants(path: Path, nodes: list[Any], values: dict[str, np.ndarray])
     return folded
 
 
-def _constant_op(op: str, args: list, attrs: Mapping[str, Any], helper: Any) -> np.ndarray:
+def _constant_op(op: str, args: list, attrs: Mapping[str, Any]) -> np.ndarray:
     """One ONNX operator on NumPy constants (the subset of :data:`_CONSTANT_OPS`, as the operators define it)."""
     x = args[0]
     if op == "Identity":
         return x
     if op == "Cast":
-        return x.astype(helper.tensor_dtype_to_np_dtype(int(attrs["to"])))
+        return x.astype(_wire.np_dtype(int(attrs["to"])))
     if op == "Transpose":
         return np.transpose(x, attrs.get("perm", list(range(x.ndim))[::-1]))
     if op == "Reshape":
@@ -960,8 +940,7 @@ def _step_selections(graph: Any, values: Mapping[str, np.ndarray]) -> tuple[set[
 
 def input_dims(path: str | os.PathLike) -> list[int | None]:
     """The dimensions of the model's first input: an int where the graph fixes it, else None."""
-    onnx = require("onnx")
-    proto = onnx.load_model(str(path), load_external_data=False)
+    proto = _load(Path(path))
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     return [d.dim_value if d.HasField("dim_value") else None for d in dims]
 

@@ -21,16 +21,11 @@ def _recognise(path: Path, head: bytes) -> bool:
 
 
 def _read(path: Path, options: ReadOptions):
-    from .._optional import require
-
-    require("onnx")  # which brings protobuf: without it, say which extra to install
-    from google.protobuf.message import DecodeError
-
     from ..adapters import onnx_read
     from ..errors import FormatError
 
     try:
-        with parsing(path, "ONNX file", (DecodeError, OSError, ValueError, RecursionError)):
+        with parsing(path, "ONNX file", (OSError, ValueError, RecursionError)):
             return onnx_read.read(path, only=options.only, inventory=options.inventory)
     except FormatError as exc:  # a node's own error (an attribute of the wrong type) names the file too
         raise exc.prefixed(str(path)) from None
