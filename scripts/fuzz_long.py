@@ -98,7 +98,10 @@ def run_chunk(test: str, seed: int, cases: int, findings: Path) -> tuple[bool, f
                               cwd=ROOT, env=env, capture_output=True, text=True)
         names = json.loads(imported.read_text()) if imported.exists() else []
     tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-3:])
-    return done.returncode == 0 and bool(names), time.monotonic() - start, tail, code_files(names)
+    files = code_files(names)
+    if names and "lstm_convert/__init__.py" not in files:
+        raise SystemExit(f"the chunk imported lstm_convert from outside {ROOT}; run with PYTHONPATH={ROOT}")
+    return done.returncode == 0 and bool(names), time.monotonic() - start, tail, files
 
 
 def summary(results: Path) -> None:
