@@ -91,7 +91,7 @@ FORMAT = Format(
     name="onnx", title="ONNX model", suffixes=(".onnx",), layouts="onnx",
     holds="LSTM / GRU / RNN operators, MatMul or Gemm (+ Add, + activation) as Dense, Gather as Embedding, 1-D Conv, "
           "BatchNormalization, LayerNormalization, activations, pooling over time, masks; "
-          "read as protobuf data (with the onnx package), written without it, the weights inside the file",
+          "read and written as protobuf data without the onnx package, the weights inside the file",
     recognise=_recognise, read=_read, write=_write, check_layer=check_layer, check_model=check_model,
     run=_run, run_layers=_run_layers, input_dims=_input_dims, initial_states=False, runtime="onnxruntime",
 )
