@@ -4,7 +4,10 @@ Field numbers and types follow ``onnx/onnx.proto`` (proto2), as in :mod:`lstm_co
 writer's encoder. Decoding keeps protobuf's own rules, so that the reader sees the graph onnxruntime runs:
 unknown fields are skipped, a known field with another wire type is an unknown field, a singular scalar
 given twice keeps its last value and a singular message given twice is the merge of both, repeated scalars
-come packed or one tag per value, an enum value outside its enum is an unknown field.
+come packed or one tag per value, an enum value outside its enum is an unknown field. Fields the reader
+never looks at (functions, training info, sparse initializers, annotations) are skipped without being
+parsed, so a file whose unread parts are damaged is still read where protobuf (and onnxruntime) would
+refuse it whole; what both parse, they parse alike (``tests/test_onnx_decode.py``, and the ONNX fuzz test).
 
 Each message is a plain object whose attributes are its fields (a repeated field a list, an absent message
 an empty one), with ``HasField``. Tensor values are not copied: ``raw_data`` is a view of the file's bytes,
