@@ -586,3 +586,44 @@ def test_archive_settings_and_counts_are_refused(tmp_path, seed_keras):
     deep.write_bytes(len(raw).to_bytes(8, "little") + raw)
     code, err, _ = cli("inspect", str(deep))
     assert code == 1 and one_line(err).endswith("(header is not JSON: nested deeper than any model configuration)")
+
+
+def test_a_record_whose_counts_disagree_with_the_state_dict_is_refused_at_once(tmp_path, small_archive):
+    """Found by the long fuzz run: a PyTorch-layout .safetensors whose lstm_convert record says num_layers
+    2**49 made the reader build 2**49 gate keys (gigabytes, then the OOM killer)."""
+    import json
+
+    model, _ = small_archive
+    src = tmp_path / "t.safetensors"
+    files.write(model, src, "torch")
+
+    def edit(header):
+        record = json.loads(header["__metadata__"]["lstm_convert.model"])
+        record["layers"][0]["num_layers"] = 2 ** 49
+        header["__metadata__"]["lstm_convert.model"] = json.dumps(record)
+
+    bad = tmp_path / "bad.safetensors"
+    _edit_header(src, bad, edit)
+    code, err, peak = memory_of("convert", str(bad), str(tmp_path / "out.pt"), timeout=60)
+    assert code == 1 and one_line(err) == (
+        f"lstm-convert: error: {bad}: the lstm_convert model record does not match the state dict (layer 'lstm': "
+        "the record says num_layers 562949953421312, but the state dict holds num_layers 1)")
+    assert peak < 300 * 2 ** 20 and not (tmp_path / "out.pt").exists()
+
+
+def test_an_onnx_node_without_outputs_is_refused(tmp_path, small_archive):
+    """Found by the long fuzz run (the ONNX wire cut): a node with no outputs raised IndexError."""
+    import onnx
+
+    model, _ = small_archive
+    src = tmp_path / "t.onnx"
+    files.write(model, src)
+    proto = onnx.load(src)
+    node = proto.graph.node[0]
+    node.name = ""
+    del node.output[:]
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(proto.SerializeToString())
+    code, err, _ = cli("inspect", str(bad))
+    assert code == 1 and one_line(err) == (f"lstm-convert: error: {bad}: node '{node.op_type}' ({node.op_type}) has "
+                                           "no outputs; the file is damaged")

@@ -89,6 +89,10 @@ def read(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: bool =
     _load_external_data(path, proto)
     values: dict[str, np.ndarray] = {}
     every = _all_nodes(graph)  # with the nodes of If / Loop / Scan bodies, each after the node that holds it
+    bare = next((node for node in every if not node.output), None)
+    if bare is not None:  # every ONNX operator has an output, which the reader names a node by
+        raise FormatError(f"{path}: node {bare.name or bare.op_type!r} ({bare.op_type}) has no outputs; the file "
+                          "is damaged")
     for sub in _all_graphs(graph):
         for tensor in sub.initializer:
             if tensor.name in values:

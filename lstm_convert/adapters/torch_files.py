@@ -388,6 +388,12 @@ def _with_record(path: Path, model: Model, record: Mapping[str, Any]) -> Model:
             layer = built.pop(_prefix(spec), None)
             if layer is None or layer.kind != spec["kind"]:
                 raise FormatError(f"layer {spec.get('name')!r} is not in the state dict")
+            counts = {key: getattr(layer, key) for key in ("num_layers", "directions") if hasattr(layer, key)}
+            wrong = {key: spec.get(key) for key, value in counts.items() if spec.get(key) != value}
+            if wrong:  # checked before from_spec loops over the record's counts
+                raise FormatError(f"layer {spec.get('name')!r}: the record says "
+                                  + ", ".join(f"{k} {v!r}" for k, v in wrong.items())
+                                  + ", but the state dict holds " + ", ".join(f"{k} {counts[k]}" for k in wrong))
             tensors = dict(dataclasses.replace(layer, name=spec["name"]).tensors())
             layers.append(cls.from_spec(spec, tensors.__getitem__))
         if built:
