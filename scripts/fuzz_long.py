@@ -69,8 +69,8 @@ def digest(names: list[str]) -> str:
 
 def counts(row: dict) -> bool:
     """Whether a recorded chunk ran on the code this checkout has (rows without a file list: same commit)."""
-    if "files" in row:
-        return digest(row["files"]) == row["code"]
+    if "files" in row:  # a process killed before it listed its imports (the OOM killer) ran on no known code
+        return "lstm_convert/__init__.py" in row["files"] and digest(row["files"]) == row["code"]
     return row["commit"] == commit()
 
 
@@ -104,11 +104,11 @@ def run_chunk(test: str, seed: int, cases: int, findings: Path) -> tuple[bool, f
     return done.returncode == 0 and bool(names), time.monotonic() - start, tail, files
 
 
-def summary(results: Path) -> None:
+def summary(*results: Path) -> None:
     """Per test: the chunks that count for this checkout (cases, commits they ran on, findings), then the
     cases run on code since changed."""
     by: dict[str, list[dict]] = {}
-    for row in rows(results):
+    for row in (row for path in results for row in rows(path)):
         by.setdefault(row["test"], []).append(row)
     for test in TESTS:
         chunks = by.get(test, [])
@@ -129,15 +129,16 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=10)
     parser.add_argument("--cases", type=int, default=10000, help="cases per chunk")
     parser.add_argument("--first-seed", type=int, default=1)
-    parser.add_argument("--results", type=Path, default=ROOT / "fuzz-results.jsonl")
+    parser.add_argument("--results", type=Path, nargs="+", default=[ROOT / "fuzz-results.jsonl"],
+                        help="where chunks are recorded (the first file); --summary counts them all")
     parser.add_argument("--findings", type=Path, default=ROOT / "fuzz-findings")
     parser.add_argument("--summary", action="store_true")
     args = parser.parse_args()
     if args.summary:
-        summary(args.results)
+        summary(*args.results)
         return 0
     head = commit()
-    skip = done_chunks(args.results)
+    skip = done_chunks(args.results[0])
     for test in args.tests:
         for seed in range(args.first_seed, args.first_seed + args.chunks):
             if (test, seed, args.cases) in skip:
@@ -145,11 +146,11 @@ def main() -> int:
             passed, seconds, tail, names = run_chunk(test, seed, args.cases, args.findings)
             row = {"test": test, "seed": seed, "cases": args.cases, "seconds": round(seconds, 1), "passed": passed,
                    "commit": head, "code": digest(names), "files": names}
-            with open(args.results, "a") as out:
+            with open(args.results[0], "a") as out:
                 out.write(json.dumps(row) + "\n")
             print(f"{test} seed {seed}: {'passed' if passed else 'FAILED'} in {seconds:.0f} s"
                   + ("" if passed else f"\n{tail}"), flush=True)
-    summary(args.results)
+    summary(*args.results)
     return 0
 
 
