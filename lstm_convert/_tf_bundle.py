@@ -129,13 +129,14 @@ def _zeros_operator(count: int) -> list[int]:
     return result
 
 
-def crc32c(data: bytes | memoryview) -> int:
-    """CRC32C of ``data``. Large inputs run as many lanes at once in NumPy, each lane a stretch of the
-    bytes, and the lanes' registers are joined with the linear map of a stretch of zeros."""
+def crc32c(data: bytes | memoryview, start: int = 0) -> int:
+    """CRC32C of ``data`` (continuing ``start``, the CRC32C of the bytes before it). Large inputs run as many
+    lanes at once in NumPy, each lane a stretch of the bytes, and the lanes' registers are joined with the
+    linear map of a stretch of zeros."""
     view = memoryview(data).cast("B")
     n = len(view)
     if n < 1 << 16:
-        return _update(0xFFFFFFFF, view) ^ 0xFFFFFFFF
+        return _update(start ^ 0xFFFFFFFF, view) ^ 0xFFFFFFFF
     lanes = 4096
     stretch = n // lanes
     raw = np.frombuffer(view, np.uint8, lanes * stretch).reshape(lanes, stretch)
@@ -146,7 +147,7 @@ def crc32c(data: bytes | memoryview) -> int:
         for row in block:
             registers = table[(registers ^ row) & 0xFF] ^ (registers >> 8)
     join = _zeros_operator(stretch)
-    crc = 0xFFFFFFFF
+    crc = start ^ 0xFFFFFFFF
     for register in registers.tolist():
         crc = _apply(join, crc) ^ register
     return _update(crc, view[lanes * stretch:]) ^ 0xFFFFFFFF
@@ -323,6 +324,106 @@ class Bundle:
         if check and masked(crc32c(data)) != var.crc32c:
             raise BundleError(f"{where}: its bytes in {shard.name} fail their checksum: the file is damaged")
         return np.frombuffer(data, _numpy_dtype(var.dtype)).reshape(var.shape)
+
+
+    def strings(self, name: str) -> list[bytes]:
+        """The values of a string variable: varint lengths, the masked CRC32C of the lengths (each as four
+        bytes), then the bytes; the entry's CRC32C covers the lengths as four bytes, their checksum and the
+        bytes."""
+        var = self.variables[name]
+        where = f"{self.index}: {name}"
+        if var.dtype != "string" or var.sliced:
+            raise BundleError(f"{where}: holds {var.dtype} values, not strings")
+        with open(self.shard_path(var.shard), "rb") as handle:
+            handle.seek(var.offset)
+            data = handle.read(var.size)
+        if len(data) != var.size:
+            raise BundleError(f"{where}: its data file ended before its {var.size} bytes")
+        count = math.prod(var.shape)
+        if count > len(data):
+            raise BundleError(f"{where}: declares {count} strings in {len(data)} bytes")
+        lengths, pos = [], 0
+        for _ in range(count):
+            size, pos = _varint(data, pos, len(data), where)
+            lengths.append(size)
+        if pos + 4 + sum(lengths) != len(data):
+            raise BundleError(f"{where}: its lengths ({sum(lengths)} bytes of strings) do not match its "
+                              f"{len(data)} bytes")
+        packed = b"".join(struct.pack("<I" if n <= 0xFFFFFFFF else "<Q", n) for n in lengths)
+        crc = crc32c(packed)
+        if struct.unpack_from("<I", data, pos)[0] != masked(crc) or \
+                masked(crc32c(data[pos + 4:], crc32c(data[pos:pos + 4], crc))) != var.crc32c:
+            raise BundleError(f"{where}: fails its checksum: the file is damaged")
+        out, pos = [], pos + 4
+        for size in lengths:
+            out.append(data[pos:pos + size])
+            pos += size
+        return out
+
+
+# -- the object graph of a TensorFlow 2 checkpoint (tensorflow/core/protobuf/trackable_object_graph.proto) -
+
+OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
+
+
+class _Reference(pb.Message):
+    FIELDS = pb._fields((1, "node_id", "i32"), (2, "local_name", "str"))
+
+
+class _Serialized(pb.Message):
+    FIELDS = pb._fields((1, "name", "str"), (2, "full_name", "str"), (3, "checkpoint_key", "str"))
+
+
+class _SlotReference(pb.Message):
+    FIELDS = pb._fields((1, "original_variable_node_id", "i32"), (2, "slot_name", "str"),
+                        (3, "slot_variable_node_id", "i32"))
+
+
+class _Object(pb.Message):
+    FIELDS = pb._fields((1, "children", _Reference, "r"), (2, "attributes", _Serialized, "r"),
+                        (3, "slot_variables", _SlotReference, "r"))
+
+
+class _Graph(pb.Message):
+    FIELDS = pb._fields((1, "nodes", _Object, "r"))
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A variable of a TensorFlow 2 checkpoint: its checkpoint key, the variable's own name (``full_name``),
+    and the path of object names that leads to it from the root (``model/_functional/_operations/1/cell``)."""
+
+    key: str
+    full_name: str
+    path: str
+    slot: bool
+
+
+def object_graph(bundle: Bundle) -> list[Saved]:
+    """The variables a TensorFlow 2 checkpoint's object graph lists (optimizer slots marked)."""
+    if bundle.variables[OBJECT_GRAPH].shape != ():
+        raise BundleError(f"{bundle.index}: {OBJECT_GRAPH} has shape {list(bundle.variables[OBJECT_GRAPH].shape)}, "
+                          "not one string")
+    (data,) = bundle.strings(OBJECT_GRAPH)
+    graph = _message(_Graph, data, f"{bundle.index}: the object graph")
+    nodes = graph.nodes
+    slots = {ref.slot_variable_node_id for node in nodes for ref in node.slot_variables}
+    paths: dict[int, str] = {0: ""}
+    queue = [0]
+    while queue:  # breadth first, so that each object's path is the shortest that reaches it
+        at = queue.pop(0)
+        if not 0 <= at < len(nodes):
+            raise BundleError(f"{bundle.index}: the object graph refers to object {at} of {len(nodes)}")
+        for child in nodes[at].children:
+            if child.node_id not in paths:
+                paths[child.node_id] = f"{paths[at]}/{child.local_name}".lstrip("/")
+                queue.append(child.node_id)
+    out = []
+    for index, node in enumerate(nodes):
+        for attr in node.attributes:
+            if attr.name == "VARIABLE_VALUE":
+                out.append(Saved(attr.checkpoint_key, attr.full_name, paths.get(index, ""), index in slots))
+    return out
 
 
 def _numpy_dtype(name: str) -> Any:

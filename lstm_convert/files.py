@@ -56,7 +56,7 @@ def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str,
         raise FormatError(f"{path}: format {form.name!r} is written, not read")
     if config is not None and not form.architecture:
         raise FormatError(f"{path}: a {form.title} file holds its own architecture; an architecture (--config) is "
-                          "given only for a weights-only Keras .h5")
+                          "given only for a weights-only Keras .h5 or a TensorFlow 2 checkpoint")
     options = formats.ReadOptions(kinds=dict(kinds or {}), header_only=header_only, check=check, only=tuple(only),
                                   inventory=inventory, config=config, forget_bias=forget_bias)
     try:

@@ -1,10 +1,12 @@
 """TensorFlow 1 checkpoints, read without TensorFlow and compared with what TensorFlow computes.
 
-The checkpoints and TensorFlow's outputs come from ``tests/tf1_checkpoints.py``, run once in a process of
+TensorFlow 1: the checkpoints and TensorFlow's outputs come from ``tests/tf1_checkpoints.py``, run once in a process of
 its own (TensorFlow's v1 cells need the legacy Keras, chosen before TensorFlow is imported): LSTMCell,
 BasicLSTMCell with forget_bias 0.75 and Adam's slots, LSTMCell with peepholes and a projection, GRUCell,
 BasicRNNCell, a MultiRNNCell of an LSTM and a GRU with a dense head, and a bidirectional LSTM; seeded
 random weights and biases, non-zero initial states. The converted layers run in PyTorch and Keras 3.
+TensorFlow 2: tf.train.Checkpoint and SavedModel of a Keras 3 model, tf_keras' save_weights in TensorFlow's
+format (with Adam's slots), read with their architecture and run against the models themselves.
 """
 
 from __future__ import annotations
@@ -275,3 +277,75 @@ def test_crc32c_of_large_inputs_matches_the_byte_loop():
         data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
         assert _tf_bundle.crc32c(data) == _tf_bundle._update(0xFFFFFFFF, data) ^ 0xFFFFFFFF
     assert _tf_bundle.crc32c(b"123456789") == 0xE3069283  # the standard check value of CRC-32C
+
+
+# -- TensorFlow 2: object-based checkpoints of Keras models ---------------------------------------------
+
+
+def _keras3_model(rng):
+    import keras
+
+    model = keras.Sequential([keras.Input((6, 3)), keras.layers.LSTM(4, return_sequences=True, name="enc"),
+                              keras.layers.Bidirectional(keras.layers.GRU(2), name="bi"), keras.layers.Dense(2)])
+    for layer in model.layers:
+        layer.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in layer.get_weights()])
+    return model
+
+
+def test_tf2_checkpoint_and_saved_model_of_a_keras3_model_with_its_architecture(tmp_path, rng, capsys):
+    import tensorflow as tf
+
+    model = _keras3_model(rng)
+    model.save(tmp_path / "m.keras")
+    tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt" / "weights"))
+    tf.saved_model.save(model, str(tmp_path / "saved"))
+    x = rng.normal(size=(2, 6, 3)).astype("float32")
+    expected = np.asarray(model(x))
+    assert main(["convert", str(tmp_path / "ckpt" / "weights"), str(tmp_path / "no.pt")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds a Keras model's weights (sequential/bi/backward_gru/gru_cell" in err
+    assert "give the architecture with --config MODEL.keras or MODEL.json" in err
+    for source in (tmp_path / "ckpt" / "weights", tmp_path / "saved"):  # by prefix, and a SavedModel's folder
+        read = files.read(source, config=tmp_path / "m.keras")
+        assert [layer.name for layer in read.layers] == ["enc", "bi", "dense"]
+        assert read.layers[0].return_sequences and not read.layers[1].return_sequences  # as the architecture says
+        target = tmp_path / f"{source.name}.onnx"
+        assert main(["convert", str(source), str(target), "--config", str(tmp_path / "m.keras"), "-q"]) == 0
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(target))
+        got = session.run(None, {session.get_inputs()[0].name: x})[0]
+        assert got.shape == expected.shape == (2, 2)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+def test_tf_keras_save_weights_in_tensorflow_format_with_optimizer_slots(tmp_path, rng):
+    tf_keras = pytest.importorskip("tf_keras")
+    model = tf_keras.Sequential([tf_keras.Input((6, 3)), tf_keras.layers.GRU(3, return_sequences=True, name="gru"),
+                                 tf_keras.layers.LSTM(2, name="lstm")])
+    for layer in model.layers:
+        layer.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in layer.get_weights()])
+    model.compile("adam", "mse")
+    x = rng.normal(size=(4, 6, 3)).astype("float32")
+    model.fit(x, np.zeros((4, 2), "float32"), epochs=1, verbose=0)  # the checkpoint gains Adam's slots
+    model.save_weights(str(tmp_path / "w"))  # no .h5: TensorFlow's format
+    (tmp_path / "m.json").write_text(model.to_json())
+    expected = model.predict(x, verbose=0)
+    read = files.read(tmp_path / "w", config=tmp_path / "m.json")
+    assert read.source["framework"] == "keras" and read.layers[0].reset_after
+    import torch
+
+    files.convert(tmp_path / "w", tmp_path / "m.pt", config=tmp_path / "m.json", module=tmp_path / "m_module.py")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import m_module  # noqa: PLC0415 - the module the conversion wrote
+
+        net = m_module.Model()
+        net.load_state_dict(torch.load(tmp_path / "m.pt"))
+        with torch.no_grad():
+            got = net(torch.from_numpy(x)).numpy()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("m_module", None)
+    assert got.shape == expected.shape == (4, 2)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)

@@ -22,6 +22,7 @@ model whose every layer takes the previous one's output).
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import zipfile
@@ -171,23 +172,85 @@ def read_h5(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: boo
             if keras3:
                 return _read_positional(path, store, architecture, version, source, only, inventory)
         group = store["model_weights"] if full else store
-        return _read_legacy(path, group, architecture, version, source, only, inventory)
+        return _read_legacy(path, _H5Layers(path, group), architecture, version, source, only, inventory)
+
+
+class _H5Layers:
+    """A legacy HDF5 file's weights: one group per layer name (listed in ``layer_names``), each listing its
+    ``weight_names``."""
+
+    def __init__(self, path: Path, group: Any) -> None:
+        self.path, self.group = path, group
+        self.names = [_text(n) for n in group.attrs.get("layer_names", [])]
+
+    def holds(self, name: str) -> bool:
+        return name in self.names and name in self.group
+
+    def missing(self, name: str) -> str:
+        return f"no weights group {self.group.name.rstrip('/')}/{name}"
+
+    def shapes(self, name: str) -> dict[str, list[int]]:
+        return _shapes(self.group.get(name))
+
+    def tensors(self, name: str, recipe: Any) -> dict[str, np.ndarray]:
+        return _weights(self.path, self.group[name], name, recipe)
+
+
+class NamedLayers:
+    """The weights of a Keras model by layer name, from variable names (``enc/lstm_cell/kernel``,
+    ``bidirectional/forward_gru/gru_cell/bias``): ``variables`` maps a layer's name to ``{variable name:
+    (shape, fetch)}``, ``fetch()`` giving the value."""
+
+    def __init__(self, path: Path, variables: Mapping[str, Mapping[str, tuple]]) -> None:
+        self.path, self.variables = path, variables
+        self.names = list(variables)
+
+    def holds(self, name: str) -> bool:
+        return name in self.variables
+
+    def missing(self, name: str) -> str:
+        return f"no variables named {name}/..."
+
+    def shapes(self, name: str) -> dict[str, list[int]]:
+        return {var: list(shape) for var, (shape, _) in self.variables.get(name, {}).items()}
+
+    def tensors(self, name: str, recipe: Any) -> dict[str, np.ndarray]:
+        tensors = {}
+        for var, (_, fetch) in self.variables[name].items():
+            role = keras_legacy.key(recipe, var)
+            if role in tensors:
+                raise FormatError(f"{self.path}: layer {name!r} has two variables for its {role!r}")
+            tensors[role] = fetch()
+        return tensors
+
+
+def read_named(path: Path, layers: NamedLayers, config: Any, source: Mapping[str, str], only: Sequence[str] = (),
+               inventory: bool = False) -> Model:
+    """A Keras model from its architecture (``config``, as :func:`architecture_of` takes it) and its weights by
+    layer name (a TensorFlow checkpoint of a Keras model)."""
+    architecture, version, named = architecture_of(config)
+    if version is None and "hard_sigmoid" in json.dumps(architecture):
+        raise FormatError(f"{named or 'the architecture'}: does not say which Keras wrote it, and its hard_sigmoid "
+                          "is 0.2x + 0.5 in Keras 1 and 2 but x/6 + 0.5 in Keras 3; give the .keras file, or the "
+                          "model.to_json() that records keras_version")
+    source = {**source, "framework_version": version or "unknown", **({"architecture": named} if named else {})}
+    return _read_legacy(path, layers, architecture, version or "3", source, only, inventory)
 
 
 def _read_legacy(path: Path, weights: Any, config: Mapping[str, Any], version: str, source: Mapping[str, str],
                  only: Sequence[str], inventory: bool) -> Model:
-    """The model of legacy weights (one group per layer name, its ``weight_names``) and their configuration."""
+    """The model of legacy weights (:class:`_H5Layers`, :class:`NamedLayers`) and their configuration."""
     try:
         config, recipes, refused = keras_legacy.modern_config(config, version)
     except LSTMConvertError as exc:
         raise FormatError(f"{path}: {exc}") from None
-    saved = [_text(n) for n in weights.attrs.get("layer_names", [])]
+    saved = weights.names
     entries, unknown = [], []
     for class_name, layer_config, inbound in _chain(path, config, strict=not only):
         name = layer_config["name"]
         if name in refused:
             unknown.append({"name": name, "type": class_name, "why": refused[name],
-                            "tensors": _shapes(weights.get(name))})
+                            "tensors": weights.shapes(name)})
             continue
         if class_name in _SKIPPED:
             entries.append((class_name, layer_config, None, inbound))
@@ -195,18 +258,18 @@ def _read_legacy(path: Path, weights: Any, config: Mapping[str, Any], version: s
         if not selects(only, name):
             entries.append((class_name, layer_config, _UNSELECTED, inbound))
             continue
-        places = _variables(class_name, layer_config, unknown, lambda: _shapes(weights.get(name)))
+        places = _variables(class_name, layer_config, unknown, lambda: weights.shapes(name))
         if places is None:
             continue
         if not places:
             entries.append((class_name, layer_config, {}, inbound))
             continue
-        if name not in saved or name not in weights:
+        if not weights.holds(name):
             held = ", ".join(saved[:8]) + (", ..." if len(saved) > 8 else "")
-            raise FormatError(f"{path}: layer {name!r} ({class_name}) has no weights group {weights.name.rstrip('/')}/"
-                              f"{name}; the file holds weights of layers {held or 'none'}")
+            raise FormatError(f"{path}: layer {name!r} ({class_name}) has {weights.missing(name)}; the file holds "
+                              f"weights of layers {held or 'none'}")
         recipe = recipes.get(name)
-        tensors = _weights(path, weights[name], name, recipe)
+        tensors = weights.tensors(name, recipe)
         if recipe is not None:
             tensors = _legacy(path, recipe, tensors, name, layer_config)
         expected = keras_adapter.variables(class_name, layer_config)
@@ -256,6 +319,8 @@ def architecture_of(config: Any) -> tuple[dict[str, Any], str | None, str | None
     else:
         raise FormatError(f"the architecture must be a .keras or .json file, a model configuration or a Keras model, "
                           f"not {type(config).__name__}")
+    if version is None and "registered_name" in value and "module" in value:  # Keras 3's serialization
+        version = "3"
     if not isinstance(value.get("config"), (dict, list)) or not isinstance(value.get("class_name"), str):
         raise FormatError(f"{named or 'the architecture'}: not a Keras model configuration (no class_name and "
                           "config)")

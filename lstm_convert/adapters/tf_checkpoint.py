@@ -300,6 +300,9 @@ def _layer(unit: _Unit, fetch: Callable, shapes: Callable, where: str, forget_bi
                   "variables": ", ".join(c.scope for c in unit.cells.values())}
     if notes:
         provenance["folded"] = notes[0]
+    if first.cls.startswith("cudnn_compatible") and not any(r.endswith(("bias_x", "bias_h")) for r in first.roles):
+        provenance["summed"] = ("the bias is the sum of cuDNN's input-side and recurrent-side biases (kept as b_x, "
+                                "b_h zero)")
     return RecurrentLayer(kind, input_size, hidden, gates, directions=len(unit.cells), name=name,
                            reset_after=kind != "gru" or first.cls == "cudnn_compatible_gru_cell",
                            proj_size=proj, projections=projections, peepholes=peepholes, source=provenance)

@@ -273,9 +273,9 @@ def table() -> str:
 
 def located(path: str | os.PathLike) -> Path:
     """The file ``path`` stands for: itself, or what a format's :attr:`Format.locate` makes of it (a
-    TensorFlow checkpoint's prefix stands for its ``.index`` file)."""
+    TensorFlow checkpoint's prefix or folder stands for its ``.index`` file)."""
     path = Path(path)
-    if path.exists():
+    if path.is_file():
         return path
     for name in NAMES:
         form = get(name)
