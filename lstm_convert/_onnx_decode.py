@@ -38,10 +38,11 @@ class DecodeError(ValueError):
 
 
 # Field kinds: how a value is carried (wire type 0 varint, 1 fixed64, 2 length-delimited, 5 fixed32) and
-# what it becomes. "i64"/"i32"/"u64" varints, "f32"/"f64" fixed, "str" UTF-8 text, "bytes" (copied: short
-# texts), "view" (a memoryview into the file: tensor data), "enum:N" an int32 enum of values 0..N-1, or a
-# message class. A repeated numeric field of a tensor ("data") is kept as NumPy chunks, not Python numbers.
-_WIRE = {"i64": 0, "i32": 0, "u64": 0, "f32": 5, "f64": 1, "str": 2, "bytes": 2, "view": 2}
+# what it becomes. "i64"/"i32"/"u64" varints, "f32"/"f64" fixed, "u32" a fixed32 kept as its bits (a
+# checksum), "str" UTF-8 text, "bytes" (copied: short texts), "view" (a memoryview into the file: tensor
+# data), "enum:N" an int32 enum of values 0..N-1, or a message class. A repeated numeric field of a tensor
+# ("data") is kept as NumPy chunks, not Python numbers.
+_WIRE = {"i64": 0, "i32": 0, "u64": 0, "f32": 5, "u32": 5, "f64": 1, "str": 2, "bytes": 2, "view": 2}
 _NUMERIC = {"i64": "<i8", "i32": "<i4", "u64": "<u8", "f32": "<f4", "f64": "<f8"}
 
 
@@ -242,7 +243,7 @@ def _decode(cls: type, buf: bytes, spans: list[tuple[int, int]], depth: int) -> 
                     raise DecodeError(f"a field of {size} bytes at byte {at}, past the end of its message ({end})")
                 value, pos = pos, pos + size
             else:
-                raise DecodeError(f"wire type {wire} (field {number}) at byte {at}, which ONNX files do not use")
+                raise DecodeError(f"wire type {wire} (field {number}) at byte {at}, which ONNX and TensorFlow files do not use")
             field = fields.get(number)
             if field is None:
                 continue
@@ -283,6 +284,8 @@ def _decode(cls: type, buf: bytes, spans: list[tuple[int, int]], depth: int) -> 
                 item: Any = _signed(value, kind)
             elif kind == "f32":
                 item = struct.unpack_from("<f", buf, value)[0]
+            elif kind == "u32":
+                item = struct.unpack_from("<I", buf, value)[0]
             elif kind == "f64":
                 item = struct.unpack_from("<d", buf, value)[0]
             elif kind == "str":

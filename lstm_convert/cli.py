@@ -225,6 +225,8 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("b", nargs="?", help="the second file; without B, archive A is checked against the SHA-256 of "
                      "its tensors")
     _kind_option(ver)
+    _config_option(ver, "A's")
+    _forget_bias_option(ver, "A's")
     _only_option(ver, "compare")
     ver.add_argument("--atol", type=float, help="absolute tolerance (default 1e-5 for float32)")
     ver.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0)")
@@ -245,6 +247,19 @@ def _source_options(parser: argparse.ArgumentParser, whose: str) -> None:
     parser.add_argument("--from", dest="src_format", choices=formats.NAMES,
                         help=f"{whose} format (default: by content and extension)")
     _kind_option(parser)
+    _config_option(parser, whose)
+    _forget_bias_option(parser, whose)
+
+
+def _forget_bias_option(parser: argparse.ArgumentParser, whose: str) -> None:
+    parser.add_argument("--forget-bias", type=float, metavar="X",
+                        help=f"what the LSTM cells of {whose} TensorFlow checkpoint added to their forget gates at "
+                        "run time, folded into the bias (default: the class's own, 1.0 for LSTMCell)")
+
+
+def _config_option(parser: argparse.ArgumentParser, whose: str) -> None:
+    parser.add_argument("--config", metavar="MODEL", help=f"the architecture of {whose} weights when it holds only "
+                        "weights (a Keras save_weights .h5): the model's .keras, or its .json (model.to_json())")
 
 
 def _only_option(parser: argparse.ArgumentParser, verb: str) -> None:
@@ -305,7 +320,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
     fmt = files.detect(args.file, args.src_format)
     model = files.read(args.file, fmt, kinds=dict(args.kind), header_only=not args.scan, check=False, only=args.only,
-                       inventory=True)
+                       inventory=True, config=args.config, forget_bias=args.forget_bias)
     info = describe(model, fmt, str(args.file))
     info["non_finite"] = files.non_finite_of(args.file, fmt, model)
     if args.json:
@@ -329,6 +344,8 @@ def _inspect(args: argparse.Namespace) -> int:
             extra.append("no bias")
         sizes = "; ".join([sizes, *extra])
         print(f"{layer['name']:<{w}} {layer['type']:<{t}} {sizes:<44} {layer['params']:>8}")
+        if "layout" in layer:
+            print(f"    stored as {layer['layout']}")
         if "gates" in layer:
             _print_gates(layer["gates"])
     for entry in info["unconverted"]:
@@ -337,6 +354,8 @@ def _inspect(args: argparse.Namespace) -> int:
         if shapes:
             print(f"    {shapes}")
     print(f"{'total':<{w}} {'':<{t}} {'':<44} {info['total_params']:>8}")
+    for note in formats.get(fmt).read_notes(model):
+        _note(args, shown(note))
     for entry in info.get("skipped", []):
         _note(args, f"skipped {entry}: the identity at inference")
     for note in files.assumed(model):
@@ -399,7 +418,7 @@ def _print_conversions(info: dict, targets: tuple[str, ...] | None = None) -> No
         print(note)
 
 
-_FRAMEWORK_TITLE = {"keras": "Keras", "torch": "PyTorch", "onnx": "ONNX"}
+_FRAMEWORK_TITLE = {"keras": "Keras", "torch": "PyTorch", "onnx": "ONNX", "tensorflow": "TensorFlow"}
 
 
 def _print_gates(rows: list[dict]) -> None:
@@ -450,7 +469,8 @@ def _convert(args: argparse.Namespace) -> int:
 
         fmt = files.target_format(args.dst, args.dst_format)
         src_fmt = files.detect(args.src, args.src_format)
-        model = with_settings(files.read(args.src, src_fmt, kinds=dict(args.kind), only=args.only),
+        model = with_settings(files.read(args.src, src_fmt, kinds=dict(args.kind), only=args.only,
+                                         config=args.config, forget_bias=args.forget_bias),
                               _settings(args.settings))
         info = describe(model, src_fmt, str(args.src))
         if args.module:
@@ -474,7 +494,8 @@ def _convert(args: argparse.Namespace) -> int:
 
     report = files.convert(args.src, args.dst, src_format=args.src_format, dst_format=args.dst_format,
                            overwrite=args.overwrite, kinds=dict(args.kind), strict=args.strict,
-                           settings=_settings(args.settings), module=args.module, only=args.only)
+                           settings=_settings(args.settings), module=args.module, only=args.only,
+                           config=args.config, forget_bias=args.forget_bias)
     if args.json:
         print(json.dumps({"source": str(args.src), "source_format": files.detect(args.src, args.src_format),
                           "destination": str(report.path), "format": report.format, "written": True,
@@ -504,7 +525,9 @@ def _convert_many(args: argparse.Namespace) -> int:
     _progress.phase("looking for files", 1, 1)
     outcomes = convert_many(args.paths, args.out_dir, args.dst_format, recursive=args.recursive, jobs=args.jobs,
                             overwrite=args.overwrite, on_done=done, kinds=dict(args.kind), strict=args.strict,
-                            settings=_settings(args.settings), only=args.only, src_format=args.src_format)
+                            settings=_settings(args.settings), only=args.only, src_format=args.src_format,
+                            **({"config": args.config} if args.config else {}),
+                            **({"forget_bias": args.forget_bias} if args.forget_bias is not None else {}))
     failed = sum(not o.ok for o in outcomes)
     if args.json:
         print(json.dumps({"out_dir": str(args.out_dir), "format": args.dst_format,
@@ -548,7 +571,8 @@ def _verify(args: argparse.Namespace) -> int:
         return 0
 
     result = verify(args.a, args.b, atol=args.atol, rtol=args.rtol, batch=args.batch, steps=args.steps,
-                    seed=args.seed, kinds=dict(args.kind), only=args.only)
+                    seed=args.seed, kinds=dict(args.kind), only=args.only, config=args.config,
+                    forget_bias=args.forget_bias)
     if args.json:
         print(json.dumps({"a": {"file": str(args.a), "runner": result.runners[0]},
                           "b": {"file": str(args.b), "runner": result.runners[1]},

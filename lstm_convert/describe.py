@@ -23,7 +23,7 @@ def describe(model: Model, fmt: str, path: str = "") -> dict[str, Any]:
     """A JSON-compatible description of ``model`` as stored in a file of format ``fmt``."""
     form = formats.get(fmt)
     framework = form.counted_as(model)
-    layers = [_layer(layer, form.layouts, form.params(layer, model)) for layer in model.layers]
+    layers = [_layer(layer, *_stored(layer, form, model)) for layer in model.layers]
     return {"file": path, "format": fmt, "source": dict(model.source), "counted_as": framework,
             "layers": layers, "total_params": sum(layer["params"] for layer in layers),
             "semantics": model.semantics(), "input": model.input_spec(),
@@ -47,9 +47,21 @@ def model_conversions(model: Model, *, module: bool = False) -> dict[str, dict[s
     return out
 
 
+def _stored(layer: Layer, form: formats.Format, model: Model) -> tuple[str | None, int]:
+    """The layout of ``layer``'s tensors in a file of format ``form``, and its parameters as counted there:
+    the format's, unless the reader recorded another one in the layer's provenance (``source["gates_layout"]``,
+    a CuDNN layer in a legacy Keras file)."""
+    stored = layer.source.get("gates_layout") if form.layouts is not None else None
+    if stored is not None and isinstance(layer, RecurrentLayer):
+        return stored, layer.count_params(stored)
+    return form.layouts, form.params(layer, model)
+
+
 def _layer(layer: Layer, layouts: str | None, params: int) -> dict[str, Any]:
     out: dict[str, Any] = {"name": layer.name, "type": _TYPE[layer.kind], "dtype": layer.dtype,
                            "params": params}
+    if "layout" in layer.source:  # a legacy layout, as its reader names it
+        out["layout"] = layer.source["layout"]
     if isinstance(layer, Dense):
         out["sizes"] = {"in_features": layer.in_features, "out_features": layer.out_features}
         out["activation"] = layer.activation

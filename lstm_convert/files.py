@@ -31,7 +31,8 @@ def target_format(path: str | os.PathLike, declared: str | None = None) -> str:
 
 
 def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str, str] | None = None,
-         header_only: bool = False, check: bool = True, only: Sequence[str] = (), inventory: bool = False) -> Model:
+         header_only: bool = False, check: bool = True, only: Sequence[str] = (), inventory: bool = False,
+         config: object = None, forget_bias: float | None = None) -> Model:
     """Read any supported file into a :class:`Model`.
 
     ``header_only`` (for ``inspect``): safetensors files are not read past their
@@ -40,8 +41,12 @@ def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str,
     ``only`` (shell-style patterns on Keras layer names, state-dict module prefixes, ONNX node or output
     names, archive layer names) reads just the layers they select; what the tool does not convert is
     refused all together unless ``inventory`` (for ``inspect``) lists it in ``model.config["unconverted"]``.
+    ``config`` is the architecture of a weights-only file (a legacy Keras ``.h5`` from ``save_weights``): a
+    ``.keras`` or ``.json`` file, a model configuration, or a Keras model. ``forget_bias`` is what the LSTM
+    cells of a TensorFlow checkpoint added to their forget gates at run time (default: each class's own).
+    A checkpoint is named by its prefix or its ``.index`` file.
     """
-    path = Path(path)
+    path = formats.located(path)
     form = formats.detect(path, fmt)
     if not path.is_file():
         raise FormatError(f"{path}: no such file" if not path.exists() else
@@ -49,8 +54,11 @@ def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str,
                           f"{path}: not a regular file")
     if form.read is None:
         raise FormatError(f"{path}: format {form.name!r} is written, not read")
+    if config is not None and not form.architecture:
+        raise FormatError(f"{path}: a {form.title} file holds its own architecture; an architecture (--config) is "
+                          "given only for a weights-only Keras .h5 or a TensorFlow 2 checkpoint")
     options = formats.ReadOptions(kinds=dict(kinds or {}), header_only=header_only, check=check, only=tuple(only),
-                                  inventory=inventory)
+                                  inventory=inventory, config=config, forget_bias=forget_bias)
     try:
         model = form.read(path, options)
     except OSError as exc:  # the file itself cannot be read (permissions, a device error)
@@ -115,8 +123,7 @@ def _write(model: Model, path: Path, form: formats.Format, verdict: formats.Verd
     and without ``overwrite`` no file that appears meanwhile at a destination is replaced."""
 
     skipped = model.config.get("keras", {}).get("skipped", [])
-    report = Report(path, form.name, notes=[f"skipped {entry}: the identity at inference" for entry in skipped]
-                    + assumed(model) + verdict.notes, verdict=verdict.verdict)
+    report = Report(path, form.name, notes=[f"skipped {entry}: the identity at inference" for entry in skipped] + assumed(model) + verdict.notes, verdict=verdict.verdict)
     text = form.module_source(model) if module is not None else None  # made before anything is written
     _progress.expect(sum(array.nbytes for _, array in model.tensors()))
     with _atomic.no_replace(not overwrite):
@@ -182,13 +189,15 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
             dst_format: str | None = None, overwrite: bool = False,
             kinds: Mapping[str, str] | None = None, strict: bool = False,
             settings: Mapping[str, Mapping[str, object]] | None = None,
-            module: str | os.PathLike | None = None, only: Sequence[str] = ()) -> Report:
+            module: str | os.PathLike | None = None, only: Sequence[str] = (), config: object = None,
+            forget_bias: float | None = None) -> Report:
     """Read ``src`` and write it to ``dst``; the source is never modified. ``strict`` refuses weights
     that hold NaN or infinity; ``settings`` states what the source cannot say (``{"lstm":
     {"return_sequences": False}}``, see :func:`lstm_convert.canonical.with_settings`); ``module`` also
     writes a PyTorch module file (see :func:`write`); ``only`` converts just the layers it selects (see
-    :func:`read`)."""
-    src, dst = Path(src), Path(dst)
+    :func:`read`); ``config`` is the architecture of a weights-only source and ``forget_bias`` what a
+    TensorFlow checkpoint's LSTM cells added at run time (see :func:`read`)."""
+    src, dst = formats.located(src), Path(dst)
     if dst.is_dir() and not dst.is_symlink():
         raise FormatError(f"{dst}: is a directory; give the name of the file to write")
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
@@ -199,7 +208,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
                           hint="pass --overwrite to replace it")
     source = formats.detect(src, src_format)
     _progress.phase(f"reading {src}", 1, 3)
-    model = read(src, source.name, kinds=kinds, check=source.integrity is None, only=only)
+    model = read(src, source.name, kinds=kinds, check=source.integrity is None, only=only, config=config,
+                 forget_bias=forget_bias)
     _progress.phase("checking the conversion", 2, 3)
     if settings:
         from .canonical import with_settings
@@ -215,11 +225,13 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
                               hint="refused by --strict")
     _progress.phase(f"writing {dst}", 3, 3)
     if source.integrity is None:
-        return _write(model, dst, form, verdict, module, None, overwrite)
-    # The source's digests are checked in another thread while the destination is written; the
-    # destination is renamed into place only if they match.
-    from concurrent.futures import ThreadPoolExecutor
+        report = _write(model, dst, form, verdict, module, None, overwrite)
+    else:  # the source's digests are checked in another thread while the destination is written; the
+        # destination is renamed into place only if they match
+        from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(source.integrity, src)
-        return _write(model, dst, form, verdict, module, pending.result, overwrite)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(source.integrity, src)
+            report = _write(model, dst, form, verdict, module, pending.result, overwrite)
+    report.notes[:0] = source.read_notes(model)
+    return report

@@ -47,7 +47,9 @@ class Layout:
     peephole vectors where the framework has them; ``activation_slots`` names the
     layer attribute each entry of the framework's activation list takes; with
     ``direction_axis`` every tensor has a leading axis of directions (ONNX); with ``numbered`` each
-    stacked layer and direction has tensors of its own, named ``<tensor>_l<k>[_reverse]`` (PyTorch).
+    stacked layer and direction has tensors of its own, named ``<tensor>_l<k>[_reverse]`` (PyTorch); with
+    ``row_major_blocks`` each gate's ``(input, H)`` block of a matrix holds the bytes of the canonical
+    ``(H, input)`` matrix in row-major order, reinterpreted in place rather than transposed (cuDNN).
     """
 
     framework: str
@@ -61,6 +63,7 @@ class Layout:
     activation_slots: tuple[str, ...] = ()
     direction_axis: bool = False
     numbered: bool = False
+    row_major_blocks: bool = False
 
 
 # Keras 3 LSTM: kernel (input, 4H), recurrent_kernel (H, 4H), bias (4H,); blocks i, f, c, o.
@@ -105,9 +108,27 @@ ONNX_GRU = Layout("onnx", "gru", ("update", "reset", "candidate"), ("z", "r", "h
 ONNX_RNN = Layout("onnx", "rnn", ("hidden",), ("h",), gate_axis=0, bias=HALVES, tensors=("W", "R", "B"),
                   activation_slots=("activation",), direction_axis=True)
 
+# CuDNNLSTM / CuDNNGRU of tf.keras 2 and Keras 2 (read only): Keras' tensor names, shapes and gate order
+# (i, f, c, o; z, r, h), but every gate's block of ``kernel`` (input, G*H) and ``recurrent_kernel`` (H, G*H)
+# holds cuDNN's row-major (H, input) or (H, H) matrix, and the bias keeps both sides, (2*G*H,): the
+# input-side half, then the recurrent-side half. The GRU computes reset after the product.
+CUDNN_LSTM = Layout("cudnn", "lstm", ("input", "forget", "cell", "output"), ("i", "f", "c", "o"),
+                    gate_axis=1, bias=HALVES, tensors=("kernel", "recurrent_kernel", "bias"), row_major_blocks=True)
+CUDNN_GRU = Layout("cudnn", "gru", ("update", "reset", "candidate"), ("z", "r", "h"),
+                   gate_axis=1, bias=HALVES, tensors=("kernel", "recurrent_kernel", "bias"), row_major_blocks=True)
+
 LAYOUTS: dict[tuple[str, str], Layout] = {
-    (lay.framework, lay.kind): lay for lay in (KERAS_LSTM, TORCH_LSTM, ONNX_LSTM, KERAS_GRU, TORCH_GRU, ONNX_GRU,
-                                               KERAS_RNN, TORCH_RNN, ONNX_RNN)
+    (lay.framework, lay.kind): lay for lay in (KERAS_LSTM, TORCH_LSTM, ONNX_LSTM, CUDNN_LSTM, KERAS_GRU, TORCH_GRU,
+                                               ONNX_GRU, CUDNN_GRU, KERAS_RNN, TORCH_RNN, ONNX_RNN)
+}
+
+# Keras 1 kept one tensor per gate and role, named ``<layer>_<W|U|b>_<letter>`` (W input kernel (input, H),
+# U recurrent kernel (H, H), b bias (H,)), listed in this gate order; with ``consume_less='gpu'`` (and for
+# SimpleRNN) it stacked them as ``W``, ``U``, ``b`` in Keras 2's order (:data:`KERAS_LSTM`, :data:`KERAS_GRU`).
+# Its GRU computes reset before the product (Keras 2's ``reset_after=False``).
+KERAS1_GATES: dict[str, tuple[tuple[str, str], ...]] = {
+    "lstm": (("i", "input"), ("c", "cell"), ("f", "forget"), ("o", "output")),
+    "gru": (("z", "update"), ("r", "reset"), ("h", "candidate")),
 }
 
 
@@ -123,7 +144,7 @@ def split(lay: Layout, stacked: np.ndarray, hidden: int, name: str) -> dict[str,
     """Cut a framework's stacked tensor into canonical per-gate blocks.
 
     Matrices come back as ``(H, fan_in)`` and biases as ``(H,)``, whatever the
-    framework's orientation. The blocks are views of ``stacked``.
+    framework's orientation. The blocks are views of ``stacked`` (copies for :attr:`Layout.row_major_blocks`).
     """
     axis = lay.gate_axis if stacked.ndim == 2 else 0
     expected = len(lay.order) * hidden
@@ -134,7 +155,12 @@ def split(lay: Layout, stacked: np.ndarray, hidden: int, name: str) -> dict[str,
     blocks = {}
     for k, gate in enumerate(lay.order):
         span = slice(k * hidden, (k + 1) * hidden)
-        blocks[gate] = stacked[span] if axis == 0 else stacked[:, span].T
+        if axis == 0:
+            blocks[gate] = stacked[span]
+        elif lay.row_major_blocks:  # the block's bytes, in row-major order, are the (H, fan_in) matrix
+            blocks[gate] = np.ascontiguousarray(stacked[:, span]).reshape(hidden, -1)
+        else:
+            blocks[gate] = stacked[:, span].T
     return blocks
 
 
@@ -143,6 +169,8 @@ def join(lay: Layout, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
     ordered = [blocks[gate] for gate in lay.order]
     if ordered[0].ndim == 1 or lay.gate_axis == 0:
         return concatenate(ordered, axis=0)
+    if lay.row_major_blocks:
+        return concatenate([np.ascontiguousarray(b).reshape(b.shape[::-1]) for b in ordered], axis=1)
     return concatenate([b.T for b in ordered], axis=1)
 
 
@@ -297,4 +325,4 @@ def gate_table(kind: str = "lstm") -> str:
     return "\n".join([head, rule, *rows])
 
 
-_TITLES = {"keras": "Keras 3", "torch": "PyTorch", "onnx": "ONNX"}
+_TITLES = {"keras": "Keras 3", "torch": "PyTorch", "onnx": "ONNX", "cudnn": "CuDNN (Keras 2, read)"}

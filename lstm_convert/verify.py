@@ -50,8 +50,11 @@ class Comparison:
 
 def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: float = 0.0, batch: int = 3,
            steps: int = 5, seed: int = 0, formats: tuple[str | None, str | None] = (None, None),
-           kinds: Mapping[str, str] | None = None, only: Sequence[str] = ()) -> Comparison:
-    """Compare the files ``a`` and ``b`` layer by layer; see the module docstring.
+           kinds: Mapping[str, str] | None = None, only: Sequence[str] = (), config: object = None,
+           forget_bias: float | None = None) -> Comparison:
+    """Compare the files ``a`` and ``b`` layer by layer; see the module docstring. ``config`` is the
+    architecture of ``a`` when it holds only weights, ``forget_bias`` what the LSTM cells of a TensorFlow
+    checkpoint ``a`` added at run time (see :func:`lstm_convert.files.read`).
 
     A stacked layer on one side may be several layers on the other (PyTorch
     ``num_layers=k`` against k Keras layers): outputs are compared where both
@@ -59,7 +62,7 @@ def verify(a: str | Path, b: str | Path, *, atol: float | None = None, rtol: flo
     """
     fmt_a, fmt_b = registry.detect(a, formats[0]), registry.detect(b, formats[1])
     _progress.phase("reading A and B", 1, 4)
-    model_a, model_b = (files.read(a, fmt_a.name, kinds=kinds, only=only),
+    model_a, model_b = (files.read(a, fmt_a.name, kinds=kinds, only=only, config=config, forget_bias=forget_bias),
                         files.read(b, fmt_b.name, kinds=kinds, only=only))
     units = _same_structure(model_a, model_b)
     fixed = []

@@ -32,6 +32,14 @@ def _sample(name, directory, seed=7):
     return module.sample(directory, np.random.default_rng(seed))
 
 
+def _copy(name, path, target):
+    """Copy a sample to ``target``, with the files it is read with (named after ``target``)."""
+    shutil.copyfile(path, target)
+    stem = path.with_suffix("").name
+    for companion in formats.get(name).companions(path):
+        shutil.copyfile(companion, target.with_name(target.with_suffix("").name + companion.name[len(stem):]))
+
+
 def _entries(directory):
     return sorted(p.name for p in directory.iterdir())
 
@@ -59,11 +67,11 @@ def test_recognised_by_content(name, tmp_path):
     path = _sample(name, tmp_path / "s")
     assert formats.detect(path).name == name
     renamed = tmp_path / "renamed.bin"
-    shutil.copyfile(path, renamed)
+    _copy(name, path, renamed)
     assert formats.detect(renamed).name == name
     if name != "archive":  # named as another format: refused, naming what it is, unless declared
         wrong = tmp_path / ("renamed.onnx" if name != "onnx" else "renamed.pt")
-        shutil.copyfile(path, wrong)
+        _copy(name, path, wrong)
         title = formats.get(name).title
         article = "an" if name == "onnx" else "a"
         with pytest.raises(lc.FormatError) as raised:

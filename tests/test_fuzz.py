@@ -25,6 +25,7 @@ from lstm_convert.describe import describe
 
 EXAMPLES = int(os.environ.get("LSTM_CONVERT_FUZZ_EXAMPLES", "25"))
 VALID: dict[str, tuple[bytes, str, str | None]] = {}
+COMPANIONS: dict[str, dict[str, bytes]] = {}  # the files a sample is read with, by their name's tail
 
 
 CASES = (*formats.NAMES, "torch-safetensors")  # every registered format's sample, and a PyTorch .safetensors
@@ -37,6 +38,8 @@ def valid_files(tmp_path_factory):
     for name in formats.NAMES:
         path = importlib.import_module(f"test_{name}").sample(work, np.random.default_rng(3))
         VALID[name] = (path.read_bytes(), path.suffix, name)
+        stem = path.with_suffix("").name
+        COMPANIONS[name] = {c.name[len(stem):]: c.read_bytes() for c in formats.get(name).companions(path)}
     module = random_torch_lstm(np.random.default_rng(3), input_size=3, hidden_size=2)
     files.write(lc.Model((lc.from_torch(module),)), work / "t.safetensors", "torch")
     VALID["torch-safetensors"] = ((work / "t.safetensors").read_bytes(), ".safetensors", "torch")
@@ -77,12 +80,18 @@ def test_readers_only_raise_their_own_errors(name, mutation):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"fuzz{suffix}"
         path.write_bytes(_mutate(data, mutation))
+        _companions(name, path)
         for inventory in (False, True):  # converting it, and listing everything for inspect
             try:
                 model = files.read(path, fmt, inventory=inventory)
                 describe(model, fmt, str(path))
             except lc.LSTMConvertError:
                 pass
+
+
+def _companions(name: str, path: Path) -> None:
+    for tail, content in COMPANIONS.get(name, {}).items():
+        path.with_name(path.with_suffix("").name + tail).write_bytes(content)
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -94,6 +103,7 @@ def test_empty_truncated_and_wrong_magic_give_one_line(tmp_path, name):
     for label, content in (("empty", b""), ("truncated", data[:len(data) // 2]), ("magic", b"\x00" * 8 + data[8:])):
         path = tmp_path / f"{label}{suffix}"
         path.write_bytes(content)
+        _companions(name, path)
         with pytest.raises(lc.LSTMConvertError, match=rf"{label}{suffix}"):
             files.read(path, fmt)
         done = subprocess.run([sys.executable, "-m", "lstm_convert", "inspect", str(path), "--from", fmt],

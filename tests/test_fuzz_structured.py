@@ -1,6 +1,7 @@
 """Structure-aware fuzzing: each reader gets files that are well-formed at every level but one, which a
 strategy changes where the format has structure (safetensors headers and their JSON metadata, zip
-members, HDF5 groups, datasets and attributes, pickle opcodes, ONNX protobuf fields, .npy headers), and
+members, HDF5 groups, datasets and attributes, pickle opcodes, ONNX protobuf fields, .npy headers,
+TensorFlow checkpoints' index entries and data), and
 must answer with a model or the library's own error: never another exception, a hang or a crash.
 
 CI runs LSTM_CONVERT_FUZZ_EXAMPLES (default 40) cases per reader, derandomized. The long run, whose last
@@ -58,6 +59,8 @@ def _valid(name: str) -> bytes:
 
                 sample = importlib.import_module(f"test_{name}").sample(work, np.random.default_rng(3))
                 VALID[name] = sample.read_bytes()
+                if name == "tf_checkpoint":  # the data shard beside the index
+                    VALID[f"{name}-data"] = sample.with_suffix(".data-00000-of-00001").read_bytes()
     return VALID[name]
 
 
@@ -65,7 +68,8 @@ def _valid(name: str) -> bytes:
 # the sample, under its own seeding of ``random``; Keras building a model uses ``random``).
 SAMPLES = {"test_keras_zip_members_and_weights": "keras", "test_h5_groups_datasets_and_attributes": "h5",
            "test_pickle_reassembly_is_faithful": "torch", "test_pt_pickle_opcodes_and_zip_members": "torch",
-           "test_npz_headers_and_members": "npz", "test_onnx_protobuf_fields": "onnx"}
+           "test_npz_headers_and_members": "npz", "test_onnx_protobuf_fields": "onnx",
+           "test_tf_checkpoint_entries_header_and_data": "tf_checkpoint"}
 
 
 @pytest.fixture(autouse=True)
@@ -76,12 +80,15 @@ def valid_sample(request):
         _valid(name)
 
 
-def _read(data: bytes, suffix: str, fmt: str | None, label: str) -> None:
+def _read(data: bytes, suffix: str, fmt: str | None, label: str, companions: dict[str, bytes] | None = None) -> None:
     """Every way the tool reads a file (to convert it, and to list it for inspect); a foreign exception is
-    kept as a finding and re-raised."""
+    kept as a finding (with the files read beside it, ``companions`` by the tail of their names) and
+    re-raised."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"fuzz{suffix}"
         path.write_bytes(data)
+        for tail, content in (companions or {}).items():
+            (Path(tmp) / f"fuzz{tail}").write_bytes(content)
         try:
             for inventory in (False, True):
                 try:
@@ -90,7 +97,10 @@ def _read(data: bytes, suffix: str, fmt: str | None, label: str) -> None:
                     pass
         except BaseException:
             FINDINGS.mkdir(parents=True, exist_ok=True)
-            (FINDINGS / f"{label}-{abs(hash(data)):x}{suffix}").write_bytes(data)
+            stem = f"{label}-{abs(hash(data)):x}"
+            (FINDINGS / f"{stem}{suffix}").write_bytes(data)
+            for tail, content in (companions or {}).items():
+                (FINDINGS / f"{stem}{tail}").write_bytes(content)
             raise
 
 
@@ -503,3 +513,118 @@ def test_onnx_protobuf_fields(data):
     except Exception:  # one of them refuses it (protobuf also checks fields lstm_convert skips unread)
         return
     agrees(ours, theirs)  # what both parse, lstm_convert decodes as protobuf (and so onnxruntime) does
+
+
+# -- TensorFlow checkpoints: the index's entries, its header and keys, and the data shard ------------------
+
+_DATA = ".data-00000-of-00001"
+_NAMES = ["rnn/lstm_cell/kernel", "rnn/lstm_cell/bias", "rnn/lstm_cell/w_i_diag", "rnn/lstm_cell/w_f_diag",
+          "rnn/lstm_cell/w_o_diag", "rnn/lstm_cell/projection/kernel", "rnn/lstm_cell/bias_cudnn_0",
+          "rnn/gru_cell/gates/kernel", "rnn/gru_cell/candidate/kernel", "rnn/multi_rnn_cell/cell_1/lstm_cell/kernel",
+          "bi/fw/basic_lstm_cell/kernel", "bi/bw/basic_lstm_cell/kernel", "dense/kernel", "dense/bias",
+          "rnn/lstm_cell/kernel/Adam", "global_step", "_CHECKPOINTABLE_OBJECT_GRAPH", "", "x" * 300]
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def _table(entries: list[tuple[bytes, bytes]]) -> bytes:
+    """A LevelDB-format table of ``entries`` (in the order given), written here independently of the reader:
+    one data block (restart points every 4 entries), an empty metaindex block, the index block, the footer."""
+    from lstm_convert._tf_bundle import crc32c, masked
+
+    out = bytearray()
+
+    def block(items):
+        buf, restarts, last = bytearray(), [], b""
+        for k, (key, value) in enumerate(items):
+            shared = 0
+            if k % 4 == 0:
+                restarts.append(len(buf))
+            else:
+                while shared < min(len(key), len(last)) and key[shared] == last[shared]:
+                    shared += 1
+            buf += _varint(shared) + _varint(len(key) - shared) + _varint(len(value)) + key[shared:] + value
+            last = key
+        for r in restarts or [0]:
+            buf += struct.pack("<I", r)
+        return bytes(buf + struct.pack("<I", len(restarts or [0])))
+
+    def put(contents):
+        offset = len(out)
+        out.extend(contents + b"\0" + struct.pack("<I", masked(crc32c(contents + b"\0"))))
+        return _varint(offset) + _varint(len(contents))
+
+    data = put(block(entries))
+    meta = put(block([]))
+    index = put(block([(entries[-1][0] + b"\xff" if entries else b"\xff", data)]))
+    footer = (meta + index).ljust(40, b"\0") + struct.pack("<Q", 0xDB4775248B80FB57)
+    return bytes(out + footer)
+
+
+@st.composite
+def _checkpoints(draw):
+    from tensorflow.core.protobuf import tensor_bundle_pb2
+
+    from lstm_convert._tf_bundle import crc32c, masked, read_table
+
+    index, shard = _valid("tf_checkpoint"), VALID["tf_checkpoint-data"]
+    entries = read_table(index, "sample")
+    header = tensor_bundle_pb2.BundleHeaderProto.FromString(entries[0][1])
+    parsed = [(key, tensor_bundle_pb2.BundleEntryProto.FromString(value)) for key, value in entries[1:]]
+    target = draw(st.sampled_from(["entry", "entry", "entry", "key", "header", "shard", "drop", "copy"]))
+    if target in ("entry", "key", "drop", "copy") and parsed:
+        at = draw(st.integers(0, len(parsed) - 1))
+        key, entry = parsed[at]
+        if target == "entry":
+            field = draw(st.sampled_from(["dtype", "dims", "shard_id", "offset", "size", "crc32c", "slices"]))
+            if field == "dtype":
+                entry.dtype = draw(st.sampled_from([0, 1, 2, 3, 7, 9, 14, 19, 20, 21, 101, 2 ** 20]))
+            elif field == "dims":
+                dims = [d.size for d in entry.shape.dim]
+                dims = draw(st.lists(st.sampled_from([0, 1, 2, 3, 4, 7, 12, 2 ** 31, 2 ** 40, -1, *dims]),
+                                     max_size=4))
+                del entry.shape.dim[:]
+                for d in dims:
+                    entry.shape.dim.add(size=d)
+            elif field == "slices":
+                entry.slices.add().extent.add(start=0, length=1)
+            else:
+                values = {"shard_id": [0, 1, -1, 2 ** 31 - 1], "offset": [0, 1, -1, 4, 2 ** 31 - 1, 2 ** 62],
+                          "size": [0, 1, -1, 4, 2 ** 31 - 1, 2 ** 62]}
+                setattr(entry, field, draw(st.sampled_from(values[field])) if field != "crc32c"
+                        else draw(st.integers(0, 2 ** 32 - 1)))
+            if field in ("dims", "offset", "size") and draw(st.booleans()):  # checksum kept right where it can be
+                span = shard[entry.offset:entry.offset + entry.size] if entry.offset >= 0 else b""
+                entry.crc32c = masked(crc32c(span))
+        elif target == "key":
+            key = draw(st.sampled_from(_NAMES)).encode()
+        elif target == "drop":
+            del parsed[at]
+        else:
+            parsed.append((draw(st.sampled_from(_NAMES)).encode(), entry))
+        if target in ("entry", "key"):
+            parsed[at] = (key, entry)
+    elif target == "header":
+        header.num_shards = draw(st.sampled_from([0, 1, 2, 99999, 100000, -1]))
+        header.endianness = draw(st.sampled_from([0, 0, 1]))
+    else:
+        cut = draw(st.integers(0, len(shard)))
+        shard = shard[:cut] if draw(st.booleans()) else shard + bytes(draw(st.integers(0, 64)))
+    rows = [(b"", header.SerializeToString())] + [(key, entry.SerializeToString()) for key, entry in parsed]
+    if draw(st.booleans()):
+        rows[1:] = sorted(rows[1:], key=lambda row: row[0])  # as TensorFlow writes them; unsorted otherwise
+    return _table(rows), shard
+
+
+@FUZZ
+@given(data=st.data())
+def test_tf_checkpoint_entries_header_and_data(data):
+    index, shard = data.draw(_checkpoints())
+    _read(index, ".index", None, "tf_checkpoint", {_DATA: shard})

@@ -18,7 +18,12 @@ def test_split_join_inverse_and_labelled(lay, rng):
     assert set(blocks) == set(GATES[lay.kind])
     for k, gate in enumerate(lay.order):
         assert blocks[gate].shape == (hidden, fan_in)
-        want = stacked[:, k * hidden:(k + 1) * hidden].T if lay.gate_axis == 1 else stacked[k * hidden:(k + 1) * hidden]
+        if lay.row_major_blocks:  # cuDNN: the block's bytes, row by row, are the (H, fan_in) matrix
+            want = stacked[:, k * hidden:(k + 1) * hidden].flatten().reshape(hidden, fan_in)
+        elif lay.gate_axis == 1:
+            want = stacked[:, k * hidden:(k + 1) * hidden].T
+        else:
+            want = stacked[k * hidden:(k + 1) * hidden]
         np.testing.assert_array_equal(blocks[gate], want)
     np.testing.assert_array_equal(join(lay, blocks), stacked)
     bias = rng.normal(size=count * hidden)
@@ -34,6 +39,20 @@ def test_known_orders():
     assert layout("torch", "gru").order == ("reset", "update", "candidate")
     assert (layout("keras", "gru").symbols, layout("torch", "gru").symbols) == (("z", "r", "h"), ("r", "z", "n"))
     assert layout("onnx", "lstm").symbols == ("i", "o", "f", "c") and layout("onnx", "gru").symbols == ("z", "r", "h")
+
+
+def test_cudnn_blocks_as_tf_keras_converts_them(rng):
+    # tf_keras' legacy loader turns a CuDNNLSTM's input-kernel block k into LSTM's as
+    # k.T.reshape(k.shape, order="F") and a recurrent block into its transpose; LSTM's block is W.T.
+    lay = layout("cudnn", "lstm")
+    hidden, fan_in = 3, 5
+    kernel = rng.normal(size=(fan_in, 4 * hidden))
+    recurrent = rng.normal(size=(hidden, 4 * hidden))
+    for k, gate in enumerate(lay.order):
+        block = kernel[:, k * hidden:(k + 1) * hidden]
+        np.testing.assert_array_equal(split(lay, kernel, hidden, "k")[gate].T, block.T.reshape(block.shape, order="F"))
+        block = recurrent[:, k * hidden:(k + 1) * hidden]
+        np.testing.assert_array_equal(split(lay, recurrent, hidden, "r")[gate].T, block.T)
 
 
 def test_bad_size_is_named():

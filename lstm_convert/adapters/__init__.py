@@ -11,9 +11,9 @@ if TYPE_CHECKING:
 
 
 def refuse_cell_features(layer: RecurrentLayer, target: str) -> None:
-    """UnsupportedError if ``layer`` has cell features (:meth:`RecurrentLayer.cell_features`: read from ONNX)
+    """UnsupportedError if ``layer`` has cell features (:meth:`RecurrentLayer.cell_features`: read from ONNX or TensorFlow)
     that ``target`` (say ``nn.LSTM``, or Keras) lacks."""
     features = layer.cell_features()
     if features:
-        raise UnsupportedError(f"{layer.name}: {', '.join(features)} of this ONNX layer have no {target} "
-                               "equivalent; keep it in a safetensors archive, or keep it in ONNX")
+        raise UnsupportedError(f"{layer.name}: {', '.join(features)} of this layer have no {target} "
+                               "equivalent; keep it in a safetensors archive, or in ONNX")

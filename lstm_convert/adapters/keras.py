@@ -431,7 +431,7 @@ def _activation(name: str, attr: str, value: Any, keras_version: str) -> str:
         raise UnsupportedError(f"{name}: {attr} {value!r} is a custom function; only named activations can "
                                f"be converted ({sorted(ACTIVATIONS)})")
     if value == "hard_sigmoid":  # its definition changed with Keras 3
-        return "hard_sigmoid_keras2" if keras_version.startswith(("1.", "2.")) else "hard_sigmoid_keras3"
+        return "hard_sigmoid_keras2" if keras_version.split(".")[0] in ("1", "2") else "hard_sigmoid_keras3"
     value = {"swish": "silu"}.get(value, value)
     if value not in ACTIVATIONS:
         raise UnsupportedError(f"{name}: {attr} {value!r} is not supported; supported: {sorted(ACTIVATIONS)}")

@@ -22,6 +22,7 @@ model whose every layer takes the previous one's output).
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import zipfile
@@ -39,6 +40,7 @@ from ..canonical import Model
 from ..errors import FormatError, LSTMConvertError, UnsupportedError
 from ..formats import check_selection, selects, unconverted_error
 from . import keras as keras_adapter
+from . import keras_legacy
 
 _MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
 _SKIPPED = ("InputLayer",) + keras_adapter.INFERENCE_IDENTITY
@@ -77,28 +79,34 @@ def read_keras(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: 
     except OSError as exc:
         raise FormatError(f"{path}: model.weights.h5 is not a readable HDF5 file ({exc})") from None
     with store, weights:
-        entries, unknown = [], []
-        used: dict[str, int] = {}
-        for class_name, layer_config, inbound in _chain(path, config, strict=not only):
-            group_name = unique(snake_case(class_name), used)
-            if class_name in _SKIPPED:
-                entries.append((class_name, layer_config, None, inbound))
-                continue
-            if not selects(only, layer_config["name"]):
-                entries.append((class_name, layer_config, _UNSELECTED, inbound))
-                continue
-            group = store.get(f"layers/{group_name}")
-            places = _variables(class_name, layer_config, unknown, lambda: _shapes(group))
-            if places is None:
-                continue
-            if group is None and places:
-                raise FormatError(f"{path}: layer {layer_config.get('name')!r} ({class_name}) has no weights "
-                                  f"group layers/{group_name} in model.weights.h5")
-            tensors = _positional(path, group, layer_config, places,
-                                  weights if isinstance(weights, _Window) else None) if group is not None else {}
-            entries.append((class_name, layer_config, tensors, inbound))
-        return _model(path, _selected(path, entries, only, unknown, inventory), config, version, source, unknown,
-                      first=_first_selected(entries))
+        return _read_positional(path, store, config, version, source, only, inventory,
+                                weights if isinstance(weights, _Window) else None)
+
+
+def _read_positional(path: Path, store: Any, config: Mapping[str, Any], version: str, source: Mapping[str, str],
+                     only: Sequence[str], inventory: bool, window: _Window | None = None) -> Model:
+    """The model of Keras 3 weights (``layers/<snake case class>/vars/<index>``) and their configuration."""
+    entries, unknown = [], []
+    used: dict[str, int] = {}
+    for class_name, layer_config, inbound in _chain(path, config, strict=not only):
+        group_name = unique(snake_case(class_name), used)
+        if class_name in _SKIPPED:
+            entries.append((class_name, layer_config, None, inbound))
+            continue
+        if not selects(only, layer_config["name"]):
+            entries.append((class_name, layer_config, _UNSELECTED, inbound))
+            continue
+        group = store.get(f"layers/{group_name}")
+        places = _variables(class_name, layer_config, unknown, lambda: _shapes(group))
+        if places is None:
+            continue
+        if group is None and places:
+            raise FormatError(f"{path}: layer {layer_config.get('name')!r} ({class_name}) has no weights "
+                              f"group layers/{group_name}")
+        tensors = _positional(path, group, layer_config, places, window) if group is not None else {}
+        entries.append((class_name, layer_config, tensors, inbound))
+    return _model(path, _selected(path, entries, only, unknown, inventory), config, version, source, unknown,
+                  first=_first_selected(entries))
 
 
 def _model(path: Path, entries: list, config: Mapping[str, Any], version: str, source: Mapping[str, str],
@@ -123,9 +131,14 @@ def _model(path: Path, entries: list, config: Mapping[str, Any], version: str, s
         raise FormatError(f"{path}: {exc}") from None
 
 
-def read_h5(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: bool = False) -> Model:
-    """Read a legacy Keras ``.h5`` model file (tf.keras 2.x, or Keras 3's legacy writer); ``only`` and
-    ``inventory`` as :func:`read_keras` takes them."""
+def read_h5(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: bool = False,
+            config: Any = None) -> Model:
+    """Read a legacy Keras ``.h5`` model file (Keras 1, Keras 2, tf.keras 2, or Keras 3's legacy writer);
+    ``only`` and ``inventory`` as :func:`read_keras` takes them.
+
+    A weights-only file (``model.save_weights``: tf.keras 2's ``.h5``, Keras 3's ``.weights.h5``) holds no
+    architecture: ``config`` gives it, as a ``.keras`` or ``.json`` file (``model.to_json()``), a model
+    configuration (a dict), or a Keras model. Layers are matched to the file's by name, never by position."""
     h5py = require("h5py")
     path = Path(path)
     _hdf5.vet(path, "", lambda: h5py.File(path, "r"), path.stat().st_size)
@@ -134,51 +147,210 @@ def read_h5(path: str | os.PathLike, *, only: Sequence[str] = (), inventory: boo
     except OSError as exc:
         raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from None
     with store:
-        if "model_config" not in store.attrs or "model_weights" not in store:
-            raise FormatError(f"{path}: not a Keras model file (no model_config attribute or model_weights "
-                              "group; a weights-only .h5 cannot be read, its configuration is missing)")
-        config = _json(path, "model_config", _text(store.attrs["model_config"]))
-        version = _text(store.attrs.get("keras_version", "2"))
-        source = {"framework": "keras", "framework_version": version, "file_format": "h5"}
-        weights = store["model_weights"]
-        saved = [_text(n) for n in weights.attrs.get("layer_names", [])]
-        entries, unknown = [], []
-        for class_name, layer_config, inbound in _chain(path, config, strict=not only):
-            if class_name in _SKIPPED:
-                entries.append((class_name, layer_config, None, inbound))
-                continue
-            name = layer_config["name"]
-            if not selects(only, name):
-                entries.append((class_name, layer_config, _UNSELECTED, inbound))
-                continue
-            places = _variables(class_name, layer_config, unknown, lambda: _shapes(weights.get(name)))
-            if places is None:
-                continue
-            if not places:
-                entries.append((class_name, layer_config, {}, inbound))
-                continue
-            if name not in saved or name not in weights:
-                raise FormatError(f"{path}: layer {name!r} ({class_name}) has no weights group model_weights/{name}")
-            group = weights[name]
-            expected = keras_adapter.variables(class_name, layer_config)
-            tensors = {}
-            for weight_name in (_text(w) for w in group.attrs.get("weight_names", [])):
-                role = weight_name.rpartition("/")[2].split(":")[0]
-                side = next((s for s in ("forward", "backward") for part in weight_name.split("/")[:-1]
-                             if part.startswith(f"{s}_")), None)
-                role = f"{side}/{role}" if side else role
-                if role in tensors:
-                    raise FormatError(f"{path}: layer {name!r} lists weight {role!r} twice")
-                dataset = group.get(weight_name)
-                if not isinstance(dataset, h5py.Dataset):
-                    raise FormatError(f"{path}: weight {weight_name} of layer {name!r} is listed but missing")
-                tensors[role] = _array(path, dataset, f"{name}/{weight_name}")
-            if set(tensors) != set(expected):
-                raise FormatError(f"{path}: layer {name!r} ({class_name}) holds weights {sorted(tensors)}, "
-                                  f"expected {list(expected)}")
-            entries.append((class_name, layer_config, tensors, inbound))
-        return _model(path, _selected(path, entries, only, unknown, inventory), config, version, source, unknown,
-                      first=_first_selected(entries))
+        full = "model_config" in store.attrs and "model_weights" in store
+        keras3 = not full and "layer_names" not in store.attrs and isinstance(store.get("layers"), h5py.Group)
+        if not full and "layer_names" not in store.attrs and not keras3:
+            raise FormatError(f"{path}: not a Keras model or weights file (no model_config attribute and "
+                              "model_weights group, no layer_names attribute, no layers group)")
+        if full and config is not None:
+            raise FormatError(f"{path}: holds its own model configuration; an architecture (--config) is given "
+                              "only for a weights-only file")
+        if full:
+            architecture = _json(path, "model_config", _text(store.attrs["model_config"]))
+            version = _text(store.attrs.get("keras_version", "1"))
+            source = {"framework": "keras", "framework_version": version, "file_format": "h5"}
+        else:
+            if config is None:
+                raise FormatError(f"{path}: a weights-only Keras file (model.save_weights) holds no model "
+                                  "configuration", remedy="pass config= with the model, its .keras or its .json",
+                                  hint="give the architecture with --config MODEL.keras or MODEL.json")
+            architecture, version, named = architecture_of(config)
+            # Keras 2 and tf.keras read a file without keras_version as Keras 1's; so does this reader.
+            version = version or _text(store.attrs.get("keras_version", "3" if keras3 else "1"))
+            source = {"framework": "keras", "framework_version": version, "file_format": "h5",
+                      "weights_only": "true", **({"architecture": named} if named else {})}
+            if keras3:
+                return _read_positional(path, store, architecture, version, source, only, inventory)
+        group = store["model_weights"] if full else store
+        return _read_legacy(path, _H5Layers(path, group), architecture, version, source, only, inventory)
+
+
+class _H5Layers:
+    """A legacy HDF5 file's weights: one group per layer name (listed in ``layer_names``), each listing its
+    ``weight_names``."""
+
+    def __init__(self, path: Path, group: Any) -> None:
+        self.path, self.group = path, group
+        self.names = [_text(n) for n in group.attrs.get("layer_names", [])]
+
+    def holds(self, name: str) -> bool:
+        return name in self.names and name in self.group
+
+    def missing(self, name: str) -> str:
+        return f"no weights group {self.group.name.rstrip('/')}/{name}"
+
+    def shapes(self, name: str) -> dict[str, list[int]]:
+        return _shapes(self.group.get(name))
+
+    def tensors(self, name: str, recipe: Any) -> dict[str, np.ndarray]:
+        return _weights(self.path, self.group[name], name, recipe)
+
+
+class NamedLayers:
+    """The weights of a Keras model by layer name, from variable names (``enc/lstm_cell/kernel``,
+    ``bidirectional/forward_gru/gru_cell/bias``): ``variables`` maps a layer's name to ``{variable name:
+    (shape, fetch)}``, ``fetch()`` giving the value."""
+
+    def __init__(self, path: Path, variables: Mapping[str, Mapping[str, tuple]]) -> None:
+        self.path, self.variables = path, variables
+        self.names = list(variables)
+
+    def holds(self, name: str) -> bool:
+        return name in self.variables
+
+    def missing(self, name: str) -> str:
+        return f"no variables named {name}/..."
+
+    def shapes(self, name: str) -> dict[str, list[int]]:
+        return {var: list(shape) for var, (shape, _) in self.variables.get(name, {}).items()}
+
+    def tensors(self, name: str, recipe: Any) -> dict[str, np.ndarray]:
+        tensors = {}
+        for var, (_, fetch) in self.variables[name].items():
+            role = keras_legacy.key(recipe, var)
+            if role in tensors:
+                raise FormatError(f"{self.path}: layer {name!r} has two variables for its {role!r}")
+            tensors[role] = fetch()
+        return tensors
+
+
+def read_named(path: Path, layers: NamedLayers, config: Any, source: Mapping[str, str], only: Sequence[str] = (),
+               inventory: bool = False) -> Model:
+    """A Keras model from its architecture (``config``, as :func:`architecture_of` takes it) and its weights by
+    layer name (a TensorFlow checkpoint of a Keras model)."""
+    architecture, version, named = architecture_of(config)
+    if version is None and "hard_sigmoid" in json.dumps(architecture):
+        raise FormatError(f"{named or 'the architecture'}: does not say which Keras wrote it, and its hard_sigmoid "
+                          "is 0.2x + 0.5 in Keras 1 and 2 but x/6 + 0.5 in Keras 3; give the .keras file, or the "
+                          "model.to_json() that records keras_version")
+    source = {**source, "framework_version": version or "unknown", **({"architecture": named} if named else {})}
+    return _read_legacy(path, layers, architecture, version or "3", source, only, inventory)
+
+
+def _read_legacy(path: Path, weights: Any, config: Mapping[str, Any], version: str, source: Mapping[str, str],
+                 only: Sequence[str], inventory: bool) -> Model:
+    """The model of legacy weights (:class:`_H5Layers`, :class:`NamedLayers`) and their configuration."""
+    try:
+        config, recipes, refused = keras_legacy.modern_config(config, version)
+    except LSTMConvertError as exc:
+        raise FormatError(f"{path}: {exc}") from None
+    saved = weights.names
+    entries, unknown = [], []
+    for class_name, layer_config, inbound in _chain(path, config, strict=not only):
+        name = layer_config["name"]
+        if name in refused:
+            unknown.append({"name": name, "type": class_name, "why": refused[name],
+                            "tensors": weights.shapes(name)})
+            continue
+        if class_name in _SKIPPED:
+            entries.append((class_name, layer_config, None, inbound))
+            continue
+        if not selects(only, name):
+            entries.append((class_name, layer_config, _UNSELECTED, inbound))
+            continue
+        places = _variables(class_name, layer_config, unknown, lambda: weights.shapes(name))
+        if places is None:
+            continue
+        if not places:
+            entries.append((class_name, layer_config, {}, inbound))
+            continue
+        if not weights.holds(name):
+            held = ", ".join(saved[:8]) + (", ..." if len(saved) > 8 else "")
+            raise FormatError(f"{path}: layer {name!r} ({class_name}) has {weights.missing(name)}; the file holds "
+                              f"weights of layers {held or 'none'}")
+        recipe = recipes.get(name)
+        tensors = weights.tensors(name, recipe)
+        if recipe is not None:
+            tensors = _legacy(path, recipe, tensors, name, layer_config)
+        expected = keras_adapter.variables(class_name, layer_config)
+        if set(tensors) != set(expected):
+            raise FormatError(f"{path}: layer {name!r} ({class_name}) holds weights {sorted(tensors)}, "
+                              f"expected {list(expected)}")
+        entries.append((class_name, layer_config, tensors, inbound))
+    return _model(path, _selected(path, entries, only, unknown, inventory), config, version, source, unknown,
+                  first=_first_selected(entries))
+
+
+def architecture_of(config: Any) -> tuple[dict[str, Any], str | None, str | None]:
+    """``(model configuration, the Keras version that wrote it or None, the file it came from or None)`` of
+    an architecture given for a weights-only file: a ``.keras`` file, a ``.json`` file of
+    ``model.to_json()``, a configuration dict, or a Keras model (anything with ``to_json()``)."""
+    if isinstance(config, (str, os.PathLike)):
+        where = Path(config)
+        if not where.is_file():
+            raise FormatError(f"{where}: no such file (the model configuration)" if not where.exists() else
+                              f"{where}: not a regular file (the model configuration)")
+        with open(where, "rb") as file:
+            head = file.read(4)
+        if head.startswith(b"PK"):
+            try:
+                with _zip.Zip(where, ".keras file") as archive:
+                    if "config.json" not in archive.names:
+                        raise FormatError(f"{where}: not a .keras file: the zip lacks config.json")
+                    _check_member(where, archive.getinfo("config.json"))
+                    value = _json(where, "config.json", archive.read("config.json"))
+                    metadata = (_json(where, "metadata.json", archive.read("metadata.json"))
+                                if "metadata.json" in archive.names else {})
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise FormatError(f"{where}: not a readable .keras file ({exc})") from None
+            version = metadata.get("keras_version")
+        else:
+            if where.stat().st_size > _MAX_JSON:
+                raise FormatError(f"{where}: {where.stat().st_size} bytes, more than any model configuration "
+                                  f"({_MAX_JSON} at most)")
+            value = _json(where, "the model configuration", where.read_bytes())
+            version = value.get("keras_version")
+        named = str(where)
+    elif isinstance(config, Mapping):
+        value, version, named = dict(config), config.get("keras_version"), None
+    elif callable(getattr(config, "to_json", None)):
+        value = _json(Path(type(config).__name__), "to_json()", config.to_json())
+        version, named = value.get("keras_version"), None
+    else:
+        raise FormatError(f"the architecture must be a .keras or .json file, a model configuration or a Keras model, "
+                          f"not {type(config).__name__}")
+    if version is None and "registered_name" in value and "module" in value:  # Keras 3's serialization
+        version = "3"
+    if not isinstance(value.get("config"), (dict, list)) or not isinstance(value.get("class_name"), str):
+        raise FormatError(f"{named or 'the architecture'}: not a Keras model configuration (no class_name and "
+                          "config)")
+    return value, (str(version) if isinstance(version, (str, int, float)) else None), named
+
+
+def _weights(path: Path, group: Any, name: str, recipe: Any) -> dict[str, np.ndarray]:
+    """A legacy file's weights of one layer, by key (:func:`keras_legacy.key`), in the order listed."""
+    import h5py
+
+    tensors = {}
+    for weight_name in (_text(w) for w in group.attrs.get("weight_names", [])):
+        role = keras_legacy.key(recipe, weight_name)
+        if role in tensors:
+            raise FormatError(f"{path}: layer {name!r} lists weight {role!r} twice")
+        dataset = group.get(weight_name)
+        if not isinstance(dataset, h5py.Dataset):
+            raise FormatError(f"{path}: weight {weight_name} of layer {name!r} is listed but missing")
+        tensors[role] = _array(path, dataset, f"{name}/{weight_name}")
+    return tensors
+
+
+def _legacy(path: Path, recipe: Any, tensors: dict[str, np.ndarray], name: str, config: Mapping[str, Any]):
+    """A legacy layer's weights in today's layout (:mod:`.keras_legacy`)."""
+    inner = config.get("layer") if isinstance(config.get("layer"), dict) else None
+    units = (inner.get("config", {}) if inner else config).get("units")
+    try:
+        return keras_legacy.tensors(recipe, tensors, name, units)
+    except LSTMConvertError as exc:
+        raise FormatError(f"{path}: {exc}") from None
 
 
 def write_keras(model: Model, path: str | os.PathLike, *, before_rename: Callable[[], None] | None = None) -> Path:
@@ -258,8 +430,9 @@ class _Window(io.RawIOBase):
 def _layer(path: Path, class_name: str, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray],
            version: str, source: Mapping[str, str], features: int | None, steps: int | None = None, rank: int = 3):
     try:
-        return keras_adapter.layer_from_config(class_name, config, tensors, keras_version=version, source=source,
-                                               features=features, steps=steps, rank=rank)
+        layer = keras_adapter.layer_from_config(class_name, config, tensors, keras_version=version, source=source,
+                                                features=features, steps=steps, rank=rank)
+        return keras_legacy.finish(layer, tensors) if isinstance(tensors, keras_legacy.Tensors) else layer
     except UnsupportedError as exc:
         raise UnsupportedError(f"{path}: {exc}") from None
     except LSTMConvertError as exc:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ..canonical import Layer, Model
 
 # The registered formats, in the order a file is tried against them: modules lstm_convert.formats.<name>.
-NAMES = ("archive", "keras", "h5", "torch", "npz", "onnx")
+NAMES = ("archive", "keras", "h5", "torch", "npz", "onnx", "tf_checkpoint")
 # What a state dict's keys cannot say, by module prefix (ReadOptions.kinds): a lone 2-D ``weight`` is an
 # Embedding or a Linear without bias, an nn.RNN's nonlinearity is tanh or relu, a 3-D weight an nn.Conv1d,
 # a 1-D weight an nn.LayerNorm.
@@ -50,13 +50,17 @@ class ReadOptions:
     ``header_only`` (placeholders instead of values, for ``inspect``), ``check`` (verify recorded digests),
     ``only`` (shell-style patterns: read just the layers, modules or nodes they select, see :func:`selects`),
     ``inventory`` (for ``inspect``: content the tool does not convert is listed in the model's
-    ``config["unconverted"]`` instead of refused)."""
+    ``config["unconverted"]`` instead of refused), ``config`` (the architecture of a file that holds only
+    weights, for formats with :attr:`Format.architecture`), ``forget_bias`` (what a TensorFlow LSTM cell
+    added to its forget gate at run time, when not its class's default)."""
 
     kinds: Mapping[str, str] = field(default_factory=dict)
     header_only: bool = False
     check: bool = True
     only: tuple[str, ...] = ()
     inventory: bool = False
+    config: Any = None
+    forget_bias: float | None = None
 
 
 class Note(str):
@@ -172,7 +176,12 @@ class Format:
     states from one call to the next. ``integrity`` checks digests the file
     records, and may run while a conversion's destination is written. ``module_source`` makes the text
     of a Python module that computes the model from the written file (``--module``). ``notes`` says what a
-    written file does not keep or changes without changing the function.
+    written file does not keep or changes without changing the function. ``architecture`` when some of its
+    files hold only weights, read with an architecture given apart (:attr:`ReadOptions.config`). ``locate``
+    maps a path that names the format's file without being it (a checkpoint's prefix) to the file;
+    ``companions`` lists the other files a file is read with, each named as the file without its suffix
+    plus a tail of its own (a checkpoint's ``.index`` and its ``.data-00000-of-00001``); ``read_notes``
+    says what reading a model from the format assumed or changed (from its provenance: a folded constant).
     """
 
     name: str
@@ -195,6 +204,10 @@ class Format:
     notes: Callable[[Model, bool], list[str]] = lambda model, module: []
     runs_stateful: bool = False
     runtime: str = "the float64 reference"
+    architecture: bool = False
+    locate: Callable[[Path], Path | None] | None = None
+    companions: Callable[[Path], list[Path]] = lambda path: []
+    read_notes: Callable[[Model], list[str]] = lambda model: []
 
     @property
     def reads(self) -> bool:
@@ -217,7 +230,10 @@ class Format:
 
     def params(self, layer: Layer, model: Model | None = None) -> int:
         """``layer``'s parameters as this format's framework counts them (for the archive: as the
-        framework the weights came from)."""
+        framework the weights came from; where that is not one the tool writes, as its reader counted them,
+        ``source["params"]``)."""
+        if self.layouts is None and "params" in layer.source:
+            return int(layer.source["params"])
         return layer.count_params(self.counted_as(model))
 
     def counted_as(self, model: Model | None = None) -> str:
@@ -227,7 +243,7 @@ class Format:
         return origin if origin in _COUNTED else "torch"
 
 
-_COUNTED = ("keras", "torch")
+_COUNTED = ("keras", "torch", "tensorflow")  # tensorflow: as its reader counted them (source["params"])
 
 
 def get(name: str) -> Format:
@@ -255,13 +271,27 @@ def table() -> str:
     return "\n".join(rows)
 
 
+def located(path: str | os.PathLike) -> Path:
+    """The file ``path`` stands for: itself, or what a format's :attr:`Format.locate` makes of it (a
+    TensorFlow checkpoint's prefix or folder stands for its ``.index`` file)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for name in NAMES:
+        form = get(name)
+        found = form.locate(path) if form.locate is not None else None
+        if found is not None:
+            return found
+    return path
+
+
 def detect(path: str | os.PathLike, declared: str | None = None) -> Format:
     """The format of the file at ``path``: ``declared`` if given; else the format of its suffix that
     recognises its content; else, for a suffix no format claims (``.bin``), any format that recognises it;
     else the suffix's format, whose reader then says what is wrong. A file whose content is another
     format than its suffix says (an ONNX model named ``.pt``) is refused, naming what it is: which of the
     two the user meant is theirs to say (``declared``) or to fix (renaming it)."""
-    path = Path(path)
+    path = located(path)
     if declared is not None:
         return get(declared)
     suffix = path.suffix.lower()

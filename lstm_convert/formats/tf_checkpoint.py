@@ -1,0 +1,143 @@
+"""TensorFlow checkpoints: ``PREFIX.index`` and ``PREFIX.data-00000-of-00001``, as TensorFlow 1's
+``tf.compat.v1.train.Saver`` writes them, read by the project's own reader of the tensor-bundle format
+(:mod:`lstm_convert._tf_bundle`, no TensorFlow) and recognised by variable names
+(:mod:`lstm_convert.adapters.tf_checkpoint`). A checkpoint is named by its prefix or by its ``.index``
+file; read, not written.
+"""
+
+from __future__ import annotations
+
+import glob
+import struct
+from pathlib import Path
+
+from ..errors import FormatError
+from . import Format, ReadOptions, parsing
+
+
+def _recognise(path: Path, head: bytes) -> bool:
+    """A file ending in the table's magic number, with a data shard beside it (named after the file without
+    its suffix: ``model.index`` and ``model.data-00000-of-00001``)."""
+    from .._tf_bundle import _MAGIC
+
+    if not _companions(path):
+        return False
+    with open(path, "rb") as handle:
+        if handle.seek(0, 2) < 48:
+            return False
+        handle.seek(-8, 2)
+        return struct.unpack("<Q", handle.read(8))[0] == _MAGIC
+
+
+def _companions(path: Path) -> list[Path]:
+    prefix = path.with_suffix("")
+    return sorted(prefix.parent.glob(f"{glob.escape(prefix.name)}.data-[0-9][0-9][0-9][0-9][0-9]-of-[0-9]*"))
+
+
+def locate(path: Path) -> Path | None:
+    """The ``.index`` file that a checkpoint named otherwise stands for: its prefix (``model.ckpt-100`` for
+    ``model.ckpt-100.index``), a SavedModel folder (``variables/variables.index``), or a folder whose
+    ``checkpoint`` file (TensorFlow's record of the latest) names one; None otherwise."""
+    if path.is_dir():
+        saved = path / "variables" / "variables.index"
+        if saved.is_file():
+            return saved
+        state = path / "checkpoint"
+        if state.is_file() and state.stat().st_size < 1 << 20:
+            import re
+
+            found = re.search(r'^model_checkpoint_path: "([^"\n]+)"', state.read_text("utf-8", "replace"), re.M)
+            if found:
+                index = path / f"{found.group(1)}.index"
+                if index.is_file() and index.resolve().parent == path.resolve():
+                    return index
+        return None
+    index = path.with_name(path.name + ".index")
+    if not path.exists() and index.is_file():
+        return index
+    return None
+
+
+def _read(path: Path, options: ReadOptions):
+    from .._lazy import np
+    from .._tf_bundle import OBJECT_GRAPH, Bundle, _numpy_dtype
+    from ..formats import selects
+
+    with parsing(path, "TensorFlow checkpoint", ()):  # the bundle reader raises the library's own errors
+        bundle = Bundle(path)
+
+        def fetch(name: str):
+            var = bundle.variables[name]
+            if options.header_only or (options.only and not selects(options.only, name)):
+                dtype = _numpy_dtype(var.dtype) if var.dtype in ("float16", "bfloat16", "float32", "float64") \
+                    else np.dtype("float32")
+                return np.broadcast_to(np.zeros((), dtype), var.shape)
+            return bundle.array(name)
+
+        if OBJECT_GRAPH in bundle.variables:
+            return _keras(path, bundle, fetch, options)
+        if options.config is not None:
+            raise FormatError(f"{path}: a TensorFlow 1 checkpoint names its cells in its variables; an architecture "
+                              "(--config) is given only for a weights-only Keras .h5 or a TensorFlow 2 checkpoint")
+        from ..adapters.tf_checkpoint import read
+
+        source = {"framework": "tensorflow", "file_format": "tf_checkpoint"}
+        return read(list(bundle.variables), fetch, lambda name: bundle.variables[name].shape, str(path),
+                    only=options.only, inventory=options.inventory, forget_bias=options.forget_bias, source=source)
+
+
+# Training state in a TensorFlow 2 checkpoint: the optimizer and the checkpoint's own counter.
+_TRAINING = ("optimizer/", "save_counter/")
+
+
+def _keras(path: Path, bundle, fetch, options: ReadOptions):
+    """A TensorFlow 2 checkpoint of a Keras model (``tf.train.Checkpoint``, ``save_weights`` in TensorFlow's
+    format, a SavedModel's ``variables/``): its object graph names every variable (``enc/lstm_cell/kernel``),
+    and the architecture (``--config``) says what the layers are."""
+    from .._tf_bundle import object_graph
+    from ..adapters.keras_files import NamedLayers, architecture_of, read_named
+
+    saved = [s for s in object_graph(bundle) if not s.slot and not s.key.startswith(_TRAINING)]
+    scopes = sorted({s.full_name.rpartition("/")[0] for s in saved})
+    if options.config is None:
+        shown = ", ".join(scopes[:8]) + (" ..." if len(scopes) > 8 else "")
+        raise FormatError(f"{path}: a TensorFlow 2 checkpoint holds a Keras model's weights ({shown}), not what its "
+                          "layers are", remedy="pass config= with the model, its .keras or its .json",
+                          hint="give the architecture with --config MODEL.keras or MODEL.json")
+    if options.forget_bias is not None:
+        raise FormatError(f"{path}: forget_bias is what a TensorFlow 1 LSTM cell adds; a Keras LSTM stores its whole "
+                          "bias")
+    architecture, _, _ = architecture_of(options.config)
+    inner = architecture.get("config")
+    layers = inner.get("layers", []) if isinstance(inner, dict) else inner
+    names = {entry["config"]["name"] for entry in layers or [] if isinstance(entry, dict)
+             and isinstance(entry.get("config"), dict) and isinstance(entry["config"].get("name"), str)}
+    by_layer: dict[str, dict[str, tuple]] = {}
+    for item in saved:
+        layer = next((part for part in item.full_name.split("/") if part in names), None)
+        if layer is None:
+            raise FormatError(f"{path}: variable {item.full_name} ({item.key}) belongs to no layer of the "
+                              f"architecture ({', '.join(sorted(names)) or 'none'})")
+        var = bundle.variables.get(item.key)
+        if var is None:
+            raise FormatError(f"{path}: the object graph lists {item.key}, which the checkpoint does not hold")
+        by_layer.setdefault(layer, {})[item.full_name] = (var.shape, lambda key=item.key: fetch(key))
+    source = {"framework": "keras", "file_format": "tf_checkpoint", "weights_only": "true"}
+    return read_named(path, NamedLayers(path, by_layer), options.config, source, options.only, options.inventory)
+
+
+def _notes(model) -> list[str]:
+    from ..adapters.tf_checkpoint import notes
+
+    return notes(model) if model.source.get("framework") == "tensorflow" else []
+
+
+FORMAT = Format(
+    name="tf_checkpoint", title="TensorFlow checkpoint", suffixes=(".index",),
+    holds="a TensorFlow 1 checkpoint (`tf.compat.v1.train.Saver`: `PREFIX.index` + `PREFIX.data-*`, named by its "
+          "prefix or its `.index`): LSTMCell, BasicLSTMCell, LSTMBlockCell, GRUCell, BasicRNNCell, cuDNN-compatible "
+          "cells, MultiRNNCell, bidirectional and dense scopes, recognised by variable names and read with the "
+          "project's own tensor-bundle reader (no TensorFlow)",
+    recognise=_recognise, read=_read, locate=locate, companions=_companions, architecture=True,
+    read_notes=_notes, runtime="the float64 reference (TensorFlow is not needed)",
+)
