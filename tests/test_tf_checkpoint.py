@@ -303,7 +303,7 @@ def test_tf2_checkpoint_and_saved_model_of_a_keras3_model_with_its_architecture(
     expected = np.asarray(model(x))
     assert main(["convert", str(tmp_path / "ckpt" / "weights"), str(tmp_path / "no.pt")]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "holds a Keras model's weights (sequential/bi/backward_gru/gru_cell" in err
+    assert err.count("\n") == 1 and "holds a Keras model's weights (" in err and "/bi/backward_gru/gru_cell" in err
     assert "give the architecture with --config MODEL.keras or MODEL.json" in err
     for source in (tmp_path / "ckpt" / "weights", tmp_path / "saved"):  # by prefix, and a SavedModel's folder
         read = files.read(source, config=tmp_path / "m.keras")
