@@ -142,8 +142,8 @@ def crc32c(data: bytes | memoryview, start: int = 0) -> int:
     raw = np.frombuffer(view, np.uint8, lanes * stretch).reshape(lanes, stretch)
     table = np.asarray(_TABLE, np.uint32)
     registers = np.zeros(lanes, np.uint32)
-    for start in range(0, stretch, 512):
-        block = np.ascontiguousarray(raw[:, start:start + 512].T)  # one row per step, one column per lane
+    for column in range(0, stretch, 512):
+        block = np.ascontiguousarray(raw[:, column:column + 512].T)  # one row per step, one column per lane
         for row in block:
             registers = table[(registers ^ row) & 0xFF] ^ (registers >> 8)
     join = _zeros_operator(stretch)
@@ -324,7 +324,6 @@ class Bundle:
         if check and masked(crc32c(data)) != var.crc32c:
             raise BundleError(f"{where}: its bytes in {shard.name} fail their checksum: the file is damaged")
         return np.frombuffer(data, _numpy_dtype(var.dtype)).reshape(var.shape)
-
 
     def strings(self, name: str) -> list[bytes]:
         """The values of a string variable: varint lengths, the masked CRC32C of the lengths (each as four

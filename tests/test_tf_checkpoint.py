@@ -273,9 +273,12 @@ def test_crc32c_of_large_inputs_matches_the_byte_loop():
     from lstm_convert import _tf_bundle
 
     rng = np.random.default_rng(3)
-    for size in (0, 9, 65535, 65536, 300_007):
+    for size in (0, 9, 65535, 65536, 300_007, 3 << 20 | 5):  # the last runs several column blocks per lane
         data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
-        assert _tf_bundle.crc32c(data) == _tf_bundle._update(0xFFFFFFFF, data) ^ 0xFFFFFFFF
+        whole = _tf_bundle._update(0xFFFFFFFF, data) ^ 0xFFFFFFFF
+        assert _tf_bundle.crc32c(data) == whole
+        cut = size // 3  # continued from the checksum of the bytes before
+        assert _tf_bundle.crc32c(data[cut:], _tf_bundle.crc32c(data[:cut])) == whole
     assert _tf_bundle.crc32c(b"123456789") == 0xE3069283  # the standard check value of CRC-32C
 
 
@@ -320,6 +323,24 @@ def test_tf2_checkpoint_and_saved_model_of_a_keras3_model_with_its_architecture(
         got = session.run(None, {session.get_inputs()[0].name: x})[0]
         assert got.shape == expected.shape == (2, 2)
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+def test_tf2_checkpoint_with_tensors_of_megabytes_reads_bit_for_bit(tmp_path, rng):
+    """Tensors past a few MiB take the checksum's many-lane path: kernel (300, 2048) and (512, 2048)."""
+    import keras
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((4, 300)), keras.layers.LSTM(512, name="big")])
+    weights = [rng.normal(0, 0.1, w.shape).astype("float32") for w in model.layers[0].get_weights()]
+    model.layers[0].set_weights(weights)
+    (tmp_path / "m.json").write_text(model.to_json())
+    tf.train.Checkpoint(model=model).write(str(tmp_path / "w"))
+    read = files.read(tmp_path / "w", config=tmp_path / "m.json")
+    layer = read.layers[0]
+    kernel = np.concatenate([layer.gate(g).W_x for g in layer.gate_names], axis=0).T
+    recurrent = np.concatenate([layer.gate(g).W_h for g in layer.gate_names], axis=0).T
+    assert kernel.shape == weights[0].shape == (300, 2048)
+    assert np.array_equal(kernel, weights[0]) and np.array_equal(recurrent, weights[1])
 
 
 def test_tf_keras_save_weights_in_tensorflow_format_with_optimizer_slots(tmp_path, rng):
