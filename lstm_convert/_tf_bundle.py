@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,10 @@ class Bundle:
             path = self.shard_path(shard)
             if not path.is_file():
                 raise BundleError(f"{self.index}: its data file {path.name} is missing beside the index")
+            real, folder = path.resolve(), path.parent.resolve()
+            if real.parent != folder and folder not in real.parents:
+                raise BundleError(f"{self.index}: its data file {path.name} is a symlink leading out of the "
+                                  f"checkpoint's folder (to {real}): refused")
             self._lengths[shard] = path.stat().st_size
         return self._lengths[shard]
 
@@ -408,9 +413,9 @@ def object_graph(bundle: Bundle) -> list[Saved]:
     nodes = graph.nodes
     slots = {ref.slot_variable_node_id for node in nodes for ref in node.slot_variables}
     paths: dict[int, str] = {0: ""}
-    queue = [0]
+    queue = deque([0])
     while queue:  # breadth first, so that each object's path is the shortest that reaches it
-        at = queue.pop(0)
+        at = queue.popleft()
         if not 0 <= at < len(nodes):
             raise BundleError(f"{bundle.index}: the object graph refers to object {at} of {len(nodes)}")
         for child in nodes[at].children:

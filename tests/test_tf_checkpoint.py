@@ -236,6 +236,7 @@ def test_damaged_checkpoints_are_refused_naming_what(made, tmp_path, capsys):
         "index": lambda d: _flip(d / "model.index", 30),
         "missing": lambda d: (d / "model.data-00000-of-00001").unlink(),
         "cut": lambda d: (d / "model.index").write_bytes((d / "model.index").read_bytes()[:-20]),
+        "outside": lambda d: _lead_out(d / "model.data-00000-of-00001", tmp_path / "elsewhere.data"),
     }.items():
         folder = tmp_path / label
         shutil.copytree(src, folder)
@@ -248,10 +249,18 @@ def test_damaged_checkpoints_are_refused_naming_what(made, tmp_path, capsys):
         files.read(cases["index"])
     with pytest.raises(FormatError, match="its data file model.data-00000-of-00001 is missing beside the index"):
         files.read(cases["missing"])
+    with pytest.raises(FormatError, match="its data file model.data-00000-of-00001 is a symlink leading out of the "
+                                          "checkpoint's folder"):
+        files.read(cases["outside"])  # the same bytes, but read only from inside the folder
     assert main(["convert", str(cases["cut"]), str(tmp_path / "out.pt")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model.index" in err and "Traceback" not in err
     assert not (tmp_path / "out.pt").exists()
+
+
+def _lead_out(path, outside):
+    path.rename(outside)
+    path.symlink_to(outside)
 
 
 def _flip(path, at):
