@@ -117,9 +117,18 @@ CUDNN_LSTM = Layout("cudnn", "lstm", ("input", "forget", "cell", "output"), ("i"
 CUDNN_GRU = Layout("cudnn", "gru", ("update", "reset", "candidate"), ("z", "r", "h"),
                    gate_axis=1, bias=HALVES, tensors=("kernel", "recurrent_kernel", "bias"), row_major_blocks=True)
 
+# TensorFlow 1's cells (read only, from checkpoints): one ``kernel [in + H, G*H]`` multiplying
+# ``concat([x, h])``, gates as column blocks; the LSTM's in the order i, j (the candidate), f, o. Its GRU keeps
+# r, u in ``gates/kernel`` and the candidate apart in ``candidate/kernel [in + H, H]``: TF_GRU_GATES is the
+# layout of ``gates/kernel`` alone, so it is not one of LAYOUTS.
+TF_LSTM = Layout("tensorflow", "lstm", ("input", "cell", "forget", "output"), ("i", "j", "f", "o"), gate_axis=1,
+                 bias=SUMMED, tensors=("kernel", "bias"))
+TF_GRU_GATES = Layout("tensorflow", "gru", ("reset", "update"), ("r", "u"), gate_axis=1, bias=SUMMED,
+                      tensors=("gates/kernel", "gates/bias"))
+
 LAYOUTS: dict[tuple[str, str], Layout] = {
-    (lay.framework, lay.kind): lay for lay in (KERAS_LSTM, TORCH_LSTM, ONNX_LSTM, CUDNN_LSTM, KERAS_GRU, TORCH_GRU,
-                                               ONNX_GRU, CUDNN_GRU, KERAS_RNN, TORCH_RNN, ONNX_RNN)
+    (lay.framework, lay.kind): lay for lay in (KERAS_LSTM, TORCH_LSTM, ONNX_LSTM, CUDNN_LSTM, TF_LSTM, KERAS_GRU,
+                                               TORCH_GRU, ONNX_GRU, CUDNN_GRU, KERAS_RNN, TORCH_RNN, ONNX_RNN)
 }
 
 # Keras 1 kept one tensor per gate and role, named ``<layer>_<W|U|b>_<letter>`` (W input kernel (input, H),
@@ -325,4 +334,5 @@ def gate_table(kind: str = "lstm") -> str:
     return "\n".join([head, rule, *rows])
 
 
-_TITLES = {"keras": "Keras 3", "torch": "PyTorch", "onnx": "ONNX", "cudnn": "CuDNN (Keras 2, read)"}
+_TITLES = {"keras": "Keras 3", "torch": "PyTorch", "onnx": "ONNX", "cudnn": "CuDNN (Keras 2, read)",
+           "tensorflow": "TensorFlow 1 (read)"}

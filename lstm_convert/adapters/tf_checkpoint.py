@@ -48,7 +48,7 @@ from .._lazy import np
 
 from ..canonical import Dense, Gate, Model, RecurrentLayer
 from ..errors import FormatError, UnsupportedError
-from ..gates import GATES, SUMMED, Layout, split
+from ..gates import GATES, TF_GRU_GATES, TF_LSTM, split
 
 # Cell scope -> (kind, default forget_bias, the class named in provenance)
 CELLS = {
@@ -80,12 +80,6 @@ _ROLES = {
 _SIDES = {"bias": "bias_x", "gates_bias": "gates_bias_x"}  # a summed bias, and its input side where stored
 _DENSE = re.compile(r"dense(_\d+)?$")
 _TRAINING = ("global_step", "beta1_power", "beta2_power")
-# TensorFlow's stacked kernel: columns in gate blocks, Keras-like; rows [x; h].
-TF_LSTM = Layout("tensorflow", "lstm", ("input", "cell", "forget", "output"), ("i", "j", "f", "o"), gate_axis=1,
-                 bias=SUMMED, tensors=("kernel", "bias"))
-TF_GRU_GATES = Layout("tensorflow", "gru", ("reset", "update"), ("r", "u"), gate_axis=1, bias=SUMMED,
-                      tensors=("gates/kernel", "gates/bias"))
-
 
 @dataclass
 class _Cell:
