@@ -251,21 +251,25 @@ def _needs(cell: _Cell, roles: Sequence[str], where: str) -> None:
         raise FormatError(f"{where}: {cell.scope} lacks {', '.join(missing)}, which a {cell.cls} always has")
 
 
+def _dense(cell: _Cell, name: str, fetch: Callable, where: str, source: dict) -> Dense:
+    _needs(cell, ["kernel"], where)
+    kernel = _value(cell, "kernel", fetch, None, where)
+    if kernel.ndim != 2:
+        raise FormatError(f"{where}: {cell.roles['kernel']} has shape {tuple(kernel.shape)}, expected [in, out]")
+    bias = _value(cell, "bias", fetch, (kernel.shape[1],), where) if "bias" in cell.roles else None
+    params = kernel.size + (bias.size if bias is not None else 0)
+    return Dense(name, np.ascontiguousarray(kernel.T), bias,
+                 source={**source, "layout": "tf.layers.dense (kernel [in, out])", "variables": cell.scope,
+                         "params": params})
+
+
 def _layer(unit: _Unit, fetch: Callable, shapes: Callable, where: str, forget_bias: float | None,
            source: dict) -> Any:
+    """The canonical layer of one unit: a dense layer, or a recurrent layer of one or two cells."""
     name = unit.path.replace("/", ".")
     first = unit.cells["forward"]
     if first.kind == "dense":
-        _needs(first, ["kernel"], where)
-        kernel = _value(first, "kernel", fetch, None, where)
-        if kernel.ndim != 2:
-            raise FormatError(f"{where}: {first.roles['kernel']} has shape {tuple(kernel.shape)}, expected "
-                              "[in, out]")
-        bias = _value(first, "bias", fetch, (kernel.shape[1],), where) if "bias" in first.roles else None
-        params = kernel.size + (bias.size if bias is not None else 0)
-        return Dense(name, np.ascontiguousarray(kernel.T), bias,
-                     source={**source, "layout": "tf.layers.dense (kernel [in, out])", "variables": first.scope,
-                             "params": params})
+        return _dense(first, name, fetch, where, source)
     kinds = {cell.kind for cell in unit.cells.values()}
     classes = {cell.cls for cell in unit.cells.values()}
     if len(classes) > 1:
