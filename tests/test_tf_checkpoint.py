@@ -352,6 +352,35 @@ def test_tf2_checkpoint_with_tensors_of_megabytes_reads_bit_for_bit(tmp_path, rn
     assert np.array_equal(kernel, weights[0]) and np.array_equal(recurrent, weights[1])
 
 
+def test_tf_keras_saved_model_reads_its_own_architecture(tmp_path, rng, capsys):
+    """tf_keras' SavedModel keeps each layer's configuration in keras_metadata.pb: no --config needed."""
+    tf_keras = pytest.importorskip("tf_keras")
+    model = tf_keras.Sequential([tf_keras.Input((6, 5)), tf_keras.layers.GRU(3, return_sequences=True, name="gru"),
+                                 tf_keras.layers.LSTM(4, name="lstm"), tf_keras.layers.Dense(2, name="head")])
+    for layer in model.layers:
+        layer.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in layer.get_weights()])
+    model.save(str(tmp_path / "saved"), save_format="tf")
+    x = rng.normal(size=(3, 6, 5)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    read = files.read(tmp_path / "saved")
+    assert [layer.name for layer in read.layers] == ["gru", "lstm", "head"]
+    assert read.layers[0].return_sequences and not read.layers[1].return_sequences
+    assert read.source["architecture"] == "the SavedModel's keras_metadata.pb"
+    assert read.source["framework_version"] == tf_keras.__version__
+    target = tmp_path / "m.onnx"
+    assert main(["convert", str(tmp_path / "saved"), str(target), "-q"]) == 0
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(target))
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    assert got.shape == expected.shape == (3, 2)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    (tmp_path / "saved" / "keras_metadata.pb").write_bytes(b"\x0a\xff")  # damaged: named in one line
+    assert main(["inspect", str(tmp_path / "saved")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "keras_metadata.pb: not a SavedModel's Keras metadata" in err
+
+
 def test_tf_keras_save_weights_in_tensorflow_format_with_optimizer_slots(tmp_path, rng):
     tf_keras = pytest.importorskip("tf_keras")
     model = tf_keras.Sequential([tf_keras.Input((6, 3)), tf_keras.layers.GRU(3, return_sequences=True, name="gru"),

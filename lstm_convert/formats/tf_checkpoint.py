@@ -1,8 +1,10 @@
 """TensorFlow checkpoints: ``PREFIX.index`` and ``PREFIX.data-00000-of-00001``, as TensorFlow 1's
 ``tf.compat.v1.train.Saver`` writes them, read by the project's own reader of the tensor-bundle format
 (:mod:`lstm_convert._tf_bundle`, no TensorFlow) and recognised by variable names
-(:mod:`lstm_convert.adapters.tf_checkpoint`). A checkpoint is named by its prefix or by its ``.index``
-file; read, not written.
+(:mod:`lstm_convert.adapters.tf_checkpoint`); and TensorFlow 2's object checkpoints of Keras models (a
+SavedModel's ``variables/`` too), whose object graph names the variables and whose architecture comes from
+``--config`` or a tf_keras SavedModel's ``keras_metadata.pb``. A checkpoint is named by its prefix or by its
+``.index`` file, a SavedModel by its folder; read, not written.
 """
 
 from __future__ import annotations
@@ -99,7 +101,11 @@ def _keras(path: Path, bundle, fetch, options: ReadOptions):
 
     saved = [s for s in object_graph(bundle) if not s.slot and not s.key.startswith(_TRAINING)]
     scopes = sorted({s.full_name.rpartition("/")[0] for s in saved})
-    if options.config is None:
+    config, named = options.config, None
+    if config is None:
+        config = _saved_model_architecture(path)
+        named = "keras_metadata.pb" if config is not None else None
+    if config is None:
         shown = ", ".join(scopes[:8]) + (" ..." if len(scopes) > 8 else "")
         raise FormatError(f"{path}: a TensorFlow 2 checkpoint holds a Keras model's weights ({shown}), not what its "
                           "layers are", remedy="pass config= with the model, its .keras or its .json",
@@ -107,7 +113,7 @@ def _keras(path: Path, bundle, fetch, options: ReadOptions):
     if options.forget_bias is not None:
         raise FormatError(f"{path}: forget_bias is what a TensorFlow 1 LSTM cell adds; a Keras LSTM stores its whole "
                           "bias")
-    architecture, _, _ = architecture_of(options.config)
+    architecture, _, _ = architecture_of(config)
     inner = architecture.get("config")
     layers = inner.get("layers", []) if isinstance(inner, dict) else inner
     names = {entry["config"]["name"] for entry in layers or [] if isinstance(entry, dict)
@@ -122,8 +128,51 @@ def _keras(path: Path, bundle, fetch, options: ReadOptions):
         if var is None:
             raise FormatError(f"{path}: the object graph lists {item.key}, which the checkpoint does not hold")
         by_layer.setdefault(layer, {})[item.full_name] = (var.shape, lambda key=item.key: fetch(key))
-    source = {"framework": "keras", "file_format": "tf_checkpoint", "weights_only": "true"}
-    return read_named(path, NamedLayers(path, by_layer), options.config, source, options.only, options.inventory)
+    source = {"framework": "keras", "file_format": "tf_checkpoint"}
+    source.update({"architecture": f"the SavedModel's {named}"} if named else {"weights_only": "true"})
+    return read_named(path, NamedLayers(path, by_layer), config, source, options.only, options.inventory)
+
+
+# tf_keras' SavedModel (``model.save(folder)`` in TensorFlow 2.5 and later) keeps each layer's configuration in
+# keras_metadata.pb, a SavedMetadata message: nodes (SavedObject: node_id 2, node_path 3, identifier 4, the
+# metadata as JSON 5), the model itself at node_path "root".
+_MAX_METADATA = 64 << 20
+
+
+def _saved_model_architecture(index: Path) -> dict | None:
+    """The model configuration a tf_keras SavedModel stores beside ``variables/variables.index``, or None (a
+    bare checkpoint, or a SavedModel that Keras 3 or ``tf.saved_model.save`` wrote, which keeps none)."""
+    from .. import _onnx_decode as pb
+    from ..adapters.keras_files import _json
+
+    if index.name != "variables.index" or index.parent.name != "variables":
+        return None
+    metadata = index.parent.parent / "keras_metadata.pb"
+    if not metadata.is_file() or metadata.is_symlink():
+        return None
+    if metadata.stat().st_size > _MAX_METADATA:
+        raise FormatError(f"{metadata}: {metadata.stat().st_size} bytes, more than any model's metadata "
+                          f"({_MAX_METADATA} at most)")
+
+    class SavedObject(pb.Message):
+        FIELDS = pb._fields((2, "node_id", "i32"), (3, "node_path", "str"), (4, "identifier", "str"),
+                            (5, "metadata", "str"))
+
+    class SavedMetadata(pb.Message):
+        FIELDS = pb._fields((1, "nodes", SavedObject, "r"))
+
+    data = metadata.read_bytes()
+    try:
+        nodes = pb._decode(SavedMetadata, data, [(0, len(data))], 0).nodes
+    except pb.DecodeError as exc:
+        raise FormatError(f"{metadata}: not a SavedModel's Keras metadata ({exc})") from None
+    root = [node for node in nodes if node.node_path == "root"]
+    if len(root) != 1:
+        raise FormatError(f"{metadata}: lists {len(root)} root objects, expected one (the model)")
+    value = _json(metadata, "the model's metadata", root[0].metadata)
+    if value.get("class_name") in (None, "") or "config" not in value:
+        raise FormatError(f"{metadata}: its root object ({root[0].identifier or 'unnamed'}) is not a Keras model")
+    return value
 
 
 def _notes(model) -> list[str]:
@@ -137,7 +186,8 @@ FORMAT = Format(
     holds="a TensorFlow 1 checkpoint (`tf.compat.v1.train.Saver`: `PREFIX.index` + `PREFIX.data-*`, named by its "
           "prefix or its `.index`): LSTMCell, BasicLSTMCell, LSTMBlockCell, GRUCell, BasicRNNCell, cuDNN-compatible "
           "cells, MultiRNNCell, bidirectional and dense scopes, recognised by variable names and read with the "
-          "project's own tensor-bundle reader (no TensorFlow)",
+          "project's own tensor-bundle reader (no TensorFlow); a TensorFlow 2 checkpoint or SavedModel of a Keras "
+          "model, its layers from `--config` or from a tf_keras SavedModel's own `keras_metadata.pb`",
     recognise=_recognise, read=_read, locate=locate, companions=_companions, architecture=True,
     read_notes=_notes, runtime="the float64 reference (TensorFlow is not needed)",
 )
