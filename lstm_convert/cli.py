@@ -346,6 +346,9 @@ def _inspect(args: argparse.Namespace) -> int:
         print(f"{layer['name']:<{w}} {layer['type']:<{t}} {sizes:<44} {layer['params']:>8}")
         if "layout" in layer:
             print(f"    stored as {layer['layout']}")
+        for key in ("folded", "summed"):
+            if key in layer:
+                print(f"    {key}: {shown(layer[key])}")
         if "gates" in layer:
             _print_gates(layer["gates"])
     for entry in info["unconverted"]:

@@ -60,8 +60,9 @@ def _stored(layer: Layer, form: formats.Format, model: Model) -> tuple[str | Non
 def _layer(layer: Layer, layouts: str | None, params: int) -> dict[str, Any]:
     out: dict[str, Any] = {"name": layer.name, "type": _TYPE[layer.kind], "dtype": layer.dtype,
                            "params": params}
-    if "layout" in layer.source:  # a legacy layout, as its reader names it
-        out["layout"] = layer.source["layout"]
+    for key in ("layout", "folded", "summed"):  # a legacy layout, and constants folded in, as its reader says
+        if key in layer.source:
+            out[key] = layer.source[key]
     if isinstance(layer, Dense):
         out["sizes"] = {"in_features": layer.in_features, "out_features": layer.out_features}
         out["activation"] = layer.activation

@@ -84,6 +84,16 @@ def test_lstm_cell_with_its_forget_bias_folded_runs_as_tensorflow(made):
     assert files.read(prefix.with_suffix(".index")) == model  # or by its .index file
 
 
+def test_the_archive_keeps_what_was_folded_and_inspect_shows_it(made, tmp_path, capsys):
+    prefix, _ = _case(made, "lstm")
+    assert main(["convert", str(prefix), str(tmp_path / "m.safetensors"), "-q"]) == 0
+    kept = lc.load(tmp_path / "m.safetensors").layers[0].source
+    assert kept["layout"] == "TensorFlow LSTMCell (or LSTMBlockCell)" and "forget_bias 1.0" in kept["folded"]
+    assert main(["inspect", str(tmp_path / "m.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "    stored as TensorFlow LSTMCell (or LSTMBlockCell)\n    folded: forget_bias 1.0 (its default" in out
+
+
 def test_forget_bias_other_than_the_default_is_stated(made, capsys):
     prefix, data = _case(made, "basic_lstm")
     x, h0, c0 = data["x"], data["feed_encoder_h0"][None], data["feed_encoder_c0"][None]
