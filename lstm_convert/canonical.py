@@ -1072,7 +1072,7 @@ def _freeze_common(obj: Any) -> None:
 # What a user may state about a layer that its weights cannot say (``--set LAYER.SETTING=VALUE``).
 SETTABLE: dict[type, dict[str, type]] = {
     RecurrentLayer: {"return_sequences": bool, "return_state": bool, "zero_output_for_mask": bool,
-                     "stateful": bool, "go_backwards": bool},
+                     "stateful": bool, "go_backwards": bool, "activation": str, "recurrent_activation": str},
     Embedding: {"mask_zero": bool},
     Dense: {"activation": str},
     Masking: {"mask_value": float},

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import lstm_convert as lc
-from lstm_convert import files, formats, reference
+from lstm_convert import canonical, files, formats, reference
 from lstm_convert.cli import main
 from lstm_convert.errors import FormatError, UnsupportedError
 
@@ -92,6 +92,23 @@ def test_the_archive_keeps_what_was_folded_and_inspect_shows_it(made, tmp_path, 
     assert main(["inspect", str(tmp_path / "m.safetensors")]) == 0
     out = capsys.readouterr().out
     assert "    stored as TensorFlow LSTMCell (or LSTMBlockCell)\n    folded: forget_bias 1.0 (its default" in out
+
+
+def test_an_activation_the_checkpoint_does_not_hold_is_stated_with_set(made, tmp_path, capsys):
+    prefix, data = _case(made, "relu_lstm")
+    x, h0, c0 = data["x"], data["feed_encoder_h0"][None], data["feed_encoder_c0"][None]
+    expected = _tf(data, "output", "h", "c")
+    read = files.read(prefix)
+    assert read.layers[0].activation == "tanh"  # TensorFlow's default, said in a note: here another function
+    assert np.abs(run_keras(lc.to_keras(read.layers[0]), x, h0, c0)[0] - expected[0]).max() > 1e-3
+    stated = canonical.with_settings(read, {"encoder.rnn": {"activation": "relu"}}).layers[0]
+    assert_same_run(run_keras(lc.to_keras(stated), x, h0, c0), expected)
+    with pytest.raises(lc.UnsupportedError, match="relu"):  # nn.LSTM computes tanh only
+        lc.to_torch(stated)
+    assert main(["convert", str(prefix), str(tmp_path / "m.keras"), "--set", "encoder.rnn.activation=relu"]) == 0
+    assert "state what the model did otherwise with --set" in capsys.readouterr().out
+    assert main(["convert", str(prefix), str(tmp_path / "m.pt"), "--set", "encoder.rnn.activation=relu"]) == 1
+    assert not (tmp_path / "m.pt").exists()
 
 
 def test_forget_bias_other_than_the_default_is_stated(made, capsys):

@@ -181,6 +181,7 @@ def main() -> None:
     case("basic_lstm", out, single(lambda: cells.BasicLSTMCell(4, forget_bias=0.75)), optimizer=True)
     case("peephole", out, single(lambda: cells.LSTMCell(4, use_peepholes=True, num_proj=3)))
     case("gru", out, single(lambda: cells.GRUCell(4)))
+    case("relu_lstm", out, single(lambda: cells.LSTMCell(4, activation=tf.nn.relu)))  # not in the checkpoint
     case("rnn", out, single(lambda: cells.BasicRNNCell(4)))
     case("stacked", out, stacked)
     case("bidirectional", out, bidirectional)

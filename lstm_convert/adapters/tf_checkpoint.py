@@ -164,9 +164,10 @@ def read(names: Sequence[str], fetch: Callable[[str], np.ndarray], shapes: Calla
 
 def notes(model: Model) -> list[str]:
     """What reading a checkpoint assumed and changed, from the model's provenance."""
-    out = ["a TensorFlow checkpoint holds variables only: its cells are read with TensorFlow's defaults (tanh, no "
-           "cell_clip or proj_clip), each run over the whole sequence, one after another, from zero states; state "
-           "what the model did otherwise with --set"]
+    out = ["a TensorFlow checkpoint holds variables only: its cells are read with TensorFlow's defaults (activation "
+           "tanh, each run over the whole sequence, one after another, from zero states); state what the model did "
+           "otherwise with --set (LAYER.activation=relu, LAYER.return_sequences=false, ...); a cell built with "
+           "cell_clip or proj_clip computes what no format lstm_convert writes, and is not read exactly"]
     out += [f"{layer.name}: {layer.source['folded']}" for layer in model.layers if "folded" in layer.source]
     if "skipped" in model.source:
         out.append(f"skipped {model.source['skipped']}")
