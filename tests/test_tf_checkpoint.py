@@ -111,6 +111,26 @@ def test_an_activation_the_checkpoint_does_not_hold_is_stated_with_set(made, tmp
     assert not (tmp_path / "m.pt").exists()
 
 
+def test_keras_layers_saved_by_tf1_saver_need_their_architecture(made, tmp_path, capsys):
+    """Keras layers in a TensorFlow 1 graph name their variables as TensorFlow 2 does (enc/lstm_cell/kernel,
+    recurrent_kernel, bias): Keras' layout, never read as a TensorFlow cell's from the shapes."""
+    prefix, data = _case(made, "keras_layers")
+    assert main(["inspect", str(prefix)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a TensorFlow checkpoint of a Keras model holds its weights (enc/lstm_cell, " \
+        "g/gru_cell, head)" in err and "--config" in err
+    read = files.read(prefix, config=made / "keras_layers.json")
+    assert [(layer.name, layer.kind) for layer in read.layers] == [("enc", "lstm"), ("g", "gru"), ("head", "dense")]
+    assert read.layers[0].input_size == 5 and read.source["skipped"].startswith("19 variables of training state")
+    target = tmp_path / "m.keras"
+    assert main(["convert", str(prefix), str(target), "--config", str(made / "keras_layers.json"), "-q"]) == 0
+    import keras
+
+    got = np.asarray(keras.saving.load_model(target)(data["x"]))
+    assert got.shape == data["output"].shape == (3, 2)
+    np.testing.assert_allclose(got, data["output"], rtol=0, atol=1e-5)
+
+
 def test_forget_bias_other_than_the_default_is_stated(made, capsys):
     prefix, data = _case(made, "basic_lstm")
     x, h0, c0 = data["x"], data["feed_encoder_h0"][None], data["feed_encoder_c0"][None]
@@ -343,8 +363,8 @@ def test_tf2_checkpoint_and_saved_model_of_a_keras3_model_with_its_architecture(
     expected = np.asarray(model(x))
     assert main(["convert", str(tmp_path / "ckpt" / "weights"), str(tmp_path / "no.pt")]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "a TensorFlow 2" in err  # one line (the command line shortens long ones)
-    with pytest.raises(FormatError, match=r"holds a Keras model's weights \(.*/bi/backward_gru.*/enc/lstm_cell\)"):
+    assert err.count("\n") == 1 and "a TensorFlow checkpoint of a Keras model" in err  # one line (the command line shortens long ones)
+    with pytest.raises(FormatError, match=r"of a Keras model holds its weights \(.*/bi/backward_gru.*/enc/lstm_cell\)"):
         files.read(tmp_path / "ckpt" / "weights")
     assert "give the architecture with --config MODEL.keras or MODEL.json" in err
     for source in (tmp_path / "ckpt" / "weights", tmp_path / "saved"):  # by prefix, and a SavedModel's folder

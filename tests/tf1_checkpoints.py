@@ -91,6 +91,19 @@ def bidirectional(x, rng):
     return {"output": tf.concat([fw, bw], axis=-1)}
 
 
+def keras_layers(out: Path):
+    """A Keras model built in a TensorFlow 1 graph and saved by Saver (its variables named by the layers:
+    ``enc/lstm_cell/kernel``), trained a step so that Adam's slots sit beside them; ``keras_layers.json`` is
+    its architecture."""
+    def build(x, rng):
+        model = tf.keras.Sequential([tf.keras.Input((STEPS, FEATURES)),
+                                     tf.keras.layers.LSTM(4, return_sequences=True, name="enc"),
+                                     tf.keras.layers.GRU(3, name="g"), tf.keras.layers.Dense(2, name="head")])
+        (out / "keras_layers.json").write_text(model.to_json())
+        return {"output": model(x)}
+    return build
+
+
 def _save(out: Path, name: str, variables: dict, arrays: dict) -> None:
     """Variables of the given checkpoint names and values, saved by tf.compat.v1.train.Saver."""
     graph = tf.Graph()
@@ -185,6 +198,7 @@ def main() -> None:
     case("rnn", out, single(lambda: cells.BasicRNNCell(4)))
     case("stacked", out, stacked)
     case("bidirectional", out, bidirectional)
+    case("keras_layers", out, keras_layers(out), optimizer=True)
     block_ops(out)
     cudnn_saveables(out)
 

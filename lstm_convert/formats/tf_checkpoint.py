@@ -77,10 +77,18 @@ def _read(path: Path, options: ReadOptions):
             return bundle.array(name)
 
         if OBJECT_GRAPH in bundle.variables:
-            return _keras(path, bundle, fetch, options)
-        if options.config is not None:
-            raise FormatError(f"{path}: a TensorFlow 1 checkpoint names its cells in its variables; an architecture "
-                              "(--config) is given only for a weights-only Keras .h5 or a TensorFlow 2 checkpoint")
+            from .._tf_bundle import object_graph
+
+            saved = [(s.key, s.full_name) for s in object_graph(bundle)
+                     if not s.slot and not s.key.startswith(_TRAINING)]
+            return _keras(path, bundle, fetch, options, saved)
+        names = list(bundle.variables)
+        keras_named = [n for n in names if n.rpartition("/")[2] == "recurrent_kernel"]
+        if keras_named or options.config is not None:  # a Keras model saved by tf.compat.v1.train.Saver
+            present = set(names)
+            saved = [(n, n) for n in names if n.rpartition("/")[0] not in present  # not an optimizer's slot
+                     and n.split("/")[0] not in _TF1_TRAINING]
+            return _keras(path, bundle, fetch, options, saved, skipped=len(names) - len(saved))
         from ..adapters.tf_checkpoint import read
 
         source = {"framework": "tensorflow", "file_format": "tf_checkpoint"}
@@ -88,27 +96,28 @@ def _read(path: Path, options: ReadOptions):
                     only=options.only, inventory=options.inventory, forget_bias=options.forget_bias, source=source)
 
 
-# Training state in a TensorFlow 2 checkpoint: the optimizer and the checkpoint's own counter.
+# Training state in a TensorFlow 2 checkpoint: the optimizer and the checkpoint's own counter; in a TensorFlow 1
+# checkpoint of Keras layers, the step counter and what Keras' training graph and its optimizers add.
 _TRAINING = ("optimizer/", "save_counter/")
+_TF1_TRAINING = ("global_step", "training", "beta1_power", "beta2_power")
 
 
-def _keras(path: Path, bundle, fetch, options: ReadOptions):
-    """A TensorFlow 2 checkpoint of a Keras model (``tf.train.Checkpoint``, ``save_weights`` in TensorFlow's
-    format, a SavedModel's ``variables/``): its object graph names every variable (``enc/lstm_cell/kernel``),
-    and the architecture (``--config``) says what the layers are."""
-    from .._tf_bundle import object_graph
+def _keras(path: Path, bundle, fetch, options: ReadOptions, saved: list[tuple[str, str]], skipped: int = 0):
+    """A checkpoint of a Keras model: TensorFlow 2's (``tf.train.Checkpoint``, ``save_weights`` in TensorFlow's
+    format, a SavedModel's ``variables/``), whose object graph names every variable, or TensorFlow 1's Saver of
+    Keras layers, whose keys are those names; ``saved`` pairs each checkpoint key with its variable's name
+    (``enc/lstm_cell/kernel``). The architecture (``--config``) says what the layers are."""
     from ..adapters.keras_files import NamedLayers, architecture_of, read_named
 
-    saved = [s for s in object_graph(bundle) if not s.slot and not s.key.startswith(_TRAINING)]
-    scopes = sorted({s.full_name.rpartition("/")[0] for s in saved})
+    scopes = sorted({full_name.rpartition("/")[0] for _, full_name in saved})
     config, named = options.config, None
     if config is None:
         config = _saved_model_architecture(path)
         named = "keras_metadata.pb" if config is not None else None
     if config is None:
         shown = ", ".join(scopes[:8]) + (" ..." if len(scopes) > 8 else "")
-        raise FormatError(f"{path}: a TensorFlow 2 checkpoint holds a Keras model's weights ({shown}), not what its "
-                          "layers are", remedy="pass config= with the model, its .keras or its .json",
+        raise FormatError(f"{path}: a TensorFlow checkpoint of a Keras model holds its weights ({shown}), not what "
+                          "its layers are", remedy="pass config= with the model, its .keras or its .json",
                           hint="give the architecture with --config MODEL.keras or MODEL.json")
     if options.forget_bias is not None:
         raise FormatError(f"{path}: forget_bias is what a TensorFlow 1 LSTM cell adds; a Keras LSTM stores its whole "
@@ -119,17 +128,20 @@ def _keras(path: Path, bundle, fetch, options: ReadOptions):
     names = {entry["config"]["name"] for entry in layers or [] if isinstance(entry, dict)
              and isinstance(entry.get("config"), dict) and isinstance(entry["config"].get("name"), str)}
     by_layer: dict[str, dict[str, tuple]] = {}
-    for item in saved:
-        layer = next((part for part in item.full_name.split("/") if part in names), None)
+    for key, full_name in saved:
+        layer = next((part for part in full_name.split("/") if part in names), None)
         if layer is None:
-            raise FormatError(f"{path}: variable {item.full_name} ({item.key}) belongs to no layer of the "
-                              f"architecture ({', '.join(sorted(names)) or 'none'})")
-        var = bundle.variables.get(item.key)
+            shown = full_name if key == full_name else f"{full_name} ({key})"
+            raise FormatError(f"{path}: variable {shown} belongs to no layer of the architecture "
+                              f"({', '.join(sorted(names)) or 'none'})")
+        var = bundle.variables.get(key)
         if var is None:
-            raise FormatError(f"{path}: the object graph lists {item.key}, which the checkpoint does not hold")
-        by_layer.setdefault(layer, {})[item.full_name] = (var.shape, lambda key=item.key: fetch(key))
+            raise FormatError(f"{path}: the object graph lists {key}, which the checkpoint does not hold")
+        by_layer.setdefault(layer, {})[full_name] = (var.shape, lambda key=key: fetch(key))
     source = {"framework": "keras", "file_format": "tf_checkpoint"}
     source.update({"architecture": f"the SavedModel's {named}"} if named else {"weights_only": "true"})
+    if skipped:
+        source["skipped"] = f"{skipped} variables of training state (optimizer slots, step counters)"
     return read_named(path, NamedLayers(path, by_layer), config, source, options.only, options.inventory)
 
 
@@ -178,7 +190,9 @@ def _saved_model_architecture(index: Path) -> dict | None:
 def _notes(model) -> list[str]:
     from ..adapters.tf_checkpoint import notes
 
-    return notes(model) if model.source.get("framework") == "tensorflow" else []
+    if model.source.get("framework") == "tensorflow":
+        return notes(model)
+    return [f"skipped {model.source['skipped']}"] if "skipped" in model.source else []
 
 
 FORMAT = Format(
