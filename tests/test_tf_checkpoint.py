@@ -189,9 +189,12 @@ def test_multi_rnn_cell_and_a_head_in_the_order_given(made, tmp_path, capsys):
                                                "connect"):
         files.read(prefix)
     assert main(["convert", str(prefix), str(tmp_path / "m.keras")]) == 1
-    assert "--only dense --only rnn/multi_rnn_cell" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "(dense, rnn.multi_rnn_cell)" in err and "one --only each" in err and "--only dense" not in err
     assert not (tmp_path / "m.keras").exists()
     model = files.read(prefix, only=["rnn", "dense"])
+    for only in (["rnn/multi_rnn_cell", "dense"], ["rnn.multi_rnn_cell", "dense"]):  # by scope or by layer name
+        assert files.read(prefix, only=only).layers == model.layers
     assert [(layer.name, layer.kind) for layer in model.layers] == [
         ("rnn.multi_rnn_cell.cell_0", "lstm"), ("rnn.multi_rnn_cell.cell_1", "gru"), ("dense", "dense")]
     files.convert(prefix, tmp_path / "m.keras", only=["rnn", "dense"])
@@ -200,6 +203,10 @@ def test_multi_rnn_cell_and_a_head_in_the_order_given(made, tmp_path, capsys):
     got = np.asarray(keras.saving.load_model(tmp_path / "m.keras")(data["x"]))
     assert got.shape == data["head"].shape == (3, 6, 2)
     np.testing.assert_allclose(got, data["head"], rtol=0, atol=1e-5)
+    capsys.readouterr()
+    assert main(["verify", str(prefix), str(tmp_path / "m.keras"), "--only", "rnn.multi_rnn_cell", "--only",
+                 "dense"]) == 0  # one selection for both sides
+    assert "OK: the model outputs" in capsys.readouterr().out
 
 
 def test_bidirectional_scopes_are_one_layer(made, tmp_path):

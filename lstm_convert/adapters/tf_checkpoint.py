@@ -135,8 +135,8 @@ def read(names: Sequence[str], fetch: Callable[[str], np.ndarray], shapes: Calla
             unknown.append(name)
     units = _units(cells, where)
     groups = _groups(units, where)
-    check_selection(where, only, sorted(groups) + unknown)
-    chosen = [g for g in groups if selects(only, g)]
+    check_selection(where, only, sorted(groups) + sorted(_dotted(g) for g in groups) + unknown)
+    chosen = [g for g in groups if _picks(only, g)]
     left = [n for n in unknown if selects(only, n)]
     if left and not (inventory and chosen):
         raise unconverted_error(where, [{"name": n, "type": "variable", "tensors": {"shape": shapes(n)}} for n in left],
@@ -146,7 +146,7 @@ def read(names: Sequence[str], fetch: Callable[[str], np.ndarray], shapes: Calla
                           f"variable names ({', '.join(sorted(names)[:10])}{' ...' if len(names) > 10 else ''})")
     if inventory and len(chosen) > 1 and not only:  # inspect: every group, and why converting them whole is refused
         order = sorted(chosen)
-        unknown_order = [{"name": f"the order of {', '.join(order)}", "type": "order",
+        unknown_order = [{"name": f"the order of {', '.join(map(_dotted, order))}", "type": "order",
                           "why": "a checkpoint does not say how separate groups of cells connect; name them in "
                                  "the order the model runs them, one --only each"}]
     else:
@@ -217,22 +217,34 @@ def _groups(units: dict[str, _Unit], where: str) -> dict[str, list[_Unit]]:
     return groups
 
 
-def _order(chosen: list[str], only: Sequence[str], where: str) -> list[str]:
-    """The groups in the order the model runs them: one group, or each named by its own --only pattern."""
+def _dotted(group: str) -> str:
+    """A group's name as its layers are named (``rnn/multi_rnn_cell`` -> ``rnn.multi_rnn_cell``)."""
+    return group.replace("/", ".")
+
+
+def _picks(patterns: Sequence[str], group: str) -> bool:
+    """Whether ``patterns`` select a group, by its variable scope or by its layers' name (the name the
+    converted file has, so that one --only serves the checkpoint and its conversion in ``verify``)."""
     from ..formats import selects
 
+    return selects(patterns, group) or selects(patterns, _dotted(group))
+
+
+def _order(chosen: list[str], only: Sequence[str], where: str) -> list[str]:
+    """The groups in the order the model runs them: one group, or each named by its own --only pattern."""
     if len(chosen) == 1:
         return chosen
     by_pattern: dict[int, list[str]] = {}
     for group in chosen:
-        first = next((k for k, pattern in enumerate(only) if selects([pattern], group)), None)
+        first = next((k for k, pattern in enumerate(only) if _picks([pattern], group)), None)
         by_pattern.setdefault(first if first is not None else -1, []).append(group)
     if not only or any(len(groups) > 1 for groups in by_pattern.values()):
+        names = ", ".join(_dotted(g) for g in sorted(chosen))
         raise UnsupportedError(
-            f"{where}: holds {len(chosen)} separate groups of cells and layers ({', '.join(chosen)}); a checkpoint "
-            "does not say how they connect", remedy="name them in the order the model runs them, one pattern each: "
-            f"only=[{', '.join(repr(g) for g in chosen)}]", hint="name them in the order the model runs them, one "
-            f"--only each: {' '.join(f'--only {g}' for g in chosen)}")
+            f"{where}: holds {len(chosen)} separate groups of cells and layers ({names}); a checkpoint does not say "
+            "how they connect", remedy="name them in the order the model runs them, one pattern each in only=",
+            hint="name them in the order the model runs them, one --only each (the order in which they are listed "
+            "here is alphabetical, not the model's)")
     return [by_pattern[k][0] for k in sorted(by_pattern)]
 
 

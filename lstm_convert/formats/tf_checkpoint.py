@@ -63,14 +63,12 @@ def locate(path: Path) -> Path | None:
 def _read(path: Path, options: ReadOptions):
     from .._lazy import np
     from .._tf_bundle import OBJECT_GRAPH, Bundle, _numpy_dtype
-    from ..formats import selects
-
     with parsing(path, "TensorFlow checkpoint", ()):  # the bundle reader raises the library's own errors
         bundle = Bundle(path)
 
-        def fetch(name: str):
+        def fetch(name: str):  # the readers fetch only what they convert: values are read here, or not at all
             var = bundle.variables[name]
-            if options.header_only or (options.only and not selects(options.only, name)):
+            if options.header_only:
                 dtype = _numpy_dtype(var.dtype) if var.dtype in ("float16", "bfloat16", "float32", "float64") \
                     else np.dtype("float32")
                 return np.broadcast_to(np.zeros((), dtype), var.shape)
