@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import struct
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -394,40 +393,25 @@ class _Graph(pb.Message):
 
 @dataclass(frozen=True)
 class Saved:
-    """A variable of a TensorFlow 2 checkpoint: its checkpoint key, the variable's own name (``full_name``),
-    and the path of object names that leads to it from the root (``model/_functional/_operations/1/cell``)."""
+    """A variable of a TensorFlow 2 checkpoint: its checkpoint key and the variable's own name (``full_name``,
+    ``sequential/enc/lstm_cell/kernel``); ``slot`` when it is an optimizer's slot of another variable."""
 
     key: str
     full_name: str
-    path: str
     slot: bool
 
 
 def object_graph(bundle: Bundle) -> list[Saved]:
-    """The variables a TensorFlow 2 checkpoint's object graph lists (optimizer slots marked)."""
+    """The variables a TensorFlow 2 checkpoint's object graph lists (optimizer slots marked). The graph's paths
+    from its root are not built: a chain of objects would make them quadratic in the file's size."""
     if bundle.variables[OBJECT_GRAPH].shape != ():
         raise BundleError(f"{bundle.index}: {OBJECT_GRAPH} has shape {list(bundle.variables[OBJECT_GRAPH].shape)}, "
                           "not one string")
     (data,) = bundle.strings(OBJECT_GRAPH)
-    graph = _message(_Graph, data, f"{bundle.index}: the object graph")
-    nodes = graph.nodes
+    nodes = _message(_Graph, data, f"{bundle.index}: the object graph").nodes
     slots = {ref.slot_variable_node_id for node in nodes for ref in node.slot_variables}
-    paths: dict[int, str] = {0: ""}
-    queue = deque([0])
-    while queue:  # breadth first, so that each object's path is the shortest that reaches it
-        at = queue.popleft()
-        if not 0 <= at < len(nodes):
-            raise BundleError(f"{bundle.index}: the object graph refers to object {at} of {len(nodes)}")
-        for child in nodes[at].children:
-            if child.node_id not in paths:
-                paths[child.node_id] = f"{paths[at]}/{child.local_name}".lstrip("/")
-                queue.append(child.node_id)
-    out = []
-    for index, node in enumerate(nodes):
-        for attr in node.attributes:
-            if attr.name == "VARIABLE_VALUE":
-                out.append(Saved(attr.checkpoint_key, attr.full_name, paths.get(index, ""), index in slots))
-    return out
+    return [Saved(attr.checkpoint_key, attr.full_name, index in slots) for index, node in enumerate(nodes)
+            for attr in node.attributes if attr.name == "VARIABLE_VALUE"]
 
 
 def _numpy_dtype(name: str) -> Any:
