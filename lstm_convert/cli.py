@@ -421,7 +421,7 @@ def _print_conversions(info: dict, targets: tuple[str, ...] | None = None) -> No
         print(note)
 
 
-_FRAMEWORK_TITLE = {"keras": "Keras", "torch": "PyTorch", "onnx": "ONNX", "tensorflow": "TensorFlow"}
+_FRAMEWORK_TITLE = {"keras": "Keras", "torch": "PyTorch", "onnx": "ONNX", "tensorflow": "TensorFlow", "flax": "Flax"}
 
 
 def _print_gates(rows: list[dict]) -> None:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ..canonical import Layer, Model
 
 # The registered formats, in the order a file is tried against them: modules lstm_convert.formats.<name>.
-NAMES = ("archive", "keras", "h5", "torch", "npz", "onnx", "tf_checkpoint")
+NAMES = ("archive", "keras", "h5", "torch", "npz", "onnx", "tf_checkpoint", "flax")
 # What a state dict's keys cannot say, by module prefix (ReadOptions.kinds): a lone 2-D ``weight`` is an
 # Embedding or a Linear without bias, an nn.RNN's nonlinearity is tanh or relu, a 3-D weight an nn.Conv1d,
 # a 1-D weight an nn.LayerNorm.
@@ -243,7 +243,7 @@ class Format:
         return origin if origin in _COUNTED else "torch"
 
 
-_COUNTED = ("keras", "torch", "tensorflow")  # tensorflow: as its reader counted them (source["params"])
+_COUNTED = ("keras", "torch", "tensorflow", "flax")  # tensorflow, flax: as their readers counted them (source["params"])
 
 
 def get(name: str) -> Format:
@@ -367,6 +367,23 @@ def selects(patterns: Sequence[str], name: str) -> bool:
 
     prefixes = [name[:i] for i, ch in enumerate(name) if ch in "./"] + [name]
     return any(fnmatch.fnmatchcase(prefix, pattern) for pattern in patterns for prefix in prefixes)
+
+
+def order_by_patterns(names: Sequence[str], patterns: Sequence[str], picks: Callable[[str, str], bool] | None = None
+                      ) -> list[str] | None:
+    """``names`` in the order of the ``patterns`` that select them, when each pattern selects at most one and
+    every name is selected (``picks(pattern, name)``, :func:`selects` by default); None otherwise. How a
+    user says in which order separate parts of a file run, where the file does not say."""
+    picks = picks or (lambda pattern, name: selects([pattern], name))
+    by_pattern: dict[int, list[str]] = {}
+    for name in names:
+        first = next((k for k, pattern in enumerate(patterns) if picks(pattern, name)), None)
+        if first is None:
+            return None
+        by_pattern.setdefault(first, []).append(name)
+    if not patterns or any(len(group) > 1 for group in by_pattern.values()):
+        return None
+    return [by_pattern[k][0] for k in sorted(by_pattern)]
 
 
 def check_selection(where: str, patterns: Sequence[str], names: Sequence[str]) -> None:
