@@ -280,17 +280,25 @@ def write_tree(model: Model) -> dict[str, Any]:
         if reason:
             raise UnsupportedError(reason)
     trees = [_module(layer) for layer in layers]
-    if len(trees) == 1:
+    paths = [tuple(layer.config.get("flax", {}).get("path", ())) for layer in layers]
+    if len(trees) == 1 and not paths[0]:
         return trees[0]
-    return {f"layers_{k}": tree for k, tree in enumerate(trees)}
+    if not (all(paths) and len(set(paths)) == len(paths)) or any(
+            a[:len(b)] == b for a in paths for b in paths if a != b):  # not the paths of a tree read from Flax
+        paths = [(f"layers_{k}",) for k in range(len(trees))]
+    out: dict[str, Any] = {}
+    for path, tree in zip(paths, trees):
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = tree
+    return out
 
 
 def _module(layer: Layer) -> dict[str, Any]:
     if isinstance(layer, Dense):
-        out = {"kernel": np.ascontiguousarray(layer.weight.T)}
-        if layer.bias is not None:
-            out["bias"] = np.array(layer.bias)
-        return out
+        kernel = {"kernel": np.ascontiguousarray(layer.weight.T)}  # in the order nn.Dense makes them
+        return {**kernel, "bias": np.array(layer.bias)} if layer.bias is not None else kernel
     if isinstance(layer, Embedding):
         return {"embedding": np.array(layer.weight)}
     cells = {direction: _cell_tree(layer, direction) for direction in layer.direction_names}
@@ -313,7 +321,10 @@ def _cell_tree(layer: RecurrentLayer, direction: str) -> dict[str, Any]:
             b_x = _sum(g.b_x, g.b_h)
         out[i] = {"kernel": np.ascontiguousarray(g.W_x.T), **({"bias": b_x} if biased_x else {})}
         out[h] = {"kernel": np.ascontiguousarray(g.W_h.T), **({"bias": b_h} if biased_h else {})}
-    return out
+    if layer.cell:  # in the order the cell makes them
+        return out
+    # nn.RNN scans its cell, which hands the cell's parameters back with their keys sorted
+    return {key: dict(sorted(out[key].items())) for key in sorted(out)}
 
 
 def _sum(kept: np.ndarray, added: np.ndarray) -> np.ndarray:

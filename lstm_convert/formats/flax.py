@@ -40,10 +40,15 @@ def _recognise(path: Path, head: bytes) -> bool:
     return False
 
 
+def _msgpack():
+    from .._optional import require
+
+    return require("msgpack")
+
+
 def _array(code: int, data: bytes, where: str) -> Any:
     """One extension value: an array ``(shape, dtype name, bytes)``, checked before it is made."""
-    import msgpack
-
+    msgpack = _msgpack()
     from .._lazy import np
     from ..errors import FormatError
 
@@ -77,8 +82,7 @@ def _array(code: int, data: bytes, where: str) -> Any:
 
 def load(path: Path) -> dict[str, Any]:
     """The tree a ``.msgpack`` file holds, as nested dicts of arrays (chunked arrays joined)."""
-    import msgpack
-
+    msgpack = _msgpack()
     from ..errors import FormatError
 
     data = path.read_bytes()
@@ -132,8 +136,7 @@ def _read(path: Path, options: ReadOptions):
 
 def dumps(tree: Any) -> bytes:
     """``tree`` (nested dicts of arrays) as ``flax.serialization.to_bytes`` writes it."""
-    import msgpack
-
+    msgpack = _msgpack()
     from .._dtypes import name as dtype_name
 
     def ext(value: Any) -> Any:
@@ -147,12 +150,7 @@ def dumps(tree: Any) -> bytes:
             return msgpack.ExtType(_NDARRAY, payload)
         raise TypeError(f"cannot serialise {type(value).__name__}")
 
-    return msgpack.packb(_sorted(tree), default=ext, use_bin_type=True)
-
-
-def _sorted(node: Any) -> Any:
-    """Maps with their keys in order, as Flax's state dicts have them."""
-    return {key: _sorted(node[key]) for key in sorted(node)} if isinstance(node, dict) else node
+    return msgpack.packb(tree, default=ext, use_bin_type=True)
 
 
 def _write(model, path: Path, before_rename) -> None:
