@@ -297,7 +297,7 @@ def write_tree(model: Model) -> dict[str, Any]:
 
 def _module(layer: Layer) -> dict[str, Any]:
     if isinstance(layer, Dense):
-        kernel = {"kernel": np.ascontiguousarray(layer.weight.T)}  # in the order nn.Dense makes them
+        kernel = {"kernel": np.ascontiguousarray(layer.weight.T)}
         return {**kernel, "bias": np.array(layer.bias)} if layer.bias is not None else kernel
     if isinstance(layer, Embedding):
         return {"embedding": np.array(layer.weight)}
@@ -321,10 +321,7 @@ def _cell_tree(layer: RecurrentLayer, direction: str) -> dict[str, Any]:
             b_x = _sum(g.b_x, g.b_h)
         out[i] = {"kernel": np.ascontiguousarray(g.W_x.T), **({"bias": b_x} if biased_x else {})}
         out[h] = {"kernel": np.ascontiguousarray(g.W_h.T), **({"bias": b_h} if biased_h else {})}
-    if layer.cell:  # in the order the cell makes them
-        return out
-    # nn.RNN scans its cell, which hands the cell's parameters back with their keys sorted
-    return {key: dict(sorted(out[key].items())) for key in sorted(out)}
+    return out
 
 
 def _sum(kept: np.ndarray, added: np.ndarray) -> np.ndarray:

@@ -150,7 +150,12 @@ def dumps(tree: Any) -> bytes:
             return msgpack.ExtType(_NDARRAY, payload)
         raise TypeError(f"cannot serialise {type(value).__name__}")
 
-    return msgpack.packb(tree, default=ext, use_bin_type=True)
+    return msgpack.packb(_sorted(tree), default=ext, use_bin_type=True)
+
+
+def _sorted(node: Any) -> Any:
+    """Maps with their keys sorted, as a tree that went through ``jax.tree_util`` (any trained one) has them."""
+    return {key: _sorted(node[key]) for key in sorted(node)} if isinstance(node, dict) else node
 
 
 def _write(model, path: Path, before_rename) -> None:
