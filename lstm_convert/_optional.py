@@ -8,7 +8,7 @@ from types import ModuleType
 from .errors import MissingDependencyError
 
 _EXTRAS = {"torch": "torch", "keras": "keras", "h5py": "h5", "ml_dtypes": "bfloat16", "onnx": "onnx",
-           "onnxruntime": "onnx", "msgpack": "flax"}
+           "onnxruntime": "onnx"}
 
 
 def require(module: str) -> ModuleType:

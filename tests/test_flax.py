@@ -247,3 +247,19 @@ def test_not_a_tree_is_refused_by_name(tmp_path):
     (tmp_path / "list.msgpack").write_bytes(msgpack.packb([1, 2, 3]))
     with pytest.raises(FormatError, match="list.msgpack: holds a msgpack list, not a map of parameters"):
         files.read(tmp_path / "list.msgpack", fmt="flax")
+
+
+def test_library_from_and_to_flax_objects(rng):
+    linen = _linen()
+    import jax.numpy as jnp
+
+    rnn = linen.RNN(linen.GRUCell(UNITS))
+    x = rng.normal(size=(BATCH, STEPS, FEATURES)).astype("float32")
+    variables = _random(rnn.init(_key(), x), rng)
+    variables = {"params": {k: v for k, v in variables["params"].items()}}
+    model = lc.from_flax(variables)  # JAX arrays in, NumPy out
+    assert isinstance(model.layers[0], lc.RecurrentLayer) and model.layers[0].kind == "gru"
+    back = lc.to_flax(model)
+    got = np.asarray(rnn.apply({"params": {"cell": {k: {r: jnp.asarray(a) for r, a in v.items()}
+                                                    for k, v in back["params"]["cell"].items()}}}, x))
+    np.testing.assert_array_equal(got, np.asarray(rnn.apply(variables, x)))

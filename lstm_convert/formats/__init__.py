@@ -181,7 +181,8 @@ class Format:
     maps a path that names the format's file without being it (a checkpoint's prefix) to the file;
     ``companions`` lists the other files a file is read with, each named as the file without its suffix
     plus a tail of its own (a checkpoint's ``.index`` and its ``.data-00000-of-00001``); ``read_notes``
-    says what reading a model from the format assumed or changed (from its provenance: a folded constant).
+    says what reading a model from the format assumed or changed (from its provenance: a folded constant);
+    ``holder`` is what the notes call a file of the format that keeps weights without their model.
     """
 
     name: str
@@ -208,6 +209,7 @@ class Format:
     locate: Callable[[Path], Path | None] | None = None
     companions: Callable[[Path], list[Path]] = lambda path: []
     read_notes: Callable[[Model], list[str]] = lambda model: []
+    holder: str = "state dict"  # what a file of weights without their model is called, in the notes
 
     @property
     def reads(self) -> bool:

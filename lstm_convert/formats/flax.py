@@ -290,5 +290,5 @@ FORMAT = Format(
           "SimpleCell in `nn.RNN` or `nn.Bidirectional`, Dense, Embed; read and written with msgpack (no JAX)",
     recognise=_recognise, read=_read, write=_write, check_layer=check_layer, notes=_notes,
     run=_run, run_layers=lambda path, model, x, states: _run_layers(path, model, x, states),
-    runtime="flax.linen's cells, where installed",
+    runtime="flax.linen's cells, where installed", holder="parameter tree",
 )
