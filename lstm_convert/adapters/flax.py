@@ -212,7 +212,9 @@ def _layer(path: tuple[str, ...], what: str, node: Mapping[str, Any], where: str
         else {"forward": node}
     gates, sizes = {}, set()
     for direction, cell in sides.items():
-        cell_gates, size = _cell(kind, cell, f"{at}/{direction}_rnn/cell" if form == "bi" else at)
+        where_cell = {"bi": f"{at}/{'forward' if direction == 'forward' else 'backward'}_rnn/cell",
+                      "rnn": f"{at}/cell" if path else f"{where}: cell"}.get(form, at)
+        cell_gates, size = _cell(kind, cell, where_cell)
         gates.update({(0, direction, g): gate for g, gate in cell_gates.items()})
         sizes.add(size)
     if len(sizes) > 1:
@@ -227,8 +229,11 @@ def _layer(path: tuple[str, ...], what: str, node: Mapping[str, Any], where: str
 
 def _cell(kind: str, node: Mapping[str, Any], at: str) -> tuple[dict[str, Gate], tuple[int, int]]:
     for part, value in node.items():
-        extra = set(value) - ({"kernel", "bias"} if part in _BIASED[kind] else {"kernel"})
-        if not isinstance(value, Mapping) or "kernel" not in value or extra:
+        wanted = {"kernel", "bias"} if part in _BIASED[kind] else {"kernel"}
+        nested = [key for key, v in value.items() if isinstance(v, Mapping)] if isinstance(value, Mapping) else []
+        if nested:
+            raise FormatError(f"{at}/{part}/{nested[0]}: a map where an array belongs")
+        if not isinstance(value, Mapping) or "kernel" not in value or set(value) - wanted:
             raise FormatError(f"{at}/{part}: expected {'kernel and bias' if part in _BIASED[kind] else 'kernel'}"
                               f", got {sorted(value) if isinstance(value, Mapping) else 'an array'}")
     first, recurrent = next(iter(CELLS[kind].values()))
