@@ -46,7 +46,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "from_keras", "from_torch", "to_keras", "to_torch", "save", "load",
+    "from_keras", "from_torch", "from_flax", "to_keras", "to_torch", "to_flax", "save", "load",
     "RecurrentLayer", "Gate", "Dense", "Embedding", "Model",
     "LSTMConvertError", "ConfigError", "ShapeError", "FormatError", "UnsupportedError", "MissingDependencyError", "SettingError",
     "Masking", "Conv1D", "BatchNorm", "LayerNorm", "Activation", "Flatten", "Pooling", "Layer",
@@ -85,6 +85,25 @@ def to_torch(weights: Layer | Model, module: _Any = None, *, state_dict: bool = 
     from .adapters import torch
 
     return torch.write(weights, module, state_dict=state_dict, batch_first=batch_first)
+
+
+def from_flax(tree: _Any, *, only: tuple[str, ...] = ()) -> Model:
+    """Read a Flax linen parameter tree (``variables`` or ``variables["params"]``: dicts of JAX or NumPy
+    arrays) into a :class:`Model`; ``only`` selects modules, in the order the model runs them."""
+    from .adapters import flax
+
+    return flax.read(flax.tree_of(tree, "the parameter tree"), "the parameter tree", only=tuple(only))
+
+
+def to_flax(weights: Layer | Model) -> dict[str, _Any]:
+    """The variables of a Flax linen model holding ``weights`` (``{"params": ...}``, NumPy arrays), for
+    ``module.apply`` or ``flax.serialization.from_state_dict``: an RNN's cell under ``cell``, several layers
+    named as ``nn.Sequential`` names them."""
+    from .adapters import flax
+    from .canonical import Model
+
+    model = weights if isinstance(weights, Model) else Model((weights,))
+    return {"params": flax.write_tree(model)}
 
 
 def save(weights: Layer | Model, path: str | _os.PathLike) -> Path:

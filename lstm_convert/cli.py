@@ -405,7 +405,7 @@ def _print_conversions(info: dict, targets: tuple[str, ...] | None = None) -> No
             elif c["verdict"] == "weights":
                 cells.append("weights*")
                 companion = "needs --module FILE.py" if formats.get(target).module_source else "is not kept"
-                notes.append(f"  * {target}: {layer['name']}: the state dict keeps the weights; "
+                notes.append(f"  * {target}: {layer['name']}: the {formats.get(target).holder} keeps the weights; "
                              f"{', '.join(c['needs'])} {companion}")
             else:
                 cells.append("exact")
@@ -421,7 +421,7 @@ def _print_conversions(info: dict, targets: tuple[str, ...] | None = None) -> No
         print(note)
 
 
-_FRAMEWORK_TITLE = {"keras": "Keras", "torch": "PyTorch", "onnx": "ONNX", "tensorflow": "TensorFlow"}
+_FRAMEWORK_TITLE = {"keras": "Keras", "torch": "PyTorch", "onnx": "ONNX", "tensorflow": "TensorFlow", "flax": "Flax"}
 
 
 def _print_gates(rows: list[dict]) -> None:

@@ -1,7 +1,7 @@
 """The light install at work: run by .ci/run in a virtual environment holding lstm-convert with its core
 dependencies only (NumPy, safetensors, h5py, tqdm), on files a full environment made.
 
-    python scripts/light_check.py DIR     # DIR holds seed.keras, seed.safetensors, seed.pt, seed.npz, seed.onnx
+    python scripts/light_check.py DIR     # DIR: seed.keras, seed.safetensors, seed.pt, seed.npz, seed.onnx, seed.msgpack
 
 Every file is inspected and converted to every writable format. Each either succeeds and reads back as
 the same model as the archive, or fails with the one line naming the extra to install; anything else
@@ -18,9 +18,10 @@ from pathlib import Path
 
 READ_NEEDS: dict[str, str] = {}  # the extra a format's reader needs: none today (ONNX is decoded without onnx)
 WRITE_NEEDS: dict[str, str] = {}  # every format is written without its framework
-TARGETS = {"archive": ".safetensors", "torch": ".pt", "npz": ".npz", "onnx": ".onnx", "keras": ".keras"}
+TARGETS = {"archive": ".safetensors", "torch": ".pt", "npz": ".npz", "onnx": ".onnx", "keras": ".keras",
+           "flax": ".msgpack"}
 SOURCES = {"keras": "seed.keras", "archive": "seed.safetensors", "torch": "seed.pt", "npz": "seed.npz",
-           "onnx": "seed.onnx"}
+           "onnx": "seed.onnx", "flax": "seed.msgpack"}
 
 
 def run(*argv: str) -> subprocess.CompletedProcess:
@@ -28,7 +29,8 @@ def run(*argv: str) -> subprocess.CompletedProcess:
 
 
 def main() -> int:
-    present = [m for m in ("torch", "keras", "tensorflow", "onnx", "onnxruntime") if importlib.util.find_spec(m)]
+    present = [m for m in ("torch", "keras", "tensorflow", "onnx", "onnxruntime", "jax", "flax")
+               if importlib.util.find_spec(m)]
     if present:
         print(f"not a light environment: {', '.join(present)} installed", file=sys.stderr)
         return 2

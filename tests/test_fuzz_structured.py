@@ -1,7 +1,7 @@
 """Structure-aware fuzzing: each reader gets files that are well-formed at every level but one, which a
 strategy changes where the format has structure (safetensors headers and their JSON metadata, zip
 members, HDF5 groups, datasets and attributes, pickle opcodes, ONNX protobuf fields, .npy headers,
-TensorFlow checkpoints' index entries and data), and
+TensorFlow checkpoints' index entries and data, Flax msgpack trees and their array extensions), and
 must answer with a model or the library's own error: never another exception, a hang or a crash.
 
 CI runs LSTM_CONVERT_FUZZ_EXAMPLES (default 40) cases per reader, derandomized. The long run, whose last
@@ -69,7 +69,7 @@ def _valid(name: str) -> bytes:
 SAMPLES = {"test_keras_zip_members_and_weights": "keras", "test_h5_groups_datasets_and_attributes": "h5",
            "test_pickle_reassembly_is_faithful": "torch", "test_pt_pickle_opcodes_and_zip_members": "torch",
            "test_npz_headers_and_members": "npz", "test_onnx_protobuf_fields": "onnx",
-           "test_tf_checkpoint_entries_header_and_data": "tf_checkpoint"}
+           "test_tf_checkpoint_entries_header_and_data": "tf_checkpoint", "test_flax_msgpack_trees_and_arrays": "flax"}
 
 
 @pytest.fixture(autouse=True)
@@ -628,3 +628,92 @@ def _checkpoints(draw):
 def test_tf_checkpoint_entries_header_and_data(data):
     index, shard = data.draw(_checkpoints())
     _read(index, ".index", None, "tf_checkpoint", {_DATA: shard})
+
+
+# -- msgpack trees (Flax .msgpack) ------------------------------------------------------------------------
+
+def _flax_tree():
+    import msgpack
+
+    return msgpack.unpackb(_valid("flax"), raw=False)  # arrays stay msgpack.ExtType
+
+
+@st.composite
+def _array_ext(draw, ext):
+    """An array extension with its shape, dtype or bytes changed (or a wholly other payload)."""
+    import msgpack
+
+    try:
+        shape, dtype, buffer = msgpack.unpackb(ext.data, raw=True)
+    except (ValueError, TypeError):  # changed by an earlier mutation: change it again, as it is
+        return msgpack.ExtType(ext.code, ext.data[:draw(st.integers(0, len(ext.data)))] + draw(st.binary(max_size=8)))
+    op = draw(st.sampled_from(["shape", "dtype", "bytes", "code", "payload"]))
+    if op == "shape":
+        shape = draw(st.one_of(st.lists(st.integers(-2, 2 ** 40), max_size=4), st.just("x"), st.just([[1]])))
+    elif op == "dtype":
+        dtype = draw(st.sampled_from([b"object", b"float32", b"float64", b"int8", b"bfloat16", b"<f4", b"", b"V8",
+                                      b"complex64", b"\xff"]))
+    elif op == "bytes":
+        buffer = buffer[:draw(st.integers(0, len(buffer)))] + draw(st.binary(max_size=8))
+    elif op == "code":
+        return msgpack.ExtType(draw(st.integers(0, 127)), ext.data)
+    else:
+        return msgpack.ExtType(ext.code, draw(st.binary(max_size=24)))
+    return msgpack.ExtType(ext.code, msgpack.packb((shape, dtype, buffer), use_bin_type=True))
+
+
+_MSGPACK = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2 ** 63), 2 ** 64 - 1), st.floats(), st.text(max_size=6),
+              st.binary(max_size=6), st.sampled_from(["kernel", "bias", "cell", "ii", "hi", "forward_rnn",
+                                                       "__msgpack_chunked_array__", "chunks", "shape"])),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=8)
+
+
+@st.composite
+def _flax_files(draw):
+    import msgpack
+
+    tree = _flax_tree()
+    nodes = []
+
+    def walk(node, path):
+        nodes.append(path)
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, (*path, key))
+    walk(tree, ())
+    for _ in range(draw(st.integers(1, 3))):
+        where = draw(st.sampled_from(nodes))
+        parent = tree
+        try:
+            for step in where[:-1]:
+                parent = parent[step]
+            current = parent[where[-1]] if where else tree
+        except (KeyError, TypeError):
+            continue
+        op = draw(st.sampled_from(["array", "replace", "delete", "rename", "insert"]))
+        if not where or not isinstance(parent, dict):
+            continue
+        if op == "array" and isinstance(current, msgpack.ExtType):
+            parent[where[-1]] = draw(_array_ext(current))
+        elif op == "replace":
+            parent[where[-1]] = draw(_MSGPACK)
+        elif op == "delete":
+            del parent[where[-1]]
+        elif op == "rename":
+            parent[draw(st.sampled_from(["ij", "hn", "cell", "kernel", "bias", "layers_0", "", "0"]))] = \
+                parent.pop(where[-1])
+        elif isinstance(current, dict):
+            current[draw(st.sampled_from(["bias", "kernel", "embedding", "__msgpack_chunked_array__", "x"]))] = \
+                draw(st.one_of(_MSGPACK, st.just(True)))
+    try:
+        return msgpack.packb(tree, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError):
+        return _valid("flax")
+
+
+@FUZZ
+@given(data=st.data())
+def test_flax_msgpack_trees_and_arrays(data):
+    _read(data.draw(_flax_files()), ".msgpack", None, "flax")

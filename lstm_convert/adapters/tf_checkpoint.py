@@ -232,20 +232,19 @@ def _picks(patterns: Sequence[str], group: str) -> bool:
 
 def _order(chosen: list[str], only: Sequence[str], where: str) -> list[str]:
     """The groups in the order the model runs them: one group, or each named by its own --only pattern."""
+    from ..formats import order_by_patterns
+
     if len(chosen) == 1:
         return chosen
-    by_pattern: dict[int, list[str]] = {}
-    for group in chosen:
-        first = next((k for k, pattern in enumerate(only) if _picks([pattern], group)), None)
-        by_pattern.setdefault(first if first is not None else -1, []).append(group)
-    if not only or any(len(groups) > 1 for groups in by_pattern.values()):
+    order = order_by_patterns(chosen, only, lambda pattern, group: _picks([pattern], group))
+    if order is None:
         names = ", ".join(_dotted(g) for g in sorted(chosen))
         raise UnsupportedError(
             f"{where}: holds {len(chosen)} separate groups of cells and layers ({names}); a checkpoint does not say "
             "how they connect", remedy="name them in the order the model runs them, one pattern each in only=",
             hint="name them in the order the model runs them, one --only each (the order in which they are listed "
             "here is alphabetical, not the model's)")
-    return [by_pattern[k][0] for k in sorted(by_pattern)]
+    return order
 
 
 def _value(cell: _Cell, role: str, fetch: Callable, shape: tuple | None, where: str) -> np.ndarray:

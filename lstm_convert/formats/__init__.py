@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ..canonical import Layer, Model
 
 # The registered formats, in the order a file is tried against them: modules lstm_convert.formats.<name>.
-NAMES = ("archive", "keras", "h5", "torch", "npz", "onnx", "tf_checkpoint")
+NAMES = ("archive", "keras", "h5", "torch", "npz", "onnx", "tf_checkpoint", "flax")
 # What a state dict's keys cannot say, by module prefix (ReadOptions.kinds): a lone 2-D ``weight`` is an
 # Embedding or a Linear without bias, an nn.RNN's nonlinearity is tanh or relu, a 3-D weight an nn.Conv1d,
 # a 1-D weight an nn.LayerNorm.
@@ -181,7 +181,8 @@ class Format:
     maps a path that names the format's file without being it (a checkpoint's prefix) to the file;
     ``companions`` lists the other files a file is read with, each named as the file without its suffix
     plus a tail of its own (a checkpoint's ``.index`` and its ``.data-00000-of-00001``); ``read_notes``
-    says what reading a model from the format assumed or changed (from its provenance: a folded constant).
+    says what reading a model from the format assumed or changed (from its provenance: a folded constant);
+    ``holder`` is what the notes call a file of the format that keeps weights without their model.
     """
 
     name: str
@@ -208,6 +209,7 @@ class Format:
     locate: Callable[[Path], Path | None] | None = None
     companions: Callable[[Path], list[Path]] = lambda path: []
     read_notes: Callable[[Model], list[str]] = lambda model: []
+    holder: str = "state dict"  # what a file of weights without their model is called, in the notes
 
     @property
     def reads(self) -> bool:
@@ -243,7 +245,7 @@ class Format:
         return origin if origin in _COUNTED else "torch"
 
 
-_COUNTED = ("keras", "torch", "tensorflow")  # tensorflow: as its reader counted them (source["params"])
+_COUNTED = ("keras", "torch", "tensorflow", "flax")  # tensorflow, flax: as their readers counted them (source["params"])
 
 
 def get(name: str) -> Format:
@@ -367,6 +369,23 @@ def selects(patterns: Sequence[str], name: str) -> bool:
 
     prefixes = [name[:i] for i, ch in enumerate(name) if ch in "./"] + [name]
     return any(fnmatch.fnmatchcase(prefix, pattern) for pattern in patterns for prefix in prefixes)
+
+
+def order_by_patterns(names: Sequence[str], patterns: Sequence[str], picks: Callable[[str, str], bool] | None = None
+                      ) -> list[str] | None:
+    """``names`` in the order of the ``patterns`` that select them, when each pattern selects at most one and
+    every name is selected (``picks(pattern, name)``, :func:`selects` by default); None otherwise. How a
+    user says in which order separate parts of a file run, where the file does not say."""
+    picks = picks or (lambda pattern, name: selects([pattern], name))
+    by_pattern: dict[int, list[str]] = {}
+    for name in names:
+        first = next((k for k, pattern in enumerate(patterns) if picks(pattern, name)), None)
+        if first is None:
+            return None
+        by_pattern.setdefault(first, []).append(name)
+    if not patterns or any(len(group) > 1 for group in by_pattern.values()):
+        return None
+    return [by_pattern[k][0] for k in sorted(by_pattern)]
 
 
 def check_selection(where: str, patterns: Sequence[str], names: Sequence[str]) -> None:
