@@ -95,15 +95,17 @@ def from_flax(tree: _Any, *, only: tuple[str, ...] = ()) -> Model:
     return flax.read(flax.tree_of(tree, "the parameter tree"), "the parameter tree", only=tuple(only))
 
 
-def to_flax(weights: Layer | Model) -> dict[str, _Any]:
-    """The variables of a Flax linen model holding ``weights`` (``{"params": ...}``, NumPy arrays), for
-    ``module.apply`` or ``flax.serialization.from_state_dict``: an RNN's cell under ``cell``, several layers
-    named as ``nn.Sequential`` names them."""
+def to_flax(weights: Layer | Model, *, api: str = "linen") -> dict[str, _Any]:
+    """The parameters of a Flax model holding ``weights``, as NumPy arrays: with ``api="linen"`` the
+    variables of a linen model (``{"params": ...}``, for ``module.apply``), with ``api="nnx"`` the pure dict of
+    an NNX model's ``nnx.Param`` state (for ``nnx.replace_by_pure_dict``). An RNN's cell is under ``cell``,
+    several layers are named as ``nn.Sequential`` (``nnx.Sequential``) names them."""
     from .adapters import flax
     from .canonical import Model
 
     model = weights if isinstance(weights, Model) else Model((weights,))
-    return {"params": flax.write_tree(model)}
+    tree = flax.write_tree(model, api)
+    return tree if api == "nnx" else {"params": tree}
 
 
 def save(weights: Layer | Model, path: str | _os.PathLike) -> Path:

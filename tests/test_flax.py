@@ -263,3 +263,75 @@ def test_library_from_and_to_flax_objects(rng):
     got = np.asarray(rnn.apply({"params": {"cell": {k: {r: jnp.asarray(a) for r, a in v.items()}
                                                     for k, v in back["params"]["cell"].items()}}}, x))
     np.testing.assert_array_equal(got, np.asarray(rnn.apply(variables, x)))
+
+
+# -- Flax NNX: nnx.state(model, nnx.Param).to_pure_dict(), saved with flax.serialization.msgpack_serialize --------
+
+NNX = ["LSTMCell", "OptimizedLSTMCell", "GRUCell", "SimpleCell"]
+
+
+def _nnx_random(module, rng):
+    import jax
+    from flax import nnx
+
+    state = nnx.state(module, nnx.Param)
+    pure = jax.tree_util.tree_map(lambda a: rng.normal(0, 0.5, a.shape).astype("float32"), nnx.to_pure_dict(state))
+    nnx.replace_by_pure_dict(state, pure)
+    nnx.update(module, state)
+    return pure
+
+
+@pytest.mark.parametrize("cls", NNX)
+def test_nnx_cells_bidirectional_and_sequential(cls, tmp_path, rng):
+    _linen()
+    from flax import nnx, serialization
+
+    from lstm_convert import reference
+
+    cell = getattr(nnx, cls)
+    model = nnx.Sequential(nnx.Bidirectional(nnx.RNN(cell(FEATURES, UNITS, rngs=nnx.Rngs(0))),
+                                             nnx.RNN(cell(FEATURES, UNITS, rngs=nnx.Rngs(1))), rngs=nnx.Rngs(2)),
+                           nnx.Linear(2 * UNITS, 2, rngs=nnx.Rngs(3)))
+    pure = _nnx_random(model, rng)
+    path = tmp_path / "m.msgpack"
+    path.write_bytes(serialization.msgpack_serialize(pure))
+    x = rng.normal(size=(BATCH, STEPS, FEATURES)).astype("float32")
+    expected = np.asarray(model(x))
+    read = files.read(path)
+    assert [layer.name for layer in read.layers] == ["layers.0", "layers.1"]
+    assert read.layers[0].directions == 2 and read.layers[0].source["layout"] == f"flax.nnx {cls}"
+    got = reference.run(read, x)[-1][0]
+    assert got.shape == expected.shape == (BATCH, STEPS, 2)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    files.convert(path, tmp_path / "m.safetensors")
+    files.convert(tmp_path / "m.safetensors", tmp_path / "back.msgpack")
+    assert (tmp_path / "back.msgpack").read_bytes() == path.read_bytes()  # as msgpack_serialize wrote it
+    files.convert(path, tmp_path / "m.pt")
+    assert main(["verify", str(path), str(tmp_path / "m.pt")]) == 0  # NNX's own cells against PyTorch
+
+
+def test_nnx_gru_has_no_recurrent_candidate_bias(rng):
+    """A PyTorch GRU whose bias_hh for the candidate is not zero cannot be an nnx.GRUCell: refused, naming it;
+    with that bias zero it loads into one and computes what PyTorch does."""
+    _linen()
+    import torch
+    from flax import nnx
+
+    gru = torch.nn.GRU(FEATURES, UNITS, batch_first=True)
+    for p in gru.parameters():
+        torch.nn.init.normal_(p, 0, 0.5)
+    layer = lc.from_torch(gru)
+    with pytest.raises(UnsupportedError, match="nnx's GRUCell has no recurrent-side candidate bias"):
+        lc.to_flax(layer, api="nnx")
+    lc.to_flax(layer)  # linen's GRUCell has one
+    with torch.no_grad():
+        gru.bias_hh_l0[2 * UNITS:] = 0
+    pure = lc.to_flax(lc.from_torch(gru), api="nnx")
+    module = nnx.RNN(nnx.GRUCell(FEATURES, UNITS, rngs=nnx.Rngs(0)))
+    state = nnx.state(module, nnx.Param)
+    nnx.replace_by_pure_dict(state, pure)
+    nnx.update(module, state)
+    x = rng.normal(size=(BATCH, STEPS, FEATURES)).astype("float32")
+    with torch.no_grad():
+        expected = gru(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(np.asarray(module(x)), expected, rtol=0, atol=1e-5)

@@ -16,7 +16,18 @@ cell (``flax.linen``)                parameters                                 
 ``SimpleCell``                       ``i``: ``kernel (in, H)`` and ``bias``; ``h``: ``kernel (H, H)``      h
 ``Dense``                            ``kernel (in, out)``, ``bias (out,)``
 ``Embed``                            ``embedding (num_embeddings, features)``
+``nnx.LSTMCell``                     as linen's, the forget part named ``if_``                           i f g o
+``nnx.OptimizedLSTMCell``            ``dense_i`` ``kernel (in, 4H)``, no bias; ``dense_h`` ``kernel       i f g o
+                                     (H, 4H)`` and ``bias (4H,)``: the gates as column blocks
+``nnx.GRUCell``                      ``dense_i`` ``kernel (in, 3H)`` and ``bias``; ``dense_h`` ``kernel   r z n
+                                     (H, 3H)``, no bias: no recurrent candidate bias
+``nnx.SimpleCell``                   ``dense_i`` ``kernel`` and ``bias``; ``dense_h`` ``kernel``            h
 ===================================  ================================================================  =========
+
+An NNX cell of two parts is told by its recurrent kernel ``(H, G*H)``: four gates, three or one. NNX trees
+(``nnx.to_pure_dict(nnx.state(model, nnx.Param))``) are written back as NNX trees, other sources as linen's
+unless ``api="nnx"`` is asked for; ``nnx.Sequential`` keys its layers ``0``, ``1``, ... under ``layers``, and
+its ``rngs`` state is no weight and is left out.
 
 The LSTM's only bias is on the recurrent side: it is read as the canonical ``b_h`` with a zero ``b_x``, so a
 tree goes to the archive and back bit for bit and to PyTorch's two biases exactly; writing sums ``b_x`` into
@@ -66,11 +77,14 @@ def _plain(node: Any, where: str, depth: int) -> Any:
     if depth > 64:
         raise FormatError(f"{where}: the parameter tree nests more than 64 levels deep")
     if isinstance(node, Mapping):
-        out = {}
+        out: dict[str, Any] = {}
         for key, value in node.items():
-            if not isinstance(key, str):
-                raise FormatError(f"{where}: a key of the parameter tree is {type(key).__name__}, not text")
-            out[key] = _plain(value, f"{where}/{key}" if depth else f"{where}: {key}", depth + 1)
+            if type(key) is int:  # nnx.Sequential's layers are keyed 0, 1, ...
+                key = str(key)
+            if not isinstance(key, str) or key in out:
+                raise FormatError(f"{where}: a key of the parameter tree is {key!r}, not text, or appears twice")
+            at = f"{where}/{key}" if depth else f"{where}: {key}"
+            out[key] = {} if key == "rngs" and isinstance(value, Mapping) else _plain(value, at, depth + 1)
         return out
     if not hasattr(node, "shape") or not hasattr(node, "dtype"):
         raise FormatError(f"{where}: holds {type(node).__name__}, not an array")
@@ -78,21 +92,80 @@ def _plain(node: Any, where: str, depth: int) -> Any:
 
 
 def _kind(node: Mapping[str, Any]) -> str | None:
-    """The cell a dict is, by its parts' names; None if it is none."""
+    """The cell a dict is, by its parts' names (linen's ``lstm``, ``gru``, ``rnn``; NNX's ``nnx-lstm``, whose
+    forget part is ``if_``, and ``nnx-packed``, its cells of two Linear parts); None if it is none."""
     for kind, gates in CELLS.items():
-        if set(node) == {name for pair in gates.values() for name in pair}:
+        names = {name for pair in gates.values() for name in pair}
+        if set(node) == names:
             return kind
+        if kind == "lstm" and set(node) == names - {"if"} | {"if_"}:
+            return "nnx-lstm"
+    if set(node) == {"dense_i", "dense_h"}:
+        return "nnx-packed"
     return None
 
 
-def _units(tree: Mapping[str, Any], where: str) -> tuple[list[tuple[tuple[str, ...], str, Any]], list[str]]:
-    """Every module that becomes a layer, as ``(path, what, node)`` (what: a cell kind with ``rnn:`` / ``cell:``
-    / ``bi:`` before it, ``dense`` or ``embed``), and the arrays that belong to none."""
-    found, unknown = [], []
+# NNX's cells of two Linear parts: the gates in the order of their column blocks, and which part has the bias.
+_PACKED = {4: ("lstm", ("input", "forget", "cell", "output"), "dense_h", "OptimizedLSTMCell"),
+           3: ("gru", ("reset", "update", "candidate"), "dense_i", "GRUCell"),
+           1: ("rnn", ("hidden",), "dense_i", "SimpleCell")}
+
+
+def _as_linen(style: str, node: Mapping[str, Any], at: str) -> tuple[str, dict[str, Any], str]:
+    """``(kind, the cell in linen's form, the class that wrote it)`` of a cell of any style. An NNX cell of
+    two parts is told by its recurrent kernel ``(H, G*H)``: G gates (4, 3 or 1), each a block of columns."""
+    if style in CELLS:
+        return style, dict(node), f"flax.linen {_CLASSES[style]}"
+    if style == "nnx-lstm":
+        return "lstm", {("if" if k == "if_" else k): v for k, v in node.items()}, "flax.nnx LSTMCell"
+    parts = {}
+    for part in ("dense_i", "dense_h"):
+        value = node[part]
+        if not isinstance(value, Mapping) or "kernel" not in value or set(value) - {"kernel", "bias"} or any(
+                isinstance(v, Mapping) for v in value.values()):
+            raise FormatError(f"{at}/{part}: expected a kernel (and a bias), got "
+                              f"{sorted(value) if isinstance(value, Mapping) else 'an array'}")
+        parts[part] = value
+    recurrent = parts["dense_h"]["kernel"].shape
+    if len(recurrent) != 2 or not recurrent[0] or recurrent[1] % recurrent[0] or recurrent[1] // recurrent[0] \
+            not in _PACKED:
+        raise FormatError(f"{at}/dense_h/kernel: has shape {tuple(recurrent)}, expected (H, 4H), (H, 3H) or (H, H): "
+                          "an NNX OptimizedLSTMCell, GRUCell or SimpleCell")
+    hidden = recurrent[0]
+    kind, gates, biased, cls = _PACKED[recurrent[1] // hidden]
+    other = "dense_i" if biased == "dense_h" else "dense_h"
+    if "bias" not in parts[biased] or "bias" in parts[other]:
+        raise FormatError(f"{at}: an NNX {cls} has a bias on {biased} only; this one has it on "
+                          f"{', '.join(p for p in parts if 'bias' in parts[p]) or 'neither'}")
+    width = len(gates) * hidden
+    kernel_i = _array(parts["dense_i"], "kernel", (parts["dense_i"]["kernel"].shape[0], width), f"{at}/dense_i") \
+        if parts["dense_i"]["kernel"].ndim == 2 else _array(parts["dense_i"], "kernel", (0, width), f"{at}/dense_i")
+    kernel_h = _array(parts["dense_h"], "kernel", (hidden, width), f"{at}/dense_h")
+    bias = _array(parts[biased], "bias", (width,), f"{at}/{biased}")
+    out: dict[str, Any] = {}
+    for k, gate in enumerate(gates):
+        i, h = CELLS[kind][gate]
+        block = slice(k * hidden, (k + 1) * hidden)
+        out[i] = {"kernel": kernel_i[:, block]}
+        out[h] = {"kernel": kernel_h[:, block]}
+        side = i if biased == "dense_i" else h
+        out[side]["bias"] = bias[block]
+    if kind == "gru":  # NNX's GRU has no recurrent-side candidate bias: linen's is zero
+        out["hn"]["bias"] = np.zeros(hidden, bias.dtype)
+    return kind, out, f"flax.nnx {cls}"
+
+
+def _units(tree: Mapping[str, Any], where: str) -> tuple[list, list[str], list[str]]:
+    """Every module that becomes a layer, as ``(path, what, node)`` (what: a cell style with ``rnn:`` / ``cell:``
+    / ``bi:`` before it, ``dense`` or ``embed``), the arrays that belong to none, and NNX's ``rngs`` left out."""
+    found, unknown, skipped = [], [], []
 
     def walk(path: tuple[str, ...], node: Any) -> None:
         if not isinstance(node, Mapping):
             unknown.append("/".join(path))
+            return
+        if path and path[-1] == "rngs":  # NNX's random-number state, not weights
+            skipped.append("/".join(path))
             return
         kind = _kind(node)
         if kind is not None:
@@ -101,9 +174,10 @@ def _units(tree: Mapping[str, Any], where: str) -> tuple[list[tuple[tuple[str, .
             else:
                 found.append((path, f"cell:{kind}", node))
             return
-        if set(node) == {"forward_rnn", "backward_rnn"} and all(
-                isinstance(node[side], Mapping) and set(node[side]) == {"cell"} for side in node):
-            kinds = {_kind(node[side]["cell"]) for side in node}
+        if set(node) - {"rngs"} == {"forward_rnn", "backward_rnn"} and all(
+                isinstance(node[side], Mapping) and set(node[side]) - {"rngs"} == {"cell"}
+                and isinstance(node[side]["cell"], Mapping) for side in ("forward_rnn", "backward_rnn")):
+            kinds = {_kind(node[side]["cell"]) for side in ("forward_rnn", "backward_rnn")}
             if len(kinds) == 1 and None not in kinds:
                 found.append((path, f"bi:{kinds.pop()}", node))
                 return
@@ -118,7 +192,7 @@ def _units(tree: Mapping[str, Any], where: str) -> tuple[list[tuple[tuple[str, .
             walk((*path, key), value)
 
     walk((), tree)
-    return found, unknown
+    return found, unknown, skipped
 
 
 def _ordered(units: list, names: list[str], only: Sequence[str], where: str) -> list:
@@ -129,8 +203,12 @@ def _ordered(units: list, names: list[str], only: Sequence[str], where: str) -> 
     if len(units) <= 1:
         return units
     cells = any(what.startswith("cell:") for _, what, _ in units)
-    tops = [path[0] if path else "" for path, _, _ in units]
-    numbered = [_NUMBERED.match(top) for top in tops]
+    paths = [path for path, _, _ in units]
+    common = 0  # the modules' first key after the path they share: nn.Sequential's layers_K, NNX's layers/K
+    while all(len(p) > common for p in paths) and len({p[common] for p in paths}) == 1:
+        common += 1
+    tops = [p[common] if len(p) > common else "" for p in paths]
+    numbered = [_NUMBERED.match(top) or re.fullmatch(r"()(\d+)", top) for top in tops]
     if not cells and len(set(tops)) == len(tops) and all(numbered) and len({m.group(1) for m in numbered}) == 1:
         return [unit for _, unit in sorted(zip((int(m.group(2)) for m in numbered), units), key=lambda p: p[0])]
     order = None if cells else order_by_patterns(names, only, lambda pattern, name: _picks([pattern], name))
@@ -158,7 +236,7 @@ def read(tree: Mapping[str, Any], where: str, *, only: Sequence[str] = (), inven
     """The model of a linen parameter tree (nested dicts of arrays, the ``params`` collection)."""
     from ..formats import check_selection, selects, unconverted_error
 
-    units, unknown = _units(tree, where)
+    units, unknown, skipped = _units(tree, where)
     names = ["/".join(path) or "(root)" for path, _, _ in units]
     check_selection(where, only, names + [n.replace("/", ".") for n in names] + unknown)
     picked = [(u, n) for u, n in zip(units, names) if _picks(only, n)]
@@ -170,7 +248,10 @@ def read(tree: Mapping[str, Any], where: str, *, only: Sequence[str] = (), inven
         raise FormatError(f"{where}: holds no Flax cell, Dense or Embed that lstm_convert recognises by its "
                           "parameters' names")
     source = {"framework": "flax", **(source or {})}
-    layers = tuple(_layer(path, what, node, where, source)
+    if skipped:
+        source["skipped"] = f"NNX's random-number state ({', '.join(skipped[:4])}{' ...' if len(skipped) > 4 else ''})"
+    layer_source = {k: v for k, v in source.items() if k != "skipped"}
+    layers = tuple(_layer(path, what, node, where, layer_source)
                    for path, what, node in _ordered(chosen, chosen_names, only, where))
     unconverted = [{"name": n, "type": "array", "why": "not a parameter of a module lstm_convert recognises",
                     "tensors": {}} for n in left]
@@ -207,24 +288,29 @@ def _layer(path: tuple[str, ...], what: str, node: Mapping[str, Any], where: str
             raise FormatError(f"{at}/embedding: has shape {tuple(table.shape)}, expected (num_embeddings, features)")
         return Embedding(name, _array(node, "embedding", tuple(table.shape), at), config=config,
                          source={**source, "params": table.size})
-    form, kind = what.split(":")
+    form, style = what.split(":")
     sides = {"forward": node["forward_rnn"]["cell"], "reverse": node["backward_rnn"]["cell"]} if form == "bi" \
         else {"forward": node}
-    gates, sizes = {}, set()
+    gates, sizes, labels = {}, set(), set()
+    params = 0
     for direction, cell in sides.items():
         where_cell = {"bi": f"{at}/{'forward' if direction == 'forward' else 'backward'}_rnn/cell",
                       "rnn": f"{at}/cell" if path else f"{where}: cell"}.get(form, at)
-        cell_gates, size = _cell(kind, cell, where_cell)
+        kind, linen_cell, label = _as_linen(style, cell, where_cell)
+        cell_gates, size = _cell(kind, linen_cell, where_cell)
         gates.update({(0, direction, g): gate for g, gate in cell_gates.items()})
         sizes.add(size)
+        labels.add(label)
+        params += sum(v.size for part in cell.values() if isinstance(part, Mapping) for v in part.values())
     if len(sizes) > 1:
         raise FormatError(f"{at}: its forward and backward cells differ in size ({sorted(sizes)})")
+    if len(labels) > 1:
+        raise FormatError(f"{at}: its forward and backward cells are of different classes ({', '.join(sorted(labels))})")
     input_size, hidden = sizes.pop()
-    biases = len(_BIASED[kind]) * hidden
-    params = len(sides) * (len(CELLS[kind]) * (input_size + hidden) * hidden + biases)
+    (label,) = labels
+    config["flax"]["cell"] = label
     return RecurrentLayer(kind, input_size, hidden, gates, directions=len(sides), name=name, cell=form == "cell",
-                          reset_after=True, config=config,
-                          source={**source, "layout": f"flax.linen {_CLASSES[kind]}", "params": params})
+                          reset_after=True, config=config, source={**source, "layout": label, "params": params})
 
 
 def _cell(kind: str, node: Mapping[str, Any], at: str) -> tuple[dict[str, Gate], tuple[int, int]]:
@@ -257,8 +343,8 @@ def _cell(kind: str, node: Mapping[str, Any], at: str) -> tuple[dict[str, Gate],
 # -- writing -------------------------------------------------------------------------------------------
 
 
-def check_layer(layer: Layer) -> str | None:
-    """Why a layer's weights cannot be a linen parameter tree; None when they can."""
+def check_layer(layer: Layer, api: str = "linen") -> str | None:
+    """Why a layer's weights cannot be a linen (or NNX) parameter tree; None when they can."""
     if isinstance(layer, (Dense, Embedding)):
         return None
     if not isinstance(layer, RecurrentLayer):
@@ -271,28 +357,47 @@ def check_layer(layer: Layer) -> str | None:
                 "flax.linen's GRUCell applies it after (PyTorch's form)")
     if not layer.bias:
         return f"{layer.name}: a layer without biases; flax.linen's cells always have them (write zeros elsewhere)"
+    if api == "nnx" and layer.kind == "gru" and nnx_class(layer) == "flax.nnx GRUCell":
+        try:
+            for direction in layer.direction_names:
+                _nnx_cell_tree(layer, direction)
+        except UnsupportedError as exc:
+            return str(exc)
     return None
 
 
-def write_tree(model: Model) -> dict[str, Any]:
-    """The ``params`` collection of a linen model: one module per layer (``nn.Sequential``'s ``layers_K``
-    when there are several, each stacked layer its own), an RNN's cell under ``cell``, a bidirectional layer's
-    under ``forward_rnn`` and ``backward_rnn``."""
+def api_of(model: Model) -> str:
+    """``nnx`` when every recurrent layer was read from an NNX tree, else ``linen``."""
+    cells = [layer.config.get("flax", {}).get("cell", "") for layer in model.layers if isinstance(layer, RecurrentLayer)]
+    return "nnx" if cells and all(c.startswith("flax.nnx") for c in cells) else "linen"
+
+
+def write_tree(model: Model, api: str | None = None) -> dict[str, Any]:
+    """The parameters of a linen model (``api`` ``linen``: its ``params`` collection) or of an NNX one (``nnx``:
+    ``nnx.to_pure_dict(nnx.state(model, nnx.Param))``); by default as the layers were read (:func:`api_of`).
+    One module per layer (``nn.Sequential``'s ``layers_K``, NNX's ``layers/K``, when there are several, each
+    stacked layer its own, unless the layers keep the paths they were read from), an RNN's cell under
+    ``cell``, a bidirectional layer's under ``forward_rnn`` and ``backward_rnn``."""
+    api = api or api_of(model)
+    if api not in ("linen", "nnx"):
+        raise UnsupportedError(f"the Flax API is 'linen' or 'nnx', not {api!r}")
     layers = [part for layer in model.layers for part in (layer.unstack() if isinstance(layer, RecurrentLayer)
                                                           else [layer])]
     for layer in layers:
-        reason = check_layer(layer)
+        reason = check_layer(layer, api)
         if reason:
             raise UnsupportedError(reason)
-    trees = [_module(layer) for layer in layers]
+    trees = [_module(layer, api) for layer in layers]
     paths = [tuple(layer.config.get("flax", {}).get("path", ())) for layer in layers]
     if len(trees) == 1 and not paths[0]:
         return trees[0]
     if not (all(paths) and len(set(paths)) == len(paths)) or any(
             a[:len(b)] == b for a in paths for b in paths if a != b):  # not the paths of a tree read from Flax
-        paths = [(f"layers_{k}",) for k in range(len(trees))]
-    out: dict[str, Any] = {}
+        paths = [(f"layers_{k}",) if api == "linen" else ("layers", str(k)) for k in range(len(trees))]
+    out: dict[Any, Any] = {}
     for path, tree in zip(paths, trees):
+        if api == "nnx":  # nnx.Sequential keys its layers by number
+            path = tuple(int(key) if key.isdigit() else key for key in path)
         node = out
         for key in path[:-1]:
             node = node.setdefault(key, {})
@@ -300,13 +405,14 @@ def write_tree(model: Model) -> dict[str, Any]:
     return out
 
 
-def _module(layer: Layer) -> dict[str, Any]:
+def _module(layer: Layer, api: str) -> dict[str, Any]:
     if isinstance(layer, Dense):
         kernel = {"kernel": np.ascontiguousarray(layer.weight.T)}
         return {**kernel, "bias": np.array(layer.bias)} if layer.bias is not None else kernel
     if isinstance(layer, Embedding):
         return {"embedding": np.array(layer.weight)}
-    cells = {direction: _cell_tree(layer, direction) for direction in layer.direction_names}
+    write = _cell_tree if api == "linen" else _nnx_cell_tree
+    cells = {direction: write(layer, direction) for direction in layer.direction_names}
     if layer.directions == 2:
         return {"forward_rnn": {"cell": cells["forward"]}, "backward_rnn": {"cell": cells["reverse"]}}
     return cells["forward"] if layer.cell else {"cell": cells["forward"]}
@@ -327,6 +433,37 @@ def _cell_tree(layer: RecurrentLayer, direction: str) -> dict[str, Any]:
         out[i] = {"kernel": np.ascontiguousarray(g.W_x.T), **({"bias": b_x} if biased_x else {})}
         out[h] = {"kernel": np.ascontiguousarray(g.W_h.T), **({"bias": b_h} if biased_h else {})}
     return out
+
+
+# The NNX class each kind of layer is written as, unless it was read from another one.
+_NNX_DEFAULT = {"lstm": "flax.nnx LSTMCell", "gru": "flax.nnx GRUCell", "rnn": "flax.nnx SimpleCell"}
+
+
+def nnx_class(layer: RecurrentLayer) -> str:
+    read = layer.config.get("flax", {}).get("cell", "")
+    return read if read.startswith("flax.nnx") and read != "flax.nnx" else _NNX_DEFAULT[layer.kind]
+
+
+def _nnx_cell_tree(layer: RecurrentLayer, direction: str) -> dict[str, Any]:
+    """One direction's cell as NNX holds it: LSTMCell per gate (``if_``), the others as two Linear parts,
+    ``dense_i`` and ``dense_h``, their gates as column blocks (see :data:`_PACKED`)."""
+    linen = _cell_tree(layer, direction)
+    cls = nnx_class(layer)
+    if cls == "flax.nnx LSTMCell":
+        return {("if_" if key == "if" else key): value for key, value in linen.items()}
+    count = {"lstm": 4, "gru": 3, "rnn": 1}[layer.kind]
+    kind, gates, biased, _ = _PACKED[count]
+    names = [CELLS[kind][gate] for gate in gates]
+    parts: dict[str, Any] = {
+        "dense_i": {"kernel": np.concatenate([linen[i]["kernel"] for i, _ in names], axis=1)},
+        "dense_h": {"kernel": np.concatenate([linen[h]["kernel"] for _, h in names], axis=1)}}
+    if kind == "gru" and np.any(linen["hn"]["bias"]):
+        raise UnsupportedError(f"{layer.name}: flax.nnx's GRUCell has no recurrent-side candidate bias, and this "
+                               "layer's (b_h of its candidate gate, PyTorch's bias_hh_l0[2H:]) is not zero; write "
+                               "it as linen's GRUCell (api='linen'), which has one")
+    side = 0 if biased == "dense_i" else 1
+    parts[biased]["bias"] = np.concatenate([linen[pair[side]]["bias"] for pair in names])
+    return parts
 
 
 def _sum(kept: np.ndarray, added: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
-"""Flax linen parameters: ``.msgpack`` files as ``flax.serialization.to_bytes`` writes a parameter tree (or
-a variables dict, whose ``params`` are read), read and written with ``msgpack`` alone (no JAX), the tree
-recognised by :mod:`lstm_convert.adapters.flax`; run through ``flax.linen`` cells in ``verify``.
+"""Flax parameters: ``.msgpack`` files as ``flax.serialization.to_bytes`` writes a linen parameter tree (or
+a variables dict, whose ``params`` are read) and as ``msgpack_serialize`` writes an NNX state's pure dict,
+read and written with ``msgpack`` alone (no JAX), the tree recognised by :mod:`lstm_convert.adapters.flax`;
+run through ``flax.linen``'s or ``flax.nnx``'s own cells in ``verify``.
 
 The file is a msgpack map of maps; each array is msgpack extension type 1 holding ``(shape, dtype name,
 bytes)`` (C order), and an array past 1 GiB a map ``{"__msgpack_chunked_array__": true, "shape": ...,
@@ -88,7 +89,7 @@ def load(path: Path) -> dict[str, Any]:
     data = path.read_bytes()
     where = str(path)
     try:
-        tree = msgpack.unpackb(data, raw=False, strict_map_key=True,
+        tree = msgpack.unpackb(data, raw=False, strict_map_key=False,  # NNX's nnx.Sequential keys its layers 0, 1
                                ext_hook=lambda code, payload: _array(code, payload, where))
     except FormatError:
         raise
@@ -155,14 +156,18 @@ def dumps(tree: Any) -> bytes:
 
 def _sorted(node: Any) -> Any:
     """Maps with their keys sorted, as a tree that went through ``jax.tree_util`` (any trained one) has them."""
-    return {key: _sorted(node[key]) for key in sorted(node)} if isinstance(node, dict) else node
+    if not isinstance(node, dict):
+        return node
+    return {key: _sorted(node[key]) for key in sorted(node, key=lambda k: (isinstance(k, str), k))}
 
 
 def _write(model, path: Path, before_rename) -> None:
     from .._atomic import atomic_write
     from ..adapters import flax
 
-    data = dumps({"params": flax.write_tree(model)})
+    api = flax.api_of(model)  # NNX's state is written bare, as msgpack_serialize(nnx.to_pure_dict(state)) writes it
+    tree = flax.write_tree(model, api)
+    data = dumps(tree if api == "nnx" else {"params": tree})
 
     def save(tmp: Path) -> None:
         with open(tmp, "r+b") as handle:
@@ -175,7 +180,8 @@ def check_layer(layer, module: bool) -> LayerVerdict:
     from ..adapters import flax
     from ..errors import UnsupportedError
 
-    reason = flax.check_layer(layer)
+    api = "nnx" if str(getattr(layer, "config", {}).get("flax", {}).get("cell", "")).startswith("flax.nnx") else "linen"
+    reason = flax.check_layer(layer, api)
     if reason:
         return refused(UnsupportedError(reason))
     needs = list(layer.semantics())
@@ -199,6 +205,19 @@ def _notes(model, module: bool) -> list[str]:
                    "where b_x is zero, as in a tree read from Flax)")
     if len(model.layers) > 1:
         out.append("the layers are written as nn.Sequential names them (layers_0, layers_1, ...)")
+    return out
+
+
+def _read_notes(model) -> list[str]:
+    from ..canonical import RecurrentLayer
+
+    out = []
+    if any(isinstance(layer, RecurrentLayer) for layer in model.layers):
+        out.append("a Flax tree holds weights only: its cells are read with Flax's defaults (gate_fn sigmoid, "
+                   "activation_fn tanh, SimpleCell without residual), each over the whole sequence from zero "
+                   "states; state what the model did otherwise with --set (LAYER.activation=relu, ...)")
+    if "skipped" in model.source:
+        out.append(f"skipped {model.source['skipped']}")
     return out
 
 
@@ -254,6 +273,7 @@ def _run_layers(path: Path, model, x, states: dict | None) -> list | str | None:
             continue
         if not isinstance(layer, RecurrentLayer):
             return f"{layer.name}: a {layer.kind} layer is not run through flax"
+        nnx = str(layer.config.get("flax", {}).get("cell", "")).startswith("flax.nnx")
         cell = cells[layer.kind]
         initial = states[layer.name] if states else [np.zeros((layer.directions, value.shape[0], layer.hidden_size),
                                                               layer.dtype)] * len(layer.state_names)
@@ -264,7 +284,9 @@ def _run_layers(path: Path, model, x, states: dict | None) -> list | str | None:
         for k, (direction, params) in enumerate(sides):
             carry = tuple(jnp.asarray(s[k]) for s in initial)
             carry = (carry[1], carry[0]) if layer.kind == "lstm" else carry[0]  # flax's LSTM carry is (c, h)
-            if layer.cell:
+            if nnx:
+                seq, carry = _nnx_run(layer, params, value, carry, direction == "reverse")
+            elif layer.cell:
                 module = cell(features=layer.hidden_size)
                 steps = []
                 for t in range(value.shape[1]):
@@ -284,11 +306,36 @@ def _run_layers(path: Path, model, x, states: dict | None) -> list | str | None:
     return out
 
 
+def _nnx_run(layer, params, value, carry, reverse: bool):
+    """One direction of a layer read from an NNX tree, through the NNX class that wrote it (its state set from
+    the file's own tree); ``(outputs, final carry)``."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from ..adapters.flax import nnx_class
+
+    cls = getattr(nnx, nnx_class(layer).split()[-1])
+    module = cls(layer.fan_in(0), layer.hidden_size, rngs=nnx.Rngs(0))
+    state = nnx.state(module, nnx.Param)
+    nnx.replace_by_pure_dict(state, jax.tree_util.tree_map(jnp.asarray, params))
+    nnx.update(module, state)
+    if layer.cell:
+        steps = []
+        for t in range(value.shape[1]):
+            carry, y = module(carry, value[:, t])
+            steps.append(y)
+        return jnp.stack(steps, 1), carry
+    carry, seq = nnx.RNN(module, return_carry=True, reverse=reverse, keep_order=True)(value, initial_carry=carry)
+    return seq, carry
+
+
 FORMAT = Format(
     name="flax", title="Flax .msgpack file", suffixes=(".msgpack",),
-    holds="a Flax linen parameter tree (`flax.serialization.to_bytes`): LSTMCell / OptimizedLSTMCell, GRUCell, "
-          "SimpleCell in `nn.RNN` or `nn.Bidirectional`, Dense, Embed; read and written with msgpack (no JAX)",
+    holds="a Flax linen parameter tree (`flax.serialization.to_bytes`) or an NNX state's pure dict "
+          "(`msgpack_serialize`): LSTMCell, OptimizedLSTMCell, GRUCell, SimpleCell in `RNN` or `Bidirectional`, "
+          "Dense / Linear, Embed; read and written with msgpack (no JAX)",
     recognise=_recognise, read=_read, write=_write, check_layer=check_layer, notes=_notes,
     run=_run, run_layers=lambda path, model, x, states: _run_layers(path, model, x, states),
-    runtime="flax.linen's cells, where installed", holder="parameter tree",
+    runtime="Flax's own cells (linen or NNX), where installed", holder="parameter tree", read_notes=_read_notes,
 )
