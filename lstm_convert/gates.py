@@ -126,9 +126,19 @@ TF_LSTM = Layout("tensorflow", "lstm", ("input", "cell", "forget", "output"), ("
 TF_GRU_GATES = Layout("tensorflow", "gru", ("reset", "update"), ("r", "u"), gate_axis=1, bias=SUMMED,
                       tensors=("gates/kernel", "gates/bias"))
 
+# Flax NNX's cells of two Linear parts (OptimizedLSTMCell, GRUCell, SimpleCell): dense_i kernel (input, G*H),
+# dense_h kernel (H, G*H), the gates as column blocks; one bias, on dense_h for the LSTM and on dense_i for
+# the others (NNX's GRU has no recurrent-side candidate bias). Flax linen keeps one Dense per gate and side.
+NNX_LSTM = Layout("nnx", "lstm", ("input", "forget", "cell", "output"), ("i", "f", "g", "o"), gate_axis=1,
+                  bias=SUMMED, tensors=("dense_i", "dense_h"))
+NNX_GRU = Layout("nnx", "gru", ("reset", "update", "candidate"), ("r", "z", "n"), gate_axis=1, bias=SUMMED,
+                 tensors=("dense_i", "dense_h"))
+NNX_RNN = Layout("nnx", "rnn", ("hidden",), ("h",), gate_axis=1, bias=SUMMED, tensors=("dense_i", "dense_h"))
+
 LAYOUTS: dict[tuple[str, str], Layout] = {
-    (lay.framework, lay.kind): lay for lay in (KERAS_LSTM, TORCH_LSTM, ONNX_LSTM, CUDNN_LSTM, TF_LSTM, KERAS_GRU,
-                                               TORCH_GRU, ONNX_GRU, CUDNN_GRU, KERAS_RNN, TORCH_RNN, ONNX_RNN)
+    (lay.framework, lay.kind): lay for lay in (KERAS_LSTM, TORCH_LSTM, ONNX_LSTM, CUDNN_LSTM, TF_LSTM, NNX_LSTM,
+                                               KERAS_GRU, TORCH_GRU, ONNX_GRU, CUDNN_GRU, NNX_GRU, KERAS_RNN,
+                                               TORCH_RNN, ONNX_RNN, NNX_RNN)
 }
 
 # Keras 1 kept one tensor per gate and role, named ``<layer>_<W|U|b>_<letter>`` (W input kernel (input, H),
@@ -335,4 +345,4 @@ def gate_table(kind: str = "lstm") -> str:
 
 
 _TITLES = {"keras": "Keras 3", "torch": "PyTorch", "onnx": "ONNX", "cudnn": "CuDNN (Keras 2, read)",
-           "tensorflow": "TensorFlow 1 (read)"}
+           "tensorflow": "TensorFlow 1 (read)", "nnx": "Flax NNX"}

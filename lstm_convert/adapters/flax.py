@@ -51,6 +51,7 @@ from typing import Any
 from .._lazy import np
 from ..canonical import Dense, Embedding, Gate, Layer, Model, RecurrentLayer
 from ..errors import FormatError, UnsupportedError
+from ..gates import join, layout, split
 
 # A cell's dense parts, by gate: (input-side name, recurrent-side name), with which of them has a bias.
 CELLS = {
@@ -105,10 +106,10 @@ def _kind(node: Mapping[str, Any]) -> str | None:
     return None
 
 
-# NNX's cells of two Linear parts: the gates in the order of their column blocks, and which part has the bias.
-_PACKED = {4: ("lstm", ("input", "forget", "cell", "output"), "dense_h", "OptimizedLSTMCell"),
-           3: ("gru", ("reset", "update", "candidate"), "dense_i", "GRUCell"),
-           1: ("rnn", ("hidden",), "dense_i", "SimpleCell")}
+# NNX's cells of two Linear parts, by their number of gates: the kind, which part has the bias, the class.
+# The gates' column blocks are gates.NNX_LSTM, NNX_GRU and NNX_RNN.
+_PACKED = {4: ("lstm", "dense_h", "OptimizedLSTMCell"), 3: ("gru", "dense_i", "GRUCell"),
+           1: ("rnn", "dense_i", "SimpleCell")}
 
 
 def _as_linen(style: str, node: Mapping[str, Any], at: str) -> tuple[str, dict[str, Any], str]:
@@ -132,26 +133,27 @@ def _as_linen(style: str, node: Mapping[str, Any], at: str) -> tuple[str, dict[s
         raise FormatError(f"{at}/dense_h/kernel: has shape {tuple(recurrent)}, expected (H, 4H), (H, 3H) or (H, H): "
                           "an NNX OptimizedLSTMCell, GRUCell or SimpleCell")
     hidden = recurrent[0]
-    kind, gates, biased, cls = _PACKED[recurrent[1] // hidden]
+    kind, biased, cls = _PACKED[recurrent[1] // hidden]
+    lay = layout("nnx", kind)
     other = "dense_i" if biased == "dense_h" else "dense_h"
     if "bias" not in parts[biased] or "bias" in parts[other]:
         raise FormatError(f"{at}: an NNX {cls} has a bias on {biased} only; this one has it on "
                           f"{', '.join(p for p in parts if 'bias' in parts[p]) or 'neither'}")
-    width = len(gates) * hidden
-    kernel_i = _array(parts["dense_i"], "kernel", (parts["dense_i"]["kernel"].shape[0], width), f"{at}/dense_i") \
-        if parts["dense_i"]["kernel"].ndim == 2 else _array(parts["dense_i"], "kernel", (0, width), f"{at}/dense_i")
-    kernel_h = _array(parts["dense_h"], "kernel", (hidden, width), f"{at}/dense_h")
-    bias = _array(parts[biased], "bias", (width,), f"{at}/{biased}")
+    width = len(lay.order) * hidden
+    rows = parts["dense_i"]["kernel"].shape[0] if parts["dense_i"]["kernel"].ndim == 2 else 0
+    blocks_i = split(lay, _array(parts["dense_i"], "kernel", (rows, width), f"{at}/dense_i"), hidden,
+                     f"{at}/dense_i/kernel")
+    blocks_h = split(lay, _array(parts["dense_h"], "kernel", (hidden, width), f"{at}/dense_h"), hidden,
+                     f"{at}/dense_h/kernel")
+    biases = split(lay, _array(parts[biased], "bias", (width,), f"{at}/{biased}"), hidden, f"{at}/{biased}/bias")
     out: dict[str, Any] = {}
-    for k, gate in enumerate(gates):
+    for gate in lay.order:
         i, h = CELLS[kind][gate]
-        block = slice(k * hidden, (k + 1) * hidden)
-        out[i] = {"kernel": kernel_i[:, block]}
-        out[h] = {"kernel": kernel_h[:, block]}
-        side = i if biased == "dense_i" else h
-        out[side]["bias"] = bias[block]
+        out[i] = {"kernel": blocks_i[gate].T}
+        out[h] = {"kernel": blocks_h[gate].T}
+        out[i if biased == "dense_i" else h]["bias"] = biases[gate]
     if kind == "gru":  # NNX's GRU has no recurrent-side candidate bias: linen's is zero
-        out["hn"]["bias"] = np.zeros(hidden, bias.dtype)
+        out["hn"]["bias"] = np.zeros(hidden, biases["candidate"].dtype)
     return kind, out, f"flax.nnx {cls}"
 
 
@@ -451,18 +453,18 @@ def _nnx_cell_tree(layer: RecurrentLayer, direction: str) -> dict[str, Any]:
     cls = nnx_class(layer)
     if cls == "flax.nnx LSTMCell":
         return {("if_" if key == "if" else key): value for key, value in linen.items()}
-    count = {"lstm": 4, "gru": 3, "rnn": 1}[layer.kind]
-    kind, gates, biased, _ = _PACKED[count]
-    names = [CELLS[kind][gate] for gate in gates]
+    lay = layout("nnx", layer.kind)
+    _, biased, _ = next(entry for entry in _PACKED.values() if entry[0] == layer.kind)
+    names = {gate: CELLS[layer.kind][gate] for gate in lay.order}
     parts: dict[str, Any] = {
-        "dense_i": {"kernel": np.concatenate([linen[i]["kernel"] for i, _ in names], axis=1)},
-        "dense_h": {"kernel": np.concatenate([linen[h]["kernel"] for _, h in names], axis=1)}}
-    if kind == "gru" and np.any(linen["hn"]["bias"]):
+        "dense_i": {"kernel": join(lay, {g: linen[i]["kernel"].T for g, (i, _) in names.items()})},
+        "dense_h": {"kernel": join(lay, {g: linen[h]["kernel"].T for g, (_, h) in names.items()})}}
+    if layer.kind == "gru" and np.any(linen["hn"]["bias"]):
         raise UnsupportedError(f"{layer.name}: flax.nnx's GRUCell has no recurrent-side candidate bias, and this "
                                "layer's (b_h of its candidate gate, PyTorch's bias_hh_l0[2H:]) is not zero; write "
                                "it as linen's GRUCell (api='linen'), which has one")
     side = 0 if biased == "dense_i" else 1
-    parts[biased]["bias"] = np.concatenate([linen[pair[side]]["bias"] for pair in names])
+    parts[biased]["bias"] = join(lay, {g: linen[pair[side]]["bias"] for g, pair in names.items()})
     return parts
 
 
