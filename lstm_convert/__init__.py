@@ -46,7 +46,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "from_keras", "from_torch", "from_flax", "to_keras", "to_torch", "to_flax", "save", "load",
+    "from_keras", "from_torch", "from_flax", "from_equinox", "to_keras", "to_torch", "to_flax", "to_equinox",
+    "save", "load",
     "RecurrentLayer", "Gate", "Dense", "Embedding", "Model",
     "LSTMConvertError", "ConfigError", "ShapeError", "FormatError", "UnsupportedError", "MissingDependencyError", "SettingError",
     "Masking", "Conv1D", "BatchNorm", "LayerNorm", "Activation", "Flatten", "Pooling", "Layer",
@@ -106,6 +107,23 @@ def to_flax(weights: Layer | Model, *, api: str = "linen") -> dict[str, _Any]:
     model = weights if isinstance(weights, Model) else Model((weights,))
     tree = flax.write_tree(model, api)
     return tree if api == "nnx" else {"params": tree}
+
+
+def from_equinox(obj: _Any) -> Model:
+    """Read an Equinox ``nn.LSTMCell``, ``nn.GRUCell``, ``nn.Linear`` or ``nn.Embedding``, or a list, tuple or
+    ``nn.Sequential`` of them, into a :class:`Model` (its cells one step each)."""
+    from .adapters import equinox
+
+    return equinox.from_objects(obj)
+
+
+def to_equinox(weights: Layer | Model, key: _Any = None) -> list[_Any]:
+    """New Equinox modules holding ``weights``, one per layer in order (``key`` only seeds the templates
+    whose every weight is then replaced)."""
+    from .adapters import equinox
+    from .canonical import Model
+
+    return equinox.to_objects(weights if isinstance(weights, Model) else Model((weights,)), key)
 
 
 def save(weights: Layer | Model, path: str | _os.PathLike) -> Path:

@@ -421,7 +421,8 @@ def _print_conversions(info: dict, targets: tuple[str, ...] | None = None) -> No
         print(note)
 
 
-_FRAMEWORK_TITLE = {"keras": "Keras", "torch": "PyTorch", "onnx": "ONNX", "tensorflow": "TensorFlow", "flax": "Flax"}
+_FRAMEWORK_TITLE = {"keras": "Keras", "torch": "PyTorch", "onnx": "ONNX", "tensorflow": "TensorFlow", "flax": "Flax",
+                    "equinox": "Equinox"}
 
 
 def _print_gates(rows: list[dict]) -> None:

@@ -135,10 +135,17 @@ NNX_GRU = Layout("nnx", "gru", ("reset", "update", "candidate"), ("r", "z", "n")
                  tensors=("dense_i", "dense_h"))
 NNX_RNN = Layout("nnx", "rnn", ("hidden",), ("h",), gate_axis=1, bias=SUMMED, tensors=("dense_i", "dense_h"))
 
+# Equinox's LSTMCell and GRUCell: PyTorch's gate blocks (rows of weight_ih (G*H, input) and weight_hh (G*H, H)),
+# one bias (G*H,) on the input side, and for the GRU bias_n (H,), the candidate's recurrent-side bias.
+EQX_LSTM = Layout("equinox", "lstm", ("input", "forget", "cell", "output"), ("i", "f", "g", "o"), gate_axis=0,
+                  bias=SUMMED, tensors=("weight_ih", "weight_hh", "bias"))
+EQX_GRU = Layout("equinox", "gru", ("reset", "update", "candidate"), ("r", "z", "n"), gate_axis=0, bias=SUMMED,
+                 tensors=("weight_ih", "weight_hh", "bias", "bias_n"))
+
 LAYOUTS: dict[tuple[str, str], Layout] = {
     (lay.framework, lay.kind): lay for lay in (KERAS_LSTM, TORCH_LSTM, ONNX_LSTM, CUDNN_LSTM, TF_LSTM, NNX_LSTM,
-                                               KERAS_GRU, TORCH_GRU, ONNX_GRU, CUDNN_GRU, NNX_GRU, KERAS_RNN,
-                                               TORCH_RNN, ONNX_RNN, NNX_RNN)
+                                               EQX_LSTM, KERAS_GRU, TORCH_GRU, ONNX_GRU, CUDNN_GRU, NNX_GRU, EQX_GRU,
+                                               KERAS_RNN, TORCH_RNN, ONNX_RNN, NNX_RNN)
 }
 
 # Keras 1 kept one tensor per gate and role, named ``<layer>_<W|U|b>_<letter>`` (W input kernel (input, H),
@@ -345,4 +352,4 @@ def gate_table(kind: str = "lstm") -> str:
 
 
 _TITLES = {"keras": "Keras 3", "torch": "PyTorch", "onnx": "ONNX", "cudnn": "CuDNN (Keras 2, read)",
-           "tensorflow": "TensorFlow 1 (read)", "nnx": "Flax NNX"}
+           "tensorflow": "TensorFlow 1 (read)", "nnx": "Flax NNX", "equinox": "Equinox"}

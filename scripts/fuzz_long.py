@@ -32,7 +32,8 @@ TESTS = {"archive": "test_safetensors_headers and archive", "torch-safetensors":
          "keras": "test_keras_zip_members_and_weights", "h5": "test_h5_groups_datasets_and_attributes",
          "pt": "test_pt_pickle_opcodes_and_zip_members",
          "npz": "test_npz_headers_and_members", "onnx": "test_onnx_protobuf_fields",
-         "tf_checkpoint": "test_tf_checkpoint_entries_header_and_data", "flax": "test_flax_msgpack_trees_and_arrays"}
+         "tf_checkpoint": "test_tf_checkpoint_entries_header_and_data", "flax": "test_flax_msgpack_trees_and_arrays",
+         "equinox": "test_eqx_records_and_skeleton"}
 
 
 # Runs pytest in this process and then lists the project's modules it imported (the test's reach).

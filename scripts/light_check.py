@@ -1,7 +1,7 @@
 """The light install at work: run by .ci/run in a virtual environment holding lstm-convert with its core
 dependencies only (NumPy, safetensors, h5py, tqdm), on files a full environment made.
 
-    python scripts/light_check.py DIR     # DIR: seed.keras, seed.safetensors, seed.pt, seed.npz, seed.onnx, seed.msgpack
+    python scripts/light_check.py DIR     # DIR: seed.keras, seed.safetensors, seed.pt, seed.npz, seed.onnx, .msgpack, .eqx
 
 Every file is inspected and converted to every writable format. Each either succeeds and reads back as
 the same model as the archive, or fails with the one line naming the extra to install; anything else
@@ -19,9 +19,9 @@ from pathlib import Path
 READ_NEEDS: dict[str, str] = {}  # the extra a format's reader needs: none today (ONNX is decoded without onnx)
 WRITE_NEEDS: dict[str, str] = {}  # every format is written without its framework
 TARGETS = {"archive": ".safetensors", "torch": ".pt", "npz": ".npz", "onnx": ".onnx", "keras": ".keras",
-           "flax": ".msgpack"}
+           "flax": ".msgpack", "equinox": ".eqx"}
 SOURCES = {"keras": "seed.keras", "archive": "seed.safetensors", "torch": "seed.pt", "npz": "seed.npz",
-           "onnx": "seed.onnx", "flax": "seed.msgpack"}
+           "onnx": "seed.onnx", "flax": "seed.msgpack", "equinox": "seed.eqx"}
 
 
 def run(*argv: str) -> subprocess.CompletedProcess:
@@ -29,7 +29,7 @@ def run(*argv: str) -> subprocess.CompletedProcess:
 
 
 def main() -> int:
-    present = [m for m in ("torch", "keras", "tensorflow", "onnx", "onnxruntime", "jax", "flax")
+    present = [m for m in ("torch", "keras", "tensorflow", "onnx", "onnxruntime", "jax", "flax", "equinox")
                if importlib.util.find_spec(m)]
     if present:
         print(f"not a light environment: {', '.join(present)} installed", file=sys.stderr)

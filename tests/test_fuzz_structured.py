@@ -1,7 +1,8 @@
 """Structure-aware fuzzing: each reader gets files that are well-formed at every level but one, which a
 strategy changes where the format has structure (safetensors headers and their JSON metadata, zip
 members, HDF5 groups, datasets and attributes, pickle opcodes, ONNX protobuf fields, .npy headers,
-TensorFlow checkpoints' index entries and data, Flax msgpack trees and their array extensions), and
+TensorFlow checkpoints' index entries and data, Flax msgpack trees and their array extensions, Equinox's
+.npy records and skeleton), and
 must answer with a model or the library's own error: never another exception, a hang or a crash.
 
 CI runs LSTM_CONVERT_FUZZ_EXAMPLES (default 40) cases per reader, derandomized. The long run, whose last
@@ -69,7 +70,8 @@ def _valid(name: str) -> bytes:
 SAMPLES = {"test_keras_zip_members_and_weights": "keras", "test_h5_groups_datasets_and_attributes": "h5",
            "test_pickle_reassembly_is_faithful": "torch", "test_pt_pickle_opcodes_and_zip_members": "torch",
            "test_npz_headers_and_members": "npz", "test_onnx_protobuf_fields": "onnx",
-           "test_tf_checkpoint_entries_header_and_data": "tf_checkpoint", "test_flax_msgpack_trees_and_arrays": "flax"}
+           "test_tf_checkpoint_entries_header_and_data": "tf_checkpoint", "test_flax_msgpack_trees_and_arrays": "flax",
+           "test_eqx_records_and_skeleton": "equinox"}
 
 
 @pytest.fixture(autouse=True)
@@ -717,3 +719,53 @@ def _flax_files(draw):
 @given(data=st.data())
 def test_flax_msgpack_trees_and_arrays(data):
     _read(data.draw(_flax_files()), ".msgpack", None, "flax")
+
+
+# -- .npy records and the skeleton (Equinox .eqx) ---------------------------------------------------------
+
+def _eqx_records(data: bytes) -> list[bytes]:
+    """The .npy records of an .eqx file, each its whole bytes."""
+    out, at = [], 0
+    while at < len(data):
+        header = struct.unpack("<H", data[at + 8:at + 10])[0]
+        info = eval(data[at + 10:at + 10 + header].decode("latin-1"))  # noqa: S307 - our own sample's header
+        size = int(np.prod(info["shape"])) * np.dtype(info["descr"]).itemsize
+        out.append(data[at:at + 10 + header + size])
+        at += 10 + header + size
+    return out
+
+
+@st.composite
+def _eqx_files(draw):
+    records = _eqx_records(_valid("equinox"))
+    op = draw(st.sampled_from(["header", "skeleton", "drop", "swap", "cut"]))
+    k = draw(st.integers(0, len(records) - 1))
+    if op == "header":
+        record = records[k]
+        length = struct.unpack("<H", record[8:10])[0]
+        descr = draw(st.sampled_from(["'<f4'", "'<f8'", "'|O'", "'<i8'", "'>f4'", "'|u1'", "'V8'"]))
+        shape = draw(st.sampled_from(["()", "(0,)", "(16, 5)", "(5, 16)", "(4,)", "(1000000000,)", "(3, 2)"]))
+        fortran = draw(st.sampled_from(["False", "True"]))
+        new = f"{{'descr': {descr}, 'fortran_order': {fortran}, 'shape': {shape}, }}".ljust(length - 1) + "\n"
+        records[k] = record[:8] + struct.pack("<H", len(new)) + new.encode("latin-1") + record[10 + length:]
+    elif op == "skeleton":
+        record = records[-1]
+        length = struct.unpack("<H", record[8:10])[0]
+        skeleton = json.loads(record[10 + length:])
+        body = json.dumps(draw(_perturbed(skeleton))).encode()
+        header = f"{{'descr': '|u1', 'fortran_order': False, 'shape': ({len(body)},), }}".ljust(length - 1) + "\n"
+        records[-1] = record[:8] + struct.pack("<H", len(header)) + header.encode("latin-1") + body
+    elif op == "drop":
+        del records[k]
+    elif op == "swap":
+        j = draw(st.integers(0, len(records) - 1))
+        records[k], records[j] = records[j], records[k]
+    else:
+        records[k] = records[k][:draw(st.integers(0, len(records[k])))]
+    return b"".join(records)
+
+
+@FUZZ
+@given(data=st.data())
+def test_eqx_records_and_skeleton(data):
+    _read(data.draw(_eqx_files()), ".eqx", None, "equinox")

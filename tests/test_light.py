@@ -10,9 +10,9 @@ import pytest
 
 from lstm_convert.cli import main
 
-HIDDEN = ("torch", "keras", "tensorflow", "tf_keras", "onnx", "onnxruntime", "google", "ml_dtypes", "jax", "flax")
+HIDDEN = ("torch", "keras", "tensorflow", "tf_keras", "onnx", "onnxruntime", "google", "ml_dtypes", "jax", "flax", "equinox")
 TARGETS = {"archive": ".safetensors", "torch": ".pt", "npz": ".npz", "onnx": ".onnx", "keras": ".keras",
-           "flax": ".msgpack"}
+           "flax": ".msgpack", "equinox": ".eqx"}
 READ_NEEDS: dict[str, str] = {}  # the extra a format's reader needs: none today (ONNX is decoded without onnx)
 WRITE_NEEDS: dict[str, str] = {}  # every format is written without its framework
 
@@ -23,7 +23,7 @@ def sources(tmp_path_factory):
     assert main(["demo", "--out", str(folder)]) == 0
     out = {"keras": folder / "seed.keras", "archive": folder / "seed.safetensors"}
     assert main(["convert", str(out["keras"]), str(out["archive"])]) == 0
-    for fmt, suffix in (("torch", ".pt"), ("npz", ".npz"), ("onnx", ".onnx"), ("flax", ".msgpack")):
+    for fmt, suffix in (("torch", ".pt"), ("npz", ".npz"), ("onnx", ".onnx"), ("flax", ".msgpack"), ("equinox", ".eqx")):
         out[fmt] = folder / f"seed{suffix}"
         assert main(["convert", str(out["keras"]), str(out[fmt]), "--to", fmt]) == 0
     return out
