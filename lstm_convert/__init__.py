@@ -76,7 +76,7 @@ def to_keras(weights: Layer | Model, layer: _Any = None, **settings: _Any) -> _A
     """A new built Keras layer holding ``weights`` (or fill ``layer``); a model becomes ``keras.Sequential``."""
     from .adapters import keras
 
-    return keras.write(weights, layer, **settings)
+    return keras.write(_folded(weights), layer, **settings)
 
 
 def to_torch(weights: Layer | Model, module: _Any = None, *, state_dict: bool = False,
@@ -85,7 +85,7 @@ def to_torch(weights: Layer | Model, module: _Any = None, *, state_dict: bool = 
     state dict (always for a model without ``module``)."""
     from .adapters import torch
 
-    return torch.write(weights, module, state_dict=state_dict, batch_first=batch_first)
+    return torch.write(_folded(weights), module, state_dict=state_dict, batch_first=batch_first)
 
 
 def from_flax(tree: _Any, *, only: tuple[str, ...] = ()) -> Model:
@@ -104,7 +104,7 @@ def to_flax(weights: Layer | Model, *, api: str = "linen") -> dict[str, _Any]:
     from .adapters import flax
     from .canonical import Model
 
-    model = weights if isinstance(weights, Model) else Model((weights,))
+    model = _folded(weights if isinstance(weights, Model) else Model((weights,)))
     tree = flax.write_tree(model, api)
     return tree if api == "nnx" else {"params": tree}
 
@@ -123,7 +123,18 @@ def to_equinox(weights: Layer | Model, key: _Any = None) -> list[_Any]:
     from .adapters import equinox
     from .canonical import Model
 
-    return equinox.to_objects(weights if isinstance(weights, Model) else Model((weights,)), key)
+    return equinox.to_objects(_folded(weights if isinstance(weights, Model) else Model((weights,))), key)
+
+
+def _folded(weights: _Any) -> _Any:
+    """``weights`` with an LSTM's forget_bias constant folded into its bias, for a framework without one."""
+    from .canonical import Model, RecurrentLayer, folded
+
+    if isinstance(weights, Model):
+        return folded(weights)
+    if isinstance(weights, RecurrentLayer) and weights.forget_bias:
+        return folded(Model((weights,))).layers[0]
+    return weights
 
 
 def save(weights: Layer | Model, path: str | _os.PathLike) -> Path:

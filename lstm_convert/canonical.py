@@ -143,6 +143,7 @@ class RecurrentLayer(_BitEqual):
     return_state: bool = False
     zero_output_for_mask: bool = False
     stateful: bool = False
+    forget_bias: float = 0.0  # a constant the layer adds to its forget gate at run time (Haiku's hk.LSTM: 1.0)
 
     def __post_init__(self) -> None:
         if self.kind not in GATES:
@@ -170,6 +171,11 @@ class RecurrentLayer(_BitEqual):
                               "directions=2 nor go_backwards")
         if (self.peepholes or self.clip is not None or self.input_forget) and self.kind != "lstm":
             raise ConfigError(f"{self.name}: peepholes, clip and input_forget belong to an LSTM, not {self.kind}")
+        if isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float)) or not \
+                math.isfinite(self.forget_bias) or (self.forget_bias and self.kind != "lstm"):
+            raise ConfigError(f"{self.name}: forget_bias must be a finite number, and zero but for an LSTM, got "
+                              f"{self.forget_bias!r}")
+        object.__setattr__(self, "forget_bias", float(self.forget_bias))
         if self.clip is not None and not (isinstance(self.clip, (int, float)) and self.clip > 0):
             raise ConfigError(f"{self.name}: clip must be a positive number or None, got {self.clip!r}")
         if self.cell and (self.num_layers != 1 or self.directions != 1 or self.go_backwards or self.proj_size):
@@ -266,6 +272,7 @@ class RecurrentLayer(_BitEqual):
             "peepholes": bool(self.peepholes), "clip": self.clip, "input_forget": self.input_forget,
             "return_sequences": self.return_sequences, "return_state": self.return_state,
             "zero_output_for_mask": self.zero_output_for_mask, "stateful": self.stateful,
+            **({"forget_bias": self.forget_bias} if self.forget_bias else {}),
             "config": dict(self.config),
             "source": dict(self.source),
         }
@@ -274,6 +281,7 @@ class RecurrentLayer(_BitEqual):
     def from_spec(cls, spec: Mapping[str, Any], fetch: Callable[[str], np.ndarray]) -> RecurrentLayer:
         """Rebuild a layer from :meth:`spec` and ``fetch(tensor name) -> array``."""
         fields = {key: spec[key] for key in _RECURRENT_FIELDS}
+        fields["forget_bias"] = spec.get("forget_bias", 0.0)  # archives before it have none
         roles = ROLES if spec["bias"] else ROLES[:2]
         keys = gate_keys(spec["kind"], spec["num_layers"], spec["directions"], spec["backward"])
         fields["peepholes"] = {key: fetch(tensor_name(spec["name"], *key, "p")) for key in keys
@@ -374,6 +382,30 @@ _RECURRENT_FIELDS = ("name", "kind", "input_size", "hidden_size", "num_layers", 
                      "activation", "recurrent_activation", "reset_after", "proj_size", "go_backwards", "cell",
                      "merge_mode", "backward", "clip", "input_forget", "return_sequences", "return_state",
                      "zero_output_for_mask", "stateful", "config", "source")
+
+
+def folded(model: Model) -> Model:
+    """``model`` with every LSTM's ``forget_bias`` constant added into its forget gate's ``b_x`` (in the
+    weights' dtype) and set to zero: what a target without such a constant holds. Said in the layer's
+    provenance (``source["folded"]``)."""
+    layers = []
+    for layer in model.layers:
+        if isinstance(layer, RecurrentLayer) and layer.forget_bias:
+            if not layer.bias:
+                raise UnsupportedError(f"{layer.name}: forget_bias {layer.forget_bias!r} is a constant this target "
+                                       "has no place for, and the layer has no bias to fold it into")
+            gates = {}
+            for key, gate in layer.gates.items():
+                if key[2] == "forget" and gate.b_x is not None:
+                    gate = Gate(gate.W_x, gate.W_h, (gate.b_x + np.asarray(layer.forget_bias, gate.b_x.dtype)).astype(
+                        gate.b_x.dtype), gate.b_h)
+                gates[key] = gate
+            note = f"forget_bias {layer.forget_bias!r} (a constant of the layer) folded into the forget gate's bias"
+            said = layer.source.get("folded")
+            layer = dataclasses.replace(layer, gates=gates, forget_bias=0.0,
+                                        source={**layer.source, "folded": f"{said}; {note}" if said else note})
+        layers.append(layer)
+    return dataclasses.replace(model, layers=tuple(layers))
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:

@@ -422,7 +422,7 @@ def _print_conversions(info: dict, targets: tuple[str, ...] | None = None) -> No
 
 
 _FRAMEWORK_TITLE = {"keras": "Keras", "torch": "PyTorch", "onnx": "ONNX", "tensorflow": "TensorFlow", "flax": "Flax",
-                    "equinox": "Equinox"}
+                    "equinox": "Equinox", "haiku": "Haiku"}
 
 
 def _print_gates(rows: list[dict]) -> None:

@@ -122,6 +122,7 @@ def _write(model: Model, path: Path, form: formats.Format, verdict: formats.Verd
     """Write a model that ``verdict`` accepted; ``before_rename`` must pass before any file is renamed into place,
     and without ``overwrite`` no file that appears meanwhile at a destination is replaced."""
 
+    model = form.prepared(model)  # a constant the format has no place for, folded into the weights
     skipped = model.config.get("keras", {}).get("skipped", [])
     report = Report(path, form.name, notes=[f"skipped {entry}: the identity at inference" for entry in skipped] + assumed(model) + verdict.notes, verdict=verdict.verdict)
     text = form.module_source(model) if module is not None else None  # made before anything is written

@@ -142,10 +142,18 @@ EQX_LSTM = Layout("equinox", "lstm", ("input", "forget", "cell", "output"), ("i"
 EQX_GRU = Layout("equinox", "gru", ("reset", "update", "candidate"), ("r", "z", "n"), gate_axis=0, bias=SUMMED,
                  tensors=("weight_ih", "weight_hh", "bias", "bias_n"))
 
+# Haiku's hk.LSTM: one Linear over concat([x, h]), w (input + H, 4H) and b (4H,), blocks i, g, f, o, and
+# sigmoid(f + 1): the +1 is the layer's forget_bias. hk.GRU: w_i (input, 3H), w_h (H, 3H), b (3H,), blocks z, r,
+# a, reset before the product and h' = (1 - z) h + z a: its z is the canonical update gate negated.
+HAIKU_LSTM = Layout("haiku", "lstm", ("input", "cell", "forget", "output"), ("i", "g", "f", "o"), gate_axis=1,
+                    bias=SUMMED, tensors=("linear/w", "linear/b"))
+HAIKU_GRU = Layout("haiku", "gru", ("update", "reset", "candidate"), ("z", "r", "a"), gate_axis=1, bias=SUMMED,
+                   tensors=("w_i", "w_h", "b"))
+
 LAYOUTS: dict[tuple[str, str], Layout] = {
     (lay.framework, lay.kind): lay for lay in (KERAS_LSTM, TORCH_LSTM, ONNX_LSTM, CUDNN_LSTM, TF_LSTM, NNX_LSTM,
-                                               EQX_LSTM, KERAS_GRU, TORCH_GRU, ONNX_GRU, CUDNN_GRU, NNX_GRU, EQX_GRU,
-                                               KERAS_RNN, TORCH_RNN, ONNX_RNN, NNX_RNN)
+                                               EQX_LSTM, HAIKU_LSTM, KERAS_GRU, TORCH_GRU, ONNX_GRU, CUDNN_GRU,
+                                               NNX_GRU, EQX_GRU, HAIKU_GRU, KERAS_RNN, TORCH_RNN, ONNX_RNN, NNX_RNN)
 }
 
 # Keras 1 kept one tensor per gate and role, named ``<layer>_<W|U|b>_<letter>`` (W input kernel (input, H),
@@ -352,4 +360,5 @@ def gate_table(kind: str = "lstm") -> str:
 
 
 _TITLES = {"keras": "Keras 3", "torch": "PyTorch", "onnx": "ONNX", "cudnn": "CuDNN (Keras 2, read)",
-           "tensorflow": "TensorFlow 1 (read)", "nnx": "Flax NNX", "equinox": "Equinox"}
+           "tensorflow": "TensorFlow 1 (read)", "nnx": "Flax NNX", "equinox": "Equinox",
+           "haiku": "Haiku"}

@@ -106,6 +106,9 @@ def _run_direction(layer, index, direction, x, mask, state, step, zeros):
         b_h = np.concatenate([g.b_h for g in gates]).astype(np.float64)
     hidden = layer.hidden_size
     block = {g: slice(k * hidden, (k + 1) * hidden) for k, g in enumerate(names)}
+    if getattr(layer, "forget_bias", 0.0):  # a constant the layer adds to its forget gate (Haiku's hk.LSTM)
+        b_x = b_x.copy()
+        b_x[block["forget"]] += layer.forget_bias
     params = {"pre_x": x @ w_x.T + b_x,  # (batch, time, G*H): the input side of every step at once
               "w_h": w_h, "b_h": b_h, "block": block,
               "act": ACTIVATIONS[layer.activation], "rec": ACTIVATIONS[layer.recurrent_activation],

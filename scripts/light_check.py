@@ -19,9 +19,11 @@ from pathlib import Path
 READ_NEEDS: dict[str, str] = {}  # the extra a format's reader needs: none today (ONNX is decoded without onnx)
 WRITE_NEEDS: dict[str, str] = {}  # every format is written without its framework
 TARGETS = {"archive": ".safetensors", "torch": ".pt", "npz": ".npz", "onnx": ".onnx", "keras": ".keras",
-           "flax": ".msgpack", "equinox": ".eqx"}
+           "flax": ".msgpack", "equinox": ".eqx", "haiku": ".npz"}
 SOURCES = {"keras": "seed.keras", "archive": "seed.safetensors", "torch": "seed.pt", "npz": "seed.npz",
            "onnx": "seed.onnx", "flax": "seed.msgpack", "equinox": "seed.eqx"}
+# A Haiku file of several classes of module says nothing of their order: read back with --only in order.
+READ_BACK = {"haiku": ["lstm", "linear"]}
 
 
 def run(*argv: str) -> subprocess.CompletedProcess:
@@ -29,7 +31,7 @@ def run(*argv: str) -> subprocess.CompletedProcess:
 
 
 def main() -> int:
-    present = [m for m in ("torch", "keras", "tensorflow", "onnx", "onnxruntime", "jax", "flax", "equinox")
+    present = [m for m in ("torch", "keras", "tensorflow", "onnx", "onnxruntime", "jax", "flax", "equinox", "haiku")
                if importlib.util.find_spec(m)]
     if present:
         print(f"not a light environment: {', '.join(present)} installed", file=sys.stderr)
@@ -51,7 +53,8 @@ def main() -> int:
                 done = run("convert", str(src), str(dst), "--to", target, "-q")
                 failures += check(f"convert {name} --to {target}", done, needed)
                 readable = target not in READ_NEEDS  # a file the light install writes but cannot read back
-                if not needed and done.returncode == 0 and readable and not same_weights(files.read(dst), reference):
+                if not needed and done.returncode == 0 and readable and not same_weights(
+                        files.read(dst, only=READ_BACK.get(target, ())), reference):
                     failures.append(f"convert {name} --to {target}: the weights read back differ")
     for line in failures:
         print(f"FAILED {line}", file=sys.stderr)

@@ -2,7 +2,7 @@
 strategy changes where the format has structure (safetensors headers and their JSON metadata, zip
 members, HDF5 groups, datasets and attributes, pickle opcodes, ONNX protobuf fields, .npy headers,
 TensorFlow checkpoints' index entries and data, Flax msgpack trees and their array extensions, Equinox's
-.npy records and skeleton), and
+.npy records and skeleton, Haiku's keys), and
 must answer with a model or the library's own error: never another exception, a hang or a crash.
 
 CI runs LSTM_CONVERT_FUZZ_EXAMPLES (default 40) cases per reader, derandomized. The long run, whose last
@@ -71,7 +71,7 @@ SAMPLES = {"test_keras_zip_members_and_weights": "keras", "test_h5_groups_datase
            "test_pickle_reassembly_is_faithful": "torch", "test_pt_pickle_opcodes_and_zip_members": "torch",
            "test_npz_headers_and_members": "npz", "test_onnx_protobuf_fields": "onnx",
            "test_tf_checkpoint_entries_header_and_data": "tf_checkpoint", "test_flax_msgpack_trees_and_arrays": "flax",
-           "test_eqx_records_and_skeleton": "equinox"}
+           "test_eqx_records_and_skeleton": "equinox", "test_haiku_npz_keys_and_members": "haiku"}
 
 
 @pytest.fixture(autouse=True)
@@ -769,3 +769,25 @@ def _eqx_files(draw):
 @given(data=st.data())
 def test_eqx_records_and_skeleton(data):
     _read(data.draw(_eqx_files()), ".eqx", None, "equinox")
+
+
+# -- Haiku .npz: zip members and their /-joined keys --------------------------------------------------------
+
+@st.composite
+def _haiku_files(draw):
+    members = _members(_valid("haiku"))
+    if draw(st.booleans()):
+        return _zip(draw(_zip_level(members)))
+    k = draw(st.integers(0, len(members) - 1))
+    name, content, method = members[k]
+    renamed = draw(st.sampled_from(["lstm/linear/w.npy", "lstm/linear/b.npy", "gru/w_i.npy", "gru/w_h.npy", "gru/b.npy",
+                                    "x.npy", "lstm/w.npy", "linear/w.npy", "linear/b.npy", "embed/embeddings.npy",
+                                    "lstm_1/linear/w.npy", "a/linear/w.npy", "lstm/linear/w/.npy", "/.npy"]))
+    members[k] = (renamed, content, method)
+    return _zip(members)
+
+
+@FUZZ
+@given(data=st.data())
+def test_haiku_npz_keys_and_members(data):
+    _read(data.draw(_haiku_files()), ".npz", "haiku", "haiku")

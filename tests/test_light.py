@@ -10,9 +10,9 @@ import pytest
 
 from lstm_convert.cli import main
 
-HIDDEN = ("torch", "keras", "tensorflow", "tf_keras", "onnx", "onnxruntime", "google", "ml_dtypes", "jax", "flax", "equinox")
+HIDDEN = ("torch", "keras", "tensorflow", "tf_keras", "onnx", "onnxruntime", "google", "ml_dtypes", "jax", "flax", "equinox", "haiku")
 TARGETS = {"archive": ".safetensors", "torch": ".pt", "npz": ".npz", "onnx": ".onnx", "keras": ".keras",
-           "flax": ".msgpack", "equinox": ".eqx"}
+           "flax": ".msgpack", "equinox": ".eqx", "haiku": ".npz"}
 READ_NEEDS: dict[str, str] = {}  # the extra a format's reader needs: none today (ONNX is decoded without onnx)
 WRITE_NEEDS: dict[str, str] = {}  # every format is written without its framework
 

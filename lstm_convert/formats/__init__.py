@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ..canonical import Layer, Model
 
 # The registered formats, in the order a file is tried against them: modules lstm_convert.formats.<name>.
-NAMES = ("archive", "keras", "h5", "torch", "npz", "onnx", "tf_checkpoint", "flax", "equinox")
+NAMES = ("archive", "keras", "h5", "torch", "npz", "onnx", "tf_checkpoint", "flax", "equinox", "haiku")
 # What a state dict's keys cannot say, by module prefix (ReadOptions.kinds): a lone 2-D ``weight`` is an
 # Embedding or a Linear without bias, an nn.RNN's nonlinearity is tanh or relu, a 3-D weight an nn.Conv1d,
 # a 1-D weight an nn.LayerNorm.
@@ -210,6 +210,16 @@ class Format:
     companions: Callable[[Path], list[Path]] = lambda path: []
     read_notes: Callable[[Model], list[str]] = lambda model: []
     holder: str = "state dict"  # what a file of weights without their model is called, in the notes
+    constants: bool = False  # holds an LSTM's forget_bias constant as such; otherwise it is folded into the bias
+
+    def prepared(self, model: Model) -> Model:
+        """``model`` as this format holds it: an LSTM's forget_bias constant folded into its forget gate's bias
+        where the format has no such constant (see :func:`lstm_convert.canonical.folded`)."""
+        from ..canonical import RecurrentLayer, folded
+
+        if self.constants or not any(isinstance(layer, RecurrentLayer) and layer.forget_bias for layer in model.layers):
+            return model
+        return folded(model)
 
     @property
     def reads(self) -> bool:
@@ -222,13 +232,17 @@ class Format:
     def check(self, model: Model, *, module: bool = False) -> Verdict:
         """Whether this format holds ``model`` exactly; with ``module``, with the module file of
         :attr:`module_source` beside it."""
+        constants = [f"{layer.name}: forget_bias {layer.forget_bias!r}, a constant {self.title}s have no place for, "
+                     "is folded into the forget gate's bias (the function stays; the bias's bits change)"
+                     for layer in model.layers if getattr(layer, "forget_bias", 0.0) and not self.constants]
+        model = self.prepared(model)
         layers = {layer.name: self.check_layer(layer, module) for layer in model.layers}
         error = None
         try:
             self.check_model(model, module)
         except UnsupportedError as exc:
             error = exc
-        return Verdict(self.name, layers, error, tuple(self.notes(model, module)))
+        return Verdict(self.name, layers, error, tuple(constants + self.notes(model, module)))
 
     def params(self, layer: Layer, model: Model | None = None) -> int:
         """``layer``'s parameters as this format's framework counts them (for the archive: as the
@@ -245,7 +259,7 @@ class Format:
         return origin if origin in _COUNTED else "torch"
 
 
-_COUNTED = ("keras", "torch", "tensorflow", "flax", "equinox")  # tensorflow, flax: as their readers counted them (source["params"])
+_COUNTED = ("keras", "torch", "tensorflow", "flax", "equinox", "haiku")  # tensorflow, flax: as their readers counted them (source["params"])
 
 
 def get(name: str) -> Format:

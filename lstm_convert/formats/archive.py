@@ -55,5 +55,5 @@ FORMAT = Format(
     holds="the canonical form: one tensor per gate and role, the configuration, what the model computes and "
           "SHA-256 digests; holds every layer exactly",
     recognise=_recognise, read=_read, write=_write, integrity=_integrity,
-    recorded_non_finite=_recorded_non_finite,
+    recorded_non_finite=_recorded_non_finite, constants=True,
 )

@@ -17,8 +17,8 @@ from . import torch as torch_format
 
 
 def _recognise(path: Path, head: bytes) -> bool:
-    names = zip_names(path) if is_zip(head) else []
-    return bool(names) and all(name.endswith(".npy") for name in names)
+    names = zip_names(path) if is_zip(head) else []  # PyTorch's keys have no "/": those are Haiku's
+    return bool(names) and all(name.endswith(".npy") and "/" not in name for name in names)
 
 
 def _read(path: Path, options: ReadOptions):
