@@ -46,8 +46,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "from_keras", "from_torch", "from_flax", "from_equinox", "to_keras", "to_torch", "to_flax", "to_equinox",
-    "save", "load",
+    "from_keras", "from_torch", "from_flax", "from_equinox", "from_haiku", "to_keras", "to_torch", "to_flax",
+    "to_equinox", "to_haiku", "save", "load",
     "RecurrentLayer", "Gate", "Dense", "Embedding", "Model",
     "LSTMConvertError", "ConfigError", "ShapeError", "FormatError", "UnsupportedError", "MissingDependencyError", "SettingError",
     "Masking", "Conv1D", "BatchNorm", "LayerNorm", "Activation", "Flatten", "Pooling", "Layer",
@@ -124,6 +124,24 @@ def to_equinox(weights: Layer | Model, key: _Any = None) -> list[_Any]:
     from .canonical import Model
 
     return equinox.to_objects(_folded(weights if isinstance(weights, Model) else Model((weights,))), key)
+
+
+def from_haiku(params: _Any, *, only: tuple[str, ...] = (), kinds: _Mapping[str, str] | None = None) -> Model:
+    """Read a Haiku parameter dict (``{module: {name: array}}``, as ``transform(...).init`` returns it) into a
+    :class:`Model`; ``only`` orders modules of different classes, ``kinds`` says which a module named otherwise
+    is (``{"encoder": "lstm"}``)."""
+    from .adapters import haiku
+
+    return haiku.read(params, "the parameter dict", only=tuple(only), kinds=kinds)
+
+
+def to_haiku(weights: Layer | Model) -> dict[str, dict[str, _Any]]:
+    """Haiku's parameter dict holding ``weights`` (NumPy arrays), for ``transform(...).apply``: modules named
+    as Haiku names them (``lstm/linear``, ``gru``, ``linear``, numbered by class)."""
+    from .adapters import haiku
+    from .canonical import Model
+
+    return haiku.write_params(weights if isinstance(weights, Model) else Model((weights,)))
 
 
 def _folded(weights: _Any) -> _Any:

@@ -194,3 +194,14 @@ def test_bad_arrays_are_refused_by_name(tmp_path, rng):
                                     "gru/b": np.zeros(12, np.float32)})
     with pytest.raises(FormatError, match=r"gru/w_h: has shape \(4, 11\), expected \(H, 3H\)"):
         files.read(tmp_path / "m.npz")
+
+
+def test_library_from_and_to_haiku(rng):
+    x = np.zeros((1, STEPS, FEATURES), np.float32)
+    zeros = np.zeros((1, UNITS), np.float32)
+    _, params = _params(_lstm_then_linear, (x, zeros, zeros), rng)
+    model = lc.from_haiku(params)  # JAX arrays in
+    assert model.layers[0].forget_bias == 1.0
+    back = lc.to_haiku(model)
+    assert set(back) == set(params) and all(np.array_equal(back[m][k], np.asarray(params[m][k]))
+                                            for m in params for k in params[m])
