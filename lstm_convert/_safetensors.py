@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ._lazy import ITEMSIZE, Placeholder, np
 
@@ -28,7 +29,7 @@ from . import _dtypes
 from ._atomic import open_output
 from ._json import loads as _loads
 from ._optional import require
-from ._stream import Stream
+from ._stream import SMALL, Stream
 from .errors import FormatError
 
 DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
@@ -191,6 +192,19 @@ class File:
         return np.frombuffer(raw, dtype=dtype).reshape(entry.shape)
 
 
+_RUN = 1 << 20  # bytes of small tensors written with one call
+
+
+def _small(chunks: Sequence[np.ndarray]) -> np.ndarray | None:
+    """A tensor of one small chunk as the 1-D array whose bytes it is (C order, little-endian), else None."""
+    if len(chunks) != 1:
+        return None
+    array = chunks[0]
+    if array.nbytes > SMALL or not array.nbytes or not array.flags.c_contiguous or array.dtype.byteorder == ">":
+        return None
+    return array.reshape(-1)
+
+
 def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndarray]]],
           metadata: Mapping[str, str], *, digests: str | None = None, non_finite: str | None = None) -> None:
     """Write ``(name, chunks)`` pairs: each tensor is its chunks one after the other (each C-ordered), whose
@@ -239,27 +253,62 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
     # The final header (digests, and which tensors hold NaN or infinity) is written over this one,
     # in the space it reserves.
     placeholder = header({name: "0" * 64 for name in names}, [], reserve=8192 if digests else 0)
-    hashers = {name: sha256() for name in names} if digests else {}
+    hashers: dict[str, Any] = {}  # of the tensors written in pieces, made as their first piece comes
 
     def inspect(name: str, piece: np.ndarray) -> None:
-        hashers[name].update(piece.view(np.uint8).data)
+        hasher = hashers.get(name)
+        if hasher is None:
+            hasher = hashers[name] = sha256()
+        hasher.update(piece.view(np.uint8).data)
         values = piece.astype(np.float32) if _dtypes.name(piece.dtype) == "bfloat16" else piece
         if values.dtype.kind == "f" and not np.isfinite(values).all() and name not in bad_names:
             bad_names.append(name)
+
+    done: dict[str, str] = {}  # digests of the small tensors, hashed whole
+
+    def inspect_run(keys: list[str], arrays: list[np.ndarray], joined: bytes) -> None:
+        for key, array in zip(keys, arrays):
+            done[key] = sha256(array.view(np.uint8).data).hexdigest()
+        kinds = {_dtypes.name(a.dtype) for a in arrays}
+        if len(kinds) == 1 and arrays[0].dtype.kind == "f" and "bfloat16" not in kinds:
+            if np.isfinite(np.frombuffer(joined, arrays[0].dtype)).all():  # one scan for all of them
+                return
+        for key, array in zip(keys, arrays):
+            values = array.astype(np.float32) if _dtypes.name(array.dtype) == "bfloat16" else array
+            if values.dtype.kind == "f" and not np.isfinite(values).all() and key not in bad_names:
+                bad_names.append(key)
+
     with open_output(path) as out:
         out.write(len(placeholder).to_bytes(8, "little"))
         out.write(placeholder)
         stream = Stream(out, inspect if digests else None)
         try:
+            run: list[tuple[str, np.ndarray]] = []
+            size = 0
             for name, chunks in zip(names, layout):
-                for chunk in chunks:
-                    stream.write(name, chunk)
+                small = _small(chunks)
+                if small is not None:
+                    run.append((name, small))
+                    size += small.nbytes
+                    if size < _RUN:
+                        continue
+                if run:
+                    stream.write_small(run, inspect_run if digests else None)
+                    run, size = [], 0
+                if small is None:
+                    for chunk in chunks:
+                        stream.write(name, chunk)
+            if run:
+                stream.write_small(run, inspect_run if digests else None)
             stream.finish()
         finally:
             stream.close()
         if digests:
             bad = set(bad_names)  # in the order of the tensors, whichever thread found them
-            final = header({name: hashers[name].hexdigest() for name in names}, [n for n in names if n in bad])
+            empty = sha256().hexdigest()  # a tensor of no bytes is never inspected
+            final = header({name: done.get(name) or (hashers[name].hexdigest() if name in hashers else empty)
+                            for name in names},
+                           [n for n in names if n in bad])
             final = final.rstrip(b" ")
             final += b" " * (len(placeholder) - len(final))
             out.seek(8)
