@@ -335,3 +335,22 @@ def test_nnx_gru_has_no_recurrent_candidate_bias(rng):
     with torch.no_grad():
         expected = gru(torch.from_numpy(x))[0].numpy()
     np.testing.assert_allclose(np.asarray(module(x)), expected, rtol=0, atol=1e-5)
+
+
+def test_single_step_cells_in_sequence_read_back_in_order(tmp_path, rng):
+    """Cells (one step each, as Equinox keeps them) written as nn.Sequential names them read back in order:
+    only cells named by their class are ambiguous."""
+    import torch
+
+    cell = torch.nn.LSTMCell(FEATURES, UNITS)
+    head = torch.nn.Linear(UNITS, 2)
+    for p in [*cell.parameters(), *head.parameters()]:
+        torch.nn.init.normal_(p, 0, 0.5)
+    model = lc.Model((lc.from_torch(cell, name="cell"), lc.from_torch(head, name="head")))
+    files.write(model, tmp_path / "m.msgpack")
+    read = files.read(tmp_path / "m.msgpack")
+    assert [(layer.kind, getattr(layer, "cell", None)) for layer in read.layers] == [("lstm", True), ("dense", None)]
+    from lstm_convert import reference
+
+    x = rng.normal(size=(BATCH, STEPS, FEATURES))
+    np.testing.assert_allclose(reference.run(read, x)[-1][0], reference.run(model, x)[-1][0], rtol=0, atol=1e-6)

@@ -62,6 +62,8 @@ CELLS = {
 _BIASED = {"lstm": {"hi", "hf", "hg", "ho"}, "gru": {"ir", "iz", "in", "hn"}, "rnn": {"i"}}
 _CLASSES = {"lstm": "LSTMCell", "gru": "GRUCell", "rnn": "SimpleCell"}
 _NUMBERED = re.compile(r"^(.*)_(\d+)$")
+# A cell made inline in a compact module is named by its class, wherever the nn.RNN around it sits.
+_BY_CLASS = re.compile(r"^(LSTMCell|OptimizedLSTMCell|GRUCell|SimpleCell|MGUCell|ConvLSTMCell)_\d+$")
 
 
 def tree_of(obj: Any, where: str) -> dict[str, Any]:
@@ -204,12 +206,12 @@ def _ordered(units: list, names: list[str], only: Sequence[str], where: str) -> 
 
     if len(units) <= 1:
         return units
-    cells = any(what.startswith("cell:") for _, what, _ in units)
     paths = [path for path, _, _ in units]
     common = 0  # the modules' first key after the path they share: nn.Sequential's layers_K, NNX's layers/K
     while all(len(p) > common for p in paths) and len({p[common] for p in paths}) == 1:
         common += 1
     tops = [p[common] if len(p) > common else "" for p in paths]
+    cells = any(what.startswith("cell:") and _BY_CLASS.match(top) for (_, what, _), top in zip(units, tops))
     numbered = [_NUMBERED.match(top) or re.fullmatch(r"()(\d+)", top) for top in tops]
     if not cells and len(set(tops)) == len(tops) and all(numbered) and len({m.group(1) for m in numbered}) == 1:
         return [unit for _, unit in sorted(zip((int(m.group(2)) for m in numbered), units), key=lambda p: p[0])]
