@@ -1,6 +1,7 @@
 """The long fuzz run, in chunks that can be stopped and resumed: each structure-aware fuzz test is run in
 chunks of cases, each chunk with its own seed, and every finished chunk is appended to a results file as
-one JSON line (test, seed, cases, seconds, passed, the commit, and the code it ran: every file of the
+one JSON line (test, seed, the cases hypothesis ran and those asked for, seconds, passed, the commit, and the
+code it ran: every file of the
 package and of tests/ that the chunk's process imported, with their SHA-256 digest taken together). A chunk
 counts for the checkout in hand while those files are unchanged in it (a change elsewhere, say to the ONNX
 reader, leaves the .h5 test's chunks standing); a later run skips the chunks that still count, so the
@@ -86,7 +87,8 @@ def rows(results: Path) -> list[dict]:
 
 
 def done_chunks(results: Path) -> set[tuple[str, int, int]]:
-    return {(row["test"], row["seed"], row["cases"]) for row in rows(results) if row["passed"] and counts(row)}
+    return {(row["test"], row["seed"], row.get("requested", row["cases"])) for row in rows(results)
+            if row["passed"] and counts(row)}
 
 
 def run_chunk(test: str, seed: int, cases: int, findings: Path) -> tuple[bool, float, str, list[str]]:
@@ -96,14 +98,23 @@ def run_chunk(test: str, seed: int, cases: int, findings: Path) -> tuple[bool, f
     with tempfile.TemporaryDirectory() as tmp:
         imported = Path(tmp) / "imported.json"
         done = subprocess.run([sys.executable, "-c", CHILD, str(imported), "tests/test_fuzz_structured.py",
-                               "-p", "no:cacheprovider", "-q", "-k", TESTS[test], f"--hypothesis-seed={seed}"],
+                               "-p", "no:cacheprovider", "-q", "-k", TESTS[test], f"--hypothesis-seed={seed}",
+                               "--hypothesis-show-statistics"],
                               cwd=ROOT, env=env, capture_output=True, text=True)
         names = json.loads(imported.read_text()) if imported.exists() else []
     tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-3:])
     files = code_files(names)
     if names and "lstm_convert/__init__.py" not in files:
         raise SystemExit(f"the chunk imported lstm_convert from outside {ROOT}; run with PYTHONPATH={ROOT}")
-    return done.returncode == 0 and bool(names), time.monotonic() - start, tail, files
+    return done.returncode == 0 and bool(names), time.monotonic() - start, tail, files, examples(done.stdout)
+
+
+def examples(output: str) -> int:
+    """The cases hypothesis ran, from its statistics: fewer than asked when a strategy has no more to give."""
+    import re
+
+    found = re.findall(r"(\d+) passing examples, (\d+) failing examples", output)
+    return sum(int(a) + int(b) for a, b in found)
 
 
 def summary(*results: Path) -> None:
@@ -145,12 +156,12 @@ def main() -> int:
         for seed in range(args.first_seed, args.first_seed + args.chunks):
             if (test, seed, args.cases) in skip:
                 continue
-            passed, seconds, tail, names = run_chunk(test, seed, args.cases, args.findings)
-            row = {"test": test, "seed": seed, "cases": args.cases, "seconds": round(seconds, 1), "passed": passed,
-                   "commit": head, "code": digest(names), "files": names}
+            passed, seconds, tail, names, ran = run_chunk(test, seed, args.cases, args.findings)
+            row = {"test": test, "seed": seed, "cases": ran, "requested": args.cases, "seconds": round(seconds, 1),
+                   "passed": passed, "commit": head, "code": digest(names), "files": names}
             with open(args.results[0], "a") as out:
                 out.write(json.dumps(row) + "\n")
-            print(f"{test} seed {seed}: {'passed' if passed else 'FAILED'} in {seconds:.0f} s"
+            print(f"{test} seed {seed}: {'passed' if passed else 'FAILED'} ({ran} cases) in {seconds:.0f} s"
                   + ("" if passed else f"\n{tail}"), flush=True)
     summary(*args.results)
     return 0

@@ -776,10 +776,29 @@ def test_eqx_records_and_skeleton(data):
 @st.composite
 def _haiku_files(draw):
     members = _members(_valid("haiku"))
-    if draw(st.booleans()):
+    op = draw(st.sampled_from(["zip", "rename", "header", "data"]))
+    if op == "zip":
         return _zip(draw(_zip_level(members)))
     k = draw(st.integers(0, len(members) - 1))
     name, content, method = members[k]
+    if op in ("header", "data"):
+        length = struct.unpack("<H", content[8:10])[0]
+        if op == "data":  # the array's bytes changed, cut or extended
+            body = bytearray(content[10 + length:])
+            for _ in range(draw(st.integers(1, 4))):
+                if body:
+                    body[draw(st.integers(0, len(body) - 1))] = draw(st.integers(0, 255))
+            body = bytes(body[:draw(st.integers(0, len(body)))]) + draw(st.binary(max_size=8))
+            members[k] = (name, content[:10 + length] + body, method)
+            return _zip(members)
+        descr = draw(st.sampled_from(["'<f4'", "'<f8'", "'|O'", "'<i8'", "'>f4'", "'<f2'", "'|b1'", "'V8'"]))
+        shape = draw(st.sampled_from(["()", "(0,)", "(9, 16)", "(16,)", "(5, 12)", "(4, 12)", "(12,)", "(16, 9)",
+                                      "(1000000000,)", "(3, 0)"]))
+        header = f"{{'descr': {descr}, 'fortran_order': {draw(st.sampled_from(['False', 'True']))}, " \
+                 f"'shape': {shape}, }}".ljust(length - 1) + "\n"
+        members[k] = (name, content[:8] + struct.pack("<H", len(header)) + header.encode("latin-1")
+                      + content[10 + length:], method)
+        return _zip(members)
     renamed = draw(st.sampled_from(["lstm/linear/w.npy", "lstm/linear/b.npy", "gru/w_i.npy", "gru/w_h.npy", "gru/b.npy",
                                     "x.npy", "lstm/w.npy", "linear/w.npy", "linear/b.npy", "embed/embeddings.npy",
                                     "lstm_1/linear/w.npy", "a/linear/w.npy", "lstm/linear/w/.npy", "/.npy"]))
