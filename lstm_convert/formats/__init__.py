@@ -385,6 +385,26 @@ def selects(patterns: Sequence[str], name: str) -> bool:
     return any(fnmatch.fnmatchcase(prefix, pattern) for pattern in patterns for prefix in prefixes)
 
 
+def run_by_layers(module: str, runner: str, run_layers: Callable,
+                  note: str) -> Callable[[Path, Model, list], Run | None]:
+    """A format's ``run`` made of its ``run_layers``: the model's output is the last layer's, run one after
+    another from zero states, where ``module`` (the framework) is installed and the input is one call;
+    ``note`` (with ``{name}``, the file's name) says so."""
+
+    def run(path: Path, model: Model, calls: list) -> Run | None:
+        import importlib.util
+
+        if importlib.util.find_spec(module) is None or len(calls) > 1:
+            return None
+        from .._lazy import np
+
+        out = run_layers(path, model, calls[0], None)
+        if isinstance(out, str) or out is None:
+            return Run(None, "", (out,) if out else ())
+        return Run(np.asarray(out[-1][0]), runner, (note.format(name=path.name),))
+    return run
+
+
 def order_by_patterns(names: Sequence[str], patterns: Sequence[str], picks: Callable[[str, str], bool] | None = None
                       ) -> list[str] | None:
     """``names`` in the order of the ``patterns`` that select them, when each pattern selects at most one and

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from . import Format, LayerVerdict, ReadOptions, Run, parsing, refused
+from . import Format, LayerVerdict, ReadOptions, run_by_layers, parsing, refused
 
 _MAGIC = b"\x93NUMPY"
 _SKELETON = b'{"lstm_convert_equinox_skeleton":'
@@ -129,20 +129,6 @@ def _notes(model, module: bool) -> list[str]:
     return out
 
 
-def _run(path: Path, model, calls: list) -> Run | None:
-    import importlib.util
-
-    if importlib.util.find_spec("equinox") is None or len(calls) > 1:
-        return None
-    import numpy as np
-
-    out = _run_layers(path, model, calls[0], None)
-    if isinstance(out, str) or out is None:
-        return Run(None, "", (out,) if out else ())
-    return Run(np.asarray(out[-1][0]), "equinox", (f"{path.name}: its modules run one after the other, each cell "
-                                                    "scanned over the whole sequence",))
-
-
 def _run_layers(path: Path, model, x, states: dict | None) -> list | str | None:
     """Layer by layer through the Equinox modules that ``eqx.tree_deserialise_leaves`` fills from the file."""
     import importlib.util
@@ -197,7 +183,9 @@ FORMAT = Format(
     name="equinox", title="Equinox .eqx file", suffixes=(".eqx",),
     holds="Equinox modules as `eqx.tree_serialise_leaves` writes them: LSTMCell, GRUCell, Linear, Embedding, read "
           "with their skeleton (`--config SKELETON.json`, or the one lstm_convert writes into its files)",
-    recognise=_recognise, read=_read, write=_write, check_layer=check_layer, notes=_notes, run=_run,
-    run_layers=lambda path, model, x, states: _run_layers(path, model, x, states), architecture=True,
+    recognise=_recognise, read=_read, write=_write, check_layer=check_layer, notes=_notes,
+    run=run_by_layers("equinox", "equinox", _run_layers, "{name}: its modules run one after the other, each cell "
+                      "scanned over the whole sequence"),
+    run_layers=_run_layers, architecture=True,
     runtime="Equinox, where installed", holder="file of leaves",
 )

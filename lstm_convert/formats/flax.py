@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from . import Format, LayerVerdict, ReadOptions, Run, parsing, refused
+from . import Format, LayerVerdict, ReadOptions, run_by_layers, parsing, refused
 
 _NDARRAY, _COMPLEX, _SCALAR = 1, 2, 3
 _DTYPES = ("float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
@@ -224,22 +224,6 @@ def _read_notes(model) -> list[str]:
 # -- running, for verify --------------------------------------------------------------------------------
 
 
-def _run(path: Path, model, calls: list) -> Run | None:
-    """The file's tree computed by flax.linen's own cells, layer after layer over whole sequences."""
-    import importlib.util
-
-    if importlib.util.find_spec("flax") is None or len(calls) > 1:
-        return None
-    from .._lazy import np
-
-    out = _run_layers(path, model, calls[0], None)
-    if isinstance(out, str) or out is None:
-        return Run(None, "", (out,) if out else ())
-    return Run(np.asarray(out[-1][0]), "flax", (f"{path.name}: a Flax tree says nothing of what is computed "
-                                                 "around its weights: its layers run one after the other over "
-                                                 "whole sequences",))
-
-
 def _run_layers(path: Path, model, x, states: dict | None) -> list | str | None:
     """Layer by layer through ``flax.linen`` modules applied to the file's own tree (``states``: each recurrent
     layer's initial states, zeros when None)."""
@@ -336,6 +320,9 @@ FORMAT = Format(
           "(`msgpack_serialize`): LSTMCell, OptimizedLSTMCell, GRUCell, SimpleCell in `RNN` or `Bidirectional`, "
           "Dense / Linear, Embed; read and written with msgpack (no JAX)",
     recognise=_recognise, read=_read, write=_write, check_layer=check_layer, notes=_notes,
-    run=_run, run_layers=lambda path, model, x, states: _run_layers(path, model, x, states),
+    run=run_by_layers("flax", "flax", _run_layers,
+                      "{name}: a Flax tree says nothing of what is computed around its weights"
+                      ": its layers run one after the other over whole sequences"),
+    run_layers=_run_layers,
     runtime="Flax's own cells (linen or NNX), where installed", holder="parameter tree", read_notes=_read_notes,
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import Format, LayerVerdict, ReadOptions, Run, is_zip, parsing, refused, zip_errors, zip_names
+from . import Format, LayerVerdict, ReadOptions, run_by_layers, is_zip, parsing, refused, zip_errors, zip_names
 
 
 def _recognise(path: Path, head: bytes) -> bool:
@@ -81,21 +81,6 @@ def _read_notes(model) -> list[str]:
             "forget_bias; the modules are read as run over whole sequences (hk.dynamic_unroll) from zero states"]
 
 
-def _run(path: Path, model, calls: list) -> Run | None:
-    import importlib.util
-
-    if importlib.util.find_spec("haiku") is None or len(calls) > 1:
-        return None
-    import numpy as np
-
-    out = _run_layers(path, model, calls[0], None)
-    if isinstance(out, str) or out is None:
-        return Run(None, "", (out,) if out else ())
-    return Run(np.asarray(out[-1][0]), "haiku", (f"{path.name}: a Haiku parameter dict says nothing of what is "
-                                                  "computed around its weights: its modules run one after the other "
-                                                  "over whole sequences",))
-
-
 def _run_layers(path: Path, model, x, states: dict | None) -> list | str | None:
     """Layer by layer through Haiku's own modules (``hk.dynamic_unroll`` of ``hk.LSTM`` and ``hk.GRU``,
     ``hk.Linear``, ``hk.Embed``) with the file's own parameters."""
@@ -156,6 +141,9 @@ FORMAT = Format(
     holds="a Haiku parameter dict as an `.npz` of `/`-joined keys (`lstm/linear/w`): hk.LSTM (its +1 on the forget "
           "gate kept), hk.GRU (its inverted update gate negated), hk.Linear, hk.Embed; read with NumPy (no JAX)",
     recognise=_recognise, read=_read, write=_write, check_layer=check_layer, notes=_notes, read_notes=_read_notes,
-    run=_run, run_layers=lambda path, model, x, states: _run_layers(path, model, x, states),
+    run=run_by_layers("haiku", "haiku", _run_layers,
+                      "{name}: a Haiku parameter dict says nothing of what is computed around its weights"
+                      ": its modules run one after the other over whole sequences"),
+    run_layers=_run_layers,
     runtime="Haiku's own modules, where installed", holder="parameter dict", constants=True,
 )
