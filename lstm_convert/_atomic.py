@@ -79,6 +79,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, suff
     remove_stale(path)
     # The name is chosen before the file exists, so that an interrupt at any moment finds it to remove.
     tmp_path = path.parent / f".{path.name}.lstm-convert-{os.getpid()}-{os.urandom(6).hex()}{suffix}"
+    _UNFINISHED.add(tmp_path)
     try:
         try:
             os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -102,7 +103,40 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, suff
     except BaseException:  # an error or an interrupt (Ctrl-C, SIGTERM): remove the partial file, re-raise
         tmp_path.unlink(missing_ok=True)
         raise
+    finally:
+        _UNFINISHED.discard(tmp_path)
     return path
+
+
+_UNFINISHED: set[Path] = set()  # the temporary files being written now, by any thread of this process
+
+
+def remove_unfinished() -> None:
+    """Remove every temporary file this process is writing: what a signal handler calls before the process
+    ends at once (``os._exit``), when the interrupt cannot be trusted to unwind through the code it stopped."""
+    for tmp in list(_UNFINISHED):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def remove_temporaries_of(path: str | os.PathLike, pids: set[int]) -> None:
+    """Remove the temporary files beside ``path`` that the processes ``pids`` were writing (processes this
+    one stopped, say killed workers: no age limit, unlike :func:`remove_stale`)."""
+    path = Path(path)
+    prefix = f".{path.name}.lstm-convert-"
+    try:
+        entries = [e for e in os.scandir(path.parent) if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        match = _TMP.match(entry.name, len(prefix) - len(".lstm-convert-"))
+        if match is not None and int(match.group(1)) in pids:
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
 
 
 def _mode(path: Path) -> int:

@@ -122,13 +122,14 @@ def _wait(pid: int, fd: int, seconds: float) -> tuple[str, str] | None:
     return status_text, message
 
 
-def _die_with_parent() -> None:
-    """Linux: the child is killed if the parent dies first (even by SIGKILL), so no walk outlives the command."""
+def _die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Linux: the child gets ``sig`` if the parent dies first (even by SIGKILL), so that no child outlives
+    the command."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc.prctl(1, int(sig))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 

@@ -9,6 +9,7 @@ refused before anything is written.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import formats
+from . import _atomic, formats
 from .errors import FormatError, LSTMConvertError, SettingError
 
 
@@ -132,8 +133,7 @@ def convert_many(paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
 
     # Workers start fresh ("spawn"): the parent may hold threads (the progress bar), which forking copies badly.
     # They are born with SIGINT ignored (an ignored signal stays ignored across exec), so Ctrl-C reaches the
-    # parent only, at any moment of their start; the parent then stops them with SIGTERM, on which a worker
-    # that is writing removes its temporary file and an idle one ends at once.
+    # parent only, at any moment of their start; the parent then stops them with SIGTERM (see _stop).
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
     try:
@@ -143,43 +143,66 @@ def convert_many(paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     finally:
         if main_thread:
             signal.signal(signal.SIGINT, previous)
+    workers = list(getattr(pool, "_processes", {}).values())  # the executor has no public way to them
+    stop = functools.partial(_stop, workers, [o.destination for o in todo])
+    _STOPPING.append(stop)  # also what the command line's last resort calls, should this thread be stuck
     try:
         for future in as_completed(pending):
             done += 1
             _fill(pending[future], future.result(), on_done, done, total)
     except BaseException:
-        for process in list(getattr(pool, "_processes", {}).values()):  # the executor has no public way
-            process.terminate()
+        stop()
         pool.shutdown(wait=True, cancel_futures=True)
         raise
+    finally:
+        _STOPPING.remove(stop)
     pool.shutdown(wait=True)
     return outcomes
 
 
-_BUSY = False  # in a worker: whether it is converting a file (a SIGTERM then removes its temporary file)
+_STOPPING: list = []  # in the parent: how to stop the running batches' workers, for an interrupt's last resort
+_GRACE = 5.0  # seconds a stopped worker has to remove its temporary file and end before it is killed
+
+
+def _stop(workers: list, destinations: list[Path], grace: float = _GRACE) -> None:
+    """Stop the workers: SIGTERM (on which each removes its temporary file and ends); any still running
+    ``grace`` seconds later (stuck where no signal handler runs) is killed, and the temporary files it left
+    beside ``destinations`` are removed here."""
+    for process in workers:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + grace
+    for process in workers:
+        process.join(max(0.0, deadline - time.monotonic()))
+    stuck = [process for process in workers if process.is_alive()]
+    for process in stuck:
+        process.kill()
+        process.join(grace)
+    pids = {process.pid for process in workers if process.pid is not None}
+    for destination in destinations:
+        _atomic.remove_temporaries_of(destination, pids)
 
 
 def _worker_start() -> None:
     import signal
 
+    from ._hdf5 import _die_with_parent
+
     signal.signal(signal.SIGTERM, _terminated)
+    _die_with_parent(signal.SIGTERM)  # a parent killed outright still stops its workers, which then clean up
 
 
 def _terminated(signum: int, frame: object) -> None:
-    if _BUSY:
-        raise KeyboardInterrupt  # through atomic_write, which removes the temporary file
+    """SIGTERM in a worker: its temporary file is removed and it ends, at once. No exception is raised
+    through the conversion: libraries on the way swallow ``KeyboardInterrupt`` (Keras' saving has a bare
+    ``except:``; an import's lock callback reports and drops it), after which the worker would go on, or
+    wait forever on a lock the interrupted import held."""
+    _atomic.remove_unfinished()
     os._exit(128 + signum)
 
 
 def _convert_one_in_worker(job: tuple) -> dict[str, Any]:
-    global _BUSY
-    _BUSY = True
-    try:
-        return _convert_one(job)
-    except KeyboardInterrupt:
-        os._exit(143)  # the parent asked the workers to stop; the temporary file is gone
-    finally:
-        _BUSY = False
+    return _convert_one(job)
 
 
 def _fill(outcome: Outcome, result: Mapping[str, Any], on_done, done: int, total: int) -> None:

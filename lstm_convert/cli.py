@@ -29,11 +29,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # status is 128 + the signal's number, as a shell reports a process the signal ended.
     handlers = {}
     _RECEIVED.clear()
+    _LAST.clear()
     if threading.current_thread() is threading.main_thread():
         handlers = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     debug = False
     words = list(sys.argv[1:] if argv is None else argv)
     out = _Output(json="--json" in words)  # known before the line is parsed, so that usage errors are JSON too
+    _LAST.append(out)
     args = None
     try:
         parser = _parser()
@@ -48,11 +50,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         reporter = _reporter(args, out.json)
         if reporter is None:
-            return args.run(args)
-        from ._progress import reporting
+            status = args.run(args)
+        else:
+            from ._progress import reporting
 
-        with reporting(reporter):
-            return args.run(args)
+            with reporting(reporter):
+                status = args.run(args)
+        if _RECEIVED:  # the interrupt was swallowed by the code it stopped, which went on to the end
+            return _interrupted(_RECEIVED[-1], out)
+        return status
     except _UsageError as exc:
         if out.json:
             return out.error("UsageError", exc.message, None, 2)
@@ -81,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for sig, previous in handlers.items():
             signal.signal(sig, previous)
+        for timer in _LAST[1:]:
+            timer.cancel()
+        _LAST.clear()
 
 
 class _UsageError(Exception):
@@ -160,11 +169,44 @@ class _Interrupted(KeyboardInterrupt):
 
 
 _RECEIVED: list[int] = []  # the signals received while the command runs
+_LAST: list = []  # the command's output, then the timer of the interrupt's last resort
+_LAST_RESORT = 10.0  # seconds an interrupt may take to unwind before the process is ended from outside it
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM: an exception where the program is, which removes the file being written as it
+    unwinds. Code on the way may swallow it (a bare ``except:``, an import's lock callback) or be stuck
+    where it cannot arrive: ten seconds later, or at a second signal, :func:`_end_now` ends the process."""
     _RECEIVED.append(signum)
+    if len(_RECEIVED) > 1:
+        _end_now(signum)
+    if len(_LAST) == 1:
+        timer = threading.Timer(_LAST_RESORT, _end_now, (signum,))
+        timer.daemon = True
+        timer.start()
+        _LAST.append(timer)
     raise _Interrupted(signum)
+
+
+def _end_now(signum: int) -> None:
+    """The interrupt's last resort: stop the workers of a batch, remove this process's temporary files,
+    say so, and end at once with 128 + the signal's number."""
+    from . import _atomic
+
+    batch = sys.modules.get("lstm_convert.batch")
+    for stop in list(getattr(batch, "_STOPPING", ())):
+        try:
+            stop()
+        except Exception:  # noqa: BLE001 - ending regardless
+            pass
+    _atomic.remove_unfinished()
+    if _LAST and _LAST[0].json:
+        text = json.dumps({"error": {"type": "Interrupted", "message": "interrupted; no partial file is left",
+                                     "path": None}}, indent=2) + "\n"
+        os.write(1, text.encode())
+    else:
+        os.write(2, b"lstm-convert: interrupted; no partial file is left\n")
+    os._exit(128 + signum)
 
 
 def _parser() -> argparse.ArgumentParser:

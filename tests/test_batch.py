@@ -137,3 +137,75 @@ def test_an_interrupted_batch_stops_its_workers_and_leaves_no_partial_file(tmp_p
     assert len(left) < 6, left  # the workers stopped, not went on to the files left to do
     for name in left:
         assert files.read(out / name) == files.read(src / name.replace(".keras", ".safetensors")), name
+
+
+def test_a_worker_stuck_past_sigterm_is_killed_and_its_temporary_file_removed(tmp_path):
+    """A worker on which SIGTERM has no effect (stuck where no handler runs) is killed after the grace
+    period, and the parent removes the temporary file it left; others' temporary files stay."""
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    from lstm_convert import batch
+
+    destination = tmp_path / "m.keras"
+    ready = multiprocessing.get_context("fork").Event()
+
+    def stuck() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        (tmp_path / f".m.keras.lstm-convert-{os.getpid()}-{'ab' * 6}.keras").write_bytes(b"half")
+        ready.set()
+        time.sleep(120)
+
+    worker = multiprocessing.get_context("fork").Process(target=stuck)
+    worker.start()
+    assert ready.wait(30)
+    other = tmp_path / f".m.keras.lstm-convert-{os.getpid()}-{'cd' * 6}.keras"
+    other.write_bytes(b"another writer's")
+    start = time.monotonic()
+    batch._stop([worker], [destination], grace=0.5)
+    assert time.monotonic() - start < 10
+    assert not worker.is_alive() and worker.exitcode == -signal.SIGKILL
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name]
+
+
+def test_an_interrupt_the_code_swallows_still_ends_the_command(tmp_path):
+    """Code that swallows KeyboardInterrupt (as Keras' bare ``except:`` and an import's lock callback do)
+    cannot keep an interrupted command running: the last resort ends it with 130, the temporary file
+    removed, the destination never written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = f"""
+import signal, time
+from pathlib import Path
+from lstm_convert import _atomic, cli
+
+cli._LAST.append(cli._Output(json=False))
+cli._LAST_RESORT = 1.0
+signal.signal(signal.SIGINT, cli._interrupt)
+
+def write(tmp):
+    tmp.write_bytes(b"half")
+    while True:
+        try:
+            time.sleep(0.01)
+        except BaseException:
+            pass
+
+_atomic.atomic_write(Path({str(tmp_path / "out.bin")!r}), write)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(".lstm-convert-" in p.name for p in tmp_path.iterdir()):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 10
+    assert proc.returncode == 130, err
+    assert err == "lstm-convert: interrupted; no partial file is left\n", err
+    assert list(tmp_path.iterdir()) == []
