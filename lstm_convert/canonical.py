@@ -138,6 +138,7 @@ class RecurrentLayer(_BitEqual):
     backward: bool = False
     peepholes: Mapping[GateKey, np.ndarray] = field(default_factory=dict)
     clip: float | None = None
+    cell_clip: float | None = None  # the cell state clipped to [-cell_clip, cell_clip] after each step (TFLite)
     input_forget: bool = False
     return_sequences: bool = True
     return_state: bool = False
@@ -169,15 +170,20 @@ class RecurrentLayer(_BitEqual):
         if self.backward and (self.directions != 1 or self.go_backwards):
             raise ConfigError(f"{self.name}: backward=True is a single reverse direction; it takes neither "
                               "directions=2 nor go_backwards")
-        if (self.peepholes or self.clip is not None or self.input_forget) and self.kind != "lstm":
-            raise ConfigError(f"{self.name}: peepholes, clip and input_forget belong to an LSTM, not {self.kind}")
+        if (self.peepholes or self.clip is not None or self.cell_clip is not None or self.input_forget) \
+                and self.kind != "lstm":
+            raise ConfigError(f"{self.name}: peepholes, clip, cell_clip and input_forget belong to an LSTM, not "
+                              f"{self.kind}")
         if isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float)) or not \
                 math.isfinite(self.forget_bias) or (self.forget_bias and self.kind != "lstm"):
             raise ConfigError(f"{self.name}: forget_bias must be a finite number, and zero but for an LSTM, got "
                               f"{self.forget_bias!r}")
         object.__setattr__(self, "forget_bias", float(self.forget_bias))
-        if self.clip is not None and not (isinstance(self.clip, (int, float)) and self.clip > 0):
-            raise ConfigError(f"{self.name}: clip must be a positive number or None, got {self.clip!r}")
+        for attr in ("clip", "cell_clip"):
+            value = getattr(self, attr)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 < value < math.inf):
+                raise ConfigError(f"{self.name}: {attr} must be a positive number or None, got {value!r}")
         if self.cell and (self.num_layers != 1 or self.directions != 1 or self.go_backwards or self.proj_size):
             raise ConfigError(f"{self.name}: a single-step cell has one layer, one forward direction, no projection")
         for attr in ("return_sequences", "return_state", "zero_output_for_mask", "stateful", "bias", "cell",
@@ -209,6 +215,8 @@ class RecurrentLayer(_BitEqual):
         """What this layer's cells compute beyond the plain equations: peepholes, a clipped cell state,
         coupled input and forget gates, a single reverse direction. Most targets have none of these."""
         return [name for name, present in (("peepholes (P)", bool(self.peepholes)), ("clip", self.clip is not None),
+                                           (f"cell_clip={self.cell_clip!r} (the cell state clipped)",
+                                            self.cell_clip is not None),
                                            ("input_forget", self.input_forget),
                                            ("a single reverse direction", self.backward)) if present]
 
@@ -273,6 +281,7 @@ class RecurrentLayer(_BitEqual):
             "return_sequences": self.return_sequences, "return_state": self.return_state,
             "zero_output_for_mask": self.zero_output_for_mask, "stateful": self.stateful,
             **({"forget_bias": self.forget_bias} if self.forget_bias else {}),
+            **({"cell_clip": self.cell_clip} if self.cell_clip is not None else {}),
             "config": dict(self.config),
             "source": dict(self.source),
         }
@@ -282,6 +291,7 @@ class RecurrentLayer(_BitEqual):
         """Rebuild a layer from :meth:`spec` and ``fetch(tensor name) -> array``."""
         fields = {key: spec[key] for key in _RECURRENT_FIELDS}
         fields["forget_bias"] = spec.get("forget_bias", 0.0)  # archives before it have none
+        fields["cell_clip"] = spec.get("cell_clip")  # nor this
         roles = ROLES if spec["bias"] else ROLES[:2]
         keys = gate_keys(spec["kind"], spec["num_layers"], spec["directions"], spec["backward"])
         fields["peepholes"] = {key: fetch(tensor_name(spec["name"], *key, "p")) for key in keys
@@ -1104,7 +1114,8 @@ def _freeze_common(obj: Any) -> None:
 # What a user may state about a layer that its weights cannot say (``--set LAYER.SETTING=VALUE``).
 SETTABLE: dict[type, dict[str, type]] = {
     RecurrentLayer: {"return_sequences": bool, "return_state": bool, "zero_output_for_mask": bool,
-                     "stateful": bool, "go_backwards": bool, "activation": str, "recurrent_activation": str},
+                     "stateful": bool, "go_backwards": bool, "activation": str, "recurrent_activation": str,
+                     "cell_clip": object},
     Embedding: {"mask_zero": bool},
     Dense: {"activation": str},
     Masking: {"mask_value": float},

@@ -334,6 +334,8 @@ def _setting(text: str) -> tuple[str, str, object]:
     lowered = raw.strip().lower()
     if lowered in ("true", "false"):
         return layer, key, lowered == "true"
+    if lowered in ("none", "null"):  # a setting removed: cell_clip=none
+        return layer, key, None
     for kind in (int, float):
         try:
             return layer, key, kind(raw)
@@ -384,6 +386,7 @@ def _inspect(args: argparse.Namespace) -> int:
             extra.append(f"recurrent_activation {layer['recurrent_activation']}")
         if layer.get("bias") is False:
             extra.append("no bias")
+        extra += layer.get("cell_features", [])
         sizes = "; ".join([sizes, *extra])
         print(f"{layer['name']:<{w}} {layer['type']:<{t}} {sizes:<44} {layer['params']:>8}")
         if "layout" in layer:
@@ -464,7 +467,7 @@ def _print_conversions(info: dict, targets: tuple[str, ...] | None = None) -> No
 
 
 _FRAMEWORK_TITLE = {"keras": "Keras", "torch": "PyTorch", "onnx": "ONNX", "tensorflow": "TensorFlow", "flax": "Flax",
-                    "equinox": "Equinox", "haiku": "Haiku"}
+                    "equinox": "Equinox", "haiku": "Haiku", "tflite": "TFLite"}
 
 
 def _print_gates(rows: list[dict]) -> None:

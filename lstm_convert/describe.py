@@ -90,6 +90,7 @@ def _layer(layer: Layer, layouts: str | None, params: int) -> dict[str, Any]:
         out["variant"] = [flag for flag, on in (("cell", layer.cell), ("go_backwards", layer.go_backwards),
                                                 ("reset_after=False", layer.kind == "gru" and not layer.reset_after))
                           if on]
+        out["cell_features"] = layer.cell_features()
         out["bias"] = layer.bias
         out["activation"] = layer.activation
         out["recurrent_activation"] = layer.recurrent_activation

@@ -113,6 +113,7 @@ def _run_direction(layer, index, direction, x, mask, state, step, zeros):
               "w_h": w_h, "b_h": b_h, "block": block,
               "act": ACTIVATIONS[layer.activation], "rec": ACTIVATIONS[layer.recurrent_activation],
               "reset_after": layer.reset_after, "clip": layer.clip, "input_forget": layer.input_forget,
+              "cell_clip": getattr(layer, "cell_clip", None),
               "peep": {g: layer.peepholes[(index, direction, g)].astype(np.float64)
                        for g in PEEPHOLE_GATES} if layer.peepholes else None,
               "w_hr": layer.projections[(index, direction)].astype(np.float64) if layer.proj_size else None}
@@ -139,6 +140,8 @@ def _lstm_step(p, pre_x, state):
     i = p["rec"](gate("input", c))  # peepholes (ONNX) look at the previous cell state for i and f
     f = 1.0 - i if p["input_forget"] else p["rec"](gate("forget", c))
     c = f * c + i * p["act"](gate("cell"))
+    if p["cell_clip"] is not None:  # TFLite: the new cell state clipped before anything reads it
+        c = np.clip(c, -p["cell_clip"], p["cell_clip"])
     o = p["rec"](gate("output", c))  # and at the new one for o
     h = o * p["act"](c)
     if p["w_hr"] is not None:

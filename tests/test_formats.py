@@ -58,8 +58,8 @@ def test_registry_declares_each_format_once():
         assert fmt.suffixes and all(s.startswith(".") and s == s.lower() for s in fmt.suffixes), fmt.name
         assert fmt.reads or fmt.writes
         assert (fmt.run is None) == (fmt.run_layers is None) or fmt.name == "h5", fmt.name
-    with pytest.raises(lc.FormatError, match="unknown format 'tflite'; expected one of archive, keras"):
-        formats.get("tflite")
+    with pytest.raises(lc.FormatError, match="unknown format 'tensorrt'; expected one of archive, keras"):
+        formats.get("tensorrt")
 
 
 @pytest.mark.parametrize("name", formats.NAMES)

@@ -14,6 +14,10 @@ def refuse_cell_features(layer: RecurrentLayer, target: str) -> None:
     """UnsupportedError if ``layer`` has cell features (:meth:`RecurrentLayer.cell_features`: read from ONNX or TensorFlow)
     that ``target`` (say ``nn.LSTM``, or Keras) lacks."""
     features = layer.cell_features()
+    if features and layer.cell_clip is not None:
+        raise UnsupportedError(f"{layer.name}: {', '.join(features)} of this layer have no {target} equivalent; keep "
+                               f"it in a safetensors archive or a .tflite file, or drop the clip with --set "
+                               f"{layer.name}.cell_clip=none if the cell state never reaches it")
     if features:
         raise UnsupportedError(f"{layer.name}: {', '.join(features)} of this layer have no {target} "
                                "equivalent; keep it in a safetensors archive, or in ONNX")

@@ -163,8 +163,9 @@ def check_layer(layer: Layer) -> str | None:
     if layer.directions != 1 or layer.num_layers != 1:
         return (f"{layer.name}: an equinox.nn cell is one direction of one layer; this layer has "
                 f"{layer.num_layers} layers and {layer.directions} directions (split it, or keep it in an archive)")
-    if layer.proj_size or layer.peepholes or layer.clip is not None or layer.input_forget or layer.backward:
-        return f"{layer.name}: projections, peepholes, clipping and coupled gates have no equinox.nn cell"
+    if layer.proj_size or layer.cell_features():
+        return (f"{layer.name}: {', '.join(['a projection'] * bool(layer.proj_size) + layer.cell_features())} "
+                "of this layer: no equinox.nn cell computes them")
     if layer.kind == "gru" and not layer.reset_after:
         return (f"{layer.name}: a GRU with reset_after=False applies its reset gate before the recurrent product; "
                 "equinox.nn's GRUCell applies it after (PyTorch's form)")

@@ -353,9 +353,9 @@ def check_layer(layer: Layer, api: str = "linen") -> str | None:
         return None
     if not isinstance(layer, RecurrentLayer):
         return f"{layer.name}: a {layer.kind} layer has no flax.linen module that lstm_convert writes"
-    if layer.proj_size or layer.peepholes or layer.clip is not None or layer.input_forget or layer.backward:
-        return (f"{layer.name}: projections, peepholes, clipping and coupled gates have no flax.linen cell "
-                "(LSTMCell computes none of them)")
+    if layer.proj_size or layer.cell_features():
+        return (f"{layer.name}: {', '.join(['a projection'] * bool(layer.proj_size) + layer.cell_features())} "
+                "of this layer: no flax.linen cell computes them")
     if layer.kind == "gru" and not layer.reset_after:
         return (f"{layer.name}: a GRU with reset_after=False applies its reset gate before the recurrent product; "
                 "flax.linen's GRUCell applies it after (PyTorch's form)")

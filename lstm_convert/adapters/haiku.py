@@ -195,8 +195,9 @@ def check_layer(layer: Layer) -> str | None:
     if layer.directions != 1 or layer.num_layers != 1 or layer.backward:
         return f"{layer.name}: hk.LSTM and hk.GRU are one forward layer; this one has {layer.num_layers} layers and " \
                f"{layer.directions} directions"
-    if layer.proj_size or layer.peepholes or layer.clip is not None or layer.input_forget:
-        return f"{layer.name}: projections, peepholes, clipping and coupled gates have no Haiku module"
+    if layer.proj_size or layer.cell_features():
+        return (f"{layer.name}: {', '.join(['a projection'] * bool(layer.proj_size) + layer.cell_features())} "
+                "of this layer: no Haiku module computes them")
     if layer.kind == "gru" and layer.reset_after:
         return (f"{layer.name}: hk.GRU applies its reset gate before the recurrent product (Keras' reset_after=False); "
                 "this GRU applies it after (PyTorch's form), which no Haiku module computes")

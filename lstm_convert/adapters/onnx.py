@@ -127,6 +127,10 @@ def check_representable(layer: Layer) -> None:
     if layer.return_state:
         raise UnsupportedError(f"{layer.name}: return_state=True (the final states as model outputs) is not written "
                                f"to ONNX. {keep}, or set return_state=false")
+    if layer.cell_clip is not None:
+        raise UnsupportedError(f"{layer.name}: cell_clip={layer.cell_clip!r} clips the cell state, which an ONNX LSTM "
+                               f"does not do (its clip bounds the gates' inputs). {keep}, or drop the clip with "
+                               f"--set {layer.name}.cell_clip=none if the cell state never reaches it")
     if layer.proj_size:
         raise UnsupportedError(f"{layer.name}: an LSTM with proj_size={layer.proj_size} (weight_hr) has no ONNX "
                                f"equivalent: the ONNX LSTM has no projection. {keep}")

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ..canonical import Layer, Model
 
 # The registered formats, in the order a file is tried against them: modules lstm_convert.formats.<name>.
-NAMES = ("archive", "keras", "h5", "torch", "npz", "onnx", "tf_checkpoint", "flax", "equinox", "haiku")
+NAMES = ("archive", "keras", "h5", "torch", "npz", "onnx", "tf_checkpoint", "flax", "equinox", "haiku", "tflite")
 # What a state dict's keys cannot say, by module prefix (ReadOptions.kinds): a lone 2-D ``weight`` is an
 # Embedding or a Linear without bias, an nn.RNN's nonlinearity is tanh or relu, a 3-D weight an nn.Conv1d,
 # a 1-D weight an nn.LayerNorm.
@@ -259,7 +259,7 @@ class Format:
         return origin if origin in _COUNTED else "torch"
 
 
-_COUNTED = ("keras", "torch", "tensorflow", "flax", "equinox", "haiku")  # tensorflow, flax: as their readers counted them (source["params"])
+_COUNTED = ("keras", "torch", "tensorflow", "flax", "equinox", "haiku", "tflite")  # tensorflow, flax: as their readers counted them (source["params"])
 
 
 def get(name: str) -> Format:
