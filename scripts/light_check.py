@@ -1,7 +1,7 @@
 """The light install at work: run by .ci/run in a virtual environment holding lstm-convert with its core
 dependencies only (NumPy, safetensors, h5py, tqdm), on files a full environment made.
 
-    python scripts/light_check.py DIR     # DIR: seed.keras, seed.safetensors, seed.pt, seed.npz, seed.onnx, .msgpack, .eqx
+    python scripts/light_check.py DIR     # DIR: seed.keras, seed.safetensors, seed.pt, seed.npz, seed.onnx, .msgpack, .eqx, .tflite
 
 Every file is inspected and converted to every writable format. Each either succeeds and reads back as
 the same model as the archive, or fails with the one line naming the extra to install; anything else
@@ -19,9 +19,9 @@ from pathlib import Path
 READ_NEEDS: dict[str, str] = {}  # the extra a format's reader needs: none today (ONNX is decoded without onnx)
 WRITE_NEEDS: dict[str, str] = {}  # every format is written without its framework
 TARGETS = {"archive": ".safetensors", "torch": ".pt", "npz": ".npz", "onnx": ".onnx", "keras": ".keras",
-           "flax": ".msgpack", "equinox": ".eqx", "haiku": ".npz"}
+           "flax": ".msgpack", "equinox": ".eqx", "haiku": ".npz", "tflite": ".tflite"}
 SOURCES = {"keras": "seed.keras", "archive": "seed.safetensors", "torch": "seed.pt", "npz": "seed.npz",
-           "onnx": "seed.onnx", "flax": "seed.msgpack", "equinox": "seed.eqx"}
+           "onnx": "seed.onnx", "flax": "seed.msgpack", "equinox": "seed.eqx", "tflite": "seed.tflite"}
 # A Haiku file of several classes of module says nothing of their order: read back with --only in order.
 READ_BACK = {"haiku": ["lstm", "linear"]}
 
@@ -31,7 +31,8 @@ def run(*argv: str) -> subprocess.CompletedProcess:
 
 
 def main() -> int:
-    present = [m for m in ("torch", "keras", "tensorflow", "onnx", "onnxruntime", "jax", "flax", "equinox", "haiku")
+    present = [m for m in ("torch", "keras", "tensorflow", "onnx", "onnxruntime", "jax", "flax", "equinox", "haiku",
+                           "ai_edge_litert")
                if importlib.util.find_spec(m)]
     if present:
         print(f"not a light environment: {', '.join(present)} installed", file=sys.stderr)

@@ -268,21 +268,36 @@ def _written(tmp_path, rng) -> bytes:
     return (tmp_path / "w.tflite").read_bytes()
 
 
-def test_a_cifg_lstm_is_refused_by_name(tmp_path, rng):
-    """Without input-gate weights LiteRT computes the input gate as 1 - forget, which no canonical LSTM is."""
+def test_a_cifg_lstm_reads_as_coupled_gates_computing_what_litert_does(tmp_path, rng):
+    """Without input-gate tensors LiteRT computes the input gate as 1 - forget: read as coupled gates (the
+    canonical input_forget, ONNX's) whose input gate has the forget gate's weights negated, and written back
+    as the same CIFG operator; ONNX then holds it exactly too."""
     from lstm_convert import _flatbuffers as fb
 
-    data = bytearray(_written(tmp_path, rng))
+    layer = lc.from_torch(random_torch_lstm(rng, input_size=FEATURES, hidden_size=4))
+    peepholes = {(0, "forward", g): rng.normal(size=4).astype(np.float32) for g in ("input", "forget", "output")}
+    files.write(lc.Model((dataclasses.replace(layer, peepholes=peepholes),)), tmp_path / "w.tflite")
+    data = bytearray((tmp_path / "w.tflite").read_bytes())
     op = fb.root(data, "x").tables(2)[0].tables(3)[0]
     start, count = op._vector(1, 4)
     assert count == 24
-    for k in (1, 5, 12):  # input-to-input and recurrent-to-input weights, the input gate's bias
+    for k in (1, 5, 9, 12):  # input-to-input, recurrent-to-input, its peephole, the input gate's bias
         data[start + 4 * k:start + 4 * k + 4] = (-1).to_bytes(4, "little", signed=True)
     (tmp_path / "cifg.tflite").write_bytes(data)
-    x = rng.normal(size=(1, STEPS, FEATURES)).astype(np.float32)
-    assert _litert(tmp_path / "cifg.tflite", x)["output"].shape == (1, STEPS, 4)  # a file LiteRT runs
-    with pytest.raises(UnsupportedError, match=r"operator 0 \(UNIDIRECTIONAL_SEQUENCE_LSTM\) is a CIFG LSTM"):
-        files.read(tmp_path / "cifg.tflite")
+    x = rng.normal(size=(BATCH, STEPS, FEATURES)).astype(np.float32)
+    expected = _litert(tmp_path / "cifg.tflite", x)
+    model = files.read(tmp_path / "cifg.tflite")
+    assert model.layers[0].input_forget and model.layers[0].peepholes
+    ours = reference.run(model, x)[-1]
+    assert ours[0].shape == expected["output"].shape
+    np.testing.assert_allclose(ours[0], expected["output"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(ours[1][1][0], expected["tensors"]["lstm.forward.c"], atol=1e-5, rtol=0)
+    files.write(model, tmp_path / "again.tflite")
+    assert tflite._File(memoryview((tmp_path / "again.tflite").read_bytes()), "x").operators[0].scalars(1, "i")[1] == -1
+    np.testing.assert_allclose(_litert(tmp_path / "again.tflite", x)["output"], expected["output"], atol=1e-6, rtol=0)
+    assert files.convert(tmp_path / "cifg.tflite", tmp_path / "cifg.onnx").verdict == "exact"
+    result = lc.verify.verify(tmp_path / "cifg.tflite", tmp_path / "cifg.onnx")
+    assert result.ok and result.runners == ("LiteRT", "onnxruntime"), (result.rows, result.notes)
 
 
 def test_damaged_files_are_refused_with_the_librarys_errors_only(tmp_path, rng):

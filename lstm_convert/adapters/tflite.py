@@ -403,12 +403,13 @@ class _Reader:
                 raise self.refuse(index, name, "has auxiliary inputs")
             spans = [(1, 4)] if not bidirectional else [(1, 4), (5, 8)]
             units = [self.rnn_direction(index, name, inputs[a:b], width) for a, b in spans]
-        sizes = {(u["hidden"], u["proj"]) for u in units}
+        sizes = {(u["hidden"], u["proj"], u.get("input_forget", False), bool(u["peepholes"])) for u in units}
         if len(sizes) != 1:
-            raise self.refuse(index, name, "has directions of different sizes")
+            raise self.refuse(index, name, "has directions of different sizes or kinds of cell")
         return {"op": name, "index": index, "units": units, "act": _ACT_IN[act], "width": width,
                 "cell_clip": cell_clip or None, "merge": merge, "kind": "lstm" if lstm else "rnn",
-                "stem": _stem(f.name(inputs[1]), (".forward.input.W_x", ".forward.W_x")), "cell": name == "LSTM"}
+                "stem": _stem(f.name(inputs[1] if inputs[1] != -1 else inputs[2]),
+                              (".forward.input.W_x", ".forward.forget.W_x", ".forward.W_x")), "cell": name == "LSTM"}
 
     def lstm_direction(self, index: int, name: str, t: Sequence[int], width: int) -> dict:
         f = self.f
@@ -420,22 +421,36 @@ class _Reader:
         if recurrent.ndim != 2 or recurrent.shape[0] != hidden:
             raise self.refuse(index, name, f"has recurrent-to-forget weights of shape {recurrent.shape}")
         out = recurrent.shape[1]
-        if t[0] == -1 or t[4] == -1:
-            raise UnsupportedError(f"{self.where}: operator {index} ({name}) is a CIFG LSTM (no input gate: it computes "
-                                   "1 - forget), which lstm_convert does not hold")
+        cifg = t[0] == -1
+        if (t[4] == -1) != cifg or (cifg and (t[11] != -1 or t[8] != -1)):
+            raise self.refuse(index, name, "has input-gate tensors of some kinds and not others")
         gates = {}
         for k, gate in enumerate(_LSTM_GATES):
+            if cifg and gate == "input":
+                continue
             w_x = f.constant(t[k], index, (hidden, width), f"input-to-{gate} weights")
             w_h = f.constant(t[4 + k], index, (hidden, out), f"recurrent-to-{gate} weights")
             if t[11 + k] == -1:
                 raise self.refuse(index, name, f"has no {gate} gate bias")
             b = f.constant(t[11 + k], index, (hidden,), f"{gate} gate bias")
             gates[gate] = Gate(w_x, w_h, b, np.zeros_like(b))
-        peep = [t[8], t[9], t[10]]
-        if any(k != -1 for k in peep) and any(k == -1 for k in peep):
+        peep = dict(zip(PEEPHOLE_GATES, (t[8], t[9], t[10])))
+        if cifg:
+            del peep["input"]
+        if any(k != -1 for k in peep.values()) and any(k == -1 for k in peep.values()):
             raise self.refuse(index, name, "has some peepholes and not others")
-        peepholes = {g: f.constant(k, index, (hidden,), f"cell-to-{g} peephole") for g, k in zip(PEEPHOLE_GATES, peep)} \
-            if peep[0] != -1 else {}
+        peepholes = {g: f.constant(k, index, (hidden,), f"cell-to-{g} peephole") for g, k in peep.items()} \
+            if peep["forget"] != -1 else {}
+        if cifg:  # the input gate is 1 - f = sigmoid(-pre_f): canonically, coupled gates (input_forget) whose
+            # input gate has the forget gate's weights negated; the forget gate's own are unused, zeros
+            forget = gates["forget"]
+            gates["input"] = Gate(-forget.W_x, -forget.W_h, -forget.b_x, forget.b_h.copy())
+            gates["forget"] = Gate(np.zeros_like(forget.W_x), np.zeros_like(forget.W_h), np.zeros_like(forget.b_x),
+                                   forget.b_h.copy())
+            gates = {gate: gates[gate] for gate in _LSTM_GATES}
+            if peepholes:
+                peepholes = {"input": -peepholes["forget"], "forget": np.zeros_like(peepholes["forget"]),
+                             "output": peepholes["output"]}
         projection = None
         if t[15] != -1:
             projection = f.constant(t[15], index, (out, hidden), "projection weights")
@@ -446,7 +461,7 @@ class _Reader:
         if t[16] != -1 and np.any(f.constant(t[16], index, (out,), "projection bias")):
             raise self.refuse(index, name, "adds a bias to its projection, which lstm_convert does not hold")
         return {"gates": gates, "peepholes": peepholes, "projection": projection, "hidden": hidden,
-                "proj": out if projection is not None else 0}
+                "proj": out if projection is not None else 0, "input_forget": cifg}
 
     def rnn_direction(self, index: int, name: str, t: Sequence[int], width: int) -> dict:
         f = self.f
@@ -535,7 +550,7 @@ class _Reader:
         return RecurrentLayer(
             kind=unit["kind"], input_size=unit["width"], hidden_size=hidden, gates=gates, directions=directions,
             activation=unit["act"], name=name, proj_size=proj, projections=projections, peepholes=peepholes,
-            cell_clip=unit["cell_clip"], go_backwards=go_backwards, return_sequences=return_sequences or unit["cell"],
+            cell_clip=unit["cell_clip"], input_forget=first.get("input_forget", False), go_backwards=go_backwards, return_sequences=return_sequences or unit["cell"],
             cell=unit["cell"], config={"tflite": {"operator": unit["op"]}})
 
 
@@ -584,8 +599,6 @@ def check_layer(layer: Layer) -> None:
     what = []
     if layer.clip is not None:
         what.append(f"clip={layer.clip!r} (ONNX's clip of every gate's input)")
-    if layer.input_forget:
-        what.append("input_forget (ONNX's coupled gates)")
     if layer.backward or layer.go_backwards:
         what.append("a reverse direction alone (go_backwards)")
     if layer.return_state:
@@ -799,14 +812,24 @@ def _lstm_tensors(g: _Graph, layer: RecurrentLayer, direction: str) -> list[int]
     """Inputs 1-17 of an LSTM operator for one direction."""
     stem = f"{layer.name}.{direction}"
     gates = {name: layer.gates[(0, direction, name)] for name in _LSTM_GATES}
-    out = [g.const(f"{stem}.{name}.W_x", gates[name].W_x.astype(np.float32)) for name in _LSTM_GATES]
-    out += [g.const(f"{stem}.{name}.W_h", gates[name].W_h.astype(np.float32)) for name in _LSTM_GATES]
-    if layer.peepholes:
-        out += [g.const(f"{stem}.{name}.p", layer.peepholes[(0, direction, name)].astype(np.float32))
+    peepholes = {name: layer.peepholes[(0, direction, name)] for name in PEEPHOLE_GATES} if layer.peepholes else {}
+    if layer.input_forget:  # coupled gates, f = 1 - i: TFLite's CIFG cell, whose forget gate is i's negated
+        i = gates["input"]
+        gates["forget"] = Gate(-i.W_x, -i.W_h, -i.b_x if i.b_x is not None else None,
+                               -i.b_h if i.b_h is not None else None)
+        if peepholes:
+            peepholes["forget"] = -peepholes["input"]
+    names = [name for name in _LSTM_GATES if not (layer.input_forget and name == "input")]
+    out = [g.const(f"{stem}.{name}.W_x", gates[name].W_x.astype(np.float32)) if name in names else -1
+           for name in _LSTM_GATES]
+    out += [g.const(f"{stem}.{name}.W_h", gates[name].W_h.astype(np.float32)) if name in names else -1
+            for name in _LSTM_GATES]
+    if peepholes:
+        out += [g.const(f"{stem}.{name}.p", peepholes[name].astype(np.float32)) if name in names else -1
                 for name in PEEPHOLE_GATES]
     else:
         out += [-1, -1, -1]
-    out += [g.const(f"{stem}.{name}.bias", _bias(gates[name])) for name in _LSTM_GATES]
+    out += [g.const(f"{stem}.{name}.bias", _bias(gates[name])) if name in names else -1 for name in _LSTM_GATES]
     if layer.proj_size:
         out += [g.const(f"{stem}.projection", layer.projections[(0, direction)].astype(np.float32)), -1]
     else:
