@@ -137,6 +137,8 @@ class RecurrentLayer(_BitEqual):
     merge_mode: str = "concat"
     backward: bool = False
     peepholes: Mapping[GateKey, np.ndarray] = field(default_factory=dict)
+    # Per gate, coefficients (H,) of a normalisation of its pre-activation before the bias (TFLite's layer-norm LSTM)
+    layer_norm: Mapping[GateKey, np.ndarray] = field(default_factory=dict)
     clip: float | None = None
     cell_clip: float | None = None  # the cell state clipped to [-cell_clip, cell_clip] after each step (TFLite)
     input_forget: bool = False
@@ -170,10 +172,10 @@ class RecurrentLayer(_BitEqual):
         if self.backward and (self.directions != 1 or self.go_backwards):
             raise ConfigError(f"{self.name}: backward=True is a single reverse direction; it takes neither "
                               "directions=2 nor go_backwards")
-        if (self.peepholes or self.clip is not None or self.cell_clip is not None or self.input_forget) \
-                and self.kind != "lstm":
-            raise ConfigError(f"{self.name}: peepholes, clip, cell_clip and input_forget belong to an LSTM, not "
-                              f"{self.kind}")
+        if (self.peepholes or self.layer_norm or self.clip is not None or self.cell_clip is not None
+                or self.input_forget) and self.kind != "lstm":
+            raise ConfigError(f"{self.name}: peepholes, layer_norm, clip, cell_clip and input_forget belong to an "
+                              f"LSTM, not {self.kind}")
         if isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float)) or not \
                 math.isfinite(self.forget_bias) or (self.forget_bias and self.kind != "lstm"):
             raise ConfigError(f"{self.name}: forget_bias must be a finite number, and zero but for an LSTM, got "
@@ -196,6 +198,7 @@ class RecurrentLayer(_BitEqual):
         object.__setattr__(self, "gates", MappingProxyType(self._validated_gates()))
         object.__setattr__(self, "projections", MappingProxyType(self._validated_projections()))
         object.__setattr__(self, "peepholes", MappingProxyType(self._validated_peepholes()))
+        object.__setattr__(self, "layer_norm", MappingProxyType(self._validated_layer_norm()))
 
     # -- structure -------------------------------------------------------
 
@@ -214,7 +217,9 @@ class RecurrentLayer(_BitEqual):
     def cell_features(self) -> list[str]:
         """What this layer's cells compute beyond the plain equations: peepholes, a clipped cell state,
         coupled input and forget gates, a single reverse direction. Most targets have none of these."""
-        return [name for name, present in (("peepholes (P)", bool(self.peepholes)), ("clip", self.clip is not None),
+        return [name for name, present in (("peepholes (P)", bool(self.peepholes)),
+                                           ("layer norm of the gates (LN)", bool(self.layer_norm)),
+                                           ("clip", self.clip is not None),
                                            (f"cell_clip={self.cell_clip!r} (the cell state clipped)",
                                             self.cell_clip is not None),
                                            ("input_forget", self.input_forget),
@@ -256,6 +261,8 @@ class RecurrentLayer(_BitEqual):
                     yield tensor_name(self.name, *key, role), array
             if key in self.peepholes:
                 yield tensor_name(self.name, *key, "p"), self.peepholes[key]
+            if key in self.layer_norm:
+                yield tensor_name(self.name, *key, "ln"), self.layer_norm[key]
             if self.proj_size and key[2] == self.gate_names[-1]:
                 yield tensor_name(self.name, key[0], key[1], "projection", "W_hr"), self.projections[key[:2]]
 
@@ -282,6 +289,7 @@ class RecurrentLayer(_BitEqual):
             "zero_output_for_mask": self.zero_output_for_mask, "stateful": self.stateful,
             **({"forget_bias": self.forget_bias} if self.forget_bias else {}),
             **({"cell_clip": self.cell_clip} if self.cell_clip is not None else {}),
+            **({"layer_norm": True} if self.layer_norm else {}),
             "config": dict(self.config),
             "source": dict(self.source),
         }
@@ -298,6 +306,8 @@ class RecurrentLayer(_BitEqual):
                                if spec["peepholes"] and key[2] in PEEPHOLE_GATES}
         gates = {key: Gate(**{role: fetch(tensor_name(spec["name"], *key, role)) for role in roles})
                  for key in keys}
+        fields["layer_norm"] = {key: fetch(tensor_name(spec["name"], *key, "ln")) for key in keys} \
+            if spec.get("layer_norm") else {}
         projections = {key[:2]: fetch(tensor_name(spec["name"], key[0], key[1], "projection", "W_hr"))
                        for key in keys if spec["proj_size"] and key[2] == GATES[spec["kind"]][-1]}
         return cls(gates=gates, projections=projections, **fields)
@@ -312,6 +322,7 @@ class RecurrentLayer(_BitEqual):
             gates = {(0, d, g): gate for (i, d, g), gate in self.gates.items() if i == index}
             projections = {(0, d): w for (i, d), w in self.projections.items() if i == index}
             peepholes = {(0, d, g): p for (i, d, g), p in self.peepholes.items() if i == index}
+            layer_norm = {(0, d, g): c for (i, d, g), c in self.layer_norm.items() if i == index}
             last = index == self.num_layers - 1  # only the top layer may return its last step alone
             # A framework's record names the stacked module (a PyTorch key prefix, say), which no single
             # layer of it is: each is then named by its own name.
@@ -319,6 +330,7 @@ class RecurrentLayer(_BitEqual):
             out.append(dataclasses.replace(
                 self, name=self.name if index == 0 else f"{self.name}_l{index}", num_layers=1, config=config,
                 input_size=self.fan_in(index), gates=gates, projections=projections, peepholes=peepholes,
+                layer_norm=layer_norm,
                 go_backwards=self.go_backwards and index == 0,  # the stack reverses its input once
                 return_sequences=self.return_sequences or not last, return_state=self.return_state and last,
                 zero_output_for_mask=self.zero_output_for_mask and last))
@@ -367,6 +379,17 @@ class RecurrentLayer(_BitEqual):
         dtype = self.gates[self.keys()[0]].W_x.dtype
         return {key: _frozen_array(self.peepholes[key], (self.hidden_size,), dtype,
                                    tensor_name(self.name, *key, "p")) for key in expected}
+
+    def _validated_layer_norm(self) -> dict[GateKey, np.ndarray]:
+        if not self.layer_norm:
+            return {}
+        expected = self.keys()
+        if sorted(self.layer_norm) != sorted(expected):
+            raise ShapeError(f"{self.name}: layer-norm coefficients for {sorted(self.layer_norm)} do not match the "
+                             f"gates (expected {expected})")
+        dtype = self.gates[expected[0]].W_x.dtype
+        return {key: _frozen_array(self.layer_norm[key], (self.hidden_size,), dtype, tensor_name(self.name, *key, "ln"))
+                for key in expected}
 
     def _validated_projections(self) -> dict[tuple[int, str], np.ndarray]:
         expected = [(index, d) for index in range(self.num_layers) for d in self.direction_names] \

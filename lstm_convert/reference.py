@@ -109,8 +109,12 @@ def _run_direction(layer, index, direction, x, mask, state, step, zeros):
     if getattr(layer, "forget_bias", 0.0):  # a constant the layer adds to its forget gate (Haiku's hk.LSTM)
         b_x = b_x.copy()
         b_x[block["forget"]] += layer.forget_bias
+    ln = None
+    if getattr(layer, "layer_norm", None):  # the biases come after the normalisation: kept apart
+        ln = {g: (layer.layer_norm[(index, direction, g)].astype(np.float64), (b_x + b_h)[block[g]]) for g in names}
+        b_x, b_h = np.zeros_like(b_x), np.zeros_like(b_h)
     params = {"pre_x": x @ w_x.T + b_x,  # (batch, time, G*H): the input side of every step at once
-              "w_h": w_h, "b_h": b_h, "block": block,
+              "w_h": w_h, "b_h": b_h, "block": block, "ln": ln,
               "act": ACTIVATIONS[layer.activation], "rec": ACTIVATIONS[layer.recurrent_activation],
               "reset_after": layer.reset_after, "clip": layer.clip, "input_forget": layer.input_forget,
               "cell_clip": getattr(layer, "cell_clip", None),
@@ -128,6 +132,9 @@ def _run_direction(layer, index, direction, x, mask, state, step, zeros):
     return out, state
 
 
+_LN_EPSILON = 1e-8  # TFLite's MeanStddevNormalization: (x - mean) / sqrt(variance + 1e-8)
+
+
 def _lstm_step(p, pre_x, state):
     h, c = state
     z = pre_x + h @ p["w_h"].T + p["b_h"]
@@ -135,6 +142,10 @@ def _lstm_step(p, pre_x, state):
 
     def gate(name, cell_state=None):
         pre = z[:, block[name]] + (peep[name] * cell_state if peep is not None and cell_state is not None else 0.0)
+        if p["ln"] is not None:  # TFLite's layer-norm LSTM: normalised over the units, scaled, then the bias
+            coefficients, bias = p["ln"][name]
+            pre = (pre - pre.mean(-1, keepdims=True)) / np.sqrt(pre.var(-1, keepdims=True) + _LN_EPSILON)
+            pre = pre * coefficients + bias
         return np.clip(pre, -clip, clip) if clip is not None else pre
 
     i = p["rec"](gate("input", c))  # peepholes (ONNX) look at the previous cell state for i and f

@@ -34,7 +34,8 @@ TESTS = {"archive": "test_safetensors_headers and archive", "torch-safetensors":
          "pt": "test_pt_pickle_opcodes_and_zip_members",
          "npz": "test_npz_headers_and_members", "onnx": "test_onnx_protobuf_fields",
          "tf_checkpoint": "test_tf_checkpoint_entries_header_and_data", "flax": "test_flax_msgpack_trees_and_arrays",
-         "equinox": "test_eqx_records_and_skeleton", "haiku": "test_haiku_npz_keys_and_members"}
+         "equinox": "test_eqx_records_and_skeleton", "haiku": "test_haiku_npz_keys_and_members",
+         "tflite": "test_tflite_tables_vectors_and_offsets"}
 
 
 # Runs pytest in this process and then lists the project's modules it imported (the test's reach).

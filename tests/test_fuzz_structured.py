@@ -2,7 +2,7 @@
 strategy changes where the format has structure (safetensors headers and their JSON metadata, zip
 members, HDF5 groups, datasets and attributes, pickle opcodes, ONNX protobuf fields, .npy headers,
 TensorFlow checkpoints' index entries and data, Flax msgpack trees and their array extensions, Equinox's
-.npy records and skeleton, Haiku's keys), and
+.npy records and skeleton, Haiku's keys, TFLite's FlatBuffer tables, vectors and offsets), and
 must answer with a model or the library's own error: never another exception, a hang or a crash.
 
 CI runs LSTM_CONVERT_FUZZ_EXAMPLES (default 40) cases per reader, derandomized. The long run, whose last
@@ -71,7 +71,8 @@ SAMPLES = {"test_keras_zip_members_and_weights": "keras", "test_h5_groups_datase
            "test_pickle_reassembly_is_faithful": "torch", "test_pt_pickle_opcodes_and_zip_members": "torch",
            "test_npz_headers_and_members": "npz", "test_onnx_protobuf_fields": "onnx",
            "test_tf_checkpoint_entries_header_and_data": "tf_checkpoint", "test_flax_msgpack_trees_and_arrays": "flax",
-           "test_eqx_records_and_skeleton": "equinox", "test_haiku_npz_keys_and_members": "haiku"}
+           "test_eqx_records_and_skeleton": "equinox", "test_haiku_npz_keys_and_members": "haiku",
+           "test_tflite_tables_vectors_and_offsets": "tflite"}
 
 
 @pytest.fixture(autouse=True)
@@ -810,3 +811,90 @@ def _haiku_files(draw):
 @given(data=st.data())
 def test_haiku_npz_keys_and_members(data):
     _read(data.draw(_haiku_files()), ".npz", "haiku", "haiku")
+
+
+# -- TFLite: FlatBuffer tables, vectors and offsets --------------------------------------------------------
+
+
+def _tflite_slots(data: bytes) -> list[tuple[int, str]]:
+    """Where a TFLite file's structure lies: ``(byte position, struct format)`` of its offsets, vector lengths,
+    operator codes, tensor indices, shapes, types, buffer numbers and option fields."""
+    from lstm_convert import _flatbuffers as fb
+
+    slots: list[tuple[int, str]] = [(0, "I")]
+
+    def field(table, index, fmt):
+        at = table._field(index)
+        if at:
+            slots.append((at, fmt))
+
+    def vector(table, index, fmt, elements=True):
+        at = table._field(index)
+        if not at:
+            return
+        slots.append((at, "I"))  # the offset to the vector
+        found = table._vector(index, struct.calcsize(fmt))
+        start, count = found
+        slots.append((start - 4, "I"))  # its length
+        if elements:
+            slots.extend((start + struct.calcsize(fmt) * k, fmt) for k in range(min(count, 64)))
+
+    model = fb.root(data, "fuzz")
+    slots.append((model.vtable, "H"))
+    for code in model.tables(1):
+        field(code, 0, "b")
+        field(code, 3, "i")
+    for graph in model.tables(2)[:1]:
+        vector(graph, 1, "i")
+        vector(graph, 2, "i")
+        for tensor in graph.tables(0):
+            vector(tensor, 0, "i")
+            field(tensor, 1, "b")
+            field(tensor, 2, "I")
+            field(tensor, 5, "B")
+            vector(tensor, 7, "i")
+            slots.append((tensor.vtable, "H"))
+        for op in graph.tables(3):
+            field(op, 0, "I")
+            vector(op, 1, "i")
+            vector(op, 2, "i")
+            field(op, 3, "B")
+            options = op.table(4)
+            if options is not None:
+                slots.append((options.vtable + 2, "H"))
+                for k in range(6):
+                    at = options._field(k)
+                    if at:
+                        slots.append((at, "f" if k in (1, 2) and options.vsize > 6 else "i"))
+    for buffer in model.tables(4):
+        vector(buffer, 0, "B", elements=False)
+        field(buffer, 1, "Q")
+        field(buffer, 2, "Q")
+    return slots
+
+
+@st.composite
+def _tflite_files(draw):
+    data = bytearray(_valid("tflite"))
+    slots = _tflite_slots(bytes(data))
+    for _ in range(draw(st.integers(1, 3))):
+        at, fmt = draw(st.sampled_from(slots))
+        size = struct.calcsize(fmt)
+        if fmt == "f":
+            value = draw(st.sampled_from([0.0, -1.0, 10.0, 1e-30, float("nan"), float("inf"), -float("inf")]))
+        else:
+            bits = 8 * size
+            low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if fmt.islower() else (0, 2 ** bits - 1)
+            value = draw(st.one_of(st.sampled_from([low, high, 0, 1, 2, 3, 4, -1 if low else 5, 44, 52, 16, 9, 71]),
+                                   st.integers(low, high)))
+            value = min(max(value, low), high)
+        struct.pack_into("<" + fmt, data, at, value)
+    if draw(st.booleans()):
+        data = data[:draw(st.integers(0, len(data)))]
+    return bytes(data)
+
+
+@FUZZ
+@given(data=st.data())
+def test_tflite_tables_vectors_and_offsets(data):
+    _read(data.draw(_tflite_files()), ".tflite", "tflite", "tflite")

@@ -134,6 +134,37 @@ def test_cell_clip_changes_what_is_computed_as_tflite_computes_it(tmp_path, rng)
     assert np.abs(reference.run(lc.Model((layer,)), x)[-1][0] - ours[0]).max() > 1e-2
 
 
+@pytest.mark.parametrize("variant", ["layer_norm", "layer_norm_peepholes_clip", "layer_norm_cifg"])
+def test_a_layer_norm_lstm_computes_what_litert_does_and_keeps_its_coefficients(variant, tmp_path, rng):
+    """TFLite's layer-norm LSTM normalises each gate's pre-activation over the units, scales it by the gate's
+    coefficients, then adds the bias: the canonical layer_norm, which the archive keeps bit for bit and every
+    target without it refuses by name."""
+    layer = lc.from_torch(random_torch_lstm(rng, input_size=FEATURES, hidden_size=4))
+    extra = {"layer_norm": {k: rng.normal(size=4).astype(np.float32) for k in layer.keys()}}
+    if variant == "layer_norm_peepholes_clip":
+        extra.update(peepholes={k: rng.normal(size=4).astype(np.float32) for k in layer.keys() if k[2] != "cell"},
+                     cell_clip=0.8)
+    elif variant == "layer_norm_cifg":
+        extra.update(input_forget=True)
+    model = lc.Model((dataclasses.replace(layer, **extra),))
+    files.write(model, tmp_path / "ln.tflite")
+    x = rng.normal(scale=2.0, size=(BATCH, STEPS, FEATURES)).astype(np.float32)
+    run = _litert(tmp_path / "ln.tflite", x)
+    ours = reference.run(model, x)[-1]
+    assert run["output"].shape == ours[0].shape
+    np.testing.assert_allclose(run["output"], ours[0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(run["tensors"]["lstm.forward.c"], ours[1][1][0], atol=1e-5, rtol=0)
+    plain = reference.run(lc.Model((dataclasses.replace(model.layers[0], layer_norm={}),)), x)[-1][0]
+    assert np.abs(plain - ours[0]).max() > 1e-2  # the normalisation is not decorative
+    back = files.read(tmp_path / "ln.tflite")
+    assert back.layers[0].layer_norm.keys() == model.layers[0].layer_norm.keys()
+    files.write(back, tmp_path / "ln.safetensors")
+    assert files.read(tmp_path / "ln.safetensors") == back
+    for target in ("ln.pt", "ln.onnx", "ln.keras"):
+        with pytest.raises(UnsupportedError, match="lstm: .*(layer norm|normalises its gates)"):
+            files.write(back, tmp_path / target)
+
+
 def test_quantised_weights_are_refused_naming_the_tensor(made):
     with pytest.raises(UnsupportedError, match=r"quantised.*does not dequantise") as raised:
         files.read(made / "quantised.tflite")

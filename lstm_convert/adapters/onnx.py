@@ -127,6 +127,9 @@ def check_representable(layer: Layer) -> None:
     if layer.return_state:
         raise UnsupportedError(f"{layer.name}: return_state=True (the final states as model outputs) is not written "
                                f"to ONNX. {keep}, or set return_state=false")
+    if layer.layer_norm:
+        raise UnsupportedError(f"{layer.name}: an LSTM that normalises its gates (layer norm, TFLite's) has no ONNX "
+                               f"operator. {keep}")
     if layer.cell_clip is not None:
         raise UnsupportedError(f"{layer.name}: cell_clip={layer.cell_clip!r} clips the cell state, which an ONNX LSTM "
                                f"does not do (its clip bounds the gates' inputs). {keep}, or drop the clip with "

@@ -57,6 +57,9 @@ _ACT_OUT = {name: code for code, name in _ACT_IN.items()}
 _FLOAT32, _INT32 = 0, 2
 _TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool", 7: "int16",
           9: "int8", 10: "float64", 16: "bfloat16"}
+# Inputs and outputs an operator needs at least (the recurrent ones are checked with their own counts).
+_ARITY = {"REVERSE_V2": (2, 1), "STRIDED_SLICE": (4, 1), "FULLY_CONNECTED": (2, 1), "GATHER": (2, 1),
+          "CONCATENATION": (1, 1)}
 _LSTM_GATES = ("input", "forget", "cell", "output")  # TFLite's order, and the canonical gate names
 _IDENTIFIER = b"TFL3"
 _LIMIT = 2 ** 31 - 2 ** 20  # a FlatBuffer's offsets reach 2 GiB; larger files keep buffers outside it
@@ -100,9 +103,13 @@ class _File:
         return self.tensors[k]
 
     def name(self, k: int) -> str:
+        if not 0 <= k < len(self.tensors):
+            return f"tensor {k} (of {len(self.tensors)})"
         return self.tensors[k].string(3) or f"tensor {k}"
 
     def shape(self, k: int) -> tuple[int, ...]:
+        if not 0 <= k < len(self.tensors):
+            raise FormatError(f"{self.where}: names tensor {k} of {len(self.tensors)}")
         return tuple(self.tensors[k].scalars(0, "i"))
 
     def constant(self, k: int, index: int, shape: tuple[int, ...] | None, what: str) -> np.ndarray:
@@ -224,8 +231,10 @@ class _Reader:
         for k in list(inputs) + list(outputs):
             if k != -1:
                 f.tensor(k, index)
-        if not outputs:
-            raise FormatError(f"{self.where}: operator {index} ({name}) has no output")
+        need = _ARITY.get(name, (1, 1))
+        if len(inputs) < need[0] or len(outputs) < need[1]:
+            raise FormatError(f"{self.where}: operator {index} ({name}) has {len(inputs)} inputs and {len(outputs)} "
+                              f"outputs, expected at least {need[0]} and {need[1]}")
         opts = op.table(4)
         x = inputs[0] if inputs else -1
         if name == "REVERSE_V2":
@@ -255,6 +264,8 @@ class _Reader:
                     raise self.refuse(index, name, "runs on a reversed input")
                 self.pending[outputs[0]] = unit
                 if name.startswith("BIDIRECTIONAL") and not unit["merge"]:
+                    if len(outputs) < 2:
+                        raise self.refuse(index, name, "has one output, though its directions are not merged")
                     self.pending[outputs[1]] = {**unit, "half": "backward"}
                     unit["half"] = "forward"
                 return
@@ -395,9 +406,8 @@ class _Reader:
             spans = [(1, 18)] if not bidirectional else [(1, 18), (18, 35)]
             if bidirectional and any(k != -1 for k in inputs[39:48]):
                 raise self.refuse(index, name, "has auxiliary inputs")
-            if not bidirectional and len(inputs) == 24 and any(k != -1 for k in inputs[20:24]):
-                raise self.refuse(index, name, "normalises its gates (layer-norm LSTM), which lstm_convert does not hold")
-            units = [self.lstm_direction(index, name, inputs[a:b], width) for a, b in spans]
+            norms = list(inputs[20:24]) if not bidirectional and len(inputs) == 24 else [-1] * 4
+            units = [self.lstm_direction(index, name, inputs[a:b], width, norms) for a, b in spans]
         else:
             if bidirectional and len(inputs) > 9 and any(k != -1 for k in inputs[9:]):
                 raise self.refuse(index, name, "has auxiliary inputs")
@@ -411,7 +421,7 @@ class _Reader:
                 "stem": _stem(f.name(inputs[1] if inputs[1] != -1 else inputs[2]),
                               (".forward.input.W_x", ".forward.forget.W_x", ".forward.W_x")), "cell": name == "LSTM"}
 
-    def lstm_direction(self, index: int, name: str, t: Sequence[int], width: int) -> dict:
+    def lstm_direction(self, index: int, name: str, t: Sequence[int], width: int, norms: Sequence[int]) -> dict:
         f = self.f
         forget = f.constant(t[1], index, None, "input-to-forget weights")
         if forget.ndim != 2:
@@ -422,7 +432,7 @@ class _Reader:
             raise self.refuse(index, name, f"has recurrent-to-forget weights of shape {recurrent.shape}")
         out = recurrent.shape[1]
         cifg = t[0] == -1
-        if (t[4] == -1) != cifg or (cifg and (t[11] != -1 or t[8] != -1)):
+        if (t[4] == -1) != cifg or (cifg and (t[11] != -1 or t[8] != -1 or norms[0] != -1)):
             raise self.refuse(index, name, "has input-gate tensors of some kinds and not others")
         gates = {}
         for k, gate in enumerate(_LSTM_GATES):
@@ -441,6 +451,13 @@ class _Reader:
             raise self.refuse(index, name, "has some peepholes and not others")
         peepholes = {g: f.constant(k, index, (hidden,), f"cell-to-{g} peephole") for g, k in peep.items()} \
             if peep["forget"] != -1 else {}
+        layer_norm = dict(zip(_LSTM_GATES, norms))
+        if cifg:
+            del layer_norm["input"]
+        if any(k != -1 for k in layer_norm.values()) and any(k == -1 for k in layer_norm.values()):
+            raise self.refuse(index, name, "normalises some gates and not others")
+        layer_norm = {g: f.constant(k, index, (hidden,), f"{g} gate layer-norm coefficients")
+                      for g, k in layer_norm.items()} if norms[1] != -1 else {}
         if cifg:  # the input gate is 1 - f = sigmoid(-pre_f): canonically, coupled gates (input_forget) whose
             # input gate has the forget gate's weights negated; the forget gate's own are unused, zeros
             forget = gates["forget"]
@@ -451,6 +468,10 @@ class _Reader:
             if peepholes:
                 peepholes = {"input": -peepholes["forget"], "forget": np.zeros_like(peepholes["forget"]),
                              "output": peepholes["output"]}
+            if layer_norm:  # normalising -pre gives -(normalised pre): the coefficients stay, the bias is negated
+                layer_norm = {"input": layer_norm["forget"], "forget": np.ones_like(layer_norm["forget"]),
+                              "cell": layer_norm["cell"], "output": layer_norm["output"]}
+                layer_norm = {gate: layer_norm[gate] for gate in _LSTM_GATES}
         projection = None
         if t[15] != -1:
             projection = f.constant(t[15], index, (out, hidden), "projection weights")
@@ -461,7 +482,7 @@ class _Reader:
         if t[16] != -1 and np.any(f.constant(t[16], index, (out,), "projection bias")):
             raise self.refuse(index, name, "adds a bias to its projection, which lstm_convert does not hold")
         return {"gates": gates, "peepholes": peepholes, "projection": projection, "hidden": hidden,
-                "proj": out if projection is not None else 0, "input_forget": cifg}
+                "proj": out if projection is not None else 0, "input_forget": cifg, "layer_norm": layer_norm}
 
     def rnn_direction(self, index: int, name: str, t: Sequence[int], width: int) -> dict:
         f = self.f
@@ -538,19 +559,21 @@ class _Reader:
     def layer(self, unit: dict, *, directions: int, go_backwards: bool, return_sequences: bool) -> RecurrentLayer:
         first = unit["units"][0]
         hidden, proj = first["hidden"], first["proj"]
-        gates, peepholes, projections = {}, {}, {}
+        gates, peepholes, projections, layer_norm = {}, {}, {}, {}
         for direction, part in zip(DIRECTIONS[:directions], unit["units"]):
             for gate, value in part["gates"].items():
                 gates[(0, direction, gate)] = value
             for gate, value in part["peepholes"].items():
                 peepholes[(0, direction, gate)] = value
+            for gate, value in part.get("layer_norm", {}).items():
+                layer_norm[(0, direction, gate)] = value
             if part["projection"] is not None:
                 projections[(0, direction)] = part["projection"]
         name = self.unique(unit["stem"] or unit["kind"], unit["kind"])
         return RecurrentLayer(
             kind=unit["kind"], input_size=unit["width"], hidden_size=hidden, gates=gates, directions=directions,
             activation=unit["act"], name=name, proj_size=proj, projections=projections, peepholes=peepholes,
-            cell_clip=unit["cell_clip"], input_forget=first.get("input_forget", False), go_backwards=go_backwards, return_sequences=return_sequences or unit["cell"],
+            layer_norm=layer_norm, cell_clip=unit["cell_clip"], input_forget=first.get("input_forget", False), go_backwards=go_backwards, return_sequences=return_sequences or unit["cell"],
             cell=unit["cell"], config={"tflite": {"operator": unit["op"]}})
 
 
@@ -605,6 +628,8 @@ def check_layer(layer: Layer) -> None:
         what.append("return_state=True")
     if layer.merge_mode != "concat":
         what.append(f"merge_mode={layer.merge_mode!r}")
+    if layer.layer_norm and layer.directions == 2:
+        what.append("layer norm in both directions (BIDIRECTIONAL_SEQUENCE_LSTM has no layer-norm inputs)")
     if layer.cell and layer.kind != "lstm":
         what.append("a single-step cell (TFLite's one-step operator is an LSTM's)")
     if layer.recurrent_activation != "sigmoid":
@@ -741,7 +766,7 @@ def _recurrent(g: _Graph, layer: RecurrentLayer, x: int, batch: int, steps: int 
             options = {0: act, 1: ("f", clip), 2: ("f", 0.0), 3: ("?", merge), 4: ("?", False)}
             op = "BIDIRECTIONAL_SEQUENCE_LSTM"
         else:
-            inputs += states + [-1] * 4
+            inputs += states + _norm_tensors(g, layer, "forward")
             options = {0: act, 1: ("f", clip), 2: ("f", 0.0), 3: ("?", False)}
             op = "UNIDIRECTIONAL_SEQUENCE_LSTM"
     else:
@@ -783,7 +808,8 @@ def _cell(g: _Graph, layer: RecurrentLayer, x: int, batch: int) -> int:
     """A single-step LSTM cell: TFLite's LSTM operator on ``(batch, features)``."""
     inputs = [x, *_lstm_tensors(g, layer, "forward"),
               g.tensor(f"{layer.name}.forward.h", [batch, layer.state_size], variable=True),
-              g.tensor(f"{layer.name}.forward.c", [batch, layer.hidden_size], variable=True), -1, -1, -1, -1]
+              g.tensor(f"{layer.name}.forward.c", [batch, layer.hidden_size], variable=True),
+              *_norm_tensors(g, layer, "forward")]
     out = g.tensor(layer.name, [batch, layer.state_size])
     g.op("LSTM", inputs, [out], {0: ("b", _ACT_OUT[layer.activation]), 1: ("f", float(layer.cell_clip or 0.0)),
                                  2: ("f", 0.0), 3: ("b", 0)})
@@ -799,6 +825,18 @@ def _step(g: _Graph, seq: int, which: int, name: str, shape: list[int]) -> int:
     g.op("STRIDED_SLICE", [seq, begin, end, strides], [out],
          {0: ("i", 5), 1: ("i", 5), 2: ("i", 0), 3: ("i", 0), 4: ("i", 2)})
     return out
+
+
+def _norm_tensors(g: _Graph, layer: RecurrentLayer, direction: str) -> list[int]:
+    """Inputs 20-23 of an LSTM operator: each gate's layer-norm coefficients (none in a CIFG cell's input gate)."""
+    if not layer.layer_norm:
+        return [-1] * 4
+    coefficients = {name: layer.layer_norm[(0, direction, name)] for name in _LSTM_GATES}
+    if layer.input_forget:  # TFLite's forget gate is the canonical input gate negated: the same coefficients
+        coefficients["forget"] = coefficients["input"]
+    return [-1 if layer.input_forget and name == "input" else
+            g.const(f"{layer.name}.{direction}.{name}.ln", coefficients[name].astype(np.float32))
+            for name in _LSTM_GATES]
 
 
 def _bias(gate: Gate) -> np.ndarray:
