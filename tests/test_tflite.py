@@ -132,6 +132,10 @@ def test_cell_clip_changes_what_is_computed_as_tflite_computes_it(tmp_path, rng)
     np.testing.assert_allclose(run["tensors"]["lstm.forward.c"], ours[1][1][0], atol=1e-5, rtol=0)
     assert np.abs(ours[1][1]).max() == pytest.approx(0.3)
     assert np.abs(reference.run(lc.Model((layer,)), x)[-1][0] - ours[0]).max() > 1e-2
+    # verify never calls a clipped and an unclipped cell the same, though random input may not reach the clip
+    files.write(lc.Model((layer,)), tmp_path / "plain.safetensors")
+    result = lc.verify.verify(tmp_path / "c.tflite", tmp_path / "plain.safetensors", steps=2)
+    assert not result.ok and any("differ by construction" in note for note in result.notes), result.notes
 
 
 @pytest.mark.parametrize("variant", ["layer_norm", "layer_norm_peepholes_clip", "layer_norm_cifg"])
