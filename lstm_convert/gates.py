@@ -345,15 +345,30 @@ def _mul(k: int) -> str:
     return "0" if k == 0 else ("H" if k == 1 else f"{k}H")
 
 
+# TFLite keeps one tensor per gate, as operator inputs: an LSTM's input-to-gate weights are inputs 1-4 and its
+# recurrent-to-gate weights 5-8 in this order (then peepholes 9-11 for i, f, o, biases 12-15, layer-norm
+# coefficients 20-23); a simple RNN's input weights are input 1. TFLite has no fused GRU.
+TFLITE_GATES: dict[str, tuple[str, ...]] = {"lstm": ("input", "forget", "cell", "output"), "rnn": ("hidden",)}
+
+
 def gate_table(kind: str = "lstm") -> str:
-    """The README's gate-order table, written from the layouts above."""
+    """The README's gate-order table, written from the layouts above (and TFLite's per-gate inputs)."""
     lays = [lay for lay in LAYOUTS.values() if lay.kind == kind]
+    tflite = TFLITE_GATES.get(kind)
     head = "| canonical gate | " + " | ".join(
-        f"{_TITLES[lay.framework]} `{lay.tensors[0]}`" for lay in lays) + " |"
-    rule = "|---" * (len(lays) + 1) + "|"
+        f"{_TITLES[lay.framework]} `{lay.tensors[0]}`" for lay in lays) + (" | TFLite (one tensor per gate)" if tflite
+                                                                             else "") + " |"
+    rule = "|---" * (len(lays) + 1 + bool(tflite)) + "|"
+
+    def own(gate: str) -> str:
+        if not tflite:
+            return ""
+        name = "input_weights" if kind == "rnn" else f"input_to_{gate}_weights"
+        return f" | `{name}` (input {tflite.index(gate) + 1})"
+
     rows = [
         f"| {gate} | " + " | ".join(
-            f"{lay.symbols[lay.order.index(gate)]} `{slice_text(lay, gate)}`" for lay in lays) + " |"
+            f"{lay.symbols[lay.order.index(gate)]} `{slice_text(lay, gate)}`" for lay in lays) + own(gate) + " |"
         for gate in GATES[kind]
     ]
     return "\n".join([head, rule, *rows])

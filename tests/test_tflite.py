@@ -218,6 +218,8 @@ def test_written_files_compute_what_pytorch_does_outputs_and_final_states(name, 
                          for d in ("forward", "reverse")[:unit.directions]])
         assert ours.shape == tuple(torch_final.shape), state
         np.testing.assert_allclose(ours, torch_final.numpy(), atol=1e-5, rtol=0)
+    read = reference.run(files.read(path), x)  # read back (each operator as its layer) it computes the same
+    np.testing.assert_allclose(read[-1][0], out.numpy(), atol=1e-5, rtol=0)
 
 
 def test_an_lstm_cell_is_the_one_step_lstm_operator(tmp_path, rng):

@@ -40,6 +40,7 @@ from .._lazy import np
 from .. import _flatbuffers as fb
 from ..canonical import DIRECTIONS, PEEPHOLE_GATES, Dense, Embedding, Gate, Layer, Model, RecurrentLayer
 from ..errors import FormatError, UnsupportedError
+from ..gates import TFLITE_GATES
 
 # Builtin operator codes (schema.fbs, BuiltinOperator).
 OPS = {"CONCATENATION": 2, "FULLY_CONNECTED": 9, "LOGISTIC": 14, "LSTM": 16, "RELU": 19, "RESHAPE": 22,
@@ -60,7 +61,7 @@ _TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "st
 # Inputs and outputs an operator needs at least (the recurrent ones are checked with their own counts).
 _ARITY = {"REVERSE_V2": (2, 1), "STRIDED_SLICE": (4, 1), "FULLY_CONNECTED": (2, 1), "GATHER": (2, 1),
           "CONCATENATION": (1, 1)}
-_LSTM_GATES = ("input", "forget", "cell", "output")  # TFLite's order, and the canonical gate names
+_LSTM_GATES = TFLITE_GATES["lstm"]  # TFLite's order of the per-gate inputs, by their canonical names
 _IDENTIFIER = b"TFL3"
 _LIMIT = 2 ** 31 - 2 ** 20  # a FlatBuffer's offsets reach 2 GiB; larger files keep buffers outside it
 
