@@ -36,13 +36,13 @@ def __getattr__(name: str) -> _Any:
         globals()[name] = value
         return value
     # Submodules loaded on first use (``lc.verify.verify``, ``lc.files.convert``), keeping the import light.
-    if name in ("files", "verify", "reference", "describe", "batch"):
+    if name in ("files", "verify", "reference", "describe", "batch", "stats", "diff", "plot"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*__all__, "__version__", "files", "verify", "reference", "describe", "batch"})
+    return sorted({*__all__, "__version__", "files", "verify", "reference", "describe", "batch", "stats", "diff", "plot"})
 
 
 __all__ = [

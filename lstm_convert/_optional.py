@@ -8,7 +8,8 @@ from types import ModuleType
 from .errors import MissingDependencyError
 
 _EXTRAS = {"torch": "torch", "keras": "keras", "h5py": "h5", "ml_dtypes": "bfloat16", "onnx": "onnx",
-           "onnxruntime": "onnx"}
+           "onnxruntime": "onnx", "matplotlib": "plot", "ai_edge_litert": "tflite", "jax": "jax", "flax": "jax",
+           "equinox": "jax", "haiku": "jax"}
 
 
 def require(module: str) -> ModuleType:

@@ -403,6 +403,12 @@ class RecurrentLayer(_BitEqual):
 
     # -- comparison and display ------------------------------------------
 
+    def _repr_html_(self) -> str:
+        """The gate table as HTML, for notebooks."""
+        from ._html import layer_html
+
+        return layer_html(self)
+
     def __repr__(self) -> str:
         extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("num_layers", "directions", "bias")
                         if getattr(self, k) != getattr(type(self), k))
@@ -1116,6 +1122,12 @@ class Model(_BitEqual):
     def spec(self) -> dict[str, Any]:
         return {"layers": [layer.spec() for layer in self.layers], **self.input_spec(),
                 "config": dict(self.config), "source": dict(self.source)}
+
+    def _repr_html_(self) -> str:
+        """The gate tables as HTML, for notebooks."""
+        from ._html import model_html
+
+        return model_html(self)
 
     def __repr__(self) -> str:
         return "Model(" + ", ".join(repr(layer) for layer in self.layers) + ")"

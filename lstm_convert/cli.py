@@ -18,7 +18,7 @@ from pathlib import Path
 from collections.abc import Sequence
 
 from . import __version__, formats
-from .errors import LSTMConvertError, shown
+from .errors import FormatError, LSTMConvertError, SettingError, shown
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -230,6 +230,9 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("--scan", action="store_true",
                      help="read every value of a PyTorch-layout safetensors file to look for NaN and infinity "
                           "(other formats are read whole anyway; an archive records them)")
+    ins.add_argument("--stats", action="store_true",
+                     help="per gate and role: mean, standard deviation, min, max, L2 norm, zeros, NaN and infinity; "
+                          "per gate the bias it applies and the spectral norm of W_h (reads every value)")
     ins.set_defaults(run=_inspect)
 
     conv = sub.add_parser("convert", parents=[common],
@@ -277,11 +280,35 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ver.set_defaults(run=_verify)
 
+    dif = sub.add_parser("diff", parents=[common],
+                         help="compare two files' weights gate by gate and role by role, whatever their formats")
+    dif.add_argument("a", help="the first file")
+    dif.add_argument("b", help="the second file")
+    _kind_option(dif)
+    _config_option(dif, "A's")
+    _only_option(dif, "compare")
+    dif.add_argument("--atol", type=float, default=0.0,
+                     help="largest absolute difference still called identical (default 0: the same values)")
+    dif.add_argument("--plot", metavar="OUT", help="also draw the difference B - A gate by gate as OUT (.png, .svg "
+                     "or .pdf; needs the plot extra)")
+    dif.add_argument("--overwrite", action="store_true", help="replace the picture if it exists")
+    dif.set_defaults(run=_diff)
+
+    pic = sub.add_parser("plot", parents=[common],
+                         help="draw each recurrent layer's weights gate by gate: heatmaps, biases, histograms")
+    pic.add_argument("file", help="the file to draw (any format lstm-convert reads)")
+    pic.add_argument("-o", "--out", required=True, metavar="OUT", help="the picture: .png, .svg or .pdf")
+    _source_options(pic, "the file's")
+    _only_option(pic, "draw")
+    pic.add_argument("--title", help="the picture's title (default: the file's name)")
+    pic.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    pic.set_defaults(run=_plot)
+
     demo = sub.add_parser("demo", parents=[common], help="the seed model LSTM(2) + Dense(5), gate by gate, converted and checked")
     demo.add_argument("--out", metavar="DIR", help="where to write the archive (default: a temporary directory)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(run=_demo)
-    parser._subcommands = {"inspect": ins, "convert": conv, "verify": ver, "demo": demo}  # type: ignore[attr-defined]
+    parser._subcommands = {"inspect": ins, "convert": conv, "verify": ver, "diff": dif, "plot": pic, "demo": demo}  # type: ignore[attr-defined]
     return parser
 
 
@@ -363,10 +390,14 @@ def _inspect(args: argparse.Namespace) -> int:
     from .describe import describe
 
     fmt = files.detect(args.file, args.src_format)
-    model = files.read(args.file, fmt, kinds=dict(args.kind), header_only=not args.scan, check=False, only=args.only,
-                       inventory=True, config=args.config, forget_bias=args.forget_bias)
+    model = files.read(args.file, fmt, kinds=dict(args.kind), header_only=not (args.scan or args.stats), check=False,
+                       only=args.only, inventory=True, config=args.config, forget_bias=args.forget_bias)
     info = describe(model, fmt, str(args.file))
     info["non_finite"] = files.non_finite_of(args.file, fmt, model)
+    if args.stats:
+        from .stats import model_stats
+
+        info["stats"] = model_stats(model)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -402,6 +433,8 @@ def _inspect(args: argparse.Namespace) -> int:
         if shapes:
             print(f"    {shapes}")
     print(f"{'total':<{w}} {'':<{t}} {'':<44} {info['total_params']:>8}")
+    for layer in info.get("stats", []):
+        _print_stats(layer)
     for note in formats.get(fmt).read_notes(model):
         _note(args, shown(note))
     for entry in info.get("skipped", []):
@@ -415,6 +448,45 @@ def _inspect(args: argparse.Namespace) -> int:
     print()
     _print_conversions(info)
     return 0
+
+
+def _print_stats(layer: dict) -> None:
+    """One layer's statistics (stats.layer_stats) as tables: per tensor, then per gate."""
+    print(f"\nstatistics of {layer['name']}: moments over the finite values; zeros as a fraction of all")
+    stacked = any(row.get("layer") or row.get("direction", "forward") != "forward" for row in layer["tensors"])
+    head = ["tensor" if "gate" not in layer["tensors"][0] else "gate", "role", "shape", *STAT_COLUMNS]
+    lines = []
+    for row in layer["tensors"]:
+        where = row.get("gate", row["tensor"])
+        if stacked and "gate" in row:
+            where = f"l{row['layer']} {row['direction']} {where}"
+        lines.append([where, row["role"], str(tuple(row["shape"])), *(_figure(row[k]) for k in STAT_COLUMNS[:5]),
+                      f"{row['zeros']:.3f}", str(row["nan"]), str(row["inf"])])
+    _table(head, lines)
+    if "gates" in layer:
+        lines = []
+        for gate in layer["gates"]:
+            where = f"l{gate['layer']} {gate['direction']} {gate['gate']}" if stacked else gate["gate"]
+            bias = gate["bias"]
+            said = "no bias" if bias is None else (f"{_figure(bias['mean'])} ({_figure(bias['min']).strip()} .. "
+                                                   f"{_figure(bias['max']).strip()})")
+            lines.append([where, said, _figure(gate["spectral_norm_W_h"])])
+        print()
+        _table(["gate", "bias applied: mean (min .. max)", "spectral norm of W_h"], lines)
+
+
+STAT_COLUMNS = ("mean", "std", "min", "max", "l2", "zeros", "nan", "inf")
+
+
+def _figure(value: object) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _table(head: list[str], lines: list[list[str]]) -> None:
+    widths = [max(len(str(c)) for c in column) for column in zip(head, *lines)]
+    for k, line in enumerate([head, *lines]):
+        cells = [f"{c:<{w}}" if i < 3 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(line, widths))]
+        print("  " + "  ".join(cells).rstrip())
 
 
 def _displayable(value: object) -> object:
@@ -651,6 +723,113 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         print("OK: the model outputs agree within tolerance")
     return 0 if result.ok else 1
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from . import files
+    from .diff import diff
+
+    if not args.atol >= 0:
+        raise SettingError(f"--atol must be 0 or more, got {args.atol}")
+    if args.plot:
+        _picture_target(args.plot, args.overwrite)
+    fmt_a, fmt_b = files.detect(args.a), files.detect(args.b)
+    model_a = files.read(args.a, fmt_a, kinds=dict(args.kind), only=args.only, config=args.config)
+    model_b = files.read(args.b, fmt_b, kinds=dict(args.kind), only=args.only)
+    result = diff(model_a, model_b, atol=args.atol)
+    if args.plot:
+        from . import plot
+
+        with _atomic_no_replace(args.overwrite):
+            plot.save(plot.figure(plot.difference(model_a, model_b), difference=True,
+                                  title=f"{Path(args.b).name} - {Path(args.a).name}, gate by gate"), args.plot)
+    if args.json:
+        print(json.dumps({"a": str(args.a), "b": str(args.b), "format_a": fmt_a, "format_b": fmt_b,
+                          **_finite(result.as_dict())}, indent=2))
+        return 0 if result.identical else 1
+    print(f"A: {shown(str(args.a))} ({fmt_a})\nB: {shown(str(args.b))} ({fmt_b})")
+    for line in result.structure:
+        print(f"structure: {shown(line)}")
+    for row in result.settings:
+        print(f"setting {shown(row['layer'])}.{row['key']}: A {shown(repr(row['a']))}, B {shown(repr(row['b']))}")
+    if result.tensors and not args.quiet:
+        width = max(len(row["tensor"]) for row in result.tensors)
+        print(f"{'tensor':<{width}}  {'shape':<12} {'max |A - B|':>12} {'max rel':>10}  result")
+        for row in result.tensors:
+            shape = str(tuple(row.get("shape", row.get("shape_a", ()))))
+            if row["status"] == "shape":
+                shape = f"{tuple(row['shape_a'])} vs {tuple(row['shape_b'])}"
+            figures = ("", "") if row["max_abs"] is None or row["status"] == "bit-identical" else \
+                (f"{row['max_abs']:.3e}", f"{row['max_rel']:.3e}")
+            said = row["status"] + (f" ({' vs '.join(row['dtypes'])})" if "dtypes" in row else "")
+            print(f"{shown(row['tensor']):<{width}}  {shape:<12} {figures[0]:>12} {figures[1]:>10}  {said}")
+    same = sum(row["status"] == "bit-identical" for row in result.tensors)
+    if result.bit_identical:
+        print(f"identical: all {same} tensors bit for bit, and what the layers compute")
+    elif result.identical:
+        summed = sum(row["status"] == "same sum" for row in result.tensors) // 2
+        print(f"identical within {args.atol:g}: {same} of {len(result.tensors)} tensors bit for bit" +
+              (f"; {summed} gates' two biases split otherwise, with the same sum" if summed else ""))
+    else:
+        differing = [row["tensor"] for row in result.tensors if row["status"] not in ("bit-identical", "within atol",
+                                                                                      "same sum")]
+        what = [f"{len(differing)} tensors differ ({', '.join(differing[:4])}{', ...' if len(differing) > 4 else ''})"
+                ] if differing else []
+        what += [f"{len(result.settings)} settings"] if result.settings else []
+        what += ["the layers"] if result.structure else []
+        print(f"DIFFERENT: {'; '.join(what)}")
+    return 0 if result.identical else 1
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from . import files, plot
+
+    _picture_target(args.out, args.overwrite)
+    fmt = files.detect(args.file, args.src_format)
+    model = files.read(args.file, fmt, kinds=dict(args.kind), only=args.only, config=args.config,
+                       forget_bias=args.forget_bias)
+    with _atomic_no_replace(args.overwrite):
+        plot.save(plot.figure(model, title=args.title or f"{Path(args.file).name}: recurrent weights, gate by gate"),
+                  args.out)
+    if args.json:
+        print(json.dumps({"file": str(args.file), "format": fmt, "picture": str(args.out)}, indent=2))
+    else:
+        print(f"wrote {shown(str(args.out))}")
+    return 0
+
+
+def _picture_target(out: str, overwrite: bool) -> None:
+    """Refuse a picture's destination before anything is read: its suffix, and an existing file."""
+    from . import _atomic
+    from .plot import SUFFIXES
+
+    if Path(out).suffix.lower() not in SUFFIXES:
+        raise SettingError(f"{out}: a picture is written as {', '.join(SUFFIXES)}, not "
+                           f"{Path(out).suffix or 'a name without a suffix'}")
+    if not overwrite and _atomic.exists(out):
+        raise FormatError(f"{out}: already exists", hint="pass --overwrite to replace it")
+    from ._optional import require
+
+    require("matplotlib")
+
+
+def _atomic_no_replace(overwrite: bool):
+    from ._atomic import no_replace
+
+    return no_replace(not overwrite)
+
+
+def _finite(value: object) -> object:
+    """``value`` with infinite figures as the string "inf" (JSON has no infinity)."""
+    if isinstance(value, float) and value != value:
+        return "nan"
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _demo(args: argparse.Namespace) -> int:

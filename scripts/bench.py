@@ -223,6 +223,7 @@ def run(work: Path, quick: bool, count: int) -> dict:
                         (".onnx", onnx_model), (".npz", npz)):
         row(f"inspect {label}", CLI + ["inspect", str(path)], None, "python", path, check_imports=True)
     row("lstm-convert --help", CLI + ["--help"], None, "python", src, check_imports=True)
+    row("inspect --stats torch safetensors", CLI + ["inspect", str(src), "--stats"], None, "copy", src)
     for label, path in files.items():
         row(f"scaling {label}: torch safetensors -> archive", CLI + ["convert", str(path), f"{out}.safetensors"],
             Path(f"{out}.safetensors"), "copy", path)

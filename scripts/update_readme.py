@@ -3,8 +3,8 @@
     python scripts/update_readme.py
 
 Runs ``lstm-convert demo --out demo`` in a temporary directory, then every
-``$ lstm-convert ...`` line of the README's ``text`` blocks there, and the demo
-output under the Quick start; writes the format table from the registry and the
+``$ lstm-convert ...`` line of the README's ``text`` blocks there (a picture that
+``lstm-convert plot`` draws is copied into docs/), and the demo output under the Quick start; writes the format table from the registry and the
 gate tables from gates.py. tests/test_cli.py checks that the outputs that
 hold no floating-point figures still match.
 """
@@ -12,6 +12,7 @@ hold no floating-point figures still match.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from lstm_convert import formats
 from lstm_convert.gates import GATES, gate_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = README.parent / "docs"
 
 
 def run(command: str, cwd: str) -> str:
@@ -44,6 +46,11 @@ def main() -> None:
             for line in lines:
                 if line.startswith("$ lstm-convert"):
                     out += [line, run(line[2:], tmp)]
+                    words = line.split()
+                    if words[2:3] == ["plot"] and "-o" in words:  # the picture the README shows, kept in docs/
+                        picture = Path(tmp) / words[words.index("-o") + 1]
+                        DOCS.mkdir(exist_ok=True)
+                        shutil.copyfile(picture, DOCS / picture.name)
             return "```text\n" + "\n".join(out) + "\n```"
 
         text = re.sub(r"```text\n(.*?)```", block, text, flags=re.S)

@@ -22,7 +22,8 @@ def test_import_loads_no_framework():
 def test_public_api():
     for name in ("from_keras", "from_torch", "to_keras", "to_torch", "save", "load"):
         assert callable(getattr(lstm_convert, name))
-    documented = {*lstm_convert.__all__, "__version__", "files", "verify", "reference", "describe", "batch"}
+    documented = {*lstm_convert.__all__, "__version__", "files", "verify", "reference", "describe", "batch", "stats",
+                  "diff", "plot"}
     assert dir(lstm_convert) == sorted(documented)
     # What the module really holds, beyond what dir() shows: no helper leaks out under a public name.
     done = _python("import lstm_convert as lc, lstm_convert.cli\n"
