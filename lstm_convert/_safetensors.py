@@ -205,15 +205,25 @@ def _small(chunks: Sequence[np.ndarray]) -> np.ndarray | None:
     return array.reshape(-1)
 
 
+def metadata_digests(metadata: Mapping[str, str], own: str) -> dict[str, str]:
+    """The SHA-256 of the UTF-8 bytes of every metadata value but ``own`` (the key they are recorded
+    under), by key, in key order: what lets a reader name the key that was changed."""
+    from hashlib import sha256
+
+    return {key: sha256(str(metadata[key]).encode("utf-8")).hexdigest() for key in sorted(metadata) if key != own}
+
+
 def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndarray]]],
-          metadata: Mapping[str, str], *, digests: str | None = None, non_finite: str | None = None) -> None:
+          metadata: Mapping[str, str], *, digests: str | None = None, non_finite: str | None = None,
+          header_digest: str | None = None) -> None:
     """Write ``(name, chunks)`` pairs: each tensor is its chunks one after the other (each C-ordered), whose
     leading axes concatenate; the dtype and trailing shape are the first chunk's.
 
     With ``digests``, the metadata key under which the SHA-256 of every tensor is recorded (as JSON), and
     ``non_finite``, the key under which the names of the tensors holding NaN or infinity are. The
     hashes are computed in a second thread while the data is written, and the header, whose length does
-    not depend on them, is written again at the end.
+    not depend on them, is written again at the end. With ``header_digest``, the metadata key under which
+    the SHA-256 of every other metadata value is recorded (see :func:`metadata_digests`).
     """
     from hashlib import sha256
 
@@ -247,6 +257,8 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
             meta[digests] = json.dumps(hashes, separators=(",", ":"))
         if non_finite:
             meta[non_finite] = json.dumps(bad[:100] + ([f"... {len(bad) - 100} more"] if len(bad) > 100 else []))
+        if header_digest:
+            meta[header_digest] = json.dumps(metadata_digests(meta, header_digest), separators=(",", ":"))
         raw = ('{"__metadata__":' + json.dumps(meta, separators=(",", ":")) + tensors_json + "}").encode("utf-8")
         return raw + b" " * (reserve + (-(len(raw) + reserve) % 8))
 

@@ -684,11 +684,15 @@ def _verify(args: argparse.Namespace) -> int:
                                    f"archive records, and a {fmt.title} file records none; give two files to "
                                    "compare their outputs")
         fmt.integrity(Path(args.a))
-        files.read(args.a, fmt.name, check=False)  # and that it is a whole, consistent file
+        model = files.read(args.a, fmt.name, check=False)  # and that it is a whole, consistent file
+        notes = fmt.read_notes(model)
         if args.json:
-            print(json.dumps({"file": str(args.a), "format": fmt.name, "intact": True}, indent=2))
+            print(json.dumps({"file": str(args.a), "format": fmt.name, "intact": True, "notes": notes}, indent=2))
             return 0
-        print(f"{shown(args.a)}: every tensor matches its SHA-256; the archive is intact")
+        covered = "" if notes else " and every metadata value its own"
+        print(f"{shown(args.a)}: every tensor matches its SHA-256{covered}; the archive is intact")
+        for note in notes:
+            _note(args, note)
         return 0
 
     result = verify(args.a, args.b, atol=args.atol, rtol=args.rtol, batch=args.batch, steps=args.steps,

@@ -37,7 +37,7 @@ def test_one_tensor_per_gate_and_role(tmp_path, rng):
         names, meta = set(f.keys()), f.metadata()
     assert names == {f"enc.l0.forward.{g}.{r}" for g in ("input", "forget", "cell", "output")
                      for r in ("W_x", "W_h", "b_x", "b_h")}
-    assert meta["format"] == "lstm_convert" and meta["format_version"] == "2"
+    assert meta["format"] == "lstm_convert" and meta["format_version"] == "3"
     assert meta["source"] == "torch" and meta["content"] == "layer"
     (spec,) = json.loads(meta["layers"])
     assert spec["hidden_size"] == 3 and spec["config"]["torch"] == {"batch_first": False, "dropout": 0.0, "prefix": ""}

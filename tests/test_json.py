@@ -90,7 +90,7 @@ def test_verify_one_file_two_files_and_a_damaged_file(capsys, demo_dir, tmp_path
     archive = demo_dir / "seed_lstm.safetensors"
     obj = _json(capsys, ["verify", str(archive)])
     _valid("verify", obj)
-    assert obj == {"file": str(archive), "format": "archive", "intact": True}
+    assert obj == {"file": str(archive), "format": "archive", "intact": True, "notes": []}
     model = tmp_path / "seed.safetensors"
     assert main(["convert", str(demo_dir / "seed.keras"), str(model)]) == 0
     capsys.readouterr()
@@ -118,3 +118,18 @@ def test_usage_errors_are_json_too(capsys):
     assert main(["convert", "a.pt", "b.onnx", "--bogus", "--json"]) == 2
     out, err = capsys.readouterr()
     assert json.loads(out)["error"]["message"] == "unrecognized arguments: --bogus" and err == ""
+
+
+def test_diff_and_plot(capsys, demo_dir, tmp_path):
+    seed = str(demo_dir / "seed.keras")
+    assert main(["convert", seed, str(tmp_path / "s.tflite")]) == 0
+    capsys.readouterr()
+    obj = _json(capsys, ["diff", seed, str(tmp_path / "s.tflite")])
+    _valid("diff", obj)
+    assert obj["identical"] and obj["bit_identical"] and len(obj["tensors"]) == 18
+    obj = _json(capsys, ["plot", seed, "-o", str(tmp_path / "p.png"), "--overwrite"])
+    _valid("plot", obj)
+    assert obj["picture"] == str(tmp_path / "p.png")
+    obj = _json(capsys, ["verify", str(demo_dir / "seed_lstm.safetensors")])
+    _valid("verify", obj)
+    assert obj["intact"] is True and obj["notes"] == []

@@ -20,10 +20,14 @@ key                 value
 ``source``          the framework the weights came from (``keras``, ``torch``)
 ``sha256``          JSON object: tensor name -> SHA-256 of its bytes
 ``non_finite``      JSON list of the tensors holding NaN or infinity
+``metadata_sha256`` JSON object: every other key -> SHA-256 of its value's
+                    UTF-8 bytes (version 3 on)
 ==================  =======================================================
 
 Reading checks that the tensors are exactly those the specs call for, with
-the declared dtype and shapes, and that their bytes match their SHA-256.
+the declared dtype and shapes, that their bytes match their SHA-256, and that
+every metadata value matches its own (so that a changed configuration is named).
+The whole format is specified in ``docs/archive-format.md``.
 Needs NumPy alone (see ``_safetensors``).
 """
 
@@ -44,12 +48,19 @@ from ..canonical import LAYER_TYPES, Layer, Model
 from ..errors import FormatError, LSTMConvertError
 
 FORMAT = "lstm_convert"
-FORMAT_VERSION = "2"
+FORMAT_VERSION = "3"
 # Version 1 kept what a model computes (return_sequences, masking, the input) as Keras settings in each
-# layer's ``config``; version 2 keeps it in fields of its own. Version 1 archives are read and upgraded.
-READABLE_VERSIONS = ("1", "2")
+# layer's ``config``; version 2 keeps it in fields of its own; version 3 adds the digest of every metadata
+# value. Versions 1 and 2 are read (and upgraded), with a note that their configuration is not covered.
+READABLE_VERSIONS = ("1", "2", "3")
+UNCOVERED_VERSIONS = ("1", "2")
 DIGESTS = "sha256"  # metadata key: JSON object, tensor name -> SHA-256 of its bytes
 NON_FINITE = "non_finite"  # metadata key: JSON list of the tensors that hold NaN or infinity
+HEADER_DIGESTS = "metadata_sha256"  # metadata key: JSON object, every other key -> SHA-256 of its value
+_WHAT = {"layers": "the layers' configuration", "model": "the model's configuration and provenance",
+         "sha256": "the tensors' digests", "non_finite": "the list of tensors holding NaN or infinity",
+         "format": "the format's name", "format_version": "the format's version", "content": "what was saved",
+         "source": "the framework the weights came from"}
 
 
 def write(weights: Layer | Model, path: str | os.PathLike, *,
@@ -64,12 +75,12 @@ def write(weights: Layer | Model, path: str | os.PathLike, *,
         "format_version": FORMAT_VERSION,
         "content": "model" if model else "layer",
         "layers": json.dumps([layer.spec() for layer in layers], sort_keys=True),
-        "model": json.dumps({"config": dict(model.config), "source": dict(model.source), **model.input_spec()}
-                            if model else {}, sort_keys=True),
+        "model": json.dumps({"config": {k: v for k, v in model.config.items() if k != "archive"},
+                             "source": dict(model.source), **model.input_spec()} if model else {}, sort_keys=True),
         "source": source,
     }
-    return atomic_write(path, lambda tmp: st.write(tmp, tensors, metadata, digests=DIGESTS, non_finite=NON_FINITE),
-                        before_rename=before_rename)
+    return atomic_write(path, lambda tmp: st.write(tmp, tensors, metadata, digests=DIGESTS, non_finite=NON_FINITE,
+                                                   header_digest=HEADER_DIGESTS), before_rename=before_rename)
 
 
 def is_archive(metadata: dict[str, str] | None) -> bool:
@@ -83,6 +94,7 @@ def check_digests(path: str | os.PathLike) -> None:
     path = Path(path)
     handle = st.File.open(path)
     _specs(path, handle.metadata)
+    check_header(path, handle.metadata)
     digests = _json(path, handle.metadata, DIGESTS, dict)
     missing = sorted(set(handle.entries) - set(digests))
     if missing:
@@ -92,6 +104,34 @@ def check_digests(path: str | os.PathLike) -> None:
         raise FormatError(f"{path}: tensor {bad[0]} does not match its SHA-256"
                           + (f" (nor do {len(bad) - 1} more)" if len(bad) > 1 else "")
                           + ": the file was changed or damaged after it was written")
+
+
+def check_header(path: Path, metadata: dict[str, str]) -> None:
+    """FormatError naming the metadata key whose value does not match the SHA-256 recorded for it, or that
+    was added or removed after writing (version 3 on; older archives record none)."""
+    if metadata.get("format_version") in UNCOVERED_VERSIONS:
+        return
+    if HEADER_DIGESTS not in metadata:
+        raise FormatError(f"{path}: records no digest of its metadata ({HEADER_DIGESTS}), which a version "
+                          f"{metadata.get('format_version')} archive has: the header was changed or damaged")
+    recorded = _json(path, metadata, HEADER_DIGESTS, dict)
+    actual = st.metadata_digests(metadata, HEADER_DIGESTS)
+    for key in sorted(set(recorded) | set(actual)):
+        if key not in actual:
+            problem = "was removed"
+        elif key not in recorded:
+            problem = "was added"
+        elif recorded[key] != actual[key]:
+            problem = "does not match its SHA-256"
+        else:
+            continue
+        what = f" ({_WHAT[key]})" if key in _WHAT else ""
+        raise FormatError(f"{path}: the metadata key {shown_key(key)}{what} {problem}: the header was changed or "
+                          "damaged after it was written")
+
+
+def shown_key(key: str) -> str:
+    return repr(key) if len(key) <= 60 else repr(key[:57] + "...")
 
 
 def read(path: str | os.PathLike, *, header_only: bool = False, check: bool = True) -> Layer | Model:
@@ -107,6 +147,8 @@ def read(path: str | os.PathLike, *, header_only: bool = False, check: bool = Tr
     handle = st.File.open(path)
     metadata = handle.metadata
     specs = _specs(path, metadata)
+    if check:
+        check_header(path, metadata)
     if metadata.get("format_version") == "1":
         specs = [_upgrade_spec(spec) for spec in specs]
     remaining = set(handle.entries)
@@ -128,8 +170,11 @@ def read(path: str | os.PathLike, *, header_only: bool = False, check: bool = Tr
                  "config": {**config, **({"keras": {k: v for k, v in keras.items() if k not in moved}}
                                          if "keras" in config else {})}}
     shape = model.get("input_shape")
+    config = model.get("config", {})
+    if metadata.get("format_version") in UNCOVERED_VERSIONS and isinstance(config, dict):
+        config = {**config, "archive": {"format_version": metadata["format_version"]}}  # for the note on reading
     try:
-        return Model(tuple(layers), config=model.get("config", {}), source=model.get("source", {}),
+        return Model(tuple(layers), config=config, source=model.get("source", {}),
                      input_shape=tuple(shape) if isinstance(shape, list) else shape,
                      input_dtype=model.get("input_dtype"), batch_size=model.get("batch_size"))
     except LSTMConvertError as exc:
