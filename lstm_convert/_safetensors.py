@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,7 +215,8 @@ def metadata_digests(metadata: Mapping[str, str], own: str) -> dict[str, str]:
 
 def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndarray]]],
           metadata: Mapping[str, str], *, digests: str | None = None, non_finite: str | None = None,
-          header_digest: str | None = None) -> None:
+          header_digest: str | None = None, finish: Callable[[dict[str, str]], dict[str, str]] | None = None
+          ) -> None:
     """Write ``(name, chunks)`` pairs: each tensor is its chunks one after the other (each C-ordered), whose
     leading axes concatenate; the dtype and trailing shape are the first chunk's.
 
@@ -223,7 +224,8 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
     ``non_finite``, the key under which the names of the tensors holding NaN or infinity are. The
     hashes are computed in a second thread while the data is written, and the header, whose length does
     not depend on them, is written again at the end. With ``header_digest``, the metadata key under which
-    the SHA-256 of every other metadata value is recorded (see :func:`metadata_digests`).
+    the SHA-256 of every other metadata value is recorded (see :func:`metadata_digests`). ``finish`` may
+    change the metadata of the final header (values of the same length: what was known only at the end).
     """
     from hashlib import sha256
 
@@ -251,8 +253,8 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
     # What json.dumps({"__metadata__": ..., **entries}) would give, the entries' part serialised once.
     tensors_json = "," + json.dumps(entries, separators=(",", ":"))[1:-1] if entries else ""
 
-    def header(hashes: Mapping[str, str], bad: list[str], reserve: int = 0) -> bytes:
-        meta = dict(metadata)
+    def header(hashes: Mapping[str, str], bad: list[str], reserve: int = 0, last: bool = False) -> bytes:
+        meta = dict(metadata) if not (last and finish) else finish(dict(metadata))
         if digests:
             meta[digests] = json.dumps(hashes, separators=(",", ":"))
         if non_finite:
@@ -320,7 +322,7 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
             empty = sha256().hexdigest()  # a tensor of no bytes is never inspected
             final = header({name: done.get(name) or (hashers[name].hexdigest() if name in hashers else empty)
                             for name in names},
-                           [n for n in names if n in bad])
+                           [n for n in names if n in bad], last=True)
             final = final.rstrip(b" ")
             final += b" " * (len(placeholder) - len(final))
             out.seek(8)

@@ -405,6 +405,9 @@ def _inspect(args: argparse.Namespace) -> int:
     source = info["source"]
     origin = " ".join(v for v in (source.get("framework"), source.get("framework_version")) if v)
     print(f"{info['file']}: {info['format']} file" + (f", weights from {origin}" if origin else ""))
+    provenance = {k: v for k, v in source.items() if k not in ("framework", "framework_version", "params")}
+    if provenance:
+        print("provenance: " + ", ".join(f"{k} {v}" for k, v in sorted(provenance.items())))
     print(f"parameters counted as {_FRAMEWORK_TITLE[info['counted_as']]} counts them\n")
     w = _name_width([layer["name"] for layer in info["layers"]] + [e["name"] for e in info["unconverted"]])
     t = max([10, *(len(e["type"]) for e in [*info["layers"], *info["unconverted"]])])

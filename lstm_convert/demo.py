@@ -31,7 +31,7 @@ def run(out_dir: str | os.PathLike, seed: int = 0, batch: int = 4) -> dict[str, 
     inputs = keras.Input((TIME_STEPS, FEATURES))
     lstm = keras.layers.LSTM(UNITS, name="lstm")
     dense = keras.layers.Dense(CLASSES, name="dense")
-    model = keras.Model(inputs, dense(lstm(inputs)))
+    model = keras.Model(inputs, dense(lstm(inputs)), name="seed")  # named: the same file in any process
     for layer in (lstm, dense):
         layer.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in layer.get_weights()])
 

@@ -8,6 +8,8 @@ damaged bytes into :class:`FormatError`; anything else is a bug of this library 
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -138,6 +140,37 @@ def _write(model: Model, path: Path, form: formats.Format, verdict: formats.Verd
     return report
 
 
+@contextlib.contextmanager
+def _source_digest(src: Path, form: formats.Format):
+    """While an archive is written from ``src``: the SHA-256 of ``src``'s bytes, hashed in a thread of its own
+    (hashlib lets go of the interpreter), which the archive's final header records."""
+    if form.name != "archive" or not src.is_file():  # a SavedModel folder: its files are not one file
+        yield
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .adapters.archive import SOURCE_DIGEST
+
+    def digest() -> str:
+        from hashlib import sha256
+
+        hasher = sha256()
+        with open(src, "rb") as handle:
+            view = memoryview(bytearray(1 << 20))
+            while True:
+                count = handle.readinto(view)
+                if not count:
+                    return hasher.hexdigest()
+                hasher.update(view[:count])
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        token = SOURCE_DIGEST.set(pool.submit(digest))
+        try:
+            yield
+        finally:
+            SOURCE_DIGEST.reset(token)
+
+
 def check(model: Model, fmt: str, *, module: bool = False) -> None:
     """Raise UnsupportedError if ``fmt`` cannot hold ``model`` exactly (with ``module``, together with the
     module file that computes the model)."""
@@ -225,14 +258,15 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
             raise FormatError(f"{src}: tensor {bad[0]} holds NaN or infinity{more}", remedy="refused by strict=True",
                               hint="refused by --strict")
     _progress.phase(f"writing {dst}", 3, 3)
-    if source.integrity is None:
-        report = _write(model, dst, form, verdict, module, None, overwrite)
-    else:  # the source's digests are checked in another thread while the destination is written; the
-        # destination is renamed into place only if they match
-        from concurrent.futures import ThreadPoolExecutor
+    with _source_digest(src, form):  # an archive records the SHA-256 of the file it came from
+        if source.integrity is None:
+            report = _write(model, dst, form, verdict, module, None, overwrite)
+        else:  # the source's digests are checked in another thread while the destination is written; the
+            # destination is renamed into place only if they match
+            from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(source.integrity, src)
-            report = _write(model, dst, form, verdict, module, pending.result, overwrite)
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = pool.submit(source.integrity, src)
+                report = _write(model, dst, form, verdict, module, pending.result, overwrite)
     report.notes[:0] = source.read_notes(model)
     return report

@@ -4,7 +4,8 @@
 
 Runs ``lstm-convert demo --out demo`` in a temporary directory, then every
 ``$ lstm-convert ...`` line of the README's ``text`` blocks there (a picture that
-``lstm-convert plot`` draws is copied into docs/), and the demo output under the Quick start; writes the format table from the registry and the
+``lstm-convert plot`` draws is copied into docs/), and the demo output under the Quick start, and the
+worked example of docs/archive-format.md; writes the format table from the registry and the
 gate tables from gates.py. tests/test_cli.py checks that the outputs that
 hold no floating-point figures still match.
 """
@@ -64,6 +65,21 @@ def main() -> None:
 
     text = re.sub(rf"^{head}\n.*?(?=\n\n)", gates, text, flags=re.S | re.M)  # the gate tables, from gates.py
     README.write_text(text, encoding="utf-8")
+    spec_example()
+
+
+def spec_example() -> None:
+    """The archive specification's worked example: the seed model's archive as scripts/read_archive.py lays it out."""
+    doc = DOCS / "archive-format.md"
+    text = doc.read_text(encoding="utf-8")
+    command = "python scripts/read_archive.py demo/seed.safetensors --layout"
+    with tempfile.TemporaryDirectory() as tmp:
+        run("lstm-convert demo --out demo", tmp)
+        run("lstm-convert convert demo/seed.keras demo/seed.safetensors", tmp)
+        done = subprocess.run([sys.executable, str(README.parent / "scripts" / "read_archive.py"),
+                               "demo/seed.safetensors", "--layout"], cwd=tmp, capture_output=True, text=True, check=True)
+    block = f"<!-- example -->\n```text\n$ {command}\n{done.stdout}```"
+    doc.write_text(re.sub(r"<!-- example -->\n```text\n.*?```", lambda _: block, text, flags=re.S), encoding="utf-8")
 
 
 if __name__ == "__main__":

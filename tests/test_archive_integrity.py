@@ -117,3 +117,26 @@ def test_older_archives_load_with_a_note_that_their_configuration_is_not_covered
     capsys.readouterr()
     assert main(["verify", str(tmp_path / "new.safetensors")]) == 0
     assert "every metadata value its own" in capsys.readouterr().out
+
+
+def test_provenance_names_the_source_file_by_its_sha256_deterministically(tmp_path, rng, capsys):
+    import hashlib
+    import time
+
+    assert main(["demo", "--out", str(tmp_path / "demo"), "-q"]) == 0
+    seed = tmp_path / "demo" / "seed.keras"
+    assert main(["convert", str(seed), str(tmp_path / "seed.pt"), "-q"]) == 0
+    for src in (seed, tmp_path / "seed.pt"):
+        first, second = tmp_path / f"{src.suffix[1:]}1.safetensors", tmp_path / f"{src.suffix[1:]}2.safetensors"
+        assert main(["convert", str(src), str(first), "-q"]) == 0
+        time.sleep(1.1)  # no clock time in the file: a second later, the same bytes
+        assert main(["convert", str(src), str(second), "-q"]) == 0
+        assert first.read_bytes() == second.read_bytes()
+        model = lc.load(first)
+        assert model.source["file_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+        assert model.source["file_format"] == ("keras" if src.suffix == ".keras" else "pt")
+        capsys.readouterr()
+        assert main(["inspect", str(first)]) == 0
+        assert f"file_sha256 {model.source['file_sha256']}" in capsys.readouterr().out.splitlines()[1]
+    saved = lc.save(lc.load(first), tmp_path / "again.safetensors")  # the library keeps what it was given
+    assert lc.load(saved).source == model.source

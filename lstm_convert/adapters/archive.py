@@ -33,6 +33,7 @@ Needs NumPy alone (see ``_safetensors``).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 from collections.abc import Callable
@@ -63,10 +64,18 @@ _WHAT = {"layers": "the layers' configuration", "model": "the model's configurat
          "source": "the framework the weights came from"}
 
 
+# The SHA-256 of the file a conversion reads, computed while the archive is written (a Future), for the
+# model's provenance: see lstm_convert.files.convert.
+SOURCE_DIGEST: contextvars.ContextVar = contextvars.ContextVar("lstm_convert_source_digest", default=None)
+_PENDING = "0" * 64  # what the digest's place holds until it is known
+
+
 def write(weights: Layer | Model, path: str | os.PathLike, *,
           before_rename: Callable[[], None] | None = None) -> Path:
-    """Save a layer or a model as a canonical archive at ``path`` (replaced atomically), tensor by tensor."""
+    """Save a layer or a model as a canonical archive at ``path`` (replaced atomically), tensor by tensor.
+    Within :data:`SOURCE_DIGEST`, the model's provenance gains ``file_sha256``, the source file's."""
     model = weights if isinstance(weights, Model) else None
+    pending = SOURCE_DIGEST.get() if model is not None else None
     layers = list(model.layers) if model else [weights]
     tensors = [(name, [array]) for layer in layers for name, array in layer.tensors()]
     source = (model or weights).source.get("framework", "unknown")
@@ -76,11 +85,19 @@ def write(weights: Layer | Model, path: str | os.PathLike, *,
         "content": "model" if model else "layer",
         "layers": json.dumps([layer.spec() for layer in layers], sort_keys=True),
         "model": json.dumps({"config": {k: v for k, v in model.config.items() if k != "archive"},
-                             "source": dict(model.source), **model.input_spec()} if model else {}, sort_keys=True),
+                             "source": {**dict(model.source), **({"file_sha256": _PENDING} if pending else {})},
+                             **model.input_spec()} if model else {}, sort_keys=True),
         "source": source,
     }
+
+    def finish(meta: dict[str, str]) -> dict[str, str]:
+        digest = pending.result()  # the source file's, hashed beside the writing
+        meta["model"] = meta["model"].replace(f'"file_sha256": "{_PENDING}"', f'"file_sha256": "{digest}"', 1)
+        return meta
+
     return atomic_write(path, lambda tmp: st.write(tmp, tensors, metadata, digests=DIGESTS, non_finite=NON_FINITE,
-                                                   header_digest=HEADER_DIGESTS), before_rename=before_rename)
+                                                   header_digest=HEADER_DIGESTS, finish=finish if pending else None),
+                        before_rename=before_rename)
 
 
 def is_archive(metadata: dict[str, str] | None) -> bool:
