@@ -394,6 +394,9 @@ def _inspect(args: argparse.Namespace) -> int:
                        only=args.only, inventory=True, config=args.config, forget_bias=args.forget_bias)
     info = describe(model, fmt, str(args.file))
     info["non_finite"] = files.non_finite_of(args.file, fmt, model)
+    recorded = formats.get(fmt).recorded(Path(args.file))
+    if recorded:
+        info["recorded"] = recorded
     if args.stats:
         from .stats import model_stats
 
@@ -405,7 +408,8 @@ def _inspect(args: argparse.Namespace) -> int:
     source = info["source"]
     origin = " ".join(v for v in (source.get("framework"), source.get("framework_version")) if v)
     print(f"{info['file']}: {info['format']} file" + (f", weights from {origin}" if origin else ""))
-    provenance = {k: v for k, v in source.items() if k not in ("framework", "framework_version", "params")}
+    provenance = {**{k: v for k, v in source.items() if k not in ("framework", "framework_version", "params")},
+                  **info.get("recorded", {})}
     if provenance:
         print("provenance: " + ", ".join(f"{k} {v}" for k, v in sorted(provenance.items())))
     print(f"parameters counted as {_FRAMEWORK_TITLE[info['counted_as']]} counts them\n")
@@ -438,7 +442,7 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"{'total':<{w}} {'':<{t}} {'':<44} {info['total_params']:>8}")
     for layer in info.get("stats", []):
         _print_stats(layer)
-    for note in formats.get(fmt).read_notes(model):
+    for note in formats.get(fmt).read_notes(model) + formats.get(fmt).file_notes(Path(args.file)):
         _note(args, shown(note))
     for entry in info.get("skipped", []):
         _note(args, f"skipped {entry}: the identity at inference")
@@ -687,8 +691,8 @@ def _verify(args: argparse.Namespace) -> int:
                                    f"archive records, and a {fmt.title} file records none; give two files to "
                                    "compare their outputs")
         fmt.integrity(Path(args.a))
-        model = files.read(args.a, fmt.name, check=False)  # and that it is a whole, consistent file
-        notes = fmt.read_notes(model)
+        files.read(args.a, fmt.name, check=False)  # and that it is a whole, consistent file
+        notes = fmt.file_notes(Path(args.a))
         if args.json:
             print(json.dumps({"file": str(args.a), "format": fmt.name, "intact": True, "notes": notes}, indent=2))
             return 0

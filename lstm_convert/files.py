@@ -268,5 +268,5 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
             with ThreadPoolExecutor(max_workers=1) as pool:
                 pending = pool.submit(source.integrity, src)
                 report = _write(model, dst, form, verdict, module, pending.result, overwrite)
-    report.notes[:0] = source.read_notes(model)
+    report.notes[:0] = source.read_notes(model) + source.file_notes(src)
     return report

@@ -73,7 +73,8 @@ _PENDING = "0" * 64  # what the digest's place holds until it is known
 def write(weights: Layer | Model, path: str | os.PathLike, *,
           before_rename: Callable[[], None] | None = None) -> Path:
     """Save a layer or a model as a canonical archive at ``path`` (replaced atomically), tensor by tensor.
-    Within :data:`SOURCE_DIGEST`, the model's provenance gains ``file_sha256``, the source file's."""
+    Within :data:`SOURCE_DIGEST`, the model's record gains ``source_file``: the SHA-256 of the file converted
+    (beside the model's ``source``, not in it, so that the model read back equals the model written)."""
     model = weights if isinstance(weights, Model) else None
     pending = SOURCE_DIGEST.get() if model is not None else None
     layers = list(model.layers) if model else [weights]
@@ -85,14 +86,16 @@ def write(weights: Layer | Model, path: str | os.PathLike, *,
         "content": "model" if model else "layer",
         "layers": json.dumps([layer.spec() for layer in layers], sort_keys=True),
         "model": json.dumps({"config": {k: v for k, v in model.config.items() if k != "archive"},
-                             "source": {**dict(model.source), **({"file_sha256": _PENDING} if pending else {})},
-                             **model.input_spec()} if model else {}, sort_keys=True),
+                             "source": dict(model.source), **model.input_spec(),
+                             **({"source_file": {"sha256": _PENDING}} if pending else {})} if model else {},
+                            sort_keys=True),
         "source": source,
     }
 
     def finish(meta: dict[str, str]) -> dict[str, str]:
         digest = pending.result()  # the source file's, hashed beside the writing
-        meta["model"] = meta["model"].replace(f'"file_sha256": "{_PENDING}"', f'"file_sha256": "{digest}"', 1)
+        meta["model"] = meta["model"].replace(f'"source_file": {{"sha256": "{_PENDING}"}}',
+                                              f'"source_file": {{"sha256": "{digest}"}}', 1)
         return meta
 
     return atomic_write(path, lambda tmp: st.write(tmp, tensors, metadata, digests=DIGESTS, non_finite=NON_FINITE,
@@ -187,15 +190,36 @@ def read(path: str | os.PathLike, *, header_only: bool = False, check: bool = Tr
                  "config": {**config, **({"keras": {k: v for k, v in keras.items() if k not in moved}}
                                          if "keras" in config else {})}}
     shape = model.get("input_shape")
-    config = model.get("config", {})
-    if metadata.get("format_version") in UNCOVERED_VERSIONS and isinstance(config, dict):
-        config = {**config, "archive": {"format_version": metadata["format_version"]}}  # for the note on reading
     try:
-        return Model(tuple(layers), config=config, source=model.get("source", {}),
+        return Model(tuple(layers), config=model.get("config", {}), source=model.get("source", {}),
                      input_shape=tuple(shape) if isinstance(shape, list) else shape,
                      input_dtype=model.get("input_dtype"), batch_size=model.get("batch_size"))
     except LSTMConvertError as exc:
         raise FormatError(f"{path}: {exc}") from None
+
+
+def recorded(path: str | os.PathLike) -> dict[str, str]:
+    """What the archive records about where it came from beyond its model: ``source_file_sha256``, the SHA-256
+    of the file it was converted from (empty when it was saved from objects, or its record is unreadable)."""
+    try:
+        model = _loads(st.File.open(path).metadata.get("model", "{}"))
+    except (ValueError, LSTMConvertError):
+        return {}
+    found = model.get("source_file") if isinstance(model, dict) else None
+    digest = found.get("sha256") if isinstance(found, dict) else None
+    return {"source_file_sha256": digest} if isinstance(digest, str) else {}
+
+
+def version_notes(path: str | os.PathLike) -> list[str]:
+    """A note on an archive of a version whose metadata no digest covers."""
+    try:
+        version = st.File.open(path).metadata.get("format_version")
+    except LSTMConvertError:
+        return []
+    if version not in UNCOVERED_VERSIONS:
+        return []
+    return [f"this archive is of format version {version}, which records no digest of its metadata: a change to "
+            "its layers' configuration would go unseen (convert it to a new archive to cover it)"]
 
 
 def recorded_non_finite(path: str | os.PathLike) -> list[str] | None:

@@ -209,6 +209,8 @@ class Format:
     locate: Callable[[Path], Path | None] | None = None
     companions: Callable[[Path], list[Path]] = lambda path: []
     read_notes: Callable[[Model], list[str]] = lambda model: []
+    file_notes: Callable[[Path], list[str]] = lambda path: []  # about the file itself (an archive's version)
+    recorded: Callable[[Path], dict[str, str]] = lambda path: {}  # what a file records beyond its model
     holder: str = "state dict"  # what a file of weights without their model is called, in the notes
     constants: bool = False  # holds an LSTM's forget_bias constant as such; otherwise it is folded into the bias
 

@@ -50,12 +50,16 @@ def _recorded_non_finite(path: Path) -> list[str] | None:
     return archive.recorded_non_finite(path)
 
 
-def _read_notes(model) -> list[str]:
-    version = model.config.get("archive", {}).get("format_version")
-    if version is None:
-        return []
-    return [f"this archive is of format version {version}, which records no digest of its metadata: a change to "
-            "its layers' configuration would go unseen (convert it to a new archive to cover it)"]
+def _file_notes(path: Path) -> list[str]:
+    from ..adapters import archive
+
+    return archive.version_notes(path)
+
+
+def _recorded(path: Path) -> dict[str, str]:
+    from ..adapters import archive
+
+    return archive.recorded(path)
 
 
 FORMAT = Format(
@@ -63,5 +67,5 @@ FORMAT = Format(
     holds="the canonical form: one tensor per gate and role, the configuration, what the model computes and "
           "SHA-256 digests; holds every layer exactly",
     recognise=_recognise, read=_read, write=_write, integrity=_integrity,
-    recorded_non_finite=_recorded_non_finite, constants=True, read_notes=_read_notes,
+    recorded_non_finite=_recorded_non_finite, constants=True, file_notes=_file_notes, recorded=_recorded,
 )
