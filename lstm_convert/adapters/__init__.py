@@ -10,6 +10,13 @@ if TYPE_CHECKING:
     from ..canonical import RecurrentLayer
 
 
+def cell_features_reason(layer: RecurrentLayer, target: str) -> str | None:
+    """Why ``target`` (say "Haiku module") cannot hold ``layer``'s projection or cell features; None if it has
+    none of them."""
+    features = (["a projection"] if layer.proj_size else []) + layer.cell_features()
+    return f"{layer.name}: {', '.join(features)} of this layer: no {target} computes them" if features else None
+
+
 def refuse_cell_features(layer: RecurrentLayer, target: str) -> None:
     """UnsupportedError if ``layer`` has cell features (:meth:`RecurrentLayer.cell_features`: read from ONNX or TensorFlow)
     that ``target`` (say ``nn.LSTM``, or Keras) lacks."""

@@ -31,6 +31,7 @@ from typing import Any
 from .._lazy import np
 from ..canonical import Dense, Embedding, Gate, Layer, Model, RecurrentLayer
 from ..errors import FormatError, UnsupportedError
+from . import cell_features_reason
 from ..gates import join, layout, split
 
 CLASSES = ("LSTMCell", "GRUCell", "Linear", "Embedding")
@@ -163,9 +164,8 @@ def check_layer(layer: Layer) -> str | None:
     if layer.directions != 1 or layer.num_layers != 1:
         return (f"{layer.name}: an equinox.nn cell is one direction of one layer; this layer has "
                 f"{layer.num_layers} layers and {layer.directions} directions (split it, or keep it in an archive)")
-    if layer.proj_size or layer.cell_features():
-        return (f"{layer.name}: {', '.join(['a projection'] * bool(layer.proj_size) + layer.cell_features())} "
-                "of this layer: no equinox.nn cell computes them")
+    if (reason := cell_features_reason(layer, "equinox.nn cell")) is not None:
+        return reason
     if layer.kind == "gru" and not layer.reset_after:
         return (f"{layer.name}: a GRU with reset_after=False applies its reset gate before the recurrent product; "
                 "equinox.nn's GRUCell applies it after (PyTorch's form)")

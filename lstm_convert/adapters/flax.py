@@ -51,6 +51,7 @@ from typing import Any
 from .._lazy import np
 from ..canonical import Dense, Embedding, Gate, Layer, Model, RecurrentLayer
 from ..errors import FormatError, UnsupportedError
+from . import cell_features_reason
 from ..gates import join, layout, split
 
 # A cell's dense parts, by gate: (input-side name, recurrent-side name), with which of them has a bias.
@@ -353,9 +354,8 @@ def check_layer(layer: Layer, api: str = "linen") -> str | None:
         return None
     if not isinstance(layer, RecurrentLayer):
         return f"{layer.name}: a {layer.kind} layer has no flax.linen module that lstm_convert writes"
-    if layer.proj_size or layer.cell_features():
-        return (f"{layer.name}: {', '.join(['a projection'] * bool(layer.proj_size) + layer.cell_features())} "
-                "of this layer: no flax.linen cell computes them")
+    if (reason := cell_features_reason(layer, "flax.linen cell")) is not None:
+        return reason
     if layer.kind == "gru" and not layer.reset_after:
         return (f"{layer.name}: a GRU with reset_after=False applies its reset gate before the recurrent product; "
                 "flax.linen's GRUCell applies it after (PyTorch's form)")

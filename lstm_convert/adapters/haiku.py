@@ -32,6 +32,7 @@ from typing import Any
 from .._lazy import np
 from ..canonical import Dense, Embedding, Gate, Layer, Model, RecurrentLayer
 from ..errors import FormatError, UnsupportedError
+from . import cell_features_reason
 from ..gates import join, layout, split
 
 _LSTM = re.compile(r"^(.*/)?lstm(_\d+)?$")
@@ -195,9 +196,8 @@ def check_layer(layer: Layer) -> str | None:
     if layer.directions != 1 or layer.num_layers != 1 or layer.backward:
         return f"{layer.name}: hk.LSTM and hk.GRU are one forward layer; this one has {layer.num_layers} layers and " \
                f"{layer.directions} directions"
-    if layer.proj_size or layer.cell_features():
-        return (f"{layer.name}: {', '.join(['a projection'] * bool(layer.proj_size) + layer.cell_features())} "
-                "of this layer: no Haiku module computes them")
+    if (reason := cell_features_reason(layer, "Haiku module")) is not None:
+        return reason
     if layer.kind == "gru" and layer.reset_after:
         return (f"{layer.name}: hk.GRU applies its reset gate before the recurrent product (Keras' reset_after=False); "
                 "this GRU applies it after (PyTorch's form), which no Haiku module computes")
