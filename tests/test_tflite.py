@@ -67,7 +67,7 @@ def _torch_random(module, rng):
 
 
 def _litert(path, x):
-    return tflite.run(Path(path).read_bytes(), None, x)
+    return tflite.run(Path(path).read_bytes(), x)
 
 
 # -- the converter's files -----------------------------------------------------------------------------------

@@ -884,9 +884,10 @@ def header_ok(head: bytes) -> bool:
     return 8 <= root
 
 
-def run(data: bytes, model: Model, x: np.ndarray, states: dict | None = None, *, reset: bool = True) -> dict[str, Any]:
-    """The file run in the LiteRT interpreter on ``x``, one sample at a time where the file's batch is 1:
-    ``{"output": array, "tensors": {name: array}}`` with each tensor the writer names after a layer."""
+def run(data: bytes, x: np.ndarray) -> dict[str, Any]:
+    """The file run in the LiteRT interpreter on ``x`` from zero states (its variables reset before each
+    invocation), one sample at a time where the file's batch is 1: ``{"output": array, "tensors": {name:
+    array}}`` with each tensor the writer names after a layer (the state tensors hold the final states)."""
     import warnings
 
     interpreter_cls = _interpreter()
@@ -911,8 +912,7 @@ def run(data: bytes, model: Model, x: np.ndarray, states: dict | None = None, *,
     for chunk in chunks:
         interpreter.resize_tensor_input(detail["index"], list(chunk.shape), strict=False)
         interpreter.allocate_tensors()
-        if reset:
-            interpreter.reset_all_variables()
+        interpreter.reset_all_variables()
         if by_name is None:
             by_name = {d["name"]: d["index"] for d in interpreter.get_tensor_details()}
         interpreter.set_tensor(detail["index"], chunk.astype(detail["dtype"]))
