@@ -932,6 +932,13 @@ def run(data: bytes, x: np.ndarray) -> dict[str, Any]:
     return {"output": np.concatenate(outs) if len(outs) > 1 else outs[0], "tensors": tensors}
 
 
+def runner() -> str:
+    """The name of the interpreter :func:`run` uses: LiteRT's, else TensorFlow's own TFLite interpreter."""
+    import importlib.util
+
+    return "LiteRT" if importlib.util.find_spec("ai_edge_litert") is not None else "TensorFlow Lite"
+
+
 def _interpreter():
     try:
         from ai_edge_litert.interpreter import Interpreter

@@ -86,7 +86,7 @@ def _run(path: Path, model, calls: list) -> Run | None:
         return Run(None, "", ("neither ai-edge-litert nor tensorflow is installed to run it",))
     if model.config.get("selected"):
         return Run(None, "", ("its selected operators are not the model the interpreter runs",))
-    return Run(np.asarray(tflite.run(path.read_bytes(), calls[0])["output"]), "LiteRT")
+    return Run(np.asarray(tflite.run(path.read_bytes(), calls[0])["output"]), tflite.runner())
 
 
 def _run_layers(path: Path, model, x, states: dict) -> list | str | None:
