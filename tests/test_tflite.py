@@ -259,6 +259,16 @@ def test_a_keras_model_becomes_fused_operators_that_compute_what_keras_does(tmp_
                      "SOFTMAX"}
     result = lc.verify.verify(tmp_path / "m.keras", tmp_path / "m.tflite")
     assert result.ok and result.runners == ("keras", "LiteRT"), (result.rows, result.notes)
+    # One direction returning its last step: a STRIDED_SLICE of the sequence, then a linear Dense.
+    last = keras.Sequential([keras.Input((STEPS, FEATURES)), keras.layers.LSTM(4), keras.layers.Dense(2)])
+    last.set_weights([rng.normal(scale=0.7, size=w.shape).astype(np.float32) for w in last.get_weights()])
+    last.save(tmp_path / "last.keras")
+    assert files.convert(tmp_path / "last.keras", tmp_path / "last.tflite").verdict == "exact"
+    x = rng.normal(size=(BATCH, STEPS, FEATURES)).astype(np.float32)
+    expected = np.asarray(last.predict(x, verbose=0))
+    got = _litert(tmp_path / "last.tflite", x)["output"]
+    assert got.shape == expected.shape == (BATCH, 2)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
 def test_written_files_read_back_to_the_same_bytes(tmp_path, rng):
@@ -275,7 +285,7 @@ def test_written_files_read_back_to_the_same_bytes(tmp_path, rng):
     np.testing.assert_allclose(reference.run(back, x)[-1][0], reference.run(model, x)[-1][0], atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("what", ["gru", "mask", "float64", "merge_sum", "go_backwards"])
+@pytest.mark.parametrize("what", ["gru", "mask", "float64", "merge_sum", "go_backwards", "stateful"])
 def test_what_tflite_cannot_hold_is_refused_by_name_before_writing(what, tmp_path, rng):
     layer = lc.from_torch(random_torch_lstm(rng, input_size=FEATURES, hidden_size=4,
                                             **({"module": "GRU"} if what == "gru" else {})))
@@ -289,8 +299,11 @@ def test_what_tflite_cannot_hold_is_refused_by_name_before_writing(what, tmp_pat
         layers = [dataclasses.replace(bi, merge_mode="sum")]
     elif what == "go_backwards":
         layers = [dataclasses.replace(layer, go_backwards=True)]
+    elif what == "stateful":
+        layers = [dataclasses.replace(layer, stateful=True)]
     expected = {"gru": "TFLite has no fused GRU operator", "mask": r"a mask \(padding steps skipped\)",
-                "float64": "float64 weights", "merge_sum": "merge_mode='sum'", "go_backwards": "go_backwards"}[what]
+                "float64": "float64 weights", "merge_sum": "merge_mode='sum'", "go_backwards": "go_backwards",
+                "stateful": "stateful=True"}[what]
     with pytest.raises(UnsupportedError, match=expected):
         files.write(lc.Model(tuple(layers)), tmp_path / "m.tflite")
     assert list(tmp_path.iterdir()) == []

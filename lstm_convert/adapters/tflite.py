@@ -627,6 +627,8 @@ def check_layer(layer: Layer) -> None:
         what.append("a reverse direction alone (go_backwards)")
     if layer.return_state:
         what.append("return_state=True")
+    if layer.stateful:  # the state tensors do carry over between invocations, but no test shows it exact
+        what.append("stateful=True")
     if layer.merge_mode != "concat":
         what.append(f"merge_mode={layer.merge_mode!r}")
     if layer.layer_norm and layer.directions == 2:

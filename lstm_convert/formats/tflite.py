@@ -66,10 +66,9 @@ def _notes(model, module: bool) -> list[str]:
     recurrent = [layer for layer in model.layers if isinstance(layer, RecurrentLayer)]
     if recurrent:
         batch = model.batch_size or 1
-        out.append(f"the .tflite file takes batches of {batch} (its recurrent states are tensors of that batch)" +
-                   ("" if any(layer.stateful for layer in recurrent) else
-                    "; its states carry over between invocations, so call reset_all_variables() before each new "
-                    "sequence"))
+        out.append(f"the .tflite file takes batches of {batch} (its recurrent states are tensors of that batch); "
+                   "its states carry over between invocations, so call reset_all_variables() before each new "
+                   "sequence")
     if any(isinstance(layer, RecurrentLayer) and layer.bias and layer.kind != "gru" for layer in recurrent):
         out.append("TFLite keeps one bias per gate: b_x + b_h are summed (the function stays; the bits change)")
     if any(isinstance(layer, RecurrentLayer) and layer.num_layers > 1 for layer in recurrent):
