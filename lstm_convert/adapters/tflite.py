@@ -82,7 +82,6 @@ class _File:
         graphs = model.tables(2)
         if not graphs:
             raise FormatError(f"{where}: a TFLite model without a subgraph")
-        self.subgraphs = len(graphs)
         graph = graphs[0]
         self.buffers = model.tables(4)
         self.tensors = graph.tables(0)

@@ -95,6 +95,15 @@ class LayerVerdict:
 EXACT = LayerVerdict("exact")
 
 
+def verdict_of(reason: str | None, layer: Layer) -> LayerVerdict:
+    """The verdict of a weights-only target (a parameter tree): refused with ``reason`` when there is one,
+    else every weight kept, exactly when the layer computes nothing beyond them."""
+    if reason:
+        return refused(UnsupportedError(reason))
+    needs = tuple(layer.semantics())
+    return LayerVerdict("weights" if needs else "exact", needs=needs)
+
+
 def refused(error: UnsupportedError) -> LayerVerdict:
     """The verdict of a layer that ``error`` refuses (its message without the layer's name)."""
     return LayerVerdict("impossible", reason=str(error).split(": ", 1)[-1], error=error)

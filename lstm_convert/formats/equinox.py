@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from . import Format, LayerVerdict, ReadOptions, run_by_layers, parsing, refused
+from . import Format, LayerVerdict, ReadOptions, parsing, run_by_layers, verdict_of
 
 _MAGIC = b"\x93NUMPY"
 _SKELETON = b'{"lstm_convert_equinox_skeleton":'
@@ -110,13 +110,8 @@ def _write(model, path: Path, before_rename) -> None:
 
 def check_layer(layer, module: bool) -> LayerVerdict:
     from ..adapters import equinox
-    from ..errors import UnsupportedError
 
-    reason = equinox.check_layer(layer)
-    if reason:
-        return refused(UnsupportedError(reason))
-    needs = tuple(layer.semantics())
-    return LayerVerdict("weights" if needs else "exact", needs=needs)
+    return verdict_of(equinox.check_layer(layer), layer)
 
 
 def _notes(model, module: bool) -> list[str]:

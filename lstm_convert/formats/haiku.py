@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import Format, LayerVerdict, ReadOptions, run_by_layers, is_zip, parsing, refused, zip_errors, zip_names
+from . import Format, LayerVerdict, ReadOptions, is_zip, parsing, run_by_layers, verdict_of, zip_errors, zip_names
 
 
 def _recognise(path: Path, head: bytes) -> bool:
@@ -44,13 +44,8 @@ def _write(model, path: Path, before_rename) -> None:
 
 def check_layer(layer, module: bool) -> LayerVerdict:
     from ..adapters import haiku
-    from ..errors import UnsupportedError
 
-    reason = haiku.check_layer(layer)
-    if reason:
-        return refused(UnsupportedError(reason))
-    needs = tuple(layer.semantics())
-    return LayerVerdict("weights" if needs else "exact", needs=needs)
+    return verdict_of(haiku.check_layer(layer), layer)
 
 
 def _notes(model, module: bool) -> list[str]:
