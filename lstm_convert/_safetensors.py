@@ -119,7 +119,7 @@ class File:
                 raise FormatError(f"{self.path}: tensor {name} starts at byte {begin}, expected {position} "
                                   "(tensors overlap or leave a gap)")
             position = end
-        self._map: np.memmap | None = None
+        self._map: np.ndarray | None = None
 
     def _entry(self, name: str, info: object, available: int) -> Entry:
         if not isinstance(info, dict):
@@ -186,23 +186,18 @@ class File:
         dtype = self.dtype(name)
         if entry.end == entry.begin:
             return np.zeros(entry.shape, dtype)
-        if self._map is None:
-            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
-        raw = self._map[self.data_start + entry.begin:self.data_start + entry.end]
-        return np.frombuffer(raw, dtype=dtype).reshape(entry.shape)
+        if self._map is None:  # a plain array over the mapping: slicing an np.memmap costs 5 us a tensor
+            self._map = np.memmap(self.path, dtype=np.uint8, mode="r").view(np.ndarray)
+        return self._map[self.data_start + entry.begin:self.data_start + entry.end].view(dtype).reshape(entry.shape)
 
 
 _RUN = 1 << 20  # bytes of small tensors written with one call
 
 
-def _small(chunks: Sequence[np.ndarray]) -> np.ndarray | None:
-    """A tensor of one small chunk as the 1-D array whose bytes it is (C order, little-endian), else None."""
-    if len(chunks) != 1:
-        return None
-    array = chunks[0]
-    if array.nbytes > SMALL or not array.nbytes or not array.flags.c_contiguous or array.dtype.byteorder == ">":
-        return None
-    return array.reshape(-1)
+def _is_small(array: np.ndarray) -> bool:
+    """Whether a tensor of this one chunk is written and inspected with the other small ones: at most
+    :data:`SMALL` bytes, C-ordered and little-endian (its bytes are then the array's buffer as it is)."""
+    return 0 < array.nbytes <= SMALL and array.flags.c_contiguous and array.dtype.byteorder != ">"
 
 
 def metadata_digests(metadata: Mapping[str, str], own: str) -> dict[str, str]:
@@ -218,7 +213,8 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
           header_digest: str | None = None, finish: Callable[[dict[str, str]], dict[str, str]] | None = None
           ) -> None:
     """Write ``(name, chunks)`` pairs: each tensor is its chunks one after the other (each C-ordered), whose
-    leading axes concatenate; the dtype and trailing shape are the first chunk's.
+    leading axes concatenate; the dtype and trailing shape are the first chunk's. A tensor of one chunk may
+    be given as the array itself.
 
     With ``digests``, the metadata key under which the SHA-256 of every tensor is recorded (as JSON), and
     ``non_finite``, the key under which the names of the tensors holding NaN or infinity are. The
@@ -228,35 +224,67 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
     change the metadata of the final header (values of the same length: what was known only at the end).
     """
     from hashlib import sha256
+    from json.encoder import encode_basestring_ascii as quoted  # what json.dumps writes for a str
 
-    entries, layout, offset = {}, [], 0
+    # One pass over the tensors: each one's header entry, as json.dumps would write it, and whether it is
+    # small (see _is_small). Per tensor this is all the work there is before the bytes: a state dict of
+    # thousands of small tensors pays it thousands of times.
+    names, quoted_names, plan, parts, offset = [], [], [], [], 0
+    codes: dict = {}  # dtype -> safetensors code
+    dims_of: dict = {}  # shape -> its JSON list's inside
     ndarray = np.ndarray
     for name, chunks in tensors:
-        chunks = [c if type(c) is ndarray else np.asarray(c) for c in chunks]
-        first = chunks[0]
-        if len(chunks) == 1:  # most tensors
-            shape, nbytes = list(first.shape), first.nbytes
+        if type(chunks) is not ndarray and not isinstance(chunks, (list, tuple)):  # another array type
+            chunks = np.asarray(chunks)
+        if type(chunks) is ndarray:  # one chunk, given as itself: most tensors
+            first = chunks
+        elif len(chunks) == 1 and type(chunks[0]) is ndarray:
+            first = chunks[0]
         else:
+            chunks = [c if type(c) is ndarray else np.asarray(c) for c in chunks]
+            first = chunks[0]
             if any(c.dtype != first.dtype or c.shape[1:] != first.shape[1:] for c in chunks):
                 raise ValueError(f"{name}: chunks differ in dtype or trailing shape")
-            shape = [sum(c.shape[0] for c in chunks), *first.shape[1:]] if first.ndim else []
+        if first is chunks or len(chunks) == 1:
+            shape, nbytes = first.shape, first.nbytes
+            small = _is_small(first)
+        else:
+            shape = (sum(c.shape[0] for c in chunks), *first.shape[1:]) if first.ndim else ()
             nbytes = sum(c.nbytes for c in chunks)
-        entries[name] = {"dtype": CODES[_dtypes.name(first.dtype)], "shape": shape,
-                         "data_offsets": [offset, offset + nbytes]}
-        layout.append(chunks)
+            small = False
+        code = codes.get(first.dtype)
+        if code is None:
+            code = codes[first.dtype] = CODES[_dtypes.name(first.dtype)]
+        dims = dims_of.get(shape)
+        if dims is None:
+            dims = dims_of[shape] = ",".join(map(str, shape))
+        label = quoted(name)
+        parts.append(f'{label}:{{"dtype":"{code}","shape":[{dims}],"data_offsets":[{offset},{offset + nbytes}]}}')
+        names.append(name)
+        quoted_names.append(label)
+        plan.append((name, first if small else [first] if first is chunks else chunks, small))
         offset += nbytes
-    names = list(entries)
-    bad_names: list[str] = []
-
-    if "__metadata__" in entries:
+    if len(set(names)) != len(names):
+        raise ValueError(f"tensor names given twice: {sorted(n for n in set(names) if names.count(n) > 1)[:5]}")
+    if "__metadata__" in names:
         raise ValueError("a tensor cannot be named __metadata__")
+    bad_names: list[str] = []
     # What json.dumps({"__metadata__": ..., **entries}) would give, the entries' part serialised once.
-    tensors_json = "," + json.dumps(entries, separators=(",", ":"))[1:-1] if entries else ""
+    tensors_json = "," + ",".join(parts) if parts else ""
+    del parts
 
-    def header(hashes: Mapping[str, str], bad: list[str], reserve: int = 0, last: bool = False) -> bytes:
+    def header(hashes: Sequence[str] | None, bad: list[str], reserve: int = 0, last: bool = False) -> bytes:
+        """The header, with ``hashes`` the digests in the order of the tensors (None: zeros, of the same length)."""
         meta = dict(metadata) if not (last and finish) else finish(dict(metadata))
-        if digests:
-            meta[digests] = json.dumps(hashes, separators=(",", ":"))
+        if digests:  # what json.dumps of the {name: digest} object gives, joined at C speed
+            if not names:
+                meta[digests] = "{}"
+            elif hashes is None:
+                zero = '"' + "0" * 64 + '"'
+                meta[digests] = "{" + f":{zero},".join(quoted_names) + f":{zero}}}"
+            else:
+                meta[digests] = "{" + ",".join([f'{label}:"{digest}"' for label, digest in zip(quoted_names, hashes)]) \
+                    + "}"
         if non_finite:
             meta[non_finite] = json.dumps(bad[:100] + ([f"... {len(bad) - 100} more"] if len(bad) > 100 else []))
         if header_digest:
@@ -266,7 +294,7 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
 
     # The final header (digests, and which tensors hold NaN or infinity) is written over this one,
     # in the space it reserves.
-    placeholder = header({name: "0" * 64 for name in names}, [], reserve=8192 if digests else 0)
+    placeholder = header(None, [], reserve=8192 if digests else 0)
     hashers: dict[str, Any] = {}  # of the tensors written in pieces, made as their first piece comes
 
     def inspect(name: str, piece: np.ndarray) -> None:
@@ -282,9 +310,9 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
 
     def inspect_run(keys: list[str], arrays: list[np.ndarray], joined: bytes) -> None:
         for key, array in zip(keys, arrays):
-            done[key] = sha256(array.view(np.uint8).data).hexdigest()
-        kinds = {_dtypes.name(a.dtype) for a in arrays}
-        if len(kinds) == 1 and arrays[0].dtype.kind == "f" and "bfloat16" not in kinds:
+            done[key] = sha256(array).hexdigest()
+        kinds = {array.dtype for array in arrays}
+        if len(kinds) == 1 and arrays[0].dtype.kind == "f" and _dtypes.name(arrays[0].dtype) != "bfloat16":
             if np.isfinite(np.frombuffer(joined, arrays[0].dtype)).all():  # one scan for all of them
                 return
         for key, array in zip(keys, arrays):
@@ -299,17 +327,16 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
         try:
             run: list[tuple[str, np.ndarray]] = []
             size = 0
-            for name, chunks in zip(names, layout):
-                small = _small(chunks)
-                if small is not None:
-                    run.append((name, small))
-                    size += small.nbytes
+            for name, chunks, small in plan:
+                if small:  # chunks is the array
+                    run.append((name, chunks))
+                    size += chunks.nbytes
                     if size < _RUN:
                         continue
                 if run:
                     stream.write_small(run, inspect_run if digests else None)
                     run, size = [], 0
-                if small is None:
+                if not small:
                     for chunk in chunks:
                         stream.write(name, chunk)
             if run:
@@ -320,10 +347,12 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
         if digests:
             bad = set(bad_names)  # in the order of the tensors, whichever thread found them
             empty = sha256().hexdigest()  # a tensor of no bytes is never inspected
-            final = header({name: done.get(name) or (hashers[name].hexdigest() if name in hashers else empty)
-                            for name in names},
+            final = header([done.get(name) or (hashers[name].hexdigest() if name in hashers else empty)
+                            for name in names],
                            [n for n in names if n in bad], last=True)
             final = final.rstrip(b" ")
+            if len(final) > len(placeholder):  # finish() lengthened a value beyond the reserved space
+                raise ValueError(f"the final header ({len(final)} bytes) outgrew the {len(placeholder)} reserved")
             final += b" " * (len(placeholder) - len(final))
             out.seek(8)
             out.write(final)

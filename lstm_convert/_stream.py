@@ -67,16 +67,19 @@ class Stream:
             self._piece(key, piece, piece.nbytes)
 
     def write_small(self, items: list[tuple[str, np.ndarray]], inspect_run: Callable | None) -> None:
-        """Small tensors (each 1-D, C-ordered, little-endian, of at most :data:`SMALL` bytes), one after the
-        other, written in one call and inspected together by ``inspect_run(keys, arrays, joined)`` in this
-        thread: thousands of them cost a few calls, not thousands."""
-        joined = b"".join(array.view(np.uint8).data for _, array in items)
+        """Small tensors (each C-ordered, little-endian, of at most :data:`SMALL` bytes), one after the other,
+        written in one call and inspected together by ``inspect_run(keys, arrays, joined)`` in this thread:
+        thousands of them cost a few calls, not thousands."""
+        arrays = [array for _, array in items]
+        joined = b"".join(arrays)  # each array's buffer is its bytes in C order
         self.out.write(joined)
         self.written += len(joined)
         if inspect_run is not None:
-            inspect_run([key for key, _ in items], [array for _, array in items], joined)
-        for _, array in items:
-            release(array)
+            inspect_run([key for key, _ in items], arrays, joined)
+        page = mmap.PAGESIZE
+        for array in arrays:
+            if array.nbytes >= page:  # a smaller one spans no page of its own to drop
+                release(array)
 
     def _piece(self, key: str, piece: np.ndarray, nbytes: int) -> None:
         self.out.write(piece.view(np.uint8))

@@ -199,6 +199,7 @@ class RecurrentLayer(_BitEqual):
         object.__setattr__(self, "projections", MappingProxyType(self._validated_projections()))
         object.__setattr__(self, "peepholes", MappingProxyType(self._validated_peepholes()))
         object.__setattr__(self, "layer_norm", MappingProxyType(self._validated_layer_norm()))
+        object.__setattr__(self, "_tensors", tuple(self._listed_tensors()))
 
     # -- structure -------------------------------------------------------
 
@@ -255,16 +256,27 @@ class RecurrentLayer(_BitEqual):
 
     def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
         """Every canonical tensor with its name, in canonical order (biases skipped when absent)."""
+        return iter(self._tensors)  # listed once, when the layer was made: it cannot change
+
+    def _listed_tensors(self) -> list[tuple[str, np.ndarray]]:
+        out = []
+        last = self.gate_names[-1]
         for key in self.keys():
-            for role, array in self.gates[key].arrays():
-                if array is not None:
-                    yield tensor_name(self.name, *key, role), array
+            gate = self.gates[key]
+            prefix = f"{self.name}.l{key[0]}.{key[1]}.{key[2]}."  # tensor_name's, but for the role
+            out.append((prefix + "W_x", gate.W_x))
+            out.append((prefix + "W_h", gate.W_h))
+            if gate.b_x is not None:
+                out.append((prefix + "b_x", gate.b_x))
+            if gate.b_h is not None:
+                out.append((prefix + "b_h", gate.b_h))
             if key in self.peepholes:
-                yield tensor_name(self.name, *key, "p"), self.peepholes[key]
+                out.append((prefix + "p", self.peepholes[key]))
             if key in self.layer_norm:
-                yield tensor_name(self.name, *key, "ln"), self.layer_norm[key]
-            if self.proj_size and key[2] == self.gate_names[-1]:
-                yield tensor_name(self.name, key[0], key[1], "projection", "W_hr"), self.projections[key[:2]]
+                out.append((prefix + "ln", self.layer_norm[key]))
+            if self.proj_size and key[2] == last:
+                out.append((tensor_name(self.name, key[0], key[1], "projection", "W_hr"), self.projections[key[:2]]))
+        return out
 
     def count_params(self, framework: str = "torch") -> int:
         """Parameters as ``framework`` counts them: PyTorch keeps two biases per
@@ -340,33 +352,34 @@ class RecurrentLayer(_BitEqual):
 
     def _validated_gates(self) -> dict[GateKey, Gate]:
         expected = self.keys()
-        missing = [k for k in expected if k not in self.gates]
-        extra = [k for k in self.gates if k not in expected]
-        if missing or extra:
+        if len(self.gates) != len(expected) or not all(key in self.gates for key in expected):
+            missing = [k for k in expected if k not in self.gates]
+            extra = [k for k in self.gates if k not in expected]
             raise ShapeError(f"{self.name}: gates do not match the configuration "
                              f"(missing {missing or 'none'}, unexpected {extra or 'none'})")
+        hidden, state = self.hidden_size, self.state_size
+        roles = ROLES if self.bias else ROLES[:2]
         dtype = None
         out = {}
         for key in expected:
             gate = self.gates[key]
             if not isinstance(gate, Gate):
                 raise ShapeError(f"{self.name}: gate {key} must be a Gate, got {type(gate).__name__}")
-            shapes = {"W_x": (self.hidden_size, self.fan_in(key[0])),
-                      "W_h": (self.hidden_size, self.state_size),
-                      "b_x": (self.hidden_size,), "b_h": (self.hidden_size,)}
-            frozen = {}
-            for role, array in gate.arrays():
-                label = tensor_name(self.name, *key, role)
-                if role in ("b_x", "b_h") and not self.bias:
-                    if array is not None:
-                        raise ShapeError(f"{label}: the layer has bias=False, but a bias was given")
-                    frozen[role] = None
-                    continue
+            shapes = ((hidden, self.fan_in(key[0])), (hidden, state), (hidden,), (hidden,))
+            frozen = []
+            for role, shape in zip(roles, shapes):
+                array = getattr(gate, role)
                 if array is None:
-                    raise ShapeError(f"{label}: missing (the layer has bias=True)")
-                frozen[role] = _frozen_array(array, shapes[role], dtype, label)
-                dtype = frozen[role].dtype
-            out[key] = Gate(**frozen)
+                    raise ShapeError(f"{tensor_name(self.name, *key, role)}: missing (the layer has bias=True)")
+                array = _frozen_array(array, shape, dtype, (self.name, *key, role))
+                dtype = array.dtype
+                frozen.append(array)
+            if not self.bias:
+                for role in ROLES[2:]:
+                    if getattr(gate, role) is not None:
+                        raise ShapeError(f"{tensor_name(self.name, *key, role)}: the layer has bias=False, but a "
+                                         "bias was given")
+            out[key] = Gate(*frozen)
         return out
 
     def _validated_peepholes(self) -> dict[GateKey, np.ndarray]:
@@ -454,8 +467,17 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a.view(as_int), b.view(as_int)))
 
 
-def _frozen_array(array: Any, shape: tuple[int, ...], dtype: np.dtype | None, label: str) -> np.ndarray:
-    """A read-only view of ``array`` after checking its dtype (floating, and ``dtype`` if given) and shape."""
+def _frozen_array(array: Any, shape: tuple[int, ...], dtype: np.dtype | None,
+                  label: str | tuple[str, int, str, str, str]) -> np.ndarray:
+    """A read-only view of ``array`` after checking its dtype (floating, and ``dtype`` if given) and shape.
+    ``label`` names the tensor in messages: a name, or the arguments of :func:`tensor_name`."""
+    if type(array) is not Placeholder and type(array) is np.ndarray and array.shape == shape and \
+            array.dtype == dtype:  # most tensors: the dtype was checked on the first of them (and a placeholder
+        view = array.view()  # needs no NumPy)
+        view.flags.writeable = False
+        return view
+    if isinstance(label, tuple):
+        label = tensor_name(*label)
     array = asarray(array)
     if _dtypes.name(array.dtype) not in FLOAT_DTYPES:
         raise ShapeError(f"{label}: expected a floating dtype {FLOAT_DTYPES}, got {array.dtype}")
@@ -477,7 +499,35 @@ def _finite(value: int | float) -> bool:
         return False
 
 
+class _NotPlain(Exception):
+    pass
+
+
+def _plain_copy(value: Any) -> Any:
+    """A copy of JSON data made of dicts with string keys, lists, strings, ints, finite floats, booleans and
+    None, keys sorted: what the JSON round trip of :func:`_frozen_json` gives, at a tenth of its cost;
+    _NotPlain for anything else, which the round trip then converts or refuses."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        if value - value == 0.0:  # finite
+            return value
+        raise _NotPlain
+    if kind is dict:
+        if not all(type(key) is str for key in value):
+            raise _NotPlain
+        return {key: _plain_copy(value[key]) for key in sorted(value)}
+    if kind is list or kind is tuple:
+        return [_plain_copy(item) for item in value]
+    raise _NotPlain
+
+
 def _frozen_json(value: Mapping[str, Any], what: str) -> Mapping[str, Any]:
+    try:
+        return MappingProxyType(_plain_copy(dict(value)))
+    except _NotPlain:
+        pass
     try:
         copy = json.loads(json.dumps(dict(value), sort_keys=True, allow_nan=False))
     except (TypeError, ValueError) as exc:

@@ -78,7 +78,7 @@ def write(weights: Layer | Model, path: str | os.PathLike, *,
     model = weights if isinstance(weights, Model) else None
     pending = SOURCE_DIGEST.get() if model is not None else None
     layers = list(model.layers) if model else [weights]
-    tensors = [(name, [array]) for layer in layers for name, array in layer.tensors()]
+    tensors = [pair for layer in layers for pair in layer.tensors()]  # (name, array): one chunk each
     source = (model or weights).source.get("framework", "unknown")
     metadata = {
         "format": FORMAT,
