@@ -44,8 +44,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
+import sys
 import math
+import operator
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -74,8 +77,14 @@ def tensor_name(layer: str, index: int, direction: str, gate: str, role: str) ->
 
 def gate_keys(kind: str, num_layers: int, directions: int, backward: bool = False) -> list[GateKey]:
     """Every (layer index, direction, gate) of a recurrent layer, in canonical order."""
+    return list(_gate_keys(kind, num_layers, directions, backward))
+
+
+@functools.lru_cache(maxsize=256)
+def _gate_keys(kind: str, num_layers: int, directions: int, backward: bool) -> tuple[GateKey, ...]:
     names = ("reverse",) if backward else DIRECTIONS[:directions]
-    return [(index, direction, gate) for index in range(num_layers) for direction in names for gate in GATES[kind]]
+    return tuple((index, direction, gate) for index in range(num_layers) for direction in names
+                 for gate in GATES[kind])
 
 
 PEEPHOLE_GATES = ("input", "forget", "output")
@@ -149,6 +158,29 @@ class RecurrentLayer(_BitEqual):
     forget_bias: float = 0.0  # a constant the layer adds to its forget gate at run time (Haiku's hk.LSTM: 1.0)
 
     def __post_init__(self) -> None:
+        # The settings' checks, once per distinct combination of settings (and of their types, so that
+        # True is not taken for 1): a state dict of 2,000 alike LSTMs checks them once.
+        settings = (*_checked_settings(self), bool(self.peepholes), bool(self.layer_norm))
+        checked = (settings, tuple(map(type, settings)))
+        try:
+            known = checked in _CHECKED
+        except TypeError:  # a setting that is no hashable value: the checks say what is wrong with it
+            known = False
+        if not known:
+            self._check_settings()
+            if len(_CHECKED) < 1024:
+                _CHECKED.add(checked)
+        object.__setattr__(self, "forget_bias", float(self.forget_bias))
+        if self.directions == 2:  # as Keras' Bidirectional: masked steps give zeros exactly when it returns sequences
+            object.__setattr__(self, "zero_output_for_mask", self.return_sequences)
+        _freeze_common(self)
+        object.__setattr__(self, "gates", MappingProxyType(self._validated_gates()))
+        object.__setattr__(self, "projections", MappingProxyType(self._validated_projections()))
+        object.__setattr__(self, "peepholes", MappingProxyType(self._validated_peepholes()))
+        object.__setattr__(self, "layer_norm", MappingProxyType(self._validated_layer_norm()))
+        object.__setattr__(self, "_tensors", tuple(self._listed_tensors()))
+
+    def _check_settings(self) -> None:
         if self.kind not in GATES:
             raise ConfigError(f"{self.name}: unknown layer kind {self.kind!r}, expected one of {sorted(GATES)}")
         for attr in ("input_size", "hidden_size", "num_layers"):
@@ -180,7 +212,6 @@ class RecurrentLayer(_BitEqual):
                 math.isfinite(self.forget_bias) or (self.forget_bias and self.kind != "lstm"):
             raise ConfigError(f"{self.name}: forget_bias must be a finite number, and zero but for an LSTM, got "
                               f"{self.forget_bias!r}")
-        object.__setattr__(self, "forget_bias", float(self.forget_bias))
         for attr in ("clip", "cell_clip"):
             value = getattr(self, attr)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -192,14 +223,6 @@ class RecurrentLayer(_BitEqual):
                      "go_backwards", "backward", "input_forget", "reset_after"):
             if not isinstance(getattr(self, attr), bool):
                 raise ConfigError(f"{self.name}: {attr} must be True or False, got {getattr(self, attr)!r}")
-        if self.directions == 2:  # as Keras' Bidirectional: masked steps give zeros exactly when it returns sequences
-            object.__setattr__(self, "zero_output_for_mask", self.return_sequences)
-        _freeze_common(self)
-        object.__setattr__(self, "gates", MappingProxyType(self._validated_gates()))
-        object.__setattr__(self, "projections", MappingProxyType(self._validated_projections()))
-        object.__setattr__(self, "peepholes", MappingProxyType(self._validated_peepholes()))
-        object.__setattr__(self, "layer_norm", MappingProxyType(self._validated_layer_norm()))
-        object.__setattr__(self, "_tensors", tuple(self._listed_tensors()))
 
     # -- structure -------------------------------------------------------
 
@@ -252,7 +275,7 @@ class RecurrentLayer(_BitEqual):
 
     @property
     def dtype(self) -> str:
-        return str(self.gates[self.keys()[0]].W_x.dtype)
+        return _dtypes.name(self._tensors[0][1].dtype)  # the first W_x's (every tensor's)
 
     def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
         """Every canonical tensor with its name, in canonical order (biases skipped when absent)."""
@@ -261,19 +284,19 @@ class RecurrentLayer(_BitEqual):
     def _listed_tensors(self) -> list[tuple[str, np.ndarray]]:
         out = []
         last = self.gate_names[-1]
-        for key in self.keys():
-            gate = self.gates[key]
-            prefix = f"{self.name}.l{key[0]}.{key[1]}.{key[2]}."  # tensor_name's, but for the role
-            out.append((prefix + "W_x", gate.W_x))
-            out.append((prefix + "W_h", gate.W_h))
-            if gate.b_x is not None:
-                out.append((prefix + "b_x", gate.b_x))
-            if gate.b_h is not None:
-                out.append((prefix + "b_h", gate.b_h))
-            if key in self.peepholes:
-                out.append((prefix + "p", self.peepholes[key]))
-            if key in self.layer_norm:
-                out.append((prefix + "ln", self.layer_norm[key]))
+        name, gates, peepholes, layer_norm = self.name, self.gates, self.peepholes or None, self.layer_norm or None
+        for key in _gate_keys(self.kind, self.num_layers, self.directions, self.backward):
+            gate = gates[key]
+            prefix = f"{name}.l{key[0]}.{key[1]}.{key[2]}."  # tensor_name's, but for the role
+            if gate.b_x is not None and gate.b_h is not None:
+                out += ((prefix + "W_x", gate.W_x), (prefix + "W_h", gate.W_h), (prefix + "b_x", gate.b_x),
+                        (prefix + "b_h", gate.b_h))
+            else:
+                out += ((prefix + role, array) for role, array in gate.arrays() if array is not None)
+            if peepholes and key in peepholes:
+                out.append((prefix + "p", peepholes[key]))
+            if layer_norm:
+                out.append((prefix + "ln", layer_norm[key]))
             if self.proj_size and key[2] == last:
                 out.append((tensor_name(self.name, key[0], key[1], "projection", "W_hr"), self.projections[key[:2]]))
         return out
@@ -351,7 +374,7 @@ class RecurrentLayer(_BitEqual):
     # -- validation ------------------------------------------------------
 
     def _validated_gates(self) -> dict[GateKey, Gate]:
-        expected = self.keys()
+        expected = _gate_keys(self.kind, self.num_layers, self.directions, self.backward)
         if len(self.gates) != len(expected) or not all(key in self.gates for key in expected):
             missing = [k for k in expected if k not in self.gates]
             extra = [k for k in self.gates if k not in expected]
@@ -359,6 +382,7 @@ class RecurrentLayer(_BitEqual):
                              f"(missing {missing or 'none'}, unexpected {extra or 'none'})")
         hidden, state = self.hidden_size, self.state_size
         roles = ROLES if self.bias else ROLES[:2]
+        ndarray = np.ndarray if "numpy" in sys.modules else None  # no array is one before NumPy is imported
         dtype = None
         out = {}
         for key in expected:
@@ -366,9 +390,17 @@ class RecurrentLayer(_BitEqual):
             if not isinstance(gate, Gate):
                 raise ShapeError(f"{self.name}: gate {key} must be a Gate, got {type(gate).__name__}")
             shapes = ((hidden, self.fan_in(key[0])), (hidden, state), (hidden,), (hidden,))
+            if type(gate) is Gate and _kept(gate, shapes, dtype, ndarray, self.bias):
+                out[key] = gate  # read-only arrays of the right shapes and dtype already (a mapped file's)
+                continue
             frozen = []
             for role, shape in zip(roles, shapes):
                 array = getattr(gate, role)
+                if type(array) is ndarray and array.shape == shape and array.dtype == dtype:  # most: _frozen_array's
+                    view = array.view()  # fast path, without the call
+                    view.flags.writeable = False
+                    frozen.append(view)
+                    continue
                 if array is None:
                     raise ShapeError(f"{tensor_name(self.name, *key, role)}: missing (the layer has bias=True)")
                 array = _frozen_array(array, shape, dtype, (self.name, *key, role))
@@ -405,6 +437,8 @@ class RecurrentLayer(_BitEqual):
                 for key in expected}
 
     def _validated_projections(self) -> dict[tuple[int, str], np.ndarray]:
+        if not self.proj_size and not self.projections:
+            return {}
         expected = [(index, d) for index in range(self.num_layers) for d in self.direction_names] \
             if self.proj_size else []
         if sorted(self.projections) != sorted(expected):
@@ -434,6 +468,13 @@ _RECURRENT_FIELDS = ("name", "kind", "input_size", "hidden_size", "num_layers", 
                      "activation", "recurrent_activation", "reset_after", "proj_size", "go_backwards", "cell",
                      "merge_mode", "backward", "clip", "input_forget", "return_sequences", "return_state",
                      "zero_output_for_mask", "stateful", "config", "source")
+# The settings RecurrentLayer._check_settings looks at (beside whether there are peepholes and layer norms).
+_CHECKED_SETTINGS = ("kind", "input_size", "hidden_size", "num_layers", "directions", "bias", "activation",
+                     "recurrent_activation", "reset_after", "proj_size", "go_backwards", "cell", "merge_mode",
+                     "backward", "clip", "cell_clip", "input_forget", "return_sequences", "return_state",
+                     "zero_output_for_mask", "stateful", "forget_bias")
+_checked_settings = operator.attrgetter(*_CHECKED_SETTINGS)
+_CHECKED: set = set()
 
 
 def folded(model: Model) -> Model:
@@ -465,6 +506,21 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
         return False
     as_int = np.dtype(f"u{a.dtype.itemsize}")
     return bool(np.array_equal(a.view(as_int), b.view(as_int)))
+
+
+def _kept(gate: Gate, shapes: tuple[tuple[int, ...], ...], dtype: Any, ndarray: type | None, bias: bool) -> bool:
+    """Whether ``gate`` is kept as it is: NumPy arrays that are read-only already (views of a mapped file, or
+    of another layer's frozen arrays), of ``shapes`` and ``dtype``, with biases exactly when ``bias``."""
+    w_x, w_h, b_x, b_h = gate.W_x, gate.W_h, gate.b_x, gate.b_h
+    if not (type(w_x) is ndarray and type(w_h) is ndarray and w_x.dtype == dtype and w_h.dtype == dtype
+            and w_x.shape == shapes[0] and w_h.shape == shapes[1]
+            and not w_x.flags.writeable and not w_h.flags.writeable):
+        return False
+    if not bias:
+        return b_x is None and b_h is None
+    return (type(b_x) is ndarray and type(b_h) is ndarray and b_x.dtype == dtype and b_h.dtype == dtype
+            and b_x.shape == shapes[2] and b_h.shape == shapes[3]
+            and not b_x.flags.writeable and not b_h.flags.writeable)
 
 
 def _frozen_array(array: Any, shape: tuple[int, ...], dtype: np.dtype | None,

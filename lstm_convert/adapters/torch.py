@@ -34,6 +34,7 @@ only; ``torch`` is imported on first use.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -213,9 +214,10 @@ def recurrent_from_state_arrays(arrays: Mapping[str, np.ndarray], *, name: str |
         match = _RECURRENT_KEY.match(key)
         if match is None:
             raise FormatError(f"{where}: unexpected key {key!r} in a PyTorch recurrent state dict")
-        parsed[key] = (match[1], int(match[2] or 0), "reverse" if match[3] else "forward", match[2] is None)
-    cell = all(is_cell for *_, is_cell in parsed.values())
-    if not cell and any(is_cell for *_, is_cell in parsed.values()):
+        parsed[key] = match.groups()  # (tensor, layer index or None, "_reverse" or None)
+    cells = [index is None for _, index, _ in parsed.values()]
+    cell = all(cells)
+    if not cell and any(cells):
         raise FormatError(f"{where}: keys {sorted(arrays)} mix a cell's names (weight_ih) and a layer's (weight_ih_l0)")
     first = "" if cell else "_l0"
     w_ih, w_hh = arrays.get(f"weight_ih{first}"), arrays.get(f"weight_hh{first}")
@@ -239,16 +241,18 @@ def recurrent_from_state_arrays(arrays: Mapping[str, np.ndarray], *, name: str |
         raise FormatError(f"{where}: an nn.RNN's nonlinearity (tanh or relu) is not in its state dict",
                           remedy=f"say which with kinds={{'{name}': 'rnn_tanh'}} (or 'rnn_relu')",
                           hint=f"say which with --kind {name}=rnn_tanh or --kind {name}=rnn_relu")
-    num_layers = 1 + max(index for _, index, _, _ in parsed.values())
-    directions = 2 if any(d == "reverse" for _, _, d, _ in parsed.values()) else 1
+    num_layers = 1 if cell else 1 + max(int(index) for _, index, _ in parsed.values())
+    directions = 2 if any(reverse for _, _, reverse in parsed.values()) else 1
     bias = f"bias_ih{first}" in arrays
     proj_size = int(w_hr.shape[0]) if w_hr is not None else 0
     name = name or kind
     lay = layout("torch", kind)
-    names = list(lay.tensors[: 4 if bias else 2]) + (["weight_hr"] if proj_size else [])
-    expected = {_key(t, index, d, cell) for index in range(num_layers) for d in DIRECTIONS[:directions]
-                for t in names}
-    if set(arrays) != expected:
+    names = _tensor_names(lay, bias, proj_size > 0)
+    if len(arrays) != len(names) * num_layers * directions or not all(
+            _key(t, index, d, cell) in arrays for index in range(num_layers) for d in DIRECTIONS[:directions]
+            for t in names):
+        expected = {_key(t, index, d, cell) for index in range(num_layers) for d in DIRECTIONS[:directions]
+                    for t in names}
         missing, extra = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
         raise FormatError(f"{where}: keys do not form one {_MODULES[kind][cell]} with {num_layers} layer(s), "
                           f"{directions} direction(s), bias={bias} (missing {missing or 'none'}, "
@@ -257,12 +261,15 @@ def recurrent_from_state_arrays(arrays: Mapping[str, np.ndarray], *, name: str |
     for index in range(num_layers):
         for direction in DIRECTIONS[:directions]:
             keys = [_key(tensor, index, direction, cell) for tensor in lay.tensors]
-            blocks = {role: split(lay, arrays[key], hidden, f"{where}.{key}") for key, role in zip(keys[:2], ROLES)}
+            w_x = split(lay, arrays[keys[0]], hidden, f"{where}.{keys[0]}")
+            w_h = split(lay, arrays[keys[1]], hidden, f"{where}.{keys[1]}")
             if bias:  # bias_ih and bias_hh, the two canonical biases as they are
-                blocks["b_x"], blocks["b_h"] = split_bias(lay, [arrays[key] for key in keys[2:]], hidden,
-                                                          f"{where}.{keys[2]}")
-            for gate in lay.order:
-                gate_weights[(index, direction, gate)] = Gate(**{role: b[gate] for role, b in blocks.items()})
+                b_x, b_h = split_bias(lay, [arrays[keys[2]], arrays[keys[3]]], hidden, f"{where}.{keys[2]}")
+                for gate in lay.order:
+                    gate_weights[(index, direction, gate)] = Gate(w_x[gate], w_h[gate], b_x[gate], b_h[gate])
+            else:
+                for gate in lay.order:
+                    gate_weights[(index, direction, gate)] = Gate(w_x[gate], w_h[gate])
             if proj_size:
                 projections[(index, direction)] = arrays[_key("weight_hr", index, direction, cell)]
     try:
@@ -388,6 +395,13 @@ def module_name(layer: RecurrentLayer) -> str:
     return _MODULES[layer.kind][layer.cell]
 
 
+@functools.lru_cache(maxsize=16)
+def _tensor_names(lay, bias: bool, projection: bool) -> tuple[str, ...]:
+    """The parameters of one layer and direction: weight_ih, weight_hh, the biases, weight_hr."""
+    return (*lay.tensors[: 4 if bias else 2], *(("weight_hr",) if projection else ()))
+
+
+@functools.lru_cache(maxsize=4096)
 def _key(tensor: str, index: int, direction: str, cell: bool = False) -> str:
     return tensor if cell else f"{tensor}_l{index}{_SUFFIX[direction]}"
 
