@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
+from json.encoder import encode_basestring_ascii as _quoted  # what json.dumps writes of a str
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._lazy import ITEMSIZE, Placeholder, np
 
 from . import _dtypes
 from ._atomic import open_output
+from ._gc import paused
 from ._json import loads as _loads
 from ._optional import require
 from ._stream import SMALL, Stream
@@ -52,8 +54,7 @@ def _unique_keys(pairs: list) -> dict:
     return seen
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):  # a tuple: 16,000 of them are made in a few milliseconds
     name: str
     dtype: str
     shape: tuple[int, ...]
@@ -83,6 +84,7 @@ class File:
         cls._last = (key, opened)
         return opened
 
+    @paused()
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         try:
@@ -122,6 +124,20 @@ class File:
         self._map: np.ndarray | None = None
 
     def _entry(self, name: str, info: object, available: int) -> Entry:
+        if type(info) is dict and len(info) == 3:  # most entries: checked at once, the message found below
+            code, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+            dtype = DTYPES.get(code) if type(code) is str else None
+            if dtype is not None and type(shape) is list and type(offsets) is list and len(offsets) == 2:
+                begin, end = offsets
+                count = 1
+                for dim in shape:
+                    if type(dim) is not int or dim < 0:
+                        break
+                    count *= dim
+                else:
+                    if type(begin) is int and type(end) is int and 0 <= begin <= end <= available \
+                            and end - begin == count * ITEMSIZE[dtype]:
+                        return Entry(name, dtype, tuple(shape), begin, end)
         if not isinstance(info, dict):
             raise FormatError(f"{self.path}: tensor {name}: header entry is not an object")
         dtype = DTYPES.get(info["dtype"]) if isinstance(info.get("dtype"), str) else None
@@ -208,6 +224,79 @@ def metadata_digests(metadata: Mapping[str, str], own: str) -> dict[str, str]:
     return {key: sha256(str(metadata[key]).encode("utf-8")).hexdigest() for key in sorted(metadata) if key != own}
 
 
+_SECOND = operator.itemgetter(1)
+_HEX = operator.methodcaller("hexdigest")
+
+
+def _rows(*columns: list[str] | str) -> str:
+    """The rows of ``columns`` joined, each row its columns' strings one after the other (a str column is the
+    same in every row): one join, where formatting each row would run Python code per row."""
+    count = next(len(c) for c in columns if not isinstance(c, str))
+    pieces: list[str] = [""] * (count * len(columns))
+    for k, column in enumerate(columns):
+        pieces[k::len(columns)] = [column] * count if isinstance(column, str) else column
+    return "".join(pieces)
+
+
+def _entries(quoted_names: list[str], heads: list[str], begins: list[int], ends: list[int]) -> str:
+    """The header's tensor entries, as json.dumps writes them (``"name":{"dtype":..,"shape":[..],
+    "data_offsets":[b,e]}``), each followed by a comma."""
+    return _rows(quoted_names, ":{", heads, ',"data_offsets":[', list(map(str, begins)), ",", list(map(str, ends)),
+                 "]},")
+
+
+def _entry_head(dtype: np.dtype, shape: tuple[int, ...]) -> str:
+    return f'"dtype":"{CODES[_dtypes.name(dtype)]}","shape":[{",".join(map(str, shape))}]'
+
+
+def _described_arrays(pairs: list[tuple[str, np.ndarray]], arrays: list[np.ndarray]) -> tuple[list, list, list, list]:
+    """Names, JSON-quoted names, the plan of writing ``(name, array, small)`` and the header entries of tensors
+    that are each one array, computed by map() over them all: no Python code runs per tensor."""
+    from itertools import accumulate
+
+    names = list(map(operator.itemgetter(0), pairs))
+    kinds = list(zip(map(_DTYPE, arrays), map(_SHAPE, arrays)))
+    sizes = list(map(_NBYTES, arrays))
+    ends = list(accumulate(sizes))
+    heads = {kind: _entry_head(*kind) for kind in set(kinds)}
+    quoted_names = list(map(_quoted, names))
+    parts = _entries(quoted_names, list(map(heads.__getitem__, kinds)), [0, *ends[:-1]], ends)
+    swapped = {dtype for dtype, _ in heads if dtype.byteorder == ">"}
+    small = [0 < size <= SMALL and contiguous for size, contiguous in zip(sizes, map(_C_CONTIGUOUS, arrays))]
+    if swapped:
+        small = [is_small and dtype not in swapped for is_small, (dtype, _) in zip(small, kinds)]
+    return names, quoted_names, list(zip(names, arrays, small)), parts
+
+
+def _described_chunks(pairs: list[tuple[str, Any]]) -> tuple[list, list, list, list]:
+    """What :func:`_described_arrays` gives, of tensors given as chunks (or as other arrays), one by one."""
+    names, quoted_names, plan, parts, offset = [], [], [], [], 0
+    for name, chunks in pairs:
+        if not isinstance(chunks, (list, tuple)):
+            chunks = [chunks]
+        chunks = [c if type(c) is np.ndarray else np.asarray(c) for c in chunks]
+        first = chunks[0]
+        if any(c.dtype != first.dtype or c.shape[1:] != first.shape[1:] for c in chunks):
+            raise ValueError(f"{name}: chunks differ in dtype or trailing shape")
+        if len(chunks) == 1:
+            shape, nbytes, small = first.shape, first.nbytes, _is_small(first)
+        else:
+            shape = (sum(c.shape[0] for c in chunks), *first.shape[1:]) if first.ndim else ()
+            nbytes, small = sum(c.nbytes for c in chunks), False
+        label = _quoted(name)
+        parts.append(_entries([label], [_entry_head(first.dtype, shape)], [offset], [offset + nbytes]))
+        names.append(name)
+        quoted_names.append(label)
+        plan.append((name, first if small else chunks, small))
+        offset += nbytes
+    return names, quoted_names, plan, "".join(parts)
+
+
+_DTYPE, _SHAPE, _NBYTES = operator.attrgetter("dtype"), operator.attrgetter("shape"), operator.attrgetter("nbytes")
+_C_CONTIGUOUS = operator.attrgetter("flags.c_contiguous")
+
+
+@paused()
 def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndarray]]],
           metadata: Mapping[str, str], *, digests: str | None = None, non_finite: str | None = None,
           header_digest: str | None = None, finish: Callable[[dict[str, str]], dict[str, str]] | None = None
@@ -224,77 +313,50 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
     change the metadata of the final header (values of the same length: what was known only at the end).
     """
     from hashlib import sha256
-    from json.encoder import encode_basestring_ascii as quoted  # what json.dumps writes for a str
 
-    # One pass over the tensors: each one's header entry, as json.dumps would write it, and whether it is
-    # small (see _is_small). Per tensor this is all the work there is before the bytes: a state dict of
-    # thousands of small tensors pays it thousands of times.
-    names, quoted_names, plan, parts, offset = [], [], [], [], 0
-    codes: dict = {}  # dtype -> safetensors code
-    dims_of: dict = {}  # shape -> its JSON list's inside
-    ndarray = np.ndarray
-    for name, chunks in tensors:
-        if type(chunks) is not ndarray and not isinstance(chunks, (list, tuple)):  # another array type
-            chunks = np.asarray(chunks)
-        if type(chunks) is ndarray:  # one chunk, given as itself: most tensors
-            first = chunks
-        elif len(chunks) == 1 and type(chunks[0]) is ndarray:
-            first = chunks[0]
-        else:
-            chunks = [c if type(c) is ndarray else np.asarray(c) for c in chunks]
-            first = chunks[0]
-            if any(c.dtype != first.dtype or c.shape[1:] != first.shape[1:] for c in chunks):
-                raise ValueError(f"{name}: chunks differ in dtype or trailing shape")
-        if first is chunks or len(chunks) == 1:
-            shape, nbytes = first.shape, first.nbytes
-            small = _is_small(first)
-        else:
-            shape = (sum(c.shape[0] for c in chunks), *first.shape[1:]) if first.ndim else ()
-            nbytes = sum(c.nbytes for c in chunks)
-            small = False
-        code = codes.get(first.dtype)
-        if code is None:
-            code = codes[first.dtype] = CODES[_dtypes.name(first.dtype)]
-        dims = dims_of.get(shape)
-        if dims is None:
-            dims = dims_of[shape] = ",".join(map(str, shape))
-        label = quoted(name)
-        parts.append(f'{label}:{{"dtype":"{code}","shape":[{dims}],"data_offsets":[{offset},{offset + nbytes}]}}')
-        names.append(name)
-        quoted_names.append(label)
-        plan.append((name, first if small else [first] if first is chunks else chunks, small))
-        offset += nbytes
+    # Each tensor's header entry, as json.dumps would write it, and whether it is small (see _is_small).
+    # Per tensor this is all the work there is before the bytes: a state dict of thousands of small tensors
+    # pays it thousands of times, so where every tensor is one array it is done by map() over them all.
+    pairs = tensors if isinstance(tensors, list) else list(tensors)
+    items = list(map(_SECOND, pairs))
+    if set(map(type, items)) <= {np.ndarray}:
+        names, quoted_names, plan, parts = _described_arrays(pairs, items)
+    else:
+        names, quoted_names, plan, parts = _described_chunks(pairs)
+    del items
     if len(set(names)) != len(names):
         raise ValueError(f"tensor names given twice: {sorted(n for n in set(names) if names.count(n) > 1)[:5]}")
     if "__metadata__" in names:
         raise ValueError("a tensor cannot be named __metadata__")
     bad_names: list[str] = []
     # What json.dumps({"__metadata__": ..., **entries}) would give, the entries' part serialised once.
-    tensors_json = "," + ",".join(parts) if parts else ""
+    tensors_json = "," + parts[:-1] if parts else ""
     del parts
 
-    def header(hashes: Sequence[str] | None, bad: list[str], reserve: int = 0, last: bool = False) -> bytes:
-        """The header, with ``hashes`` the digests in the order of the tensors (None: zeros, of the same length)."""
+    def header(hashes: Sequence[str] | None, bad: list[str], last: bool = False) -> bytes:
+        """The header, with ``hashes`` the digests in the order of the tensors (None: an empty digests value)."""
         meta = dict(metadata) if not (last and finish) else finish(dict(metadata))
         if digests:  # what json.dumps of the {name: digest} object gives, joined at C speed
-            if not names:
-                meta[digests] = "{}"
-            elif hashes is None:
-                zero = '"' + "0" * 64 + '"'
-                meta[digests] = "{" + f":{zero},".join(quoted_names) + f":{zero}}}"
-            else:
-                meta[digests] = "{" + ",".join([f'{label}:"{digest}"' for label, digest in zip(quoted_names, hashes)]) \
-                    + "}"
+            meta[digests] = "" if hashes is None else "{" + _rows(quoted_names, ':"', hashes, '",')[:-1] + "}" \
+                if names else "{}"
         if non_finite:
             meta[non_finite] = json.dumps(bad[:100] + ([f"... {len(bad) - 100} more"] if len(bad) > 100 else []))
         if header_digest:
             meta[header_digest] = json.dumps(metadata_digests(meta, header_digest), separators=(",", ":"))
-        raw = ('{"__metadata__":' + json.dumps(meta, separators=(",", ":")) + tensors_json + "}").encode("utf-8")
-        return raw + b" " * (reserve + (-(len(raw) + reserve) % 8))
+        return ('{"__metadata__":' + json.dumps(meta, separators=(",", ":")) + tensors_json + "}").encode("utf-8")
 
-    # The final header (digests, and which tensors hold NaN or infinity) is written over this one,
-    # in the space it reserves.
-    placeholder = header(None, [], reserve=8192 if digests else 0)
+    if digests:
+        # The final header (digests, and which tensors hold NaN or infinity) is written at the end, in the
+        # space reserved here: the length of the header with digests of 64 zeros, counted rather than built
+        # (joining and escaping 32,000 digests twice cost a fifth of writing them), and 8 KB more.
+        joined = "".join(quoted_names)
+        text = 1 + len(joined) + 68 * len(names) if names else 2  # {"name":"<64 hex digits>",...}
+        escaped = text + joined.count('"') + 2 * len(names) + joined.count("\\")  # as a JSON string's inside
+        reserved = len(header(None, [])) + escaped + 8192
+        placeholder = b" " * (reserved + -reserved % 8)
+    else:
+        placeholder = header(None, [])
+        placeholder += b" " * (-len(placeholder) % 8)
     hashers: dict[str, Any] = {}  # of the tensors written in pieces, made as their first piece comes
 
     def inspect(name: str, piece: np.ndarray) -> None:
@@ -309,8 +371,7 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
     done: dict[str, str] = {}  # digests of the small tensors, hashed whole
 
     def inspect_run(keys: list[str], arrays: list[np.ndarray], joined: bytes) -> None:
-        for key, array in zip(keys, arrays):
-            done[key] = sha256(array).hexdigest()
+        done.update(zip(keys, map(_HEX, map(sha256, arrays))))
         kinds = {array.dtype for array in arrays}
         if len(kinds) == 1 and arrays[0].dtype.kind == "f" and _dtypes.name(arrays[0].dtype) != "bfloat16":
             if np.isfinite(np.frombuffer(joined, arrays[0].dtype)).all():  # one scan for all of them
@@ -337,7 +398,7 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
                     stream.write_small(run, inspect_run if digests else None)
                     run, size = [], 0
                 if not small:
-                    for chunk in chunks:
+                    for chunk in (chunks,) if type(chunks) is np.ndarray else chunks:
                         stream.write(name, chunk)
             if run:
                 stream.write_small(run, inspect_run if digests else None)
@@ -347,10 +408,10 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, Sequence[np.ndar
         if digests:
             bad = set(bad_names)  # in the order of the tensors, whichever thread found them
             empty = sha256().hexdigest()  # a tensor of no bytes is never inspected
-            final = header([done.get(name) or (hashers[name].hexdigest() if name in hashers else empty)
-                            for name in names],
+            hashes = list(map(done.__getitem__, names)) if len(done) == len(names) else [
+                done.get(name) or (hashers[name].hexdigest() if name in hashers else empty) for name in names]
+            final = header(hashes,
                            [n for n in names if n in bad], last=True)
-            final = final.rstrip(b" ")
             if len(final) > len(placeholder):  # finish() lengthened a value beyond the reserved space
                 raise ValueError(f"the final header ({len(final)} bytes) outgrew the {len(placeholder)} reserved")
             final += b" " * (len(placeholder) - len(final))

@@ -382,7 +382,7 @@ class RecurrentLayer(_BitEqual):
                              f"(missing {missing or 'none'}, unexpected {extra or 'none'})")
         hidden, state = self.hidden_size, self.state_size
         roles = ROLES if self.bias else ROLES[:2]
-        ndarray = np.ndarray if "numpy" in sys.modules else None  # no array is one before NumPy is imported
+        ndarray = np.ndarray if sys.modules.get("numpy") is not None else None  # none is one before NumPy is imported
         dtype = None
         out = {}
         for key in expected:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import _atomic, _progress, formats
+from ._gc import paused
 from .canonical import Model
 from .errors import FormatError
 
@@ -32,6 +33,7 @@ def target_format(path: str | os.PathLike, declared: str | None = None) -> str:
     return formats.for_writing(path, declared).name
 
 
+@paused()  # thousands of small objects and no cycles: see lstm_convert._gc
 def read(path: str | os.PathLike, fmt: str | None = None, *, kinds: Mapping[str, str] | None = None,
          header_only: bool = False, check: bool = True, only: Sequence[str] = (), inventory: bool = False,
          config: object = None, forget_bias: float | None = None) -> Model:
@@ -86,6 +88,7 @@ class Report:
     verdict: str = "exact"  # or "weights": a state dict that keeps the weights, the model needing its module
 
 
+@paused()  # thousands of small objects and no cycles: see lstm_convert._gc
 def write(model: Model, path: str | os.PathLike, fmt: str | None = None, *, overwrite: bool = False,
           module: str | os.PathLike | None = None) -> Report:
     """Write ``model`` to ``path``, refusing before writing anything if the target cannot hold it exactly.
@@ -219,6 +222,7 @@ def non_finite_of(path: str | os.PathLike, fmt: str, model: Model) -> list[str] 
     return non_finite(model)
 
 
+@paused()  # thousands of small objects and no cycles: see lstm_convert._gc
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str | None = None,
             dst_format: str | None = None, overwrite: bool = False,
             kinds: Mapping[str, str] | None = None, strict: bool = False,

@@ -122,3 +122,25 @@ def test_pt_writer_streams_and_torch_reads_it(tmp_path):
     state = torch.load(tmp_path / "x.pt", weights_only=True)
     np.testing.assert_array_equal(state["a.big"].numpy(), big)
     np.testing.assert_array_equal(state["a.small"].numpy(), small.T)
+
+
+def test_the_reserved_header_fits_names_that_json_escapes(tmp_path):
+    """The final header's space is counted, not built: names with quotes, backslashes, control characters
+    and non-ASCII letters still fit it exactly, with no more than the 8 KB reserve beside it."""
+    rng = np.random.default_rng(2)
+    names = ['a"b', "c\\d", "e\nf\tg", "h\u00e9", "i\U0001f600", "plain", "x" * 300]
+    tensors = [(name, rng.standard_normal((3, 2)).astype(np.float32)) for name in names]
+    path = tmp_path / "odd.safetensors"
+    _safetensors.write(path, tensors, {"k": "v\u00e9"}, digests="d", non_finite="n", header_digest="h")
+    loaded = load_file(path)
+    assert sorted(loaded) == sorted(names)
+    for name, array in tensors:
+        np.testing.assert_array_equal(loaded[name], array)
+    raw = path.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    text = raw[8:8 + length].decode("utf-8")
+    header = json.loads(text)
+    assert json.loads(header["__metadata__"]["d"]) == {name: hashlib.sha256(array.tobytes()).hexdigest()
+                                                       for name, array in tensors}
+    padding = len(text) - len(text.rstrip(" "))
+    assert 8192 <= padding < 8192 + 8 and length % 8 == 0

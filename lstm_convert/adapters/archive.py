@@ -44,6 +44,7 @@ from .._lazy import np
 
 from .. import _safetensors as st
 from .._atomic import atomic_write
+from .._gc import paused
 from .._json import loads as _loads
 from ..canonical import LAYER_TYPES, Layer, Model
 from ..errors import FormatError, LSTMConvertError
@@ -154,6 +155,7 @@ def shown_key(key: str) -> str:
     return repr(key) if len(key) <= 60 else repr(key[:57] + "...")
 
 
+@paused()
 def read(path: str | os.PathLike, *, header_only: bool = False, check: bool = True) -> Layer | Model:
     """Load a canonical archive: a layer if one was saved, else a :class:`Model`.
 

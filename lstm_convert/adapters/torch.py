@@ -40,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._lazy import asarray, filled, np
+from .._gc import paused
 
 from .. import _dtypes
 from .._optional import require
@@ -74,6 +75,7 @@ _MODULE_SETTINGS = ("batch_first", "dropout")
 # -- NumPy only -----------------------------------------------------------------------------------
 
 
+@paused()
 def model_from_state_arrays(arrays: Mapping[str, np.ndarray], *, kinds: Mapping[str, str] | None = None,
                             settings: Mapping[str, Mapping[str, Any]] | None = None,
                             source: Mapping[str, str] | None = None, where: str = "state dict",
