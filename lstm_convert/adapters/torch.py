@@ -47,7 +47,6 @@ from .._optional import require
 from ..canonical import (
     AROUND,
     DIRECTIONS,
-    ROLES,
     BatchNorm,
     Conv1D,
     Dense,
