@@ -19,7 +19,7 @@ from ._lazy import np
 if TYPE_CHECKING:  # the pool is imported by the writer that starts one (inspect and --help start none)
     from concurrent.futures import Future
 
-PIECE = 4 << 20  # bytes per piece, and per hand-off to the inspecting thread
+PIECE = 1 << 20  # bytes per piece, and at most per hand-off to the inspecting thread
 # A tensor this small is inspected at once by the writing thread: handing it over costs more than
 # inspecting it, and hashlib holds the lock that would let the two threads overlap below 2 KB anyway.
 SMALL = 64 << 10
@@ -82,6 +82,8 @@ class Stream:
                 release(array)
 
     def _piece(self, key: str, piece: np.ndarray, nbytes: int) -> None:
+        if self.inspect is not None and self.batch and self.size + nbytes > PIECE:
+            self._hand_off()  # a batch holds at most PIECE bytes (or one piece): what is resident at once
         self.out.write(piece.view(np.uint8))
         self.written += nbytes
         if self.inspect is None:
@@ -111,16 +113,15 @@ class Stream:
         batch, self.batch, self.size = self.batch, [], 0
         self.pending = self.pool.submit(self._inspect_all, batch)
 
-    def _inspect_all(self, batch: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
+    def _inspect_all(self, batch: list[tuple[str, np.ndarray]]) -> None:
         for key, piece in batch:
             self.inspect(key, piece)
-        return batch
+            release(piece)  # written before the batch was handed over, and now inspected: its pages may go
 
     def _wait(self) -> None:
         if self.pending is not None:
-            done, self.pending = self.pending.result(), None
-            for _, piece in done:
-                release(piece)
+            pending, self.pending = self.pending, None
+            pending.result()
 
 
 def release(array: np.ndarray) -> None:
@@ -139,12 +140,20 @@ def release(array: np.ndarray) -> None:
         return
     if whole.flags.writeable:  # a copy-on-write mapping may hold changes that dropping its pages would lose
         return
+    # A page fault maps the pages around it too (the kernel's fault-around, 64 KB-aligned windows): touching
+    # one tensor maps the edges of its neighbours, which, read out of order (a PyTorch gate block after
+    # another), would stay mapped. The window of every page touched goes; a neighbour still being read
+    # merely faults its pages in again from the page cache.
     begin = array.ctypes.data - whole.ctypes.data
-    aligned = begin - begin % mmap.PAGESIZE
+    start = begin - begin % _WINDOW
+    end = min(begin + array.nbytes + -(begin + array.nbytes) % _WINDOW, len(base))
     try:
-        base.madvise(mmap.MADV_DONTNEED, aligned, begin + array.nbytes - aligned)
+        base.madvise(mmap.MADV_DONTNEED, start, end - start)
     except (OSError, ValueError):
         pass
+
+
+_WINDOW = 2 << 20  # see release()
 
 
 def contiguous(array: np.ndarray, block: int = 256) -> np.ndarray:

@@ -9,7 +9,6 @@ damaged bytes into :class:`FormatError`; anything else is a bug of this library 
 from __future__ import annotations
 
 import contextlib
-
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,32 +144,38 @@ def _write(model: Model, path: Path, form: formats.Format, verdict: formats.Verd
 
 @contextlib.contextmanager
 def _source_digest(src: Path, form: formats.Format):
-    """While an archive is written from ``src``: the SHA-256 of ``src``'s bytes, hashed in a thread of its own
-    (hashlib lets go of the interpreter), which the archive's final header records."""
+    """While an archive is read and written from ``src``: the SHA-256 of ``src``'s bytes, hashed in a thread of
+    its own (hashlib lets go of the interpreter), which the archive's final header records. Leaving the block
+    stops the hashing (a conversion refused or failed does not wait for it)."""
     if form.name != "archive" or not src.is_file():  # a SavedModel folder: its files are not one file
         yield
         return
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from .adapters.archive import SOURCE_DIGEST
 
-    def digest() -> str:
+    stop = threading.Event()
+
+    def digest() -> str | None:
         from hashlib import sha256
 
         hasher = sha256()
         with open(src, "rb") as handle:
-            view = memoryview(bytearray(1 << 20))
-            while True:
+            view = memoryview(bytearray(256 << 10))  # little memory beside the mapped source
+            while not stop.is_set():
                 count = handle.readinto(view)
                 if not count:
                     return hasher.hexdigest()
                 hasher.update(view[:count])
+        return None
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         token = SOURCE_DIGEST.set(pool.submit(digest))
         try:
             yield
         finally:
+            stop.set()
             SOURCE_DIGEST.reset(token)
 
 
@@ -244,25 +249,27 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
     if _atomic.exists(dst) and not overwrite:
         raise FormatError(f"{dst}: already exists", remedy="pass overwrite=True to replace it",
                           hint="pass --overwrite to replace it")
-    source = formats.detect(src, src_format)
-    _progress.phase(f"reading {src}", 1, 3)
-    model = read(src, source.name, kinds=kinds, check=source.integrity is None, only=only, config=config,
-                 forget_bias=forget_bias)
-    _progress.phase("checking the conversion", 2, 3)
-    if settings:
-        from .canonical import with_settings
-        model = with_settings(model, settings)
-    _check_destinations(form, dst, module, overwrite)
-    verdict = form.check(model, module=module is not None)
-    verdict.refuse()
-    if strict:
-        bad = non_finite(model)
-        if bad:
-            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-            raise FormatError(f"{src}: tensor {bad[0]} holds NaN or infinity{more}", remedy="refused by strict=True",
-                              hint="refused by --strict")
-    _progress.phase(f"writing {dst}", 3, 3)
-    with _source_digest(src, form):  # an archive records the SHA-256 of the file it came from
+    # An archive records the SHA-256 of the file it came from: hashed in a thread of its own from here on,
+    # beside the reading and the writing.
+    with _source_digest(src, form):
+        source = formats.detect(src, src_format)
+        _progress.phase(f"reading {src}", 1, 3)
+        model = read(src, source.name, kinds=kinds, check=source.integrity is None, only=only, config=config,
+                     forget_bias=forget_bias)
+        _progress.phase("checking the conversion", 2, 3)
+        if settings:
+            from .canonical import with_settings
+            model = with_settings(model, settings)
+        _check_destinations(form, dst, module, overwrite)
+        verdict = form.check(model, module=module is not None)
+        verdict.refuse()
+        if strict:
+            bad = non_finite(model)
+            if bad:
+                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+                raise FormatError(f"{src}: tensor {bad[0]} holds NaN or infinity{more}", remedy="refused by strict=True",
+                                  hint="refused by --strict")
+        _progress.phase(f"writing {dst}", 3, 3)
         if source.integrity is None:
             report = _write(model, dst, form, verdict, module, None, overwrite)
         else:  # the source's digests are checked in another thread while the destination is written; the
