@@ -6,12 +6,18 @@ small tensors share one hand-off, so 8,000 of them cost a few hundred hand-offs,
 batch is inspected, the pages its pieces occupy in a memory-mapped source are dropped from this
 process's mapping (they stay in the system's page cache, and are read from the file again if touched),
 so resident memory stays a few pieces whatever the size of the file.
+
+Where another thread hashes beside the writing (the source file's SHA-256 for an archive's provenance, or
+an archive source's recorded digests checked), the writer inspects its own pieces instead (see
+:func:`beside`): two threads hashing on two cores finish sooner than three sharing them, the writer
+waiting on the one that hashes its pieces (measured: 0.61 s against 0.72 s for a 369 MB file).
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from ._lazy import np
@@ -23,19 +29,33 @@ PIECE = 1 << 20  # bytes per piece, and at most per hand-off to the inspecting t
 # A tensor this small is inspected at once by the writing thread: handing it over costs more than
 # inspecting it, and hashlib holds the lock that would let the two threads overlap below 2 KB anyway.
 SMALL = 64 << 10
+_BESIDE = [0]  # how many threads hash beside the writing now (see beside())
+
+
+@contextlib.contextmanager
+def beside() -> Iterator[None]:
+    """Within the block another thread hashes beside the writing: a :class:`Stream` made in it inspects its
+    pieces in the writing thread."""
+    _BESIDE[0] += 1
+    try:
+        yield
+    finally:
+        _BESIDE[0] -= 1
 
 
 class Stream:
     """``write(key, array)`` appends the array's bytes (C order, little-endian) to ``out``;
     ``inspect(key, piece)``, if given, is called on every piece, the pieces of one key in order: in a second
     thread, or in this one for a tensor of at most :data:`SMALL` bytes (so keys may be inspected out of
-    order)."""
+    order), and for every piece where another thread hashes beside the writing (see :func:`beside`)."""
 
     def __init__(self, out, inspect: Callable[[str, np.ndarray], None] | None = None):
         self.out, self.inspect = out, inspect
-        from concurrent.futures import ThreadPoolExecutor
+        self.pool = None
+        if inspect is not None and not _BESIDE[0]:
+            from concurrent.futures import ThreadPoolExecutor
 
-        self.pool = ThreadPoolExecutor(max_workers=1) if inspect is not None else None
+            self.pool = ThreadPoolExecutor(max_workers=1)
         self.batch: list[tuple[str, np.ndarray]] = []
         self.size = 0
         self.pending: Future | None = None
@@ -111,6 +131,9 @@ class Stream:
     def _hand_off(self) -> None:
         self._wait()
         batch, self.batch, self.size = self.batch, [], 0
+        if self.pool is None:  # another thread hashes beside: this one inspects its own pieces
+            self._inspect_all(batch)
+            return
         self.pending = self.pool.submit(self._inspect_all, batch)
 
     def _inspect_all(self, batch: list[tuple[str, np.ndarray]]) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import _atomic, _progress, formats
+from . import _atomic, _progress, _stream, formats
 from ._gc import paused
 from .canonical import Model
 from .errors import FormatError
@@ -170,7 +170,7 @@ def _source_digest(src: Path, form: formats.Format):
                 hasher.update(view[:count])
         return None
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=1) as pool, _stream.beside():
         token = SOURCE_DIGEST.set(pool.submit(digest))
         try:
             yield
@@ -276,7 +276,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, src_format: str |
             # destination is renamed into place only if they match
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(max_workers=1) as pool:
+            with ThreadPoolExecutor(max_workers=1) as pool, _stream.beside():
                 pending = pool.submit(source.integrity, src)
                 report = _write(model, dst, form, verdict, module, pending.result, overwrite)
     report.notes[:0] = source.read_notes(model) + source.file_notes(src)
