@@ -165,7 +165,7 @@ class File:
             require("ml_dtypes")  # registers bfloat16 with NumPy
         return np.dtype(dtype)
 
-    def mismatches(self, digests: Mapping[str, str], block: int = 16 << 20) -> list[str]:
+    def mismatches(self, digests: Mapping[str, str], block: int = 1 << 20) -> list[str]:
         """The tensors whose bytes do not hash to the recorded SHA-256 (all of them are checked).
 
         The file is read in blocks into one reused buffer rather than mapped, so that checking costs no

@@ -96,6 +96,13 @@ class Stream:
         self.written += len(joined)
         if inspect_run is not None:
             inspect_run([key for key, _ in items], arrays, joined)
+        mapping = _mapping(arrays[0]) if arrays else None
+        if mapping is not None and self.pending is None:  # nothing of it is being read by the other thread:
+            try:  # every page of the mapping goes at once (thousands of small tensors, one call)
+                mapping.madvise(mmap.MADV_DONTNEED, 0, len(mapping))
+            except (OSError, ValueError):
+                pass
+            return
         page = mmap.PAGESIZE
         for array in arrays:
             if array.nbytes >= page:  # a smaller one spans no page of its own to drop
@@ -152,22 +159,14 @@ def release(array: np.ndarray) -> None:
     (``np.memmap``); any other array is left alone."""
     if array.nbytes < mmap.PAGESIZE:
         return
-    base = array
-    while base is not None and not isinstance(base, mmap.mmap):
-        base = getattr(base, "base", None)
+    base = _mapping(array)
     if base is None:
         return
-    try:
-        whole = np.frombuffer(base, np.uint8, count=1)
-    except (TypeError, ValueError):  # a closed mapping
-        return
-    if whole.flags.writeable:  # a copy-on-write mapping may hold changes that dropping its pages would lose
-        return
-    # A page fault maps the pages around it too (the kernel's fault-around, 64 KB-aligned windows): touching
-    # one tensor maps the edges of its neighbours, which, read out of order (a PyTorch gate block after
-    # another), would stay mapped. The window of every page touched goes; a neighbour still being read
-    # merely faults its pages in again from the page cache.
-    begin = array.ctypes.data - whole.ctypes.data
+    # A page fault maps more than the page: the whole folio the page cache holds it in (up to 2 MB on this
+    # machine's ext4), so touching one tensor maps the edges of its neighbours, which, read out of order (a
+    # PyTorch gate block after another), would stay mapped. The 2 MB window of every page touched goes; a
+    # neighbour still being read merely faults its pages in again from the page cache.
+    begin = array.ctypes.data - np.frombuffer(base, np.uint8, count=1).ctypes.data
     start = begin - begin % _WINDOW
     end = min(begin + array.nbytes + -(begin + array.nbytes) % _WINDOW, len(base))
     try:
@@ -177,6 +176,21 @@ def release(array: np.ndarray) -> None:
 
 
 _WINDOW = 2 << 20  # see release()
+
+
+def _mapping(array: np.ndarray) -> mmap.mmap | None:
+    """The read-only memory-mapped file ``array`` views, or None (another array, a closed mapping, or a
+    copy-on-write one, which may hold changes that dropping its pages would lose)."""
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    if base is None:
+        return None
+    try:
+        whole = np.frombuffer(base, np.uint8, count=1)
+    except (TypeError, ValueError):  # a closed or empty mapping
+        return None
+    return None if whole.flags.writeable else base
 
 
 def contiguous(array: np.ndarray, block: int = 256) -> np.ndarray:
