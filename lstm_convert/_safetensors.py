@@ -19,17 +19,18 @@ import json
 import math
 import operator
 import os
-from json.encoder import encode_basestring_ascii as _quoted  # what json.dumps writes of a str
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from json.encoder import (
+    encode_basestring_ascii as _quoted,  # what json.dumps writes of a str
+)
 from pathlib import Path
 from typing import Any, NamedTuple
-
-from ._lazy import ITEMSIZE, Placeholder, np
 
 from . import _dtypes
 from ._atomic import open_output
 from ._gc import paused
 from ._json import loads as _loads
+from ._lazy import ITEMSIZE, Placeholder, np
 from ._optional import require
 from ._stream import SMALL, Stream
 from .errors import FormatError
