@@ -181,7 +181,7 @@ class RecurrentLayer(_BitEqual):
         object.__setattr__(self, "_tensors", tuple(self._listed_tensors()))
 
     def _check_settings(self) -> None:
-        if self.kind not in GATES:
+        if not isinstance(self.kind, str) or self.kind not in GATES:
             raise ConfigError(f"{self.name}: unknown layer kind {self.kind!r}, expected one of {sorted(GATES)}")
         for attr in ("input_size", "hidden_size", "num_layers"):
             value = getattr(self, attr)
@@ -190,7 +190,7 @@ class RecurrentLayer(_BitEqual):
         if isinstance(self.directions, bool) or self.directions not in (1, 2):
             raise ConfigError(f"{self.name}: directions must be 1 or 2, got {self.directions!r}")
         for attr in ("activation", "recurrent_activation"):
-            if getattr(self, attr) not in ACTIVATIONS:
+            if not isinstance(getattr(self, attr), str) or getattr(self, attr) not in ACTIVATIONS:
                 raise ConfigError(f"{self.name}: {attr} {getattr(self, attr)!r} is not one of "
                                  f"{sorted(ACTIVATIONS)}")
         if self.merge_mode not in MERGE_MODES or (self.directions == 1 and self.merge_mode != "concat"):
