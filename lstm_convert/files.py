@@ -151,7 +151,6 @@ def _source_digest(src: Path, form: formats.Format):
         yield
         return
     import threading
-    from concurrent.futures import ThreadPoolExecutor
 
     from .adapters.archive import SOURCE_DIGEST
 
@@ -170,13 +169,42 @@ def _source_digest(src: Path, form: formats.Format):
                 hasher.update(view[:count])
         return None
 
-    with ThreadPoolExecutor(max_workers=1) as pool, _stream.beside():
-        token = SOURCE_DIGEST.set(pool.submit(digest))
-        try:
-            yield
-        finally:
-            stop.set()
-            SOURCE_DIGEST.reset(token)
+    pending = _Pending(digest)  # a thread of its own (concurrent.futures would import logging: a megabyte)
+    try:
+        with _stream.beside():
+            token = SOURCE_DIGEST.set(pending)
+            try:
+                yield
+            finally:
+                SOURCE_DIGEST.reset(token)
+    finally:
+        stop.set()
+        pending.thread.join()
+
+
+class _Pending:
+    """``work()`` run in a thread of its own; :meth:`result` waits for what it returned (or raises what it
+    raised)."""
+
+    def __init__(self, work):
+        import threading
+
+        self._value: object = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._value = work()
+            except BaseException as exc:  # handed to the thread that asks for the result
+                self._error = exc
+        self.thread = threading.Thread(target=run, name="lstm-convert source digest", daemon=True)
+        self.thread.start()
+
+    def result(self):
+        self.thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def check(model: Model, fmt: str, *, module: bool = False) -> None:

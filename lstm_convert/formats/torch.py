@@ -48,10 +48,11 @@ def _recognise(path: Path, head: bytes) -> bool:
 def _read(path: Path, options: ReadOptions):
     from ..adapters import torch_files
 
-    with parsing(path, "PyTorch state dict", PARSER_ERRORS + zip_errors()):
-        if is_safetensors(path, head(path) or b""):
+    if is_safetensors(path, head(path) or b""):  # no zip: zipfile is not even imported (a megabyte resident)
+        with parsing(path, "PyTorch state dict", PARSER_ERRORS):
             return torch_files.read_safetensors(path, kinds=options.kinds, header_only=options.header_only,
                                                 only=options.only, inventory=options.inventory)
+    with parsing(path, "PyTorch state dict", PARSER_ERRORS + zip_errors()):
         return torch_files.read_pt(path, kinds=options.kinds, only=options.only, inventory=options.inventory)
 
 
